@@ -1,0 +1,38 @@
+"""rlprune: learned, per-layer token reduction for frozen causal language models."""
+
+from rlprune.errors import (
+    InvalidActionError,
+    InvalidPromptError,
+    ModelNotFoundError,
+    RLPruneError,
+    UnsupportedModelError,
+)
+from rlprune.flops import ModelDims
+from rlprune.models import DEFAULT_MODEL, load_model, rlprune_home
+from rlprune.prompts import Prompt, build_prompt
+from rlprune.reduction import KEEP, LayerAction, parse_schedule
+from rlprune.runner import GenerationResult, Reducer, ReducerConfig, ReductionOutput, ReductionState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "KEEP",
+    "GenerationResult",
+    "InvalidActionError",
+    "InvalidPromptError",
+    "LayerAction",
+    "ModelDims",
+    "ModelNotFoundError",
+    "Prompt",
+    "RLPruneError",
+    "Reducer",
+    "ReducerConfig",
+    "ReductionOutput",
+    "ReductionState",
+    "UnsupportedModelError",
+    "build_prompt",
+    "load_model",
+    "parse_schedule",
+    "rlprune_home",
+]

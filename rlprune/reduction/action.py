@@ -1,0 +1,87 @@
+"""What a policy decides at one decision layer, and the text form of a fixed schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from rlprune.errors import InvalidActionError
+from rlprune.reduction.scores import SCORERS
+
+Op = Literal["keep", "prune", "merge"]
+OPS: tuple[Op, ...] = ("keep", "prune", "merge")
+
+
+@dataclass(frozen=True)
+class LayerAction:
+    """Reduce the tokens entering one decoder layer.
+
+    Attributes:
+        op: ``keep`` (do nothing), ``prune`` (drop tokens) or ``merge`` (fold tokens into a
+            similar later token).
+        ratio: fraction of the *removable* tokens (all but the protected ones) removed here.
+        scorer: how token importance is measured; the least important tokens go first.
+            One of :data:`rlprune.reduction.scores.SCORERS`.
+    """
+
+    op: Op = "keep"
+    ratio: float = 0.0
+    scorer: str = "attention"
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise InvalidActionError(f"unknown op {self.op!r}: use one of {', '.join(OPS)}")
+        if not isinstance(self.ratio, (int, float)) or not 0.0 <= float(self.ratio) <= 1.0:
+            raise InvalidActionError(
+                f"ratio {self.ratio!r} is outside [0, 1]: it is the fraction of removable tokens removed"
+            )
+        if self.scorer not in SCORERS:
+            raise InvalidActionError(
+                f"unknown scorer {self.scorer!r}: use one of {', '.join(sorted(SCORERS))}"
+            )
+
+    @property
+    def is_noop(self) -> bool:
+        return self.op == "keep" or self.ratio == 0.0
+
+    def __str__(self) -> str:
+        return "keep" if self.op == "keep" else f"{self.op}:{self.ratio:g}:{self.scorer}"
+
+
+KEEP = LayerAction()
+
+Schedule = Mapping[int, LayerAction]
+
+
+def parse_schedule(text: str) -> dict[int, LayerAction]:
+    """Parse ``"2:prune:0.5,12:merge:0.3:similarity"`` into ``{layer: LayerAction}``.
+
+    Each item is ``LAYER:OP[:RATIO[:SCORER]]``; an empty string means no reduction.
+    """
+    schedule: dict[int, LayerAction] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        fields = item.split(":")
+        if not 2 <= len(fields) <= 4:
+            raise InvalidActionError(
+                f"bad schedule item {item!r}: write LAYER:OP[:RATIO[:SCORER]], e.g. 2:prune:0.5"
+            )
+        try:
+            layer = int(fields[0])
+            ratio = float(fields[2]) if len(fields) > 2 else 0.5
+        except ValueError:
+            raise InvalidActionError(
+                f"bad schedule item {item!r}: LAYER must be an integer and RATIO a number"
+            ) from None
+        if layer in schedule:
+            raise InvalidActionError(f"layer {layer} appears twice in the schedule {text!r}")
+        scorer = fields[3] if len(fields) > 3 else LayerAction.scorer
+        schedule[layer] = LayerAction(fields[1], ratio, scorer)  # type: ignore[arg-type]
+    return schedule
+
+
+def format_schedule(schedule: Schedule) -> str:
+    """Inverse of :func:`parse_schedule` (keep actions are left out)."""
+    return ",".join(
+        f"{layer}:{a.op}:{a.ratio:g}:{a.scorer}" for layer, a in sorted(schedule.items()) if not a.is_noop
+    )

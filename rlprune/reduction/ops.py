@@ -1,0 +1,105 @@
+"""Prune and merge: which tokens leave, where merged tokens go, and the resulting sequence.
+
+Everything here is causal by construction: a token only ever merges into a *later* token, which
+keeps its own position, so no token sees information from its future.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ReductionPlan:
+    """The tokens removed before one layer, in current sequence order.
+
+    Attributes:
+        remove: sorted indices of the tokens that leave the sequence.
+        into: for ``merge``, the index each removed token is folded into (always greater than its
+            own index), or -1 where no target qualified and the token is simply dropped.
+            ``None`` for ``prune``.
+        flops: what choosing these tokens cost (scoring and target matching).
+    """
+
+    remove: Tensor
+    into: Tensor | None = None
+    flops: float = 0.0
+
+    @classmethod
+    def empty(cls, device: torch.device | None = None) -> ReductionPlan:
+        return cls(torch.empty(0, dtype=torch.long, device=device))
+
+    def __len__(self) -> int:
+        return int(self.remove.numel())
+
+
+def select_least_important(scores: Tensor, removable: Tensor, count: int) -> Tensor:
+    """Sorted indices of the ``count`` removable tokens with the lowest scores."""
+    count = min(count, int(removable.sum()))
+    if count <= 0:
+        return torch.empty(0, dtype=torch.long, device=scores.device)
+    ranked = scores.masked_fill(~removable, float("inf"))
+    return torch.topk(ranked, count, largest=False).indices.sort().values
+
+
+def match_merge_targets(normed: Tensor, remove: Tensor, can_receive: Tensor, window: int) -> Tensor:
+    """For each removed token, the most similar token among the next ``window`` that may receive it.
+
+    Args:
+        normed: ``(n, hidden)`` states compared by cosine similarity.
+        remove: sorted indices of the tokens being removed.
+        can_receive: ``(n,)`` bool, tokens allowed to absorb others (kept and not protected).
+        window: how far ahead (in current sequence order) a target may be.
+
+    Returns:
+        ``(len(remove),)`` target indices, -1 where no token in the window can receive.
+    """
+    n = normed.shape[0]
+    offsets = torch.arange(1, window + 1, device=normed.device)
+    candidates = remove[:, None] + offsets[None, :]  # (r, window), always later tokens
+    valid = candidates < n
+    candidates = candidates.clamp(max=n - 1)
+    valid &= can_receive[candidates]
+    unit = F.normalize(normed, dim=-1)
+    similarity = torch.einsum("rd,rwd->rw", unit[remove], unit[candidates])
+    similarity = similarity.masked_fill(~valid, float("-inf"))
+    best = similarity.argmax(dim=-1)
+    targets = candidates.gather(1, best[:, None])[:, 0]
+    return torch.where(valid.any(dim=-1), targets, torch.full_like(targets, -1))
+
+
+def apply_plan(
+    hidden: Tensor, positions: Tensor, sizes: Tensor, plan: ReductionPlan
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Remove the planned tokens; merged ones are folded into their targets by size-weighted mean.
+
+    Args:
+        hidden: ``(1, n, hidden)`` residual stream entering the layer.
+        positions: ``(n,)`` original positions.
+        sizes: ``(n,)`` how many original tokens each carried token stands for.
+
+    Returns:
+        The reduced ``hidden``, ``positions`` and ``sizes``.
+    """
+    if len(plan) == 0:
+        return hidden, positions, sizes
+    if plan.into is not None:
+        merged = plan.into >= 0
+        src, dst = plan.remove[merged], plan.into[merged]
+        if src.numel():
+            weight = sizes.to(hidden.dtype)
+            absorbed = torch.zeros_like(sizes).index_add_(0, dst, sizes[src])
+            incoming = torch.zeros_like(hidden[0]).index_add_(0, dst, hidden[0, src] * weight[src, None])
+            touched = dst.unique()
+            hidden = hidden.clone()
+            hidden[0, touched] = (hidden[0, touched] * weight[touched, None] + incoming[touched]) / (
+                weight[touched] + absorbed[touched].to(hidden.dtype)
+            )[:, None]
+            sizes = sizes + absorbed
+    keep = torch.ones(positions.shape[0], dtype=torch.bool, device=positions.device)
+    keep[plan.remove] = False
+    return hidden[:, keep], positions[keep], sizes[keep]

@@ -1,0 +1,144 @@
+"""Token importance, computed cheaply from a decoder layer's own projections.
+
+A scorer returns one number per token, higher meaning more worth keeping. Scorers never ask the
+model for attention weights, so the fast SDPA kernels stay in use. Add a method by subclassing
+:class:`Scorer` and registering it with :func:`register_scorer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rlprune.flops import ModelDims
+
+
+@dataclass
+class ScoreContext:
+    """What a scorer may look at before decoder layer ``layer`` runs.
+
+    Attributes:
+        layer: the decoder layer about to run (its ``self_attn`` projections are used).
+        normed: hidden states after the layer's input norm, shape ``(1, n, hidden)``.
+        positions: original position of each token, shape ``(n,)``.
+        log_sizes: ``log(merge size)`` per token, or ``None`` when nothing was merged.
+        cos, sin: rotary embeddings at ``positions``, shape ``(1, n, head_dim)``.
+        window: how many of the last tokens act as queries (the question).
+        pool: width of the max-pooling that lets whole spans around an important token survive.
+    """
+
+    layer: nn.Module
+    normed: Tensor
+    positions: Tensor
+    log_sizes: Tensor | None
+    cos: Tensor
+    sin: Tensor
+    window: int
+    pool: int
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Apply rotary embeddings to ``(1, heads, n, head_dim)`` states (Llama convention)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def project(attn: nn.Module, x: Tensor, which: str) -> Tensor:
+    """Queries (``"q"``) or keys (``"k"``) of ``x`` before rotary, shape ``(1, heads, n, head_dim)``.
+
+    Applies the per-head norm that Qwen3-style attention has (``q_norm``/``k_norm``).
+    """
+    head_dim = attn.head_dim
+    states = getattr(attn, f"{which}_proj")(x).view(1, x.shape[1], -1, head_dim)
+    norm = getattr(attn, f"{which}_norm", None)
+    if norm is not None:
+        states = norm(states)
+    return states.transpose(1, 2)
+
+
+class Scorer:
+    """Base class: ``score`` ranks tokens, ``flops`` says what ranking them costs."""
+
+    name: ClassVar[str]
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        raise NotImplementedError
+
+    def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
+        raise NotImplementedError
+
+
+SCORERS: dict[str, Scorer] = {}
+
+
+def register_scorer(cls: type[Scorer]) -> type[Scorer]:
+    SCORERS[cls.name] = cls()
+    return cls
+
+
+@register_scorer
+class WindowAttentionScorer(Scorer):
+    """Attention the last ``window`` queries pay to each token, max-pooled over neighbours.
+
+    The last tokens hold the question, so this keeps what the question looks at (SnapKV-style).
+    """
+
+    name = "attention"
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        attn = ctx.layer.self_attn
+        n = ctx.normed.shape[1]
+        w = min(ctx.window, n)
+        keys = rotate(project(attn, ctx.normed, "k"), ctx.cos, ctx.sin)
+        queries = rotate(project(attn, ctx.normed[:, -w:], "q"), ctx.cos[:, -w:], ctx.sin[:, -w:])
+        kv_heads, head_dim = keys.shape[1], keys.shape[-1]
+        queries = queries.reshape(1, kv_heads, -1, head_dim)  # group query heads by kv head (GQA)
+        logits = queries @ keys.transpose(-1, -2) * head_dim**-0.5  # (1, kv_heads, groups * w, n)
+        logits = logits.view(1, kv_heads, -1, w, n)
+        visible = ctx.positions[-w:, None] >= ctx.positions[None, :]
+        if ctx.log_sizes is not None:
+            logits = logits + ctx.log_sizes
+        logits = logits.masked_fill(~visible, float("-inf"))
+        importance = logits.softmax(dim=-1).mean(dim=(0, 1, 2, 3))
+        if ctx.pool > 1:
+            importance = F.max_pool1d(importance[None, None], ctx.pool, 1, ctx.pool // 2)[0, 0, :n]
+        return importance
+
+    def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
+        w = min(window, tokens)
+        return 2.0 * (tokens * dims.hidden * dims.kv_width + w * dims.hidden * dims.q_width + w * tokens * dims.q_width)
+
+
+@register_scorer
+class KeyNormScorer(Scorer):
+    """Low key norm predicts high attention (Devoto et al., 2024), so importance is ``-||k||``."""
+
+    name = "key_norm"
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        keys = project(ctx.layer.self_attn, ctx.normed, "k")  # rotary keeps norms, so skip it
+        return -keys.norm(dim=-1).mean(dim=(0, 1))
+
+    def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
+        return 2.0 * tokens * dims.hidden * dims.kv_width
+
+
+@register_scorer
+class NeighbourSimilarityScorer(Scorer):
+    """A token much like the next one is redundant: importance is ``-cos(x_i, x_{i+1})``."""
+
+    name = "similarity"
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        unit = F.normalize(ctx.normed[0], dim=-1)
+        similarity = (unit[:-1] * unit[1:]).sum(dim=-1)
+        return -torch.cat((similarity, similarity.new_full((1,), -1.0)))
+
+    def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
+        return 2.0 * tokens * dims.hidden

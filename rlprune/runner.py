@@ -1,0 +1,550 @@
+"""The one reduced forward and decode path.
+
+Every consumer (the Gymnasium environment, the inference plug-in, the evaluation harness and every
+baseline) runs a model through :class:`Reducer`, so a policy behaves the same in training and at
+inference. The reducer calls the model's own decoder layers on the tokens that remain, with their
+*original* position ids (rotary embeddings stay correct), an attention mask built from original
+positions, and a per-layer KV cache whose length may differ from layer to layer.
+
+Batch size is 1 throughout. Batching would go into :class:`ReductionState`: each row keeps its
+own token set, so hidden states would be padded to the longest row and the attention masks
+below would also hide each row's padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from transformers import DynamicCache, PreTrainedModel
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from rlprune import flops
+from rlprune.errors import InvalidActionError, InvalidPromptError
+from rlprune.models import check_supported
+from rlprune.reduction import (
+    KEEP,
+    SCORERS,
+    LayerAction,
+    ReductionPlan,
+    ScoreContext,
+    apply_plan,
+    match_merge_targets,
+    select_least_important,
+)
+
+ActionSource = Mapping[int, LayerAction] | Callable[["ReductionState"], LayerAction] | None
+"""A fixed schedule ``{layer: action}``, or a callable deciding at each decision layer."""
+
+
+@dataclass(frozen=True)
+class ReducerConfig:
+    """How tokens are protected and scored; shared by every run of a :class:`Reducer`.
+
+    Attributes:
+        protect_first: the first tokens (attention sinks) that are never removed.
+        protect_last: the last tokens (question and generation prompt) that are never removed;
+            a prompt can override it in :meth:`Reducer.start`.
+        window: how many final tokens act as queries for the ``attention`` scorer; ``None`` uses
+            the protected tail.
+        pool: max-pooling width over attention scores, so whole spans survive together.
+        merge_window: how many following tokens a merged token may join.
+        decision_layers: layers where a policy decides; ``None`` means every layer from 1.
+    """
+
+    protect_first: int = 1
+    protect_last: int = 8
+    window: int | None = None
+    pool: int = 5
+    merge_window: int = 8
+    decision_layers: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("protect_first", "protect_last", "pool", "merge_window"):
+            if getattr(self, name) < (0 if name.startswith("protect") else 1):
+                raise InvalidActionError(f"ReducerConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.window is not None and self.window < 1:
+            raise InvalidActionError(f"ReducerConfig.window must be at least 1, got {self.window}")
+
+
+@dataclass
+class ReductionState:
+    """A prompt part-way through the reduced prefill, then through decoding.
+
+    The reducer updates it in place. Tokens are always kept in their original order.
+    """
+
+    input_ids: Tensor  # (1, prompt_length)
+    hidden: Tensor  # (1, n, hidden): residual stream entering layer ``layer``
+    positions: Tensor  # (n,) original position of each carried token
+    sizes: Tensor  # (n,) float: original tokens each carried token stands for (merges)
+    rope: tuple[Tensor, Tensor]  # cos, sin for every prompt position, (1, prompt_length, head_dim)
+    cache: DynamicCache
+    decision_layers: tuple[int, ...]
+    protect_first: int
+    protect_last: int
+    layer: int = 0  # next layer to run
+    decisions_made: int = 0
+    kv_positions: list[Tensor] = field(default_factory=list)  # per layer: positions of cached keys
+    kv_log_sizes: list[Tensor | None] = field(default_factory=list)  # per layer: log merge sizes, None if all 1
+    tokens_per_layer: list[int] = field(default_factory=list)
+    actions: dict[int, LayerAction] = field(default_factory=dict)
+    flops: float = 0.0  # prefill FLOPs so far, scoring included
+    decode_flops: float = 0.0
+    next_position: int = 0  # position id of the next token fed after the prompt
+
+    @property
+    def prompt_length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.positions.numel())
+
+    @property
+    def next_decision(self) -> int | None:
+        """The layer where the next decision is due, or ``None`` when all are made."""
+        if self.decisions_made < len(self.decision_layers):
+            return self.decision_layers[self.decisions_made]
+        return None
+
+    @property
+    def done(self) -> bool:
+        """No decision is left to make."""
+        return self.next_decision is None
+
+    def protected(self) -> Tensor:
+        """Bool mask over carried tokens that may never be removed."""
+        tail_start = self.prompt_length - self.protect_last
+        return (self.positions < self.protect_first) | (self.positions >= tail_start)
+
+    def removable(self) -> Tensor:
+        return ~self.protected()
+
+    def log_sizes(self) -> Tensor | None:
+        """``log(size)`` per carried token for proportional attention, ``None`` when none was merged."""
+        if bool((self.sizes == 1).all()):
+            return None
+        return self.sizes.log()
+
+    def cache_lengths(self) -> list[int]:
+        return [int(p.numel()) for p in self.kv_positions]
+
+
+@dataclass
+class ReductionOutput:
+    """The result of a reduced prefill: logits, the reduced cache and the accounting."""
+
+    logits: Tensor  # (1, positions, vocab): last position only, or every carried token
+    logit_positions: Tensor  # original positions the logits belong to
+    state: ReductionState
+    dims: flops.ModelDims
+
+    @property
+    def cache(self) -> DynamicCache:
+        return self.state.cache
+
+    @property
+    def tokens_per_layer(self) -> list[int]:
+        return list(self.state.tokens_per_layer)
+
+    @property
+    def flops(self) -> float:
+        """Prefill FLOPs actually spent, token scoring included."""
+        return self.state.flops
+
+    @property
+    def flops_full(self) -> float:
+        """Prefill FLOPs of the unreduced model for the same prompt and logits."""
+        return flops.full_prefill_flops(self.dims, self.state.prompt_length, int(self.logit_positions.numel()))
+
+    @property
+    def flops_ratio(self) -> float:
+        return self.flops / self.flops_full
+
+    @property
+    def kv_bytes(self) -> int:
+        return flops.kv_cache_bytes(self.dims, self.state.tokens_per_layer)
+
+    @property
+    def kv_bytes_full(self) -> int:
+        return flops.kv_cache_bytes(self.dims, [self.state.prompt_length] * self.dims.layers)
+
+
+@dataclass
+class GenerationResult:
+    """New tokens from :meth:`Reducer.generate` and the prefill they continued from."""
+
+    tokens: Tensor  # (1, new) generated ids, EOS included when reached
+    prefill: ReductionOutput
+    stopped_at_eos: bool
+
+    @property
+    def sequences(self) -> Tensor:
+        """Prompt followed by the generated tokens, like ``model.generate`` returns."""
+        return torch.cat((self.prefill.state.input_ids, self.tokens), dim=1)
+
+
+def attention_mask(
+    query_positions: Tensor, key_positions: Tensor, key_log_sizes: Tensor | None, dtype: torch.dtype
+) -> Tensor | None:
+    """Additive mask ``(1, 1, q, k)``: ``log(size)`` where a key's position is not after the query's.
+
+    Returns ``None`` where the kernel's own masking is the same thing: a prefill without merged
+    tokens (queries are the keys, so causal by position is causal by index) or a single new
+    token without merged keys (it sees every cached key). SDPA then takes its fastest path.
+    """
+    q, k = query_positions.numel(), key_positions.numel()
+    if key_log_sizes is None and (q == 1 or q == k):
+        return None
+    visible = key_positions[None, :] <= query_positions[:, None]
+    bias = torch.zeros(k, dtype=dtype, device=visible.device) if key_log_sizes is None else key_log_sizes.to(dtype)
+    return torch.where(visible, bias, torch.finfo(dtype).min)[None, None]
+
+
+class Reducer:
+    """Runs a frozen causal LM with token reduction between decoder layers.
+
+    Typical use::
+
+        reducer = Reducer(model)
+        state = reducer.start(input_ids, decision_layers=(2, 12))
+        while not state.done:
+            state = reducer.step(state, policy(state))
+        out = reducer.finish(state)
+
+    or, in one call, ``reducer.run(input_ids, {2: LayerAction("prune", 0.5)})``.
+    """
+
+    def __init__(self, model: PreTrainedModel, config: ReducerConfig | None = None) -> None:
+        check_supported(model.config)
+        self.model = model
+        self.config = config or ReducerConfig()
+        self.decoder = model.model
+        self.layers = self.decoder.layers
+        self.dims = flops.ModelDims.from_config(model.config, model.dtype)
+        self.max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+
+    # -- prefill ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def start(
+        self,
+        input_ids: Tensor | Sequence[int],
+        *,
+        decision_layers: Sequence[int] | None = None,
+        protect_last: int | None = None,
+    ) -> ReductionState:
+        """Embed the prompt and run the layers before the first decision layer."""
+        ids = self._validate_ids(input_ids)
+        layers = self._validate_layers(decision_layers)
+        n = ids.shape[1]
+        device = ids.device
+        positions = torch.arange(n, device=device)
+        hidden = self.decoder.embed_tokens(ids)
+        rope = self.decoder.rotary_emb(hidden, position_ids=positions[None])
+        state = ReductionState(
+            input_ids=ids,
+            hidden=hidden,
+            positions=positions,
+            sizes=torch.ones(n, device=device),
+            rope=rope,
+            cache=DynamicCache(config=self.model.config),
+            decision_layers=layers,
+            protect_first=self.config.protect_first,
+            protect_last=self.config.protect_last if protect_last is None else int(protect_last),
+            next_position=n,
+        )
+        if state.protect_last < 0:
+            raise InvalidActionError(f"protect_last must be >= 0, got {state.protect_last}")
+        self._advance(state, layers[0] if layers else self.dims.layers)
+        return state
+
+    @torch.no_grad()
+    def step(self, state: ReductionState, action: LayerAction | None = None) -> ReductionState:
+        """Apply ``action`` before the next decision layer, then run up to the following one."""
+        if state.done:
+            raise RuntimeError("no decision layer is left; call finish()")
+        action = KEEP if action is None else action
+        if not isinstance(action, LayerAction):
+            raise InvalidActionError(f"expected a LayerAction, got {type(action).__name__}")
+        plan = self.plan(state, action)
+        if len(plan):
+            state.hidden, state.positions, state.sizes = apply_plan(state.hidden, state.positions, state.sizes, plan)
+        state.flops += plan.flops
+        state.actions[state.layer] = action
+        state.decisions_made += 1
+        self._advance(state, state.next_decision if not state.done else self.dims.layers)
+        return state
+
+    @torch.no_grad()
+    def plan(self, state: ReductionState, action: LayerAction) -> ReductionPlan:
+        """Which tokens ``action`` removes before layer ``state.layer`` (and where merged ones go)."""
+        removable = state.removable()
+        count = round(action.ratio * int(removable.sum())) if not action.is_noop else 0
+        if count == 0:
+            return ReductionPlan.empty(state.positions.device)
+        layer = self.layers[state.layer]
+        normed = layer.input_layernorm(state.hidden)
+        window = self.config.window or max(state.protect_last, 1)
+        scorer = SCORERS[action.scorer]
+        cos, sin = state.rope
+        context = ScoreContext(
+            layer=layer,
+            normed=normed,
+            positions=state.positions,
+            log_sizes=state.log_sizes(),
+            cos=cos[:, state.positions],
+            sin=sin[:, state.positions],
+            window=window,
+            pool=self.config.pool,
+        )
+        remove = select_least_important(scorer.score(context), removable, count)
+        cost = scorer.flops(self.dims, state.n_tokens, window)
+        if action.op == "prune":
+            return ReductionPlan(remove, flops=cost)
+        can_receive = removable.clone()
+        can_receive[remove] = False
+        into = match_merge_targets(normed[0], remove, can_receive, self.config.merge_window)
+        cost += flops.merge_match_flops(self.dims, len(remove), self.config.merge_window)
+        return ReductionPlan(remove, into, flops=cost)
+
+    @torch.no_grad()
+    def finish(self, state: ReductionState, logits: str = "last") -> ReductionOutput:
+        """Run the remaining layers (undecided ones keep every token) and the LM head.
+
+        Args:
+            logits: ``"last"`` for the final position only (generation), ``"all"`` for every
+                token still carried at the top of the model.
+        """
+        if logits not in ("last", "all"):
+            raise ValueError(f"logits must be 'last' or 'all', got {logits!r}")
+        state.decisions_made = len(state.decision_layers)
+        self._advance(state, self.dims.layers)
+        hidden = state.hidden if logits == "all" else state.hidden[:, -1:]
+        positions = state.positions if logits == "all" else state.positions[-1:]
+        out = self.model.lm_head(self.decoder.norm(hidden))
+        state.flops += flops.lm_head_flops(self.dims, hidden.shape[1])
+        return ReductionOutput(logits=out, logit_positions=positions, state=state, dims=self.dims)
+
+    def run(
+        self,
+        input_ids: Tensor | Sequence[int],
+        actions: ActionSource = None,
+        *,
+        logits: str = "last",
+        decision_layers: Sequence[int] | None = None,
+        protect_last: int | None = None,
+    ) -> ReductionOutput:
+        """A whole reduced prefill: a schedule ``{layer: action}`` or a callable deciding per layer."""
+        if isinstance(actions, Mapping):
+            if decision_layers is not None:
+                raise ValueError("a schedule fixes its own decision layers; do not pass decision_layers")
+            decision_layers = sorted(actions)
+            decide: Callable[[ReductionState], LayerAction] = lambda s: actions[s.layer]  # noqa: E731
+        elif actions is None:
+            decision_layers, decide = (), lambda s: KEEP
+        elif callable(actions):
+            decide = actions
+        else:
+            raise InvalidActionError(
+                f"actions must be a {{layer: LayerAction}} mapping or a callable, got {type(actions).__name__}"
+            )
+        state = self.start(input_ids, decision_layers=decision_layers, protect_last=protect_last)
+        while not state.done:
+            state = self.step(state, decide(state))
+        return self.finish(state, logits=logits)
+
+    # -- decoding --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def extend(self, state: ReductionState, token_ids: Tensor | Sequence[int]) -> Tensor:
+        """Feed new tokens through every layer on top of the reduced cache; returns their logits.
+
+        One token is a decoding step; several are teacher forcing (each sees the earlier ones).
+        """
+        if state.layer < self.dims.layers:
+            raise RuntimeError("finish() the prefill before extending it")
+        ids = torch.as_tensor(token_ids, device=state.input_ids.device).reshape(1, -1)
+        m = ids.shape[1]
+        if state.next_position + m > self.max_positions > 0:
+            raise InvalidPromptError(
+                f"{state.next_position + m} positions exceed the model's limit of {self.max_positions}"
+            )
+        positions = torch.arange(state.next_position, state.next_position + m, device=ids.device)
+        hidden = self.decoder.embed_tokens(ids)
+        rope = self.decoder.rotary_emb(hidden, position_ids=positions[None])
+        for i in range(self.dims.layers):
+            hidden, cost = self._run_layer(state, i, hidden, positions, None, rope)
+            state.decode_flops += cost
+        state.next_position += m
+        state.decode_flops += flops.lm_head_flops(self.dims, m)
+        return self.model.lm_head(self.decoder.norm(hidden))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Tensor | Sequence[int],
+        actions: ActionSource = None,
+        *,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        eos_token_id: int | Sequence[int] | None = None,
+        generator: torch.Generator | None = None,
+        decision_layers: Sequence[int] | None = None,
+        protect_last: int | None = None,
+    ) -> GenerationResult:
+        """Reduced prefill, then decoding from the reduced per-layer cache until EOS or the limit."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        n = self._validate_ids(input_ids).shape[1]
+        if self.max_positions and n + max_new_tokens > self.max_positions:
+            raise InvalidPromptError(
+                f"prompt ({n} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
+                f"{self.max_positions} positions; shorten the prompt or ask for fewer tokens"
+            )
+        prefill = self.run(input_ids, actions, decision_layers=decision_layers, protect_last=protect_last)
+        stop = set(self._eos_ids(eos_token_id))
+        warpers = self._warpers(temperature, top_k, top_p) if do_sample else None
+        logits = prefill.logits[:, -1]
+        new: list[Tensor] = []
+        for i in range(max_new_tokens):
+            token = self._choose(logits, new, prefill.state.input_ids, warpers, generator)
+            new.append(token)
+            if int(token) in stop or i == max_new_tokens - 1:
+                break
+            logits = self.extend(prefill.state, token)[:, -1]
+        tokens = torch.stack(new).reshape(1, -1)
+        return GenerationResult(tokens=tokens, prefill=prefill, stopped_at_eos=int(tokens[0, -1]) in stop)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _advance(self, state: ReductionState, stop: int) -> None:
+        """Run the prefill through layers ``state.layer .. stop - 1`` with the carried tokens."""
+        if state.layer >= stop:
+            return
+        cos, sin = state.rope
+        rope = (cos[:, state.positions], sin[:, state.positions])
+        log_sizes = state.log_sizes()
+        while state.layer < stop:
+            state.hidden, cost = self._run_layer(state, state.layer, state.hidden, state.positions, log_sizes, rope)
+            state.tokens_per_layer.append(state.n_tokens)
+            state.flops += cost
+            state.layer += 1
+
+    def _run_layer(
+        self,
+        state: ReductionState,
+        index: int,
+        hidden: Tensor,
+        positions: Tensor,
+        log_sizes: Tensor | None,
+        rope: tuple[Tensor, Tensor],
+    ) -> tuple[Tensor, float]:
+        """Call decoder layer ``index`` on ``hidden`` and append its keys and values to the cache.
+
+        This is the only place a decoder layer runs: prefill and decoding both come through here.
+        """
+        if index < len(state.kv_positions):
+            cached = state.kv_positions[index].numel()
+            key_positions = torch.cat((state.kv_positions[index], positions))
+            old = state.kv_log_sizes[index]
+            if old is None and log_sizes is None:
+                key_log_sizes = None
+            else:
+                old = torch.zeros(cached, device=positions.device) if old is None else old
+                new = torch.zeros(positions.numel(), device=positions.device) if log_sizes is None else log_sizes
+                key_log_sizes = torch.cat((old, new))
+            state.kv_positions[index], state.kv_log_sizes[index] = key_positions, key_log_sizes
+        else:
+            cached, key_positions, key_log_sizes = 0, positions, log_sizes
+            state.kv_positions.append(key_positions)
+            state.kv_log_sizes.append(key_log_sizes)
+        mask = attention_mask(positions, key_positions, key_log_sizes, hidden.dtype)
+        out = self.layers[index](
+            hidden,
+            attention_mask=mask,
+            position_ids=positions[None],
+            cache=state.cache,
+            use_cache=True,
+            position_embeddings=rope,
+        )
+        hidden = out[0] if isinstance(out, tuple) else out
+        return hidden, flops.layer_flops(self.dims, positions.numel(), cached)
+
+    def _validate_ids(self, input_ids: Tensor | Sequence[int]) -> Tensor:
+        device = self.model.device
+        ids = torch.as_tensor(input_ids, device=device)
+        if ids.dim() == 1:
+            ids = ids[None]
+        if ids.dim() != 2 or ids.shape[0] != 1:
+            raise InvalidPromptError(f"expected one prompt of token ids, shape (1, n); got {tuple(ids.shape)}")
+        if ids.dtype not in (torch.int32, torch.int64):
+            raise InvalidPromptError(f"token ids must be integers, got {ids.dtype}")
+        n = ids.shape[1]
+        if n == 0:
+            raise InvalidPromptError("the prompt is empty: give at least one token")
+        if self.max_positions and n > self.max_positions:
+            raise InvalidPromptError(
+                f"the prompt has {n} tokens but the model handles at most {self.max_positions}; shorten it"
+            )
+        if int(ids.min()) < 0 or int(ids.max()) >= self.dims.vocab:
+            raise InvalidPromptError(f"token ids must lie in [0, {self.dims.vocab}); is the tokenizer for this model?")
+        return ids.long()
+
+    def _validate_layers(self, decision_layers: Sequence[int] | None) -> tuple[int, ...]:
+        if decision_layers is None:
+            decision_layers = self.config.decision_layers or range(1, self.dims.layers)
+        layers = tuple(sorted({int(i) for i in decision_layers}))
+        bad = [i for i in layers if not 0 <= i < self.dims.layers]
+        if bad:
+            raise InvalidActionError(
+                f"decision layer(s) {bad} out of range: this model has layers 0..{self.dims.layers - 1}"
+            )
+        return layers
+
+    def _eos_ids(self, eos_token_id: int | Sequence[int] | None) -> list[int]:
+        if eos_token_id is None:
+            eos_token_id = getattr(self.model.generation_config, "eos_token_id", None)
+            if eos_token_id is None:
+                eos_token_id = self.model.config.eos_token_id
+        if eos_token_id is None:
+            return []
+        return [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(i) for i in eos_token_id]
+
+    @staticmethod
+    def _warpers(temperature: float, top_k: int, top_p: float) -> LogitsProcessorList:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        warpers = LogitsProcessorList()
+        if temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(temperature))
+        if top_k:
+            warpers.append(TopKLogitsWarper(top_k))
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+        return warpers
+
+    @staticmethod
+    def _choose(
+        logits: Tensor,
+        new: list[Tensor],
+        prompt: Tensor,
+        warpers: LogitsProcessorList | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        if warpers is None:
+            return logits.argmax(dim=-1)[0]
+        sequence = torch.cat((prompt[0], torch.stack(new))) if new else prompt[0]
+        scores = warpers(sequence[None], logits.float())
+        return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[0, 0]
