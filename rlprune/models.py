@@ -117,6 +117,7 @@ def load_model(
 def _load_folder(folder: str | Path, dtype: torch.dtype, attn_implementation: str):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         try:
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
@@ -132,6 +133,7 @@ def _load_folder(folder: str | Path, dtype: torch.dtype, attn_implementation: st
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     model.eval().requires_grad_(False)
     return model, tokenizer
 

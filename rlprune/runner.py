@@ -55,7 +55,7 @@ class ReducerConfig:
         window: how many final tokens act as queries for the ``attention`` scorer; ``None`` uses
             the protected tail.
         pool: max-pooling width over attention scores, so whole spans survive together.
-        merge_window: how many following tokens a merged token may join.
+        merge_window: how many of the following receivable tokens a merged token may join.
         decision_layers: layers where a policy decides; ``None`` means every layer from 1.
     """
 

@@ -47,27 +47,27 @@ def select_least_important(scores: Tensor, removable: Tensor, count: int) -> Ten
 
 
 def match_merge_targets(normed: Tensor, remove: Tensor, can_receive: Tensor, window: int) -> Tensor:
-    """For each removed token, the most similar token among the next ``window`` that may receive it.
+    """For each removed token, the most similar of the next ``window`` tokens that may receive it.
 
     Args:
         normed: ``(n, hidden)`` states compared by cosine similarity.
         remove: sorted indices of the tokens being removed.
         can_receive: ``(n,)`` bool, tokens allowed to absorb others (kept and not protected).
-        window: how far ahead (in current sequence order) a target may be.
+        window: how many receivable tokens after each removed one are candidates.
 
     Returns:
-        ``(len(remove),)`` target indices, -1 where no token in the window can receive.
+        ``(len(remove),)`` target indices, -1 where no receivable token follows.
     """
-    n = normed.shape[0]
-    offsets = torch.arange(1, window + 1, device=normed.device)
-    candidates = remove[:, None] + offsets[None, :]  # (r, window), always later tokens
-    valid = candidates < n
-    candidates = candidates.clamp(max=n - 1)
-    valid &= can_receive[candidates]
+    receivers = torch.nonzero(can_receive)[:, 0]
+    if receivers.numel() == 0:
+        return torch.full_like(remove, -1)
+    first = torch.searchsorted(receivers, remove, right=True)  # first receiver after each token
+    slots = first[:, None] + torch.arange(window, device=remove.device)[None, :]
+    valid = slots < receivers.numel()
+    candidates = receivers[slots.clamp(max=receivers.numel() - 1)]  # (r, window), all later tokens
     unit = F.normalize(normed, dim=-1)
     similarity = torch.einsum("rd,rwd->rw", unit[remove], unit[candidates])
-    similarity = similarity.masked_fill(~valid, float("-inf"))
-    best = similarity.argmax(dim=-1)
+    best = similarity.masked_fill(~valid, float("-inf")).argmax(dim=-1)
     targets = candidates.gather(1, best[:, None])[:, 0]
     return torch.where(valid.any(dim=-1), targets, torch.full_like(targets, -1))
 

@@ -1,0 +1,200 @@
+"""The ``rlprune`` command line: ``info`` and ``generate`` (training and evaluation come later)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rlprune.errors import InvalidPromptError, RLPruneError
+
+app = typer.Typer(
+    name="rlprune",
+    help="Learned token pruning and merging for frozen causal language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable)
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Alias (smollm2-135m), local model folder or .gguf file.")
+]
+
+
+def user_errors(command: F) -> F:
+    """Report :class:`RLPruneError` as one readable line and exit 1, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except RLPruneError as error:
+            err.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@user_errors
+def info(model: ModelOption = "smollm2-135m") -> None:
+    """Show the model's shape, parameter count and the cache folder."""
+    from rlprune.flops import ModelDims
+    from rlprune.models import count_parameters, load_model, rlprune_home
+
+    lm, _ = load_model(model)
+    dims = ModelDims.from_config(lm.config, lm.dtype)
+    table = Table(title=f"rlprune info: {model}", show_header=False)
+    rows = {
+        "architecture": f"{lm.config.model_type} ({type(lm).__name__})",
+        "layers": dims.layers,
+        "hidden size": dims.hidden,
+        "attention heads": f"{dims.heads} query, {dims.kv_heads} key/value, head dim {dims.head_dim}",
+        "MLP size": dims.intermediate,
+        "vocabulary": dims.vocab,
+        "max positions": getattr(lm.config, "max_position_embeddings", "?"),
+        "parameters": f"{count_parameters(lm):,}",
+        "dtype": str(lm.dtype).removeprefix("torch."),
+        "attention kernel": lm.config._attn_implementation,
+        "cache folder": str(rlprune_home()),
+    }
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def generate(
+    prompt: Annotated[str, typer.Argument(help="The question or instruction.")],
+    model: ModelOption = "smollm2-135m",
+    context: Annotated[
+        str | None, typer.Option(help="A passage the question is about; @FILE reads it from a file.")
+    ] = None,
+    schedule: Annotated[
+        str, typer.Option(help='Reduction schedule, "LAYER:OP[:RATIO[:SCORER]],...", e.g. "2:prune:0.5,12:merge:0.3".')
+    ] = "",
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Most tokens to generate.")] = 64,
+    sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
+    top_k: Annotated[int, typer.Option(min=0, help="Sample from the k most likely tokens (0: all).")] = 0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
+    protect_last: Annotated[
+        int | None, typer.Option(help="Final tokens never removed (default: the question and what follows).")
+    ] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Do not apply the chat template.")] = False,
+    repeats: Annotated[int, typer.Option(min=1, help="Timing repeats for the prefill comparison.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Generate with a reduced prefill and compare it with the full model."""
+    from rlprune.models import load_model
+    from rlprune.prompts import build_prompt
+    from rlprune.reduction import parse_schedule
+    from rlprune.runner import Reducer
+
+    actions = parse_schedule(schedule)
+    if context is not None and context.startswith("@"):
+        path = Path(context[1:])
+        if not path.is_file():
+            raise InvalidPromptError(f"context file {path} does not exist")
+        context = path.read_text()
+    lm, tokenizer = load_model(model)
+    built = build_prompt(tokenizer, prompt, context, chat=not raw)
+    reducer = Reducer(lm)
+    keep_last = built.protect_last if protect_last is None else protect_last
+    result = reducer.generate(
+        built.input_ids,
+        actions,
+        max_new_tokens=max_new_tokens,
+        do_sample=sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=torch.Generator().manual_seed(seed),
+        protect_last=keep_last,
+    )
+    text = tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip()
+    prefill = result.prefill
+    full_s = _median_seconds(lambda: lm(built.input_ids, logits_to_keep=1), repeats)
+    reduced_s = _median_seconds(lambda: reducer.run(built.input_ids, actions, protect_last=keep_last), repeats)
+    report = {
+        "text": text,
+        "prompt_tokens": len(built),
+        "tokens_per_layer": prefill.tokens_per_layer,
+        "flops_full": prefill.flops_full,
+        "flops_reduced": prefill.flops,
+        "flops_ratio": prefill.flops_ratio,
+        "kv_bytes_full": prefill.kv_bytes_full,
+        "kv_bytes_reduced": prefill.kv_bytes,
+        "prefill_s_full": full_s,
+        "prefill_s_reduced": reduced_s,
+        "model": model,
+        "schedule": schedule,
+    }
+    if as_json:
+        print(json.dumps(report))
+        return
+    out.print(f"[bold]Answer:[/] {text}", highlight=False)
+    out.print(_layer_table(prefill.tokens_per_layer, actions))
+    out.print(_summary_table(report))
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    with torch.no_grad():
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _layer_table(tokens_per_layer: list[int], actions: dict) -> Table:
+    """Tokens per layer, consecutive layers with the same count on one row."""
+    table = Table(title="Tokens per layer")
+    for column in ("layers", "action", "tokens"):
+        table.add_column(column, justify="right" if column == "tokens" else "left")
+    start = 0
+    for i in range(1, len(tokens_per_layer) + 1):
+        if i == len(tokens_per_layer) or tokens_per_layer[i] != tokens_per_layer[start] or i in actions:
+            span = f"{start}" if i - 1 == start else f"{start}-{i - 1}"
+            action = actions.get(start)
+            table.add_row(span, str(action) if action else "", str(tokens_per_layer[start]))
+            start = i
+    return table
+
+
+def _summary_table(report: dict) -> Table:
+    table = Table(title="Prefill, reduced vs full")
+    for column in ("", "full", "reduced", "reduced / full"):
+        table.add_column(column, justify="right")
+    rows = [
+        ("FLOPs", "flops_full", "flops_reduced", lambda v: f"{v / 1e9:.2f} G"),
+        ("KV cache", "kv_bytes_full", "kv_bytes_reduced", lambda v: f"{v / 2**20:.2f} MiB"),
+        ("seconds", "prefill_s_full", "prefill_s_reduced", lambda v: f"{v:.3f} s"),
+    ]
+    for name, full, reduced, fmt in rows:
+        table.add_row(name, fmt(report[full]), fmt(report[reduced]), f"{report[reduced] / report[full]:.3f}")
+    speedup = report["prefill_s_full"] / report["prefill_s_reduced"]
+    table.caption = f"{report['prompt_tokens']} prompt tokens; measured prefill speedup {speedup:.2f}x"
+    return table
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    sys.exit(app())
