@@ -19,7 +19,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from rlprune.errors import ModelNotFoundError, UnsupportedModelError
+from rlprune.errors import ModelNotFoundError, RLPruneError, UnsupportedModelError
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 """``config.model_type`` values the reducer can run: Llama-family decoders with rotary positions."""
@@ -138,11 +138,15 @@ def _load_folder(folder: str | Path, dtype: torch.dtype, attn_implementation: st
     return model, tokenizer
 
 
+def converted_folder(gguf: Path) -> Path:
+    """Where the safetensors copy of a GGUF file lives, keyed by its name and size."""
+    key = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    return rlprune_home() / "models" / f"{gguf.stem}-{key}"
+
+
 def _converted_folder(gguf: Path) -> Path:
     """The safetensors copy of a GGUF file, converting it first if needed (written atomically)."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.name}:{stat.st_size}".encode()).hexdigest()[:12]
-    folder = rlprune_home() / "models" / f"{gguf.stem}-{key}"
+    folder = converted_folder(gguf)
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +156,10 @@ def _converted_folder(gguf: Path) -> Path:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
-            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            try:
+                config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            except Exception as error:  # the gguf reader raises many kinds of errors on bad files
+                raise RLPruneError(f"{gguf} could not be read as a GGUF model ({error}); is the file complete?") from error
             check_supported(config)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -62,7 +62,7 @@ class ReducerConfig:
     protect_first: int = 1
     protect_last: int = 8
     window: int | None = None
-    pool: int = 5
+    pool: int = 9
     merge_window: int = 8
     decision_layers: tuple[int, ...] | None = None
 

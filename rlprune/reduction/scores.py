@@ -116,6 +116,27 @@ class WindowAttentionScorer(Scorer):
 
 
 @register_scorer
+class QuestionRelevanceScorer(Scorer):
+    """Similarity to the question, carried forward: a context token that echoes a question word is a
+    cue, and the answer follows its cue, so each token takes the best match among itself and the
+    ``pool - 1`` tokens before it. Position-free, so it has none of attention's recency bias.
+    """
+
+    name = "relevance"
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        unit = F.normalize(ctx.normed[0], dim=-1)
+        w = min(ctx.window, unit.shape[0])
+        match = (unit @ unit[-w:].T).amax(dim=-1)
+        if ctx.pool > 1:
+            match = F.max_pool1d(F.pad(match[None, None], (ctx.pool - 1, 0), value=-1.0), ctx.pool, 1)[0, 0]
+        return match
+
+    def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
+        return 2.0 * tokens * min(window, tokens) * dims.hidden
+
+
+@register_scorer
 class KeyNormScorer(Scorer):
     """Low key norm predicts high attention (Devoto et al., 2024), so importance is ``-||k||``."""
 

@@ -1,0 +1,73 @@
+"""The command line: readable output, JSON for scripts, one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rlprune.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_info_shows_the_model_shape(tiny_model_dir):
+    result = invoke("info", "--model", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    assert "layers" in result.output and "4" in result.output and "cache folder" in result.output
+
+
+def test_generate_json_reports_the_reduction(tiny_model_dir):
+    result = invoke(
+        "generate", "name of the boat ?", "--model", tiny_model_dir, "--raw", "--json", "--repeats", "1",
+        "--context", "the keeper was in the town . " * 12, "--schedule", "1:prune:0.5,2:merge:0.5",
+        "--max-new-tokens", "4",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    expected_keys = {"text", "prompt_tokens", "tokens_per_layer", "flops_full", "flops_reduced", "flops_ratio",
+                     "kv_bytes_full", "kv_bytes_reduced", "prefill_s_full", "prefill_s_reduced"}
+    assert expected_keys <= set(report)
+    n = report["prompt_tokens"]
+    assert report["tokens_per_layer"][0] == n and report["tokens_per_layer"][-1] < n
+    assert report["flops_reduced"] / report["flops_full"] == pytest.approx(report["flops_ratio"])
+    assert report["kv_bytes_reduced"] < report["kv_bytes_full"]
+
+
+def test_generate_prints_tables(tiny_model_dir, tmp_path):
+    passage = tmp_path / "passage.txt"
+    passage.write_text("the river was in the town . " * 10)
+    result = invoke("generate", "year ?", "--model", tiny_model_dir, "--raw", "--context", f"@{passage}",
+                    "--schedule", "2:prune:0.5", "--repeats", "1", "--max-new-tokens", "2")
+    assert result.exit_code == 0, result.output
+    for text in ("Answer:", "Tokens per layer", "prune:0.5:attention", "FLOPs", "KV cache", "speedup"):
+        assert text in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "", "--raw"], "empty"),
+        (["generate", "town ?", "--raw", "--schedule", "1:explode:0.5"], "unknown op"),
+        (["generate", "town ?", "--raw", "--schedule", "1:prune:1.5"], "outside [0, 1]"),
+        (["generate", "town ?", "--raw", "--schedule", "9:prune:0.5"], "out of range"),
+        (["generate", "town ?", "--raw", "--context", "@/no/such/file"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_readable_line(tiny_model_dir, args, message):
+    result = invoke(*args, "--model", tiny_model_dir)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().startswith("error:")
+
+
+def test_missing_model_is_one_readable_line():
+    result = invoke("info", "--model", "/no/such/model")
+    assert result.exit_code == 1
+    assert "error:" in result.output and "Traceback" not in result.output
