@@ -159,7 +159,9 @@ def _converted_folder(gguf: Path) -> Path:
             try:
                 config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
             except Exception as error:  # the gguf reader raises many kinds of errors on bad files
-                raise RLPruneError(f"{gguf} could not be read as a GGUF model ({error}); is the file complete?") from error
+                raise RLPruneError(
+                    f"{gguf} could not be read as a GGUF model ({error}); is the file complete?"
+                ) from error
             check_supported(config)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -24,14 +24,35 @@ def test_info_shows_the_model_shape(tiny_model_dir):
 
 def test_generate_json_reports_the_reduction(tiny_model_dir):
     result = invoke(
-        "generate", "name of the boat ?", "--model", tiny_model_dir, "--raw", "--json", "--repeats", "1",
-        "--context", "the keeper was in the town . " * 12, "--schedule", "1:prune:0.5,2:merge:0.5",
-        "--max-new-tokens", "4",
+        "generate",
+        "name of the boat ?",
+        "--model",
+        tiny_model_dir,
+        "--raw",
+        "--json",
+        "--repeats",
+        "1",
+        "--context",
+        "the keeper was in the town . " * 12,
+        "--schedule",
+        "1:prune:0.5,2:merge:0.5",
+        "--max-new-tokens",
+        "4",
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    expected_keys = {"text", "prompt_tokens", "tokens_per_layer", "flops_full", "flops_reduced", "flops_ratio",
-                     "kv_bytes_full", "kv_bytes_reduced", "prefill_s_full", "prefill_s_reduced"}
+    expected_keys = {
+        "text",
+        "prompt_tokens",
+        "tokens_per_layer",
+        "flops_full",
+        "flops_reduced",
+        "flops_ratio",
+        "kv_bytes_full",
+        "kv_bytes_reduced",
+        "prefill_s_full",
+        "prefill_s_reduced",
+    }
     assert expected_keys <= set(report)
     n = report["prompt_tokens"]
     assert report["tokens_per_layer"][0] == n and report["tokens_per_layer"][-1] < n
@@ -42,8 +63,21 @@ def test_generate_json_reports_the_reduction(tiny_model_dir):
 def test_generate_prints_tables(tiny_model_dir, tmp_path):
     passage = tmp_path / "passage.txt"
     passage.write_text("the river was in the town . " * 10)
-    result = invoke("generate", "year ?", "--model", tiny_model_dir, "--raw", "--context", f"@{passage}",
-                    "--schedule", "2:prune:0.5", "--repeats", "1", "--max-new-tokens", "2")
+    result = invoke(
+        "generate",
+        "year ?",
+        "--model",
+        tiny_model_dir,
+        "--raw",
+        "--context",
+        f"@{passage}",
+        "--schedule",
+        "2:prune:0.5",
+        "--repeats",
+        "1",
+        "--max-new-tokens",
+        "2",
+    )
     assert result.exit_code == 0, result.output
     for text in ("Answer:", "Tokens per layer", "prune:0.5:attention", "FLOPs", "KV cache", "speedup"):
         assert text in result.output

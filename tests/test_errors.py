@@ -60,8 +60,13 @@ def test_unknown_op_and_scorer():
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("2:prune:abc", "RATIO a number"), ("x:prune", "LAYER must be an integer"), ("2", "LAYER:OP"),
-     ("2:prune:0.5,2:merge", "twice"), ("2:prune:2", "outside")],
+    [
+        ("2:prune:abc", "RATIO a number"),
+        ("x:prune", "LAYER must be an integer"),
+        ("2", "LAYER:OP"),
+        ("2:prune:0.5,2:merge", "twice"),
+        ("2:prune:2", "outside"),
+    ],
 )
 def test_bad_schedules(text, message):
     with pytest.raises(InvalidActionError, match=message):

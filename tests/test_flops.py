@@ -19,7 +19,9 @@ def _dense_sdpa(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
 
 
 def counted(fn) -> int:
-    with FlopCounterMode(display=False, custom_mapping={aten._scaled_dot_product_flash_attention_for_cpu: _dense_sdpa}) as counter:
+    with FlopCounterMode(
+        display=False, custom_mapping={aten._scaled_dot_product_flash_attention_for_cpu: _dense_sdpa}
+    ) as counter:
         fn()
     return counter.get_total_flops()
 

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 PASSAGE = (ROOT / "eval" / "demo" / "harbour.txt").read_text()
 DEMO_SCHEDULE = next(
-    line.split(":=", 1)[1].strip() for line in (ROOT / "Makefile").read_text().splitlines()
+    line.split(":=", 1)[1].strip()
+    for line in (ROOT / "Makefile").read_text().splitlines()
     if line.startswith("DEMO_SCHEDULE")
 )
 
@@ -66,8 +67,19 @@ def test_heavy_pruning_changes_the_output(smollm2):
 def test_cli_generate_round_trip(smollm2):
     result = CliRunner().invoke(
         app,
-        ["generate", "What was the name of the last lighthouse keeper?", "--context", f"@{ROOT / 'eval/demo/harbour.txt'}",
-         "--schedule", DEMO_SCHEDULE, "--json", "--repeats", "1", "--max-new-tokens", "24"],
+        [
+            "generate",
+            "What was the name of the last lighthouse keeper?",
+            "--context",
+            f"@{ROOT / 'eval/demo/harbour.txt'}",
+            "--schedule",
+            DEMO_SCHEDULE,
+            "--json",
+            "--repeats",
+            "1",
+            "--max-new-tokens",
+            "24",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

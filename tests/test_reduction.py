@@ -55,9 +55,7 @@ def test_removes_the_requested_share_and_keeps_protected_tokens(op, scorer, rati
     n, protect_last = 70, 6
     reducer = Reducer(model, ReducerConfig(protect_first=1))
     plans = _record(reducer)
-    out = reducer.run(
-        random_ids(n, seed=12), {2: LayerAction(op, ratio, scorer)}, protect_last=protect_last
-    )
+    out = reducer.run(random_ids(n, seed=12), {2: LayerAction(op, ratio, scorer)}, protect_last=protect_last)
     removable = n - 1 - protect_last
     expected = n - round(ratio * removable)
     assert out.tokens_per_layer == [n, n, expected, expected]

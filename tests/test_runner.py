@@ -75,8 +75,15 @@ def test_sampling_is_seeded(llama):
     reducer = Reducer(llama)
     runs = [
         reducer.generate(
-            ids, {1: LayerAction("merge", 0.5)}, max_new_tokens=10, do_sample=True, top_k=20, top_p=0.9,
-            temperature=1.5, eos_token_id=[], generator=torch.Generator().manual_seed(seed),
+            ids,
+            {1: LayerAction("merge", 0.5)},
+            max_new_tokens=10,
+            do_sample=True,
+            top_k=20,
+            top_p=0.9,
+            temperature=1.5,
+            eos_token_id=[],
+            generator=torch.Generator().manual_seed(seed),
         ).tokens
         for seed in (7, 7, 8)
     ]

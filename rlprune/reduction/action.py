@@ -37,9 +37,7 @@ class LayerAction:
                 f"ratio {self.ratio!r} is outside [0, 1]: it is the fraction of removable tokens removed"
             )
         if self.scorer not in SCORERS:
-            raise InvalidActionError(
-                f"unknown scorer {self.scorer!r}: use one of {', '.join(sorted(SCORERS))}"
-            )
+            raise InvalidActionError(f"unknown scorer {self.scorer!r}: use one of {', '.join(sorted(SCORERS))}")
 
     @property
     def is_noop(self) -> bool:
@@ -63,9 +61,7 @@ def parse_schedule(text: str) -> dict[int, LayerAction]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         fields = item.split(":")
         if not 2 <= len(fields) <= 4:
-            raise InvalidActionError(
-                f"bad schedule item {item!r}: write LAYER:OP[:RATIO[:SCORER]], e.g. 2:prune:0.5"
-            )
+            raise InvalidActionError(f"bad schedule item {item!r}: write LAYER:OP[:RATIO[:SCORER]], e.g. 2:prune:0.5")
         try:
             layer = int(fields[0])
             ratio = float(fields[2]) if len(fields) > 2 else 0.5
@@ -82,6 +78,4 @@ def parse_schedule(text: str) -> dict[int, LayerAction]:
 
 def format_schedule(schedule: Schedule) -> str:
     """Inverse of :func:`parse_schedule` (keep actions are left out)."""
-    return ",".join(
-        f"{layer}:{a.op}:{a.ratio:g}:{a.scorer}" for layer, a in sorted(schedule.items()) if not a.is_noop
-    )
+    return ",".join(f"{layer}:{a.op}:{a.ratio:g}:{a.scorer}" for layer, a in sorted(schedule.items()) if not a.is_noop)

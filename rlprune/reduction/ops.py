@@ -72,9 +72,7 @@ def match_merge_targets(normed: Tensor, remove: Tensor, can_receive: Tensor, win
     return torch.where(valid.any(dim=-1), targets, torch.full_like(targets, -1))
 
 
-def apply_plan(
-    hidden: Tensor, positions: Tensor, sizes: Tensor, plan: ReductionPlan
-) -> tuple[Tensor, Tensor, Tensor]:
+def apply_plan(hidden: Tensor, positions: Tensor, sizes: Tensor, plan: ReductionPlan) -> tuple[Tensor, Tensor, Tensor]:
     """Remove the planned tokens; merged ones are folded into their targets by size-weighted mean.
 
     Args:
