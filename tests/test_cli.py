@@ -91,6 +91,7 @@ def test_generate_prints_tables(tiny_model_dir, tmp_path):
         (["generate", "town ?", "--raw", "--schedule", "1:prune:1.5"], "outside [0, 1]"),
         (["generate", "town ?", "--raw", "--schedule", "9:prune:0.5"], "out of range"),
         (["generate", "town ?", "--raw", "--context", "@/no/such/file"], "does not exist"),
+        (["generate", "town ?", "--raw", "--context", "the town " * 200], "handles at most 256"),
     ],
 )
 def test_bad_input_is_one_readable_line(tiny_model_dir, args, message):

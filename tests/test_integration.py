@@ -85,3 +85,15 @@ def test_cli_generate_round_trip(smollm2):
     report = json.loads(result.stdout)
     assert "Tobias Wren" in report["text"]
     assert report["flops_ratio"] < 0.85
+
+
+def test_flops_accounting_matches_the_flop_counter_on_the_real_model(smollm2):
+    from test_flops import counted, dense_total
+
+    model, tokenizer = smollm2
+    prompt = build_prompt(tokenizer, "Who kept the blue boat?", PASSAGE)
+    reducer = Reducer(model)
+    schedule = parse_schedule("2:prune:0.5:relevance,8:merge:0.5:similarity")
+    out = reducer.run(prompt.input_ids, schedule, protect_last=prompt.protect_last)
+    measured = counted(lambda: reducer.run(prompt.input_ids, schedule, protect_last=prompt.protect_last))
+    assert dense_total(out) == pytest.approx(measured, rel=0.05)
