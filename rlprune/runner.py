@@ -81,15 +81,17 @@ class ReductionState:
     The reducer updates it in place. Tokens are always kept in their original order.
     """
 
-    input_ids: Tensor  # (1, prompt_length)
+    input_ids: Tensor  # (1, sequence): the prompt, then any teacher-forced continuation
     hidden: Tensor  # (1, n, hidden): residual stream entering layer ``layer``
     positions: Tensor  # (n,) original position of each carried token
     sizes: Tensor  # (n,) float: original tokens each carried token stands for (merges)
-    rope: tuple[Tensor, Tensor]  # cos, sin for every prompt position, (1, prompt_length, head_dim)
+    rope: tuple[Tensor, Tensor]  # cos, sin for every input position, (1, sequence, head_dim)
     cache: DynamicCache
     decision_layers: tuple[int, ...]
     protect_first: int
     protect_last: int
+    prompt_length: int  # tokens before the continuation; only these are ever scored or removed
+    resumed: bool = False  # started from a cached hidden state: early layers have no KV cache
     layer: int = 0  # next layer to run
     decisions_made: int = 0
     kv_positions: list[Tensor] = field(default_factory=list)  # per layer: positions of cached keys
@@ -101,12 +103,18 @@ class ReductionState:
     next_position: int = 0  # position id of the next token fed after the prompt
 
     @property
-    def prompt_length(self) -> int:
-        return int(self.input_ids.shape[1])
+    def continuation_length(self) -> int:
+        """Teacher-forced tokens after the prompt (always kept, never used to choose tokens)."""
+        return int(self.input_ids.shape[1]) - self.prompt_length
 
     @property
     def n_tokens(self) -> int:
         return int(self.positions.numel())
+
+    @property
+    def n_prompt_tokens(self) -> int:
+        """Carried tokens that belong to the prompt."""
+        return self.n_tokens - self.continuation_length
 
     @property
     def next_decision(self) -> int | None:
@@ -142,8 +150,8 @@ class ReductionState:
 class ReductionOutput:
     """The result of a reduced prefill: logits, the reduced cache and the accounting."""
 
-    logits: Tensor  # (1, positions, vocab): last position only, or every carried token
-    logit_positions: Tensor  # original positions the logits belong to
+    logits: Tensor  # (1, positions, vocab): see Reducer.finish
+    logit_positions: Tensor  # original positions the logits were computed at
     state: ReductionState
     dims: flops.ModelDims
 
@@ -157,13 +165,14 @@ class ReductionOutput:
 
     @property
     def flops(self) -> float:
-        """Prefill FLOPs actually spent, token scoring included."""
+        """Prefill FLOPs of the prompt, token scoring included (a continuation counts as decoding)."""
         return self.state.flops
 
     @property
     def flops_full(self) -> float:
-        """Prefill FLOPs of the unreduced model for the same prompt and logits."""
-        return flops.full_prefill_flops(self.dims, self.state.prompt_length, int(self.logit_positions.numel()))
+        """Prefill FLOPs of the unreduced model for the same prompt and prompt logits."""
+        prompt_logits = int((self.logit_positions < self.state.prompt_length).sum())
+        return flops.full_prefill_flops(self.dims, self.state.prompt_length, prompt_logits)
 
     @property
     def flops_ratio(self) -> float:
@@ -171,7 +180,9 @@ class ReductionOutput:
 
     @property
     def kv_bytes(self) -> int:
-        return flops.kv_cache_bytes(self.dims, self.state.tokens_per_layer)
+        """Bytes of the prompt's reduced KV cache."""
+        prompt_tokens = [n - self.state.continuation_length for n in self.state.tokens_per_layer]
+        return flops.kv_cache_bytes(self.dims, prompt_tokens)
 
     @property
     def kv_bytes_full(self) -> int:
@@ -241,11 +252,28 @@ class Reducer:
         *,
         decision_layers: Sequence[int] | None = None,
         protect_last: int | None = None,
+        prompt_length: int | None = None,
+        resume_from: Tensor | None = None,
     ) -> ReductionState:
-        """Embed the prompt and run the layers before the first decision layer."""
+        """Embed the prompt and run the layers before the first decision layer.
+
+        Args:
+            input_ids: the prompt, optionally followed by a continuation to teacher-force.
+            decision_layers: where decisions are due (default: the reducer's config).
+            protect_last: final prompt tokens never removed (default: the reducer's config).
+            prompt_length: where the prompt ends when ``input_ids`` carries a continuation. The
+                continuation is kept whole and ignored when choosing tokens, so its logits equal
+                decoding it from the reduced prompt cache.
+            resume_from: the full model's hidden state entering the first decision layer, from a
+                cache; the layers before it are then skipped (and not cached, so such a state can
+                be finished but not extended).
+        """
         ids = self._validate_ids(input_ids)
         layers = self._validate_layers(decision_layers)
         n = ids.shape[1]
+        prompt_length = n if prompt_length is None else int(prompt_length)
+        if not 1 <= prompt_length <= n:
+            raise InvalidPromptError(f"prompt_length must lie in [1, {n}], got {prompt_length}")
         device = ids.device
         positions = torch.arange(n, device=device)
         hidden = self.decoder.embed_tokens(ids)
@@ -260,11 +288,15 @@ class Reducer:
             decision_layers=layers,
             protect_first=self.config.protect_first,
             protect_last=self.config.protect_last if protect_last is None else int(protect_last),
+            prompt_length=prompt_length,
             next_position=n,
         )
         if state.protect_last < 0:
             raise InvalidActionError(f"protect_last must be >= 0, got {state.protect_last}")
-        self._advance(state, layers[0] if layers else self.dims.layers)
+        first = layers[0] if layers else self.dims.layers
+        if resume_from is not None:
+            self._resume(state, resume_from, first)
+        self._advance(state, first)
         return state
 
     @torch.no_grad()
@@ -296,18 +328,21 @@ class Reducer:
         window = self.config.window or max(state.protect_last, 1)
         scorer = SCORERS[action.scorer]
         cos, sin = state.rope
+        p = state.n_prompt_tokens  # a teacher-forced continuation never influences the choice
+        positions, log_sizes = state.positions[:p], state.log_sizes()
         context = ScoreContext(
             layer=layer,
-            normed=normed,
-            positions=state.positions,
-            log_sizes=state.log_sizes(),
-            cos=cos[:, state.positions],
-            sin=sin[:, state.positions],
+            normed=normed[:, :p],
+            positions=positions,
+            log_sizes=None if log_sizes is None else log_sizes[:p],
+            cos=cos[:, positions],
+            sin=sin[:, positions],
             window=window,
             pool=self.config.pool,
         )
-        remove = select_least_important(scorer.score(context), removable, count)
-        cost = scorer.flops(self.dims, state.n_tokens, window)
+        scores = torch.cat((scorer.score(context), normed.new_full((state.n_tokens - p,), float("inf"))))
+        remove = select_least_important(scores, removable, count)
+        cost = scorer.flops(self.dims, p, window)
         if action.op == "prune":
             return ReductionPlan(remove, flops=cost)
         can_receive = removable.clone()
@@ -322,16 +357,28 @@ class Reducer:
 
         Args:
             logits: ``"last"`` for the final position only (generation), ``"all"`` for every
-                token still carried at the top of the model.
+                token still carried at the top of the model, ``"continuation"`` for the positions
+                that predict each teacher-forced token (the prompt's last and the continuation's
+                all but last).
         """
-        if logits not in ("last", "all"):
-            raise ValueError(f"logits must be 'last' or 'all', got {logits!r}")
+        if logits not in ("last", "all", "continuation"):
+            raise ValueError(f"logits must be 'last', 'all' or 'continuation', got {logits!r}")
         state.decisions_made = len(state.decision_layers)
         self._advance(state, self.dims.layers)
-        hidden = state.hidden if logits == "all" else state.hidden[:, -1:]
-        positions = state.positions if logits == "all" else state.positions[-1:]
+        if logits == "all":
+            index = slice(None)
+        elif logits == "last":
+            index = slice(-1, None)
+        else:
+            m = state.continuation_length
+            if m == 0:
+                raise ValueError("logits='continuation' needs a continuation: pass prompt_length to start()")
+            index = slice(-m - 1, -1)
+        hidden, positions = state.hidden[:, index], state.positions[index]
         out = self.model.lm_head(self.decoder.norm(hidden))
-        state.flops += flops.lm_head_flops(self.dims, hidden.shape[1])
+        in_prompt = int((positions < state.prompt_length).sum())
+        state.flops += flops.lm_head_flops(self.dims, in_prompt)
+        state.decode_flops += flops.lm_head_flops(self.dims, positions.numel() - in_prompt)
         return ReductionOutput(logits=out, logit_positions=positions, state=state, dims=self.dims)
 
     def run(
@@ -342,8 +389,13 @@ class Reducer:
         logits: str = "last",
         decision_layers: Sequence[int] | None = None,
         protect_last: int | None = None,
+        prompt_length: int | None = None,
+        resume_from: Tensor | None = None,
     ) -> ReductionOutput:
-        """A whole reduced prefill: a schedule ``{layer: action}`` or a callable deciding per layer."""
+        """A whole reduced prefill: a schedule ``{layer: action}`` or a callable deciding per layer.
+
+        Keyword arguments are those of :meth:`start` and :meth:`finish`.
+        """
         if isinstance(actions, Mapping):
             if decision_layers is not None:
                 raise ValueError("a schedule fixes its own decision layers; do not pass decision_layers")
@@ -357,7 +409,13 @@ class Reducer:
             raise InvalidActionError(
                 f"actions must be a {{layer: LayerAction}} mapping or a callable, got {type(actions).__name__}"
             )
-        state = self.start(input_ids, decision_layers=decision_layers, protect_last=protect_last)
+        state = self.start(
+            input_ids,
+            decision_layers=decision_layers,
+            protect_last=protect_last,
+            prompt_length=prompt_length,
+            resume_from=resume_from,
+        )
         while not state.done:
             state = self.step(state, decide(state))
         return self.finish(state, logits=logits)
@@ -372,6 +430,8 @@ class Reducer:
         """
         if state.layer < self.dims.layers:
             raise RuntimeError("finish() the prefill before extending it")
+        if state.resumed:
+            raise RuntimeError("a state resumed from a cached hidden state has no cache for its first layers")
         ids = torch.as_tensor(token_ids, device=state.input_ids.device).reshape(1, -1)
         m = ids.shape[1]
         if state.next_position + m > self.max_positions > 0:
@@ -382,8 +442,9 @@ class Reducer:
         hidden = self.decoder.embed_tokens(ids)
         rope = self.decoder.rotary_emb(hidden, position_ids=positions[None])
         for i in range(self.dims.layers):
-            hidden, cost = self._run_layer(state, i, hidden, positions, None, rope)
-            state.decode_flops += cost
+            cached = state.kv_positions[i].numel()
+            hidden = self._run_layer(state, i, hidden, positions, None, rope)
+            state.decode_flops += flops.layer_flops(self.dims, m, cached)
         state.next_position += m
         state.decode_flops += flops.lm_head_flops(self.dims, m)
         return self.model.lm_head(self.decoder.norm(hidden))
@@ -437,10 +498,31 @@ class Reducer:
         rope = (cos[:, state.positions], sin[:, state.positions])
         log_sizes = state.log_sizes()
         while state.layer < stop:
-            state.hidden, cost = self._run_layer(state, state.layer, state.hidden, state.positions, log_sizes, rope)
-            state.tokens_per_layer.append(state.n_tokens)
-            state.flops += cost
+            state.hidden = self._run_layer(state, state.layer, state.hidden, state.positions, log_sizes, rope)
+            self._account_layer(state)
             state.layer += 1
+
+    def _account_layer(self, state: ReductionState) -> None:
+        """Charge one prefill layer: the prompt's tokens to the prefill, a continuation to decoding."""
+        p, m = state.n_prompt_tokens, state.continuation_length
+        state.tokens_per_layer.append(state.n_tokens)
+        state.flops += flops.layer_flops(self.dims, p)
+        if m:
+            state.decode_flops += flops.layer_flops(self.dims, m, cached=p)
+
+    def _resume(self, state: ReductionState, hidden: Tensor, layer: int) -> None:
+        """Start at ``layer`` from a cached hidden state, charging the skipped layers as if run."""
+        if layer >= self.dims.layers:
+            raise ValueError("resume_from needs at least one decision layer")
+        if hidden.shape != state.hidden.shape:
+            raise ValueError(f"resume_from has shape {tuple(hidden.shape)}, expected {tuple(state.hidden.shape)}")
+        state.hidden = hidden.to(device=state.hidden.device, dtype=state.hidden.dtype)
+        state.resumed = True
+        for _ in range(layer):
+            state.kv_positions.append(state.positions)
+            state.kv_log_sizes.append(None)
+            self._account_layer(state)
+        state.layer = layer
 
     def _run_layer(
         self,
@@ -450,7 +532,7 @@ class Reducer:
         positions: Tensor,
         log_sizes: Tensor | None,
         rope: tuple[Tensor, Tensor],
-    ) -> tuple[Tensor, float]:
+    ) -> Tensor:
         """Call decoder layer ``index`` on ``hidden`` and append its keys and values to the cache.
 
         This is the only place a decoder layer runs: prefill and decoding both come through here.
@@ -467,7 +549,7 @@ class Reducer:
                 key_log_sizes = torch.cat((old, new))
             state.kv_positions[index], state.kv_log_sizes[index] = key_positions, key_log_sizes
         else:
-            cached, key_positions, key_log_sizes = 0, positions, log_sizes
+            key_positions, key_log_sizes = positions, log_sizes
             state.kv_positions.append(key_positions)
             state.kv_log_sizes.append(key_log_sizes)
         mask = attention_mask(positions, key_positions, key_log_sizes, hidden.dtype)
@@ -479,8 +561,7 @@ class Reducer:
             use_cache=True,
             position_embeddings=rope,
         )
-        hidden = out[0] if isinstance(out, tuple) else out
-        return hidden, flops.layer_flops(self.dims, positions.numel(), cached)
+        return out[0] if isinstance(out, tuple) else out
 
     def _validate_ids(self, input_ids: Tensor | Sequence[int]) -> Tensor:
         device = self.model.device

@@ -139,3 +139,36 @@ def test_extend_without_reduction_matches_the_model(llama):
     reducer = Reducer(llama)
     state = reducer.run(ids[:, :30]).state
     assert (reducer.extend(state, ids[0, 30:]) - llama(ids).logits[:, 30:]).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("op", ["prune", "merge"])
+def test_a_teacher_forced_continuation_scores_like_decoding_it(op):
+    """Appending a continuation (prompt_length marks where the prompt ends) changes neither which
+    tokens go nor the logits: they equal decoding the continuation from the reduced prompt cache."""
+    model = tiny_model("llama")
+    prompt, continuation = random_ids(60, seed=30), random_ids(5, seed=31)
+    schedule = {1: LayerAction(op, 0.5, "attention"), 2: LayerAction(op, 0.5, "relevance")}
+    reducer = Reducer(model)
+    alone = reducer.run(prompt, schedule, protect_last=6)
+    decoded = torch.cat((alone.logits, reducer.extend(alone.state, continuation[0, :-1])), dim=1)
+    forced = reducer.run(
+        torch.cat((prompt, continuation), dim=1), schedule, protect_last=6, prompt_length=60, logits="continuation"
+    )
+    assert torch.equal(forced.state.positions[:-5], alone.state.positions)
+    assert (forced.logits - decoded).abs().max() <= 1e-4
+    assert forced.flops == pytest.approx(alone.flops)
+    assert forced.kv_bytes == alone.kv_bytes
+
+
+def test_resuming_from_a_cached_hidden_state_skips_the_early_layers(llama):
+    ids = random_ids(50, seed=32)
+    reducer = Reducer(llama)
+    schedule = {2: LayerAction("prune", 0.5), 3: LayerAction("merge", 0.5)}
+    hidden = reducer.start(ids, decision_layers=[2]).hidden
+    resumed = reducer.run(ids, schedule, resume_from=hidden, logits="all")
+    direct = reducer.run(ids, schedule, logits="all")
+    assert torch.equal(resumed.logits, direct.logits)
+    assert resumed.tokens_per_layer == direct.tokens_per_layer
+    assert resumed.flops == pytest.approx(direct.flops)
+    with pytest.raises(RuntimeError, match="resumed"):
+        reducer.extend(resumed.state, [3])
