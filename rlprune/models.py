@@ -59,6 +59,13 @@ ALIASES: dict[str, PackagedModel] = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
+TINY_MODEL = "tiny-random"
+"""A 4-layer random Llama with a byte-level tokenizer, built in code: for smoke runs and CI."""
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def rlprune_home() -> Path:
@@ -90,12 +97,15 @@ def load_model(
     """Return ``(model, tokenizer)``, the model frozen and in eval mode.
 
     Args:
-        name_or_path: an alias (``smollm2-135m``), a local Hugging Face model folder, a ``.gguf``
-            file, or a Hugging Face id already in the local cache.
+        name_or_path: an alias (``smollm2-135m``, or ``tiny-random`` for a small random model),
+            a local Hugging Face model folder, a ``.gguf`` file, or a Hugging Face id already in
+            the local cache.
         dtype: the weights' dtype (float32 reproduces the model most exactly on CPU).
         attn_implementation: passed to transformers; ``sdpa`` is fastest.
     """
     name = str(name_or_path)
+    if name == TINY_MODEL:
+        return tiny_random_model(dtype=dtype, attn_implementation=attn_implementation)
     if name in ALIASES:
         folder = _converted_folder(ALIASES[name].gguf_path())
     elif name.endswith(".gguf"):
@@ -186,3 +196,76 @@ def _converted_folder(gguf: Path) -> Path:
 def count_parameters(model: PreTrainedModel) -> int:
     """Distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def tiny_random_model(
+    *, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa", seed: int = 0
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A deterministic random 4-layer Llama with a byte-level chat tokenizer (no files needed)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model.config._attn_implementation = attn_implementation
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model = model.to(dtype).eval().requires_grad_(False)
+    return model, tokenizer
+
+
+def model_fingerprint(model: PreTrainedModel) -> dict[str, object]:
+    """What identifies a model for caches and checkpoints: its shape and a hash of its weights.
+
+    The hash reads a strided sample of every parameter, so it is quick yet changes with any
+    retraining or different quantisation.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)].to(torch.float32).cpu().numpy().tobytes()
+        digest.update(name.encode())
+        digest.update(sample)
+    config = model.config
+    return {
+        "architecture": config.model_type,
+        "layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "vocab_size": config.vocab_size,
+        "weights_sha256": digest.hexdigest()[:16],
+    }
+
+
+def fingerprint_id(model: PreTrainedModel) -> str:
+    """A short, file-name-safe form of :func:`model_fingerprint`."""
+    fp = model_fingerprint(model)
+    return f"{fp['architecture']}-{fp['layers']}x{fp['hidden_size']}-{fp['weights_sha256']}"

@@ -1,0 +1,111 @@
+"""Strict loading of TOML presets and recipes into dataclasses.
+
+Every key must be a field and every value must have the field's type, so a typo or a bad value
+fails with a message that names it instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rlprune.errors import RLPruneError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(RLPruneError):
+    """A preset or recipe has an unknown key or a bad value."""
+
+
+def find_config(name_or_path: str | Path, folder: str) -> Path:
+    """A TOML file given by path, or by name in ``./FOLDER/`` or the project's ``FOLDER/``."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist")
+        return path
+    for base in (Path.cwd() / folder, ROOT / folder):
+        candidate = base / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for base in (Path.cwd() / folder, ROOT / folder) if base.is_dir() for p in base.glob("*.toml")})
+    raise ConfigError(f"unknown {folder[:-1]} preset {str(name_or_path)!r}; known: {', '.join(known) or 'none'}")
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """Build dataclass ``cls`` from ``data``, recursing into nested dataclasses."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = [h for h in typing.get_args(hint) if h is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        for option in options:
+            try:
+                return _convert(option, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} = {value!r} has the wrong type; expected {_name(hint)}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} = {value!r} must be a list")
+        args = typing.get_args(hint)
+        item = args[0] if args else Any
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table")
+        _, item = typing.get_args(hint)
+        return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} = {value!r} must be a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} = {value!r} must be an integer")
+        return value
+    if hint in (str, bool):
+        if not isinstance(value, hint):
+            raise ConfigError(f"{where} = {value!r} must be a {hint.__name__}")
+        return value
+    return value
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

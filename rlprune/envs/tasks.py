@@ -1,0 +1,395 @@
+"""Task suites generated in code from seeds, and a JSONL loader for your own data.
+
+Kinds:
+- ``grounded``: a passage of varied distractor sentences with one key fact; the answer is a span.
+- ``counterfactual``: the passage contradicts common knowledge and the question asks for it, so
+  an answer from the model's prior instead of the context is a measurable hallucination.
+- ``kv``: find the value of one key in a list of key-value pairs.
+- ``two_hop``: the answer needs two facts placed apart in the passage.
+- ``instruction``: an instruction with no gold answer, judged by agreement with the full model.
+
+Splits are disjoint: every entity that can be an answer belongs to exactly one split, and a
+task's content is fixed by (suite seed, split, index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlprune.errors import RLPruneError
+
+SPLITS = ("train", "validation", "test")
+KINDS = ("grounded", "counterfactual", "kv", "two_hop", "instruction")
+WORDS_PER_TOKEN = 0.75  # English prose: about four tokens for three words
+
+
+@dataclass(frozen=True)
+class Task:
+    """One prompt: a question (or instruction), its context and, where known, its gold answer."""
+
+    kind: str
+    question: str
+    context: str | None = None
+    answer: str | None = None
+    answers: tuple[str, ...] = ()  # accepted aliases, the answer included
+    prior: str | None = None  # counterfactual tasks: what the model would say from memory
+    meta: dict[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def grounded(self) -> bool:
+        """The answer must come from the context (so unsupported tokens are hallucinations)."""
+        return self.context is not None and self.kind != "instruction"
+
+    @property
+    def uid(self) -> str:
+        text = json.dumps([self.kind, self.context, self.question, self.answer], ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def normalize(text: str) -> str:
+    """Lower case, no punctuation or articles, single spaces (SQuAD-style answer matching)."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
+
+
+def answer_correct(output: str, task: Task) -> bool | None:
+    """Whether ``output`` contains one of the task's answers (``None`` when it has none)."""
+    aliases = task.answers or ((task.answer,) if task.answer else ())
+    if not aliases:
+        return None
+    said = f" {normalize(output)} "
+    return any(f" {normalize(alias)} " in said for alias in aliases if normalize(alias))
+
+
+# -- vocabularies ------------------------------------------------------------------------------
+# Answer-bearing lists are split by index so no answer seen in training appears in a test task.
+
+FIRST = """Ada Alma Anton Aria Basil Beatrix Bruno Cedric Clara Cyrus Dalia Dorian Edith Elias Elsa Emil
+Enzo Esme Felix Flora Frida Gideon Greta Hana Hugo Ida Ines Ivo Jasper Jonas Juno Kasimir Klara Lena
+Leon Lorna Lucian Magnus Mara Milo Mira Nadia Nils Nora Oskar Otto Pia Quentin Rhea Rosa Rufus Saskia
+Silas Stella Tamsin Theo Ulla Valentin Vera Wanda Wilbur Xenia Yara Yusuf Zelda Zora""".split()
+LAST = """Abernethy Ashdown Barlow Blackwood Brannigan Calloway Castellan Crane Dunmore Ellery Fairbanks
+Falk Garrick Greaves Halloran Hartwell Ingram Jessop Kestrel Langley Larkin Lockhart Marlow Merriweather
+Nightingale Oakes Pemberton Quill Ravenscroft Rookwood Sallow Sterling Thackery Underwood Vance Wren
+Whitlock Yardley Zeller Moreau Lindqvist Okafor Petrov Tanaka Vasquez Kowalski Haddad Novak""".split()
+TOWNS = """Ashbury,Brackenford,Caldmoor,Dunhollow,Eastwick,Fernhaven,Glenmarsh,Harrowgate,Ivybridge,
+Juniper Falls,Kestrel Bay,Larkspur,Millbrook,Northcliff,Oakhaven,Pinecrest,Quarry Hill,Redwater,Saltmarsh,
+Thornbury,Umberfield,Valewood,Westerly,Yarrowby,Zephyr Point,Amberley,Bramblecombe,Coldharbour,Dovecote,
+Elderton,Foxhollow,Greystone,Hollowmere,Ironbridge,Lindenfield,Moorcroft,Nettlebed,Orchard End,Pebbleford,
+Rosewater,Silverdale,Tidewell,Wrenfield""".replace("\n", "").split(",")
+COLOURS = "crimson amber teal violet ochre silver ivory indigo scarlet olive turquoise maroon".split()
+OBJECTS = """lantern compass kettle violin telescope umbrella typewriter hourglass teapot chessboard
+accordion birdcage globe harmonica clock sextant""".split()
+ROOMS = "attic cellar study kitchen workshop greenhouse library hallway pantry loft".split()
+PROFESSIONS = """baker carpenter cartographer glassblower beekeeper clockmaker potter blacksmith
+bookbinder ferryman weaver astronomer botanist surveyor tailor""".split()
+ROLES = ["mayor", "harbour master", "librarian", "head gardener", "postmistress", "station master", "curator"]
+EVENTS = ["lantern festival", "summer regatta", "cheese fair", "kite contest", "choir competition", "flower show"]
+BUILDINGS = ["old mill", "clock tower", "town hall", "chapel", "lighthouse", "market hall", "bridge"]
+COUNTABLE = {"old mill": "sails", "clock tower": "bells", "town hall": "windows", "chapel": "pews",
+             "lighthouse": "floors", "market hall": "stalls", "bridge": "arches"}
+TOPICS = """autumn leaves,the ocean at night,a busy railway station,learning to swim,an old
+bookshop,mountain weather,a lost umbrella,the first snow,a village market,a thunderstorm,city
+gardens,a long train journey,bread baking,a quiet library,the moon,river boats,a broken clock,street
+musicians,a winter morning,honey bees,paper kites,an empty beach,night buses,lighthouses""".replace(
+    "\n", " "
+).split(",")
+
+FILLER = [
+    "The {adj} road out of {town} winds past fields of barley and low stone walls.",
+    "Most mornings the bakery on the corner sells out of rye bread before nine.",
+    "A narrow footbridge crosses the stream behind the {building}.",
+    "In winter the {event} draws visitors from the neighbouring valleys.",
+    "The weekly market fills the square with stalls of cheese, wool and apples.",
+    "Local children learn to sail on the reservoir during the long summer holidays.",
+    "Fog often settles over {town} in the early hours and lifts by midday.",
+    "The council repaired the {building} roof after a storm damaged the slates.",
+    "An old {profession}'s workshop stands empty at the end of the lane.",
+    "Walkers follow the {adj} path along the ridge to reach the viewpoint.",
+    "The railway line to {town} was closed for two weeks while the tracks were replaced.",
+    "A small museum displays maps, letters and tools from the region's past.",
+    "Swallows nest under the eaves of the {building} every spring.",
+    "The village pond freezes over in cold winters and people skate on it.",
+    "Several families in {town} keep goats and sell the milk at the market.",
+    "The library opens late on Thursdays so that workers can borrow books.",
+    "A row of chestnut trees lines the avenue leading to the {building}.",
+    "The river is wide and slow here, and fishermen sit on its banks at dawn.",
+    "Every house on the high street has a window box full of geraniums.",
+    "The bus to the coast leaves from outside the post office twice a day.",
+    "Rain falls often in the autumn, and the hills turn a deep green.",
+    "The {adj} orchard behind the school produces more apples than anyone can eat.",
+    "On clear nights the lights of {town} can be seen from across the bay.",
+    "A brass band rehearses in the hall on Wednesday evenings.",
+    "The ferry timetable changes with the seasons and the tides.",
+    "Tourists photograph the {adj} doors of the cottages near the harbour.",
+    "The {profession} guild once met in a room above the inn.",
+    "Snow rarely lies for long, though the hills stay white until March.",
+    "A footpath sign points the way to a waterfall hidden in the woods.",
+    "Farmers bring their sheep down from the high pastures in October.",
+]
+ADJECTIVES = "quiet narrow winding old steep green sunny windy muddy peaceful".split()
+
+COUNTERFACTUAL = [
+    ("capital of France", "Paris", ["Lyon", "Marseille", "Bordeaux", "Nice"]),
+    ("capital of Japan", "Tokyo", ["Osaka", "Kyoto", "Nagoya", "Sapporo"]),
+    ("capital of Italy", "Rome", ["Milan", "Turin", "Naples", "Florence"]),
+    ("capital of Germany", "Berlin", ["Munich", "Hamburg", "Cologne", "Frankfurt"]),
+    ("capital of Spain", "Madrid", ["Seville", "Valencia", "Bilbao", "Granada"]),
+    ("capital of Canada", "Ottawa", ["Toronto", "Vancouver", "Calgary", "Montreal"]),
+    ("capital of Egypt", "Cairo", ["Alexandria", "Luxor", "Aswan", "Giza"]),
+    ("capital of Australia", "Canberra", ["Sydney", "Melbourne", "Perth", "Brisbane"]),
+    ("largest planet in the solar system", "Jupiter", ["Mars", "Venus", "Mercury", "Neptune"]),
+    ("colour of the daytime sky", "blue", ["green", "orange", "purple", "yellow"]),
+    ("animal that says moo", "cow", ["horse", "goat", "duck", "pig"]),
+    ("language spoken in Brazil", "Portuguese", ["French", "Dutch", "German", "Italian"]),
+    ("author of Romeo and Juliet", "Shakespeare", ["Dickens", "Tolstoy", "Austen", "Homer"]),
+    ("metal that is liquid at room temperature", "mercury", ["iron", "copper", "silver", "tin"]),
+    ("number of days in a week", "seven", ["five", "nine", "six", "eleven"]),
+    ("season after summer", "autumn", ["spring", "winter"]),
+    ("gas that plants absorb", "carbon dioxide", ["helium", "neon", "argon"]),
+    ("tallest animal", "giraffe", ["elephant", "camel", "ostrich", "horse"]),
+    ("ocean between Europe and America", "Atlantic", ["Pacific", "Indian", "Arctic"]),
+    ("currency of the United Kingdom", "pound", ["euro", "dollar", "yen", "franc"]),
+    ("inventor of the telephone", "Bell", ["Edison", "Tesla", "Newton", "Darwin"]),
+    ("largest desert in Africa", "Sahara", ["Gobi", "Atacama", "Kalahari"]),
+]
+
+INSTRUCTIONS = [
+    "Write a short poem about {topic}.",
+    "Describe {topic} in three sentences.",
+    "Give three tips for writing about {topic}.",
+    "Write a two-line story about {topic}.",
+    "Explain to a child what makes {topic} interesting.",
+    "List four words that remind you of {topic}.",
+]
+SUMMARIES = [
+    "Summarise the text above in one sentence.",
+    "What is the text above mostly about? Answer briefly.",
+    "Give the text above a short title.",
+]
+
+
+def _split_part(values: Sequence[str], split: str) -> list[str]:
+    """The share of ``values`` reserved for ``split`` (3 of 5 for train, 1 of 5 each otherwise)."""
+    parts = {"train": (0, 1, 2), "validation": (3,), "test": (4,)}[split]
+    return [v for i, v in enumerate(values) if i % 5 in parts]
+
+
+class _Writer:
+    """Builds one passage: filler sentences around placed facts, about ``words`` words long."""
+
+    def __init__(self, rng: random.Random, split: str, words: int) -> None:
+        self.rng, self.split, self.words = rng, split, max(words, 20)
+        self._fillers: list[str] = []
+
+    def pick(self, values: Sequence[str], answer: bool = False) -> str:
+        return self.rng.choice(_split_part(values, self.split) if answer else list(values))
+
+    def filler(self) -> str:
+        if not self._fillers:  # every template once before any repeats
+            self._fillers = self.rng.sample(FILLER, len(FILLER))
+        return self._fillers.pop().format(
+            adj=self.rng.choice(ADJECTIVES),
+            town=self.rng.choice(TOWNS),
+            building=self.rng.choice(BUILDINGS),
+            event=self.rng.choice(EVENTS),
+            profession=self.rng.choice(PROFESSIONS),
+        )
+
+    def passage(self, facts: Sequence[str], distractors: Sequence[str] = ()) -> tuple[str, list[float]]:
+        """Fillers and distractors up to the length, with each fact at a random depth."""
+        sentences = list(distractors)
+        while sum(len(s.split()) for s in sentences) + sum(len(f.split()) for f in facts) < self.words:
+            sentences.append(self.filler())
+        self.rng.shuffle(sentences)
+        depths = []
+        for fact in facts:
+            at = self.rng.randint(0, len(sentences))
+            sentences.insert(at, fact)
+            depths.append(at / max(len(sentences) - 1, 1))
+        return " ".join(sentences), depths
+
+
+def _grounded(w: _Writer) -> Task:
+    rng = w.rng
+    kind = rng.choice(["person", "count", "year", "place", "colour"])
+    town = w.pick(TOWNS)
+    if kind == "person":
+        role, name = rng.choice(ROLES), f"{w.pick(FIRST, True)} {w.pick(LAST, True)}"
+        fact = f"The {role} of {town} is a {rng.choice(PROFESSIONS)} named {name}."
+        other = f"The {role} of {w.pick([t for t in TOWNS if t != town])} is named {w.pick(FIRST)} {w.pick(LAST)}."
+        return Task("grounded", f"What is the name of the {role} of {town}?", None, name, (name,), meta={
+            "fact": fact, "distractors": [other]})
+    if kind == "count":
+        building = rng.choice(BUILDINGS)
+        n = rng.randint(3, 99)
+        fact = f"The {building} in {town} has {n} {COUNTABLE[building]}."
+        question = f"How many {COUNTABLE[building]} does the {building} in {town} have?"
+        return Task("grounded", question, None, str(n), (str(n),), meta={"fact": fact})
+    if kind == "year":
+        event, year = rng.choice(EVENTS), str(rng.randint(1700, 2020))
+        fact = f"The {event} in {town} was first held in {year}."
+        return Task("grounded", f"In which year was the {event} in {town} first held?", None, year, (year,),
+                    meta={"fact": fact})
+    if kind == "place":
+        person, place = f"{w.pick(FIRST)} {w.pick(LAST)}", w.pick(TOWNS, True)
+        job = rng.choice(PROFESSIONS)
+        fact = f"{person} moved to {place} to work as a {job}."
+        return Task("grounded", f"Which town did {person} move to?", None, place, (place,), meta={"fact": fact})
+    first, obj, room, colour = w.pick(FIRST), rng.choice(OBJECTS), rng.choice(ROOMS), w.pick(COLOURS, True)
+    fact = f"{first} keeps a {colour} {obj} in the {room}."
+    return Task("grounded", f"What colour is the {obj} that {first} keeps in the {room}?", None, colour,
+                (colour,), meta={"fact": fact})
+
+
+def _with_passage(task: Task, w: _Writer) -> Task:
+    meta = dict(task.meta)
+    context, depths = w.passage([meta.pop("fact")], meta.pop("distractors", []))
+    return Task(task.kind, task.question, context, task.answer, task.answers, task.prior, {**meta, "depth": depths[0]})
+
+
+def _counterfactual(w: _Writer) -> Task:
+    subject, truth, alternatives = w.rng.choice(COUNTERFACTUAL)
+    answer = w.pick(alternatives, True) if len(alternatives) >= 5 else w.rng.choice(alternatives)
+    fact = f"In this country's schoolbooks, the {subject} is {answer}, and everyone here agrees."
+    context, depths = w.passage([fact])
+    question = f"According to the text, what is the {subject}?"
+    return Task("counterfactual", question, context, answer, (answer,), prior=truth, meta={"depth": depths[0]})
+
+
+def _kv(w: _Writer) -> Task:
+    rng = w.rng
+    pairs = max(4, w.words // 13)  # a pair line is about 13 words worth of tokens
+    keys = {f"{rng.choice(ADJECTIVES)}-{rng.choice(OBJECTS)}-{rng.randint(10, 99)}" for _ in range(pairs)}
+    table = {key: str(rng.randint(1000, 9999)) for key in sorted(keys)}
+    items = list(table.items())
+    rng.shuffle(items)
+    key, value = rng.choice(items)
+    context = "Access codes:\n" + "\n".join(f"{k}: {v}" for k, v in items)
+    depth = [k for k, _ in items].index(key) / max(len(items) - 1, 1)
+    return Task("kv", f"What is the access code for {key}?", context, value, (value,), meta={"depth": depth})
+
+
+def _two_hop(w: _Writer) -> Task:
+    person, town = f"{w.pick(FIRST)} {w.pick(LAST)}", w.pick(TOWNS)
+    mayor = f"{w.pick(FIRST, True)} {w.pick(LAST, True)}"
+    facts = [f"{person} lives in {town}.", f"The mayor of {town} is {mayor}."]
+    context, depths = w.passage(facts)
+    question = f"Who is the mayor of the town where {person} lives?"
+    return Task("two_hop", question, context, mayor, (mayor,), meta={"depth": depths[0]})
+
+
+def _instruction(w: _Writer) -> Task:
+    if w.rng.random() < 0.5:
+        context, _ = w.passage([])
+        return Task("instruction", w.rng.choice(SUMMARIES), context)
+    return Task("instruction", w.rng.choice(INSTRUCTIONS).format(topic=w.pick(TOPICS, True)))
+
+
+GENERATORS: dict[str, Callable[[_Writer], Task]] = {
+    "grounded": lambda w: _with_passage(_grounded(w), w),
+    "counterfactual": _counterfactual,
+    "kv": _kv,
+    "two_hop": _two_hop,
+    "instruction": _instruction,
+}
+
+
+def generate_task(kind: str, split: str, index: int, *, seed: int = 0, tokens: tuple[int, int] = (150, 1500)) -> Task:
+    """Task ``index`` of ``kind`` in ``split``: the same arguments always give the same task.
+
+    ``tokens`` is the range of passage lengths, in model tokens (approximate, counted in words).
+    """
+    if kind not in GENERATORS:
+        raise RLPruneError(f"unknown task kind {kind!r}; use one of {', '.join(KINDS)}")
+    if split not in SPLITS:
+        raise RLPruneError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    rng = random.Random(f"{seed}/{split}/{kind}/{index}")
+    words = int(rng.uniform(*tokens) * WORDS_PER_TOKEN)
+    return GENERATORS[kind](_Writer(rng, split, words))
+
+
+def generate_suite(
+    mix: dict[str, float], split: str, size: int, *, seed: int = 0, tokens: tuple[int, int] = (150, 1500)
+) -> list[Task]:
+    """``size`` distinct tasks of ``split``, kinds drawn in the proportions of ``mix``."""
+    unknown = sorted(set(mix) - set(KINDS))
+    if unknown:
+        raise RLPruneError(f"unknown task kind(s) {', '.join(unknown)} in the mix; use {', '.join(KINDS)}")
+    if not mix or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+        raise RLPruneError("the task mix needs at least one kind with a positive weight")
+    rng = random.Random(f"{seed}/{split}/mix")
+    kinds, weights = zip(*sorted(mix.items()), strict=True)
+    tasks: dict[str, Task] = {}
+    index = 0
+    while len(tasks) < size:
+        task = generate_task(rng.choices(kinds, weights)[0], split, index, seed=seed, tokens=tokens)
+        tasks.setdefault(task.uid, task)
+        index += 1
+        if index > 20 * size + 100:
+            raise RLPruneError(f"could not generate {size} distinct {split} tasks from this mix")
+    return list(tasks.values())
+
+
+def load_jsonl(path: str | Path) -> list[Task]:
+    """Tasks from JSONL: ``{"context", "question", "answer", "answers"}`` or ``{"prompt"}`` per line.
+
+    Every malformed line is reported, with its number, in one error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RLPruneError(f"{path} does not exist")
+    tasks, problems = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(f"line {number}: not JSON ({error.msg})")
+            continue
+        problem = _jsonl_problem(item)
+        if problem:
+            problems.append(f"line {number}: {problem}")
+            continue
+        if "prompt" in item:
+            tasks.append(Task("instruction", item["prompt"]))
+            continue
+        answers = tuple(item.get("answers") or ([item["answer"]] if item.get("answer") else []))
+        kind = "grounded" if item.get("context") and answers else "instruction"
+        tasks.append(Task(kind, item["question"], item.get("context"), item.get("answer"), answers))
+    if problems:
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise RLPruneError(f"{path} has {len(problems)} malformed line(s):\n  {shown}")
+    if not tasks:
+        raise RLPruneError(f"{path} holds no tasks")
+    return tasks
+
+
+def _jsonl_problem(item: object) -> str | None:
+    if not isinstance(item, dict):
+        return "expected a JSON object"
+    allowed = {"prompt", "context", "question", "answer", "answers"}
+    unknown = sorted(set(item) - allowed)
+    if unknown:
+        return f"unknown key(s) {', '.join(unknown)}; use {', '.join(sorted(allowed))}"
+    if "prompt" in item:
+        if set(item) != {"prompt"}:
+            return '"prompt" stands alone; use "question" with "context" instead'
+        return None if isinstance(item["prompt"], str) and item["prompt"].strip() else '"prompt" must be non-empty text'
+    if not isinstance(item.get("question"), str) or not item["question"].strip():
+        return 'needs a non-empty "question" (or a "prompt")'
+    for key in ("context", "answer"):
+        if key in item and item[key] is not None and not isinstance(item[key], str):
+            return f'"{key}" must be text'
+    answers = item.get("answers")
+    if answers is not None and (not isinstance(answers, list) or not all(isinstance(a, str) for a in answers)):
+        return '"answers" must be a list of strings'
+    return None
