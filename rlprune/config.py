@@ -40,7 +40,9 @@ def find_config(name_or_path: str | Path, folder: str) -> Path:
         candidate = base / f"{name_or_path}.toml"
         if candidate.is_file():
             return candidate
-    known = sorted({p.stem for base in (Path.cwd() / folder, ROOT / folder) if base.is_dir() for p in base.glob("*.toml")})
+    known = sorted(
+        {p.stem for base in (Path.cwd() / folder, ROOT / folder) if base.is_dir() for p in base.glob("*.toml")}
+    )
     raise ConfigError(f"unknown {folder[:-1]} preset {str(name_or_path)!r}; known: {', '.join(known) or 'none'}")
 
 

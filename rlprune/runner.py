@@ -323,33 +323,49 @@ class Reducer:
         count = round(action.ratio * int(removable.sum())) if not action.is_noop else 0
         if count == 0:
             return ReductionPlan.empty(state.positions.device)
-        layer = self.layers[state.layer]
-        normed = layer.input_layernorm(state.hidden)
-        window = self.config.window or max(state.protect_last, 1)
         scorer = SCORERS[action.scorer]
-        cos, sin = state.rope
-        p = state.n_prompt_tokens  # a teacher-forced continuation never influences the choice
+        context = self.score_context(state)
+        tail = context.normed.new_full((state.continuation_length,), float("inf"))  # a continuation stays
+        remove = select_least_important(torch.cat((scorer.score(context), tail)), removable, count)
+        cost = scorer.flops(self.dims, state.n_prompt_tokens, context.window)
+        if action.op == "prune":
+            return ReductionPlan(remove, flops=cost)
+        can_receive = removable[: state.n_prompt_tokens].clone()
+        can_receive[remove] = False
+        into = match_merge_targets(context.normed[0], remove, can_receive, self.config.merge_window)
+        cost += flops.merge_match_flops(self.dims, len(remove), self.config.merge_window)
+        return ReductionPlan(remove, into, flops=cost)
+
+    @torch.no_grad()
+    def score_context(self, state: ReductionState) -> ScoreContext:
+        """What scorers (and policy features) see of the prompt tokens before the next layer.
+
+        A teacher-forced continuation is left out, so it never influences which tokens go.
+        """
+        layer = self.layers[state.layer]
+        p = state.n_prompt_tokens
         positions, log_sizes = state.positions[:p], state.log_sizes()
-        context = ScoreContext(
+        cos, sin = state.rope
+        return ScoreContext(
             layer=layer,
-            normed=normed[:, :p],
+            normed=layer.input_layernorm(state.hidden[:, :p]),
             positions=positions,
             log_sizes=None if log_sizes is None else log_sizes[:p],
             cos=cos[:, positions],
             sin=sin[:, positions],
-            window=window,
+            window=self.config.window or max(state.protect_last, 1),
             pool=self.config.pool,
         )
-        scores = torch.cat((scorer.score(context), normed.new_full((state.n_tokens - p,), float("inf"))))
-        remove = select_least_important(scores, removable, count)
-        cost = scorer.flops(self.dims, p, window)
-        if action.op == "prune":
-            return ReductionPlan(remove, flops=cost)
-        can_receive = removable.clone()
-        can_receive[remove] = False
-        into = match_merge_targets(normed[0], remove, can_receive, self.config.merge_window)
-        cost += flops.merge_match_flops(self.dims, len(remove), self.config.merge_window)
-        return ReductionPlan(remove, into, flops=cost)
+
+    def projected_flops(self, state: ReductionState) -> float:
+        """Prefill FLOPs of the prompt if no further token is removed (spent so far plus the rest)."""
+        remaining = self.dims.layers - state.layer
+        ahead = remaining * flops.layer_flops(self.dims, state.n_prompt_tokens) + flops.lm_head_flops(self.dims, 1)
+        return state.flops + ahead
+
+    def full_flops(self, state: ReductionState) -> float:
+        """Prefill FLOPs of the prompt without reduction (with logits for its last position)."""
+        return flops.full_prefill_flops(self.dims, state.prompt_length)
 
     @torch.no_grad()
     def finish(self, state: ReductionState, logits: str = "last") -> ReductionOutput:

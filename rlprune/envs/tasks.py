@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -93,14 +92,21 @@ bookbinder ferryman weaver astronomer botanist surveyor tailor""".split()
 ROLES = ["mayor", "harbour master", "librarian", "head gardener", "postmistress", "station master", "curator"]
 EVENTS = ["lantern festival", "summer regatta", "cheese fair", "kite contest", "choir competition", "flower show"]
 BUILDINGS = ["old mill", "clock tower", "town hall", "chapel", "lighthouse", "market hall", "bridge"]
-COUNTABLE = {"old mill": "sails", "clock tower": "bells", "town hall": "windows", "chapel": "pews",
-             "lighthouse": "floors", "market hall": "stalls", "bridge": "arches"}
+COUNTABLE = {
+    "old mill": "sails",
+    "clock tower": "bells",
+    "town hall": "windows",
+    "chapel": "pews",
+    "lighthouse": "floors",
+    "market hall": "stalls",
+    "bridge": "arches",
+}
 TOPICS = """autumn leaves,the ocean at night,a busy railway station,learning to swim,an old
 bookshop,mountain weather,a lost umbrella,the first snow,a village market,a thunderstorm,city
 gardens,a long train journey,bread baking,a quiet library,the moon,river boats,a broken clock,street
-musicians,a winter morning,honey bees,paper kites,an empty beach,night buses,lighthouses""".replace(
-    "\n", " "
-).split(",")
+musicians,a winter morning,honey bees,paper kites,an empty beach,night buses,lighthouses""".replace("\n", " ").split(
+    ","
+)
 
 FILLER = [
     "The {adj} road out of {town} winds past fields of barley and low stone walls.",
@@ -225,8 +231,14 @@ def _grounded(w: _Writer) -> Task:
         role, name = rng.choice(ROLES), f"{w.pick(FIRST, True)} {w.pick(LAST, True)}"
         fact = f"The {role} of {town} is a {rng.choice(PROFESSIONS)} named {name}."
         other = f"The {role} of {w.pick([t for t in TOWNS if t != town])} is named {w.pick(FIRST)} {w.pick(LAST)}."
-        return Task("grounded", f"What is the name of the {role} of {town}?", None, name, (name,), meta={
-            "fact": fact, "distractors": [other]})
+        return Task(
+            "grounded",
+            f"What is the name of the {role} of {town}?",
+            None,
+            name,
+            (name,),
+            meta={"fact": fact, "distractors": [other]},
+        )
     if kind == "count":
         building = rng.choice(BUILDINGS)
         n = rng.randint(3, 99)
@@ -236,8 +248,9 @@ def _grounded(w: _Writer) -> Task:
     if kind == "year":
         event, year = rng.choice(EVENTS), str(rng.randint(1700, 2020))
         fact = f"The {event} in {town} was first held in {year}."
-        return Task("grounded", f"In which year was the {event} in {town} first held?", None, year, (year,),
-                    meta={"fact": fact})
+        return Task(
+            "grounded", f"In which year was the {event} in {town} first held?", None, year, (year,), meta={"fact": fact}
+        )
     if kind == "place":
         person, place = f"{w.pick(FIRST)} {w.pick(LAST)}", w.pick(TOWNS, True)
         job = rng.choice(PROFESSIONS)
@@ -245,8 +258,14 @@ def _grounded(w: _Writer) -> Task:
         return Task("grounded", f"Which town did {person} move to?", None, place, (place,), meta={"fact": fact})
     first, obj, room, colour = w.pick(FIRST), rng.choice(OBJECTS), rng.choice(ROOMS), w.pick(COLOURS, True)
     fact = f"{first} keeps a {colour} {obj} in the {room}."
-    return Task("grounded", f"What colour is the {obj} that {first} keeps in the {room}?", None, colour,
-                (colour,), meta={"fact": fact})
+    return Task(
+        "grounded",
+        f"What colour is the {obj} that {first} keeps in the {room}?",
+        None,
+        colour,
+        (colour,),
+        meta={"fact": fact},
+    )
 
 
 def _with_passage(task: Task, w: _Writer) -> Task:

@@ -1,0 +1,219 @@
+"""``TokenReductionEnv``: one prompt per episode, one decision layer per step."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from rlprune.config import ConfigError, find_config, from_dict, load_toml
+from rlprune.envs.reference import Reference, ReferenceCache
+from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward
+from rlprune.envs.tasks import KINDS, SPLITS, Task, generate_suite, load_jsonl
+from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, ActionSpec, flops_projected, observe
+from rlprune.models import load_model
+from rlprune.runner import Reducer, ReducerConfig, ReductionState
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Which prompts episodes use."""
+
+    mix: dict[str, float] = field(default_factory=lambda: {"grounded": 1.0})
+    tokens: tuple[int, ...] = (150, 1500)  # passage length range, in tokens
+    train_size: int = 256
+    validation_size: int = 64
+    test_size: int = 128
+    seed: int = 0
+    jsonl: str = ""  # your own tasks instead of generated ones (used for every split)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.mix) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown task kind(s) {', '.join(unknown)} in mix; use {', '.join(KINDS)}")
+        if len(self.tokens) != 2 or not 1 <= self.tokens[0] <= self.tokens[1]:
+            raise ValueError(f"tokens must be [min, max] with 1 <= min <= max, got {list(self.tokens)}")
+        if min(self.train_size, self.validation_size, self.test_size) < 1:
+            raise ValueError("split sizes must be at least 1")
+
+    def size(self, split: str) -> int:
+        return {"train": self.train_size, "validation": self.validation_size, "test": self.test_size}[split]
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    """Where decisions happen and what budget an episode gets."""
+
+    decision_layers: tuple[int, ...] = (2, 6, 12, 20)
+    budget: tuple[float, ...] = (0.3, 0.9)  # one value (fixed) or [low, high] drawn per episode
+    continuation_tokens: int = 16  # length of the full model's answer used for the quality terms
+    protect_first: int = 1
+
+    def __post_init__(self) -> None:
+        layers = self.decision_layers
+        if not layers or list(layers) != sorted(set(layers)) or layers[0] < 0:
+            raise ValueError(f"decision_layers must be distinct, ascending and >= 0, got {list(layers)}")
+        if len(self.budget) not in (1, 2) or self.budget[0] > self.budget[-1]:
+            raise ValueError(f"budget must be one number or [low, high], got {list(self.budget)}")
+        if not all(0 < b <= 1 for b in self.budget):
+            raise ValueError(f"budget {list(self.budget)} must lie in (0, 1]: it is a prefill FLOPs ratio")
+        if self.continuation_tokens < 1:
+            raise ValueError("continuation_tokens must be at least 1")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """An environment preset (``envs/*.toml``): the model, the tasks, the episodes, the reward."""
+
+    model: str = "smollm2-135m"
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> EnvConfig:
+        """Read a preset by name (``grounded-qa``) or path; unknown keys and bad values are errors."""
+        path = find_config(name_or_path, "envs")
+        data = load_toml(path)
+        for key in ("budget",):  # a single number is a fixed budget
+            if isinstance(data.get("episode", {}).get(key), (int, float)):
+                data["episode"][key] = [data["episode"][key]]
+        return from_dict(cls, data, path.name)
+
+
+class TokenReductionEnv(gym.Env):
+    """Learn to reduce tokens: an episode is one prompt, a step is one decision layer.
+
+    Observation: a ``Box`` vector, see :data:`rlprune.features.OBSERVATION_FIELDS`.
+    Action: ``MultiDiscrete([op, ratio bin, scorer])``, see :class:`rlprune.features.ActionSpec`;
+    ``action_masks()`` marks the choices that apply.
+    Reward: see :mod:`rlprune.envs.rewards`. The final ``info`` holds ``flops_ratio``, ``kl``,
+    ``agreement``, ``answer_accuracy``, ``hallucination`` and ``budget``.
+
+    Args:
+        preset: a preset name or path, or an :class:`EnvConfig`.
+        split: ``train``, ``validation`` or ``test``.
+        model, tokenizer: an already loaded model (default: the preset's).
+        budget: fix the budget instead of drawing it from the preset's range.
+        tasks: use these tasks instead of the preset's.
+        cache_dir: where reference outputs are stored (default under ``$RLPRUNE_HOME``).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        preset: str | Path | EnvConfig = "grounded-qa",
+        *,
+        split: str = "train",
+        model=None,
+        tokenizer=None,
+        budget: float | None = None,
+        tasks: list[Task] | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = preset if isinstance(preset, EnvConfig) else EnvConfig.load(preset)
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        if budget is not None and not 0 < budget <= 1:
+            raise ConfigError(f"budget {budget} must lie in (0, 1]: it is a prefill FLOPs ratio")
+        if model is None:
+            model, tokenizer = load_model(self.config.model)
+        episode = self.config.episode
+        self.reducer = Reducer(model, ReducerConfig(protect_first=episode.protect_first))
+        if episode.decision_layers[-1] >= self.reducer.dims.layers:
+            raise ConfigError(
+                f"decision layer {episode.decision_layers[-1]} does not exist: the model has "
+                f"{self.reducer.dims.layers} layers (0..{self.reducer.dims.layers - 1})"
+            )
+        self.tokenizer = tokenizer
+        self.split = split
+        self.tasks = tasks if tasks is not None else self._tasks(split)
+        self.fixed_budget = budget
+        self.references = ReferenceCache(
+            self.reducer,
+            tokenizer,
+            first_layer=episode.decision_layers[0],
+            continuation_tokens=episode.continuation_tokens,
+            folder=cache_dir,
+        )
+        self.action_spec = ActionSpec()
+        self.action_space = spaces.MultiDiscrete(self.action_spec.nvec)
+        self.observation_space = spaces.Box(*OBSERVATION_BOUNDS, shape=(OBSERVATION_SIZE,), dtype=np.float32)
+        self._state: ReductionState | None = None
+        self._reference: Reference | None = None
+        self._task: Task | None = None
+        self.budget = 1.0
+
+    def _tasks(self, split: str) -> list[Task]:
+        tasks = self.config.tasks
+        if tasks.jsonl:
+            return load_jsonl(tasks.jsonl)
+        return generate_suite(tasks.mix, split, tasks.size(split), seed=tasks.seed, tokens=tasks.tokens)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode on a random task; ``options`` may fix ``task_index`` and ``budget``."""
+        super().reset(seed=seed)
+        options = options or {}
+        index = int(options.get("task_index", self.np_random.integers(len(self.tasks))))
+        self._task = self.tasks[index % len(self.tasks)]
+        self.budget = float(options.get("budget", self.fixed_budget or self._draw_budget()))
+        reference = self.references.get(self._task)
+        self._reference = reference
+        self._state = self.reducer.start(
+            reference.input_ids,
+            decision_layers=self.config.episode.decision_layers,
+            protect_last=reference.protect_last,
+            prompt_length=reference.prompt_length,
+            resume_from=reference.hidden,
+        )
+        return self._observation(), {"task": self._task.uid, "kind": self._task.kind, "budget": self.budget}
+
+    def step(self, action):
+        if self._state is None or self._state.done:
+            raise RuntimeError("call reset() before step()")
+        state = self._state
+        before = flops_projected(self.reducer, state)
+        action = self.action_spec.decode(action)
+        layer = state.layer
+        self._state = state = self.reducer.step(state, action)
+        after = flops_projected(self.reducer, state)
+        reward = step_reward(before, after, self.config.reward)
+        info: dict[str, Any] = {"layer": layer, "action": str(action), "flops_projected": after}
+        if not state.done:
+            return self._observation(), reward, False, False, info
+        out = self.reducer.finish(state, logits="continuation")
+        q = quality(out.logits[0], self._reference)
+        flops_ratio = out.flops / out.flops_full
+        reward += final_reward(q, flops_ratio, self.budget, self.config.reward)
+        info |= {
+            "flops_ratio": flops_ratio,
+            "kl": q.kl,
+            "agreement": q.agreement,
+            "answer_accuracy": math.nan if q.answer_accuracy is None else q.answer_accuracy,
+            "hallucination": q.hallucination,
+            "hallucination_excess": q.hallucination_excess,
+            "budget": self.budget,
+            "kind": self._task.kind,
+            "tokens_per_layer": out.tokens_per_layer,
+        }
+        return np.zeros(OBSERVATION_SIZE, dtype=np.float32), reward, True, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """Valid choices per action dimension, concatenated (for sb3-contrib's MaskablePPO)."""
+        if self._state is None or self._state.done:
+            return np.ones(sum(self.action_spec.nvec), dtype=bool)
+        return self.action_spec.masks(self._state)
+
+    def _observation(self) -> np.ndarray:
+        return observe(self.reducer, self._state, self.budget)
+
+    def _draw_budget(self) -> float:
+        budget = self.config.episode.budget
+        return float(budget[0]) if len(budget) == 1 else float(self.np_random.uniform(budget[0], budget[1]))

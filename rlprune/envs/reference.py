@@ -1,0 +1,216 @@
+"""The full model's outputs per prompt, computed once and kept on disk.
+
+A training episode needs the full model's answer (to teacher-force it through the reduced
+model), its log-probabilities on that answer (for the KL) and the hidden state entering the
+first decision layer (so the layers before it never run again). All of it is stored as
+safetensors, keyed by the model's fingerprint and a hash of the prompt and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from rlprune.envs.tasks import Task, answer_correct
+from rlprune.models import fingerprint_id, rlprune_home
+from rlprune.prompts import build_prompt
+from rlprune.runner import Reducer
+
+FORMAT = 1
+
+
+@dataclass
+class Reference:
+    """What the full model did on one prompt."""
+
+    input_ids: Tensor  # (1, prompt + continuation)
+    prompt_length: int
+    protect_last: int
+    topk_ids: Tensor  # (m, k) the full model's most likely tokens at each continuation step
+    topk_logprobs: Tensor  # (m, k) their log-probabilities
+    unsupported_mass: Tensor  # (m,) the full model's mass on tokens in neither prompt nor answer
+    allowed_ids: Tensor  # tokens found in the prompt or the full model's answer
+    answer_mask: Tensor  # (m,) continuation tokens that spell the gold answer
+    hidden: Tensor  # (1, prompt + continuation, hidden) entering the first decision layer
+    first_layer: int
+    grounded: bool
+    full_correct: bool | None  # the full model's answer contains a gold alias
+    text: str  # the full model's answer
+
+    @property
+    def continuation(self) -> Tensor:
+        return self.input_ids[0, self.prompt_length :]
+
+
+class ReferenceCache:
+    """Computes, stores and serves :class:`Reference` objects for one model and one setting."""
+
+    def __init__(
+        self,
+        reducer: Reducer,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        first_layer: int,
+        continuation_tokens: int = 16,
+        top_k: int = 32,
+        folder: str | Path | None = None,
+        memory_items: int = 64,
+    ) -> None:
+        self.reducer, self.tokenizer = reducer, tokenizer
+        self.first_layer, self.continuation_tokens, self.top_k = first_layer, continuation_tokens, top_k
+        self.folder = Path(folder) if folder else rlprune_home() / "references" / fingerprint_id(reducer.model)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._memory: OrderedDict[str, Reference] = OrderedDict()
+        self._memory_items = memory_items
+
+    def key(self, task: Task) -> str:
+        settings = [FORMAT, task.kind, task.context, task.question, task.answers, task.prior]
+        settings += [self.first_layer, self.continuation_tokens, self.top_k, self.reducer.config.protect_first]
+        return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:24]
+
+    def get(self, task: Task) -> Reference:
+        """The task's reference, from memory, from disk, or computed now and stored."""
+        key = self.key(task)
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        path = self.folder / f"{key}.safetensors"
+        reference = self._load(path) if path.is_file() else None
+        if reference is None:
+            reference = self.compute(task)
+            self._save(reference, path)
+        self._memory[key] = reference
+        if len(self._memory) > self._memory_items:
+            self._memory.popitem(last=False)
+        return reference
+
+    def warm(self, tasks: Iterable[Task], description: str = "reference outputs") -> None:
+        """Make sure every task's reference is on disk, with a progress bar."""
+        missing = [t for t in tasks if not (self.folder / f"{self.key(t)}.safetensors").is_file()]
+        if not missing:
+            return
+        with Progress(transient=True) as progress:
+            bar = progress.add_task(f"{description} (full model, once)", total=len(missing))
+            for task in missing:
+                self._save(self.compute(task), self.folder / f"{self.key(task)}.safetensors")
+                progress.advance(bar)
+
+    @torch.no_grad()
+    def compute(self, task: Task) -> Reference:
+        """Run the full model: greedy answer, its log-probabilities, the early hidden state."""
+        reducer, tokenizer = self.reducer, self.tokenizer
+        prompt = build_prompt(tokenizer, task.question, task.context)
+        generated = reducer.generate(prompt.input_ids, max_new_tokens=self.continuation_tokens)
+        continuation = generated.tokens[0]
+        ids = torch.cat((prompt.input_ids, generated.tokens.to(prompt.input_ids.device)), dim=1)
+        n = len(prompt)
+        full = reducer.run(ids, prompt_length=n, protect_last=prompt.protect_last, logits="continuation")
+        logprobs = full.logits[0].float().log_softmax(dim=-1)
+        top = logprobs.topk(min(self.top_k, logprobs.shape[-1]), dim=-1)
+        allowed = torch.unique(ids[0])
+        unsupported = 1.0 - logprobs.exp()[:, allowed].sum(dim=-1)
+        hidden = reducer.start(ids, decision_layers=[self.first_layer], prompt_length=n).hidden
+        text = tokenizer.decode(continuation, skip_special_tokens=True)
+        return Reference(
+            input_ids=ids.cpu(),
+            prompt_length=n,
+            protect_last=prompt.protect_last,
+            topk_ids=top.indices.cpu(),
+            topk_logprobs=top.values.cpu(),
+            unsupported_mass=unsupported.clamp(min=0).cpu(),
+            allowed_ids=allowed.cpu(),
+            answer_mask=answer_token_mask(tokenizer, continuation, task),
+            hidden=hidden.cpu(),
+            first_layer=self.first_layer,
+            grounded=task.grounded,
+            full_correct=answer_correct(text, task),
+            text=text,
+        )
+
+    def _save(self, reference: Reference, path: Path) -> None:
+        tensors = {
+            name: getattr(reference, name).contiguous()
+            for name in ("input_ids", "topk_ids", "topk_logprobs", "unsupported_mass", "allowed_ids", "hidden")
+        }
+        tensors["answer_mask"] = reference.answer_mask.to(torch.uint8)
+        metadata = {
+            "format": str(FORMAT),
+            "prompt_length": str(reference.prompt_length),
+            "protect_last": str(reference.protect_last),
+            "first_layer": str(reference.first_layer),
+            "grounded": json.dumps(reference.grounded),
+            "full_correct": json.dumps(reference.full_correct),
+            "text": reference.text,
+        }
+        handle, staging = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+        os.close(handle)
+        try:
+            save_file(tensors, staging, metadata=metadata)
+            os.replace(staging, path)
+        finally:
+            if os.path.exists(staging):
+                os.unlink(staging)
+
+    @staticmethod
+    def _load(path: Path) -> Reference | None:
+        """A stored reference, or ``None`` if the file is unreadable (it is then recomputed)."""
+        try:
+            with safe_open(path, framework="pt") as handle:
+                metadata = handle.metadata()
+            tensors = load_file(path)
+            if metadata.get("format") != str(FORMAT):
+                return None
+            return Reference(
+                input_ids=tensors["input_ids"],
+                prompt_length=int(metadata["prompt_length"]),
+                protect_last=int(metadata["protect_last"]),
+                topk_ids=tensors["topk_ids"],
+                topk_logprobs=tensors["topk_logprobs"],
+                unsupported_mass=tensors["unsupported_mass"],
+                allowed_ids=tensors["allowed_ids"],
+                answer_mask=tensors["answer_mask"].bool(),
+                hidden=tensors["hidden"],
+                first_layer=int(metadata["first_layer"]),
+                grounded=json.loads(metadata["grounded"]),
+                full_correct=json.loads(metadata["full_correct"]),
+                text=metadata["text"],
+            )
+        except (OSError, KeyError, ValueError, RuntimeError, SafetensorError):
+            return None
+
+
+def answer_token_mask(tokenizer: PreTrainedTokenizerBase, continuation: Tensor, task: Task) -> Tensor:
+    """Which continuation tokens spell one of the task's answers (all False when none appears)."""
+    mask = torch.zeros(continuation.numel(), dtype=torch.bool)
+    aliases = [a for a in (task.answers or ((task.answer,) if task.answer else ())) if a.strip()]
+    if not aliases:
+        return mask
+    pieces = [tokenizer.decode([int(t)]) for t in continuation]
+    text = "".join(pieces).lower()
+    starts, offset = [], 0
+    for piece in pieces:
+        starts.append(offset)
+        offset += len(piece)
+    for alias in aliases:
+        at = text.find(alias.lower())
+        if at < 0:
+            continue
+        end = at + len(alias)
+        for i, start in enumerate(starts):
+            if start < end and start + len(pieces[i]) > at:
+                mask[i] = True
+        return mask
+    return mask

@@ -1,0 +1,89 @@
+"""Rewards: output quality, a hallucination penalty and FLOPs savings, against the full model.
+
+Per step, the FLOPs saved by that step's action are paid as they are earned. At the end of an
+episode, the reduced model is teacher-forced on the full model's answer and judged:
+
+    reward = flops * (FLOPs saved, summed over steps)
+           - kl * min(KL(full || reduced), kl_cap)
+           + agreement * top-1 agreement
+           + answer * gold-answer token accuracy          (when the answer appears in the reference)
+           - hallucination * excess unsupported mass      (grounded tasks)
+           - over_budget * max(0, FLOPs ratio - budget)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rlprune.envs.reference import Reference
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Weights of the reward terms (all non-negative; see the module docstring)."""
+
+    kl: float = 1.0
+    kl_cap: float = 5.0
+    agreement: float = 0.5
+    answer: float = 1.0
+    hallucination: float = 2.0
+    flops: float = 1.0
+    over_budget: float = 4.0
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"reward weight {name} must be a non-negative number, got {value}")
+
+
+@dataclass(frozen=True)
+class Quality:
+    """How the reduced model did on the full model's answer."""
+
+    kl: float  # mean KL(full || reduced) per answer token (top-k with the tail as one bin)
+    agreement: float  # share of answer tokens where both models' top-1 tokens match
+    answer_accuracy: float | None  # share of gold-answer tokens the reduced model predicts top-1
+    hallucination: float  # mean mass on tokens in neither prompt nor full answer (grounded tasks)
+    hallucination_excess: float  # the same, above what the full model puts there
+
+
+@torch.no_grad()
+def quality(logits: Tensor, reference: Reference) -> Quality:
+    """Compare the reduced model's logits on the reference continuation, shape ``(m, vocab)``."""
+    logprobs = logits.float().log_softmax(dim=-1)
+    p_top = reference.topk_logprobs.exp()
+    q_top = logprobs.gather(1, reference.topk_ids).exp()
+    p_tail = (1.0 - p_top.sum(-1)).clamp(min=0.0)
+    q_tail = (1.0 - q_top.sum(-1)).clamp(min=1e-12)
+    kl = (p_top * (reference.topk_logprobs - q_top.clamp(min=1e-12).log())).sum(-1)
+    kl = kl + torch.where(p_tail > 0, p_tail * (p_tail.clamp(min=1e-12).log() - q_tail.log()), 0.0)
+    predicted = logprobs.argmax(dim=-1)
+    agreement = (predicted == reference.topk_ids[:, 0]).float().mean()
+    mask = reference.answer_mask
+    answer = (predicted[mask] == reference.continuation[mask]).float().mean().item() if mask.any() else None
+    if reference.grounded:
+        unsupported = 1.0 - logprobs.exp()[:, reference.allowed_ids].sum(-1).clamp(max=1.0)
+        excess = (unsupported - reference.unsupported_mass).clamp(min=0.0).mean().item()
+        hallucination = unsupported.mean().item()
+    else:
+        hallucination = excess = 0.0
+    return Quality(kl.clamp(min=0).mean().item(), agreement.item(), answer, hallucination, excess)
+
+
+def step_reward(projected_before: float, projected_after: float, config: RewardConfig) -> float:
+    """FLOPs saved by one action, as a share of the full prefill, weighted."""
+    return config.flops * (projected_before - projected_after)
+
+
+def final_reward(q: Quality, flops_ratio: float, budget: float, config: RewardConfig) -> float:
+    """The end-of-episode terms: quality, hallucination and the over-budget penalty."""
+    reward = -config.kl * min(q.kl, config.kl_cap) + config.agreement * q.agreement
+    if q.answer_accuracy is not None:
+        reward += config.answer * q.answer_accuracy
+    reward -= config.hallucination * q.hallucination_excess
+    reward -= config.over_budget * max(0.0, flops_ratio - budget)
+    return reward

@@ -1,0 +1,136 @@
+"""What a policy sees at a decision layer and what it may do there.
+
+The environment, the policies and the inference plug-in all use this module, so a policy
+observes and acts the same way in training and in use. Bump :data:`SPEC_VERSION` when the
+observation or the action space changes: checkpoints record it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rlprune.reduction import OPS, SCORERS, LayerAction
+from rlprune.runner import Reducer, ReductionState
+
+SPEC_VERSION = 1
+
+OBSERVATION_FIELDS: tuple[tuple[str, str], ...] = (
+    ("layer_position", "index of the decision layer / (layers - 1)"),
+    ("decisions_left", "decisions still to make (this one included) / decisions per episode"),
+    ("tokens_kept", "prompt tokens still carried / prompt length"),
+    ("removable_share", "carried prompt tokens that may be removed / carried prompt tokens"),
+    ("flops_projected", "prefill FLOPs ratio if nothing more is removed (scoring so far included)"),
+    ("budget", "the episode's target prefill FLOPs ratio"),
+    ("budget_gap", "flops_projected - budget: how much must still be saved"),
+    ("prompt_length", "log(prompt length) / log(model's maximum positions)"),
+    ("relevance_q10", "10th percentile of question relevance over removable tokens (cosine to the question)"),
+    ("relevance_q25", "25th percentile of question relevance"),
+    ("relevance_q50", "median question relevance"),
+    ("relevance_q75", "75th percentile of question relevance"),
+    ("relevance_q90", "90th percentile of question relevance"),
+    ("relevance_top_share", "share of removable tokens within 0.1 of the best relevance"),
+    ("similarity_mean", "mean cosine similarity of removable tokens to the next token"),
+    ("similarity_std", "standard deviation of that similarity"),
+    ("similarity_high", "share of removable tokens with similarity above 0.9 (merge candidates)"),
+    ("merged_share", "original prompt tokens folded into others by merges / prompt length"),
+)
+OBSERVATION_SIZE = len(OBSERVATION_FIELDS)
+OBSERVATION_BOUNDS = (-2.0, 2.0)
+
+RATIOS: tuple[float, ...] = (0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
+SCORER_CHOICES: tuple[str, ...] = ("attention", "key_norm", "relevance", "similarity")
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """A decision as three discrete choices: op, ratio bin and scorer (a ``MultiDiscrete`` space)."""
+
+    ops: tuple[str, ...] = OPS
+    ratios: tuple[float, ...] = RATIOS
+    scorers: tuple[str, ...] = SCORER_CHOICES
+
+    def __post_init__(self) -> None:
+        missing = [s for s in self.scorers if s not in SCORERS]
+        if missing:
+            raise ValueError(f"unknown scorer(s) {missing} in the action spec")
+
+    @property
+    def nvec(self) -> list[int]:
+        return [len(self.ops), len(self.ratios), len(self.scorers)]
+
+    def decode(self, action) -> LayerAction:
+        """The :class:`LayerAction` for ``[op, ratio bin, scorer]`` indices."""
+        op, ratio, scorer = (int(a) for a in action)
+        if self.ops[op] == "keep":
+            return LayerAction()
+        return LayerAction(self.ops[op], self.ratios[ratio], self.scorers[scorer])  # type: ignore[arg-type]
+
+    def encode(self, action: LayerAction) -> np.ndarray:
+        """Indices for ``action`` (its ratio snapped to the nearest bin)."""
+        ratio = min(range(len(self.ratios)), key=lambda i: abs(self.ratios[i] - action.ratio))
+        scorer = self.scorers.index(action.scorer) if action.scorer in self.scorers else 0
+        return np.array([self.ops.index(action.op), ratio, scorer], dtype=np.int64)
+
+    def masks(self, state: ReductionState) -> np.ndarray:
+        """Valid choices per dimension, concatenated (the layout MaskablePPO expects).
+
+        With no removable token left only ``keep`` applies.
+        """
+        ops = np.ones(len(self.ops), dtype=bool)
+        if not bool(state.removable().any()):
+            ops[:] = [op == "keep" for op in self.ops]
+        return np.concatenate((ops, np.ones(len(self.ratios), dtype=bool), np.ones(len(self.scorers), dtype=bool)))
+
+    def to_dict(self) -> dict[str, list]:
+        return {"ops": list(self.ops), "ratios": list(self.ratios), "scorers": list(self.scorers)}
+
+
+def flops_projected(reducer: Reducer, state: ReductionState) -> float:
+    """Prefill FLOPs ratio the episode ends at if nothing more is removed."""
+    return reducer.projected_flops(state) / reducer.full_flops(state)
+
+
+@torch.no_grad()
+def observe(reducer: Reducer, state: ReductionState, budget: float) -> np.ndarray:
+    """The observation vector (see :data:`OBSERVATION_FIELDS`) before ``state.layer`` runs."""
+    layers = reducer.dims.layers
+    decisions = max(len(state.decision_layers), 1)
+    n_prompt = state.n_prompt_tokens
+    removable = state.removable()[:n_prompt]
+    projected = flops_projected(reducer, state)
+    values = [
+        state.layer / max(layers - 1, 1),
+        (decisions - state.decisions_made) / decisions,
+        n_prompt / state.prompt_length,
+        float(removable.float().mean()) if n_prompt else 0.0,
+        projected,
+        budget,
+        projected - budget,
+        math.log(state.prompt_length) / math.log(max(reducer.max_positions, 2)),
+    ]
+    values += _token_statistics(reducer, state, removable)
+    merged = float(state.sizes[:n_prompt].sum()) - n_prompt
+    values.append(merged / state.prompt_length)
+    vector = np.asarray(values, dtype=np.float32)
+    return np.clip(vector, *OBSERVATION_BOUNDS)
+
+
+def _token_statistics(reducer: Reducer, state: ReductionState, removable: torch.Tensor) -> list[float]:
+    """Relevance quantiles and neighbour-similarity statistics over the removable tokens."""
+    if not bool(removable.any()):
+        return [0.0] * 9
+    context = reducer.score_context(state)
+    unit = F.normalize(context.normed[0], dim=-1)
+    window = min(context.window, unit.shape[0])
+    relevance = (unit @ unit[-window:].T).amax(dim=-1)[removable]
+    quantiles = torch.quantile(relevance, torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=relevance.dtype))
+    top_share = float((relevance >= relevance.max() - 0.1).float().mean())
+    similarity = torch.cat(((unit[:-1] * unit[1:]).sum(-1), unit.new_zeros(1)))[removable]
+    spread = float(similarity.std()) if similarity.numel() > 1 else 0.0
+    high = float((similarity > 0.9).float().mean())
+    return [*quantiles.tolist(), top_share, float(similarity.mean()), spread, high]

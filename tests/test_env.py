@@ -1,0 +1,169 @@
+"""The Gymnasium environment: API conformance, determinism and reward sanity (tiny model)."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import rlprune.envs  # noqa: F401  (registers the environment)
+from rlprune.config import ConfigError
+from rlprune.envs import ENV_ID, EnvConfig, TokenReductionEnv
+from rlprune.features import OBSERVATION_FIELDS, OBSERVATION_SIZE, ActionSpec
+from rlprune.reduction import LayerAction
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("references")
+
+
+@pytest.fixture
+def env(cache_dir):
+    return TokenReductionEnv("smoke", cache_dir=cache_dir)
+
+
+def play(env, actions, **options):
+    """One episode with fixed actions; returns (observations, rewards, final info)."""
+    obs, _ = env.reset(seed=options.pop("seed", 0), options=options)
+    observations, rewards = [obs], []
+    for action in actions:
+        obs, reward, terminated, truncated, info = env.step(env.unwrapped.action_spec.encode(action))
+        observations.append(obs)
+        rewards.append(reward)
+        if terminated:
+            return observations, rewards, info
+    raise AssertionError("the episode did not end")
+
+
+KEEP3 = [LayerAction()] * 3
+
+
+def test_passes_the_gymnasium_checker(cache_dir):
+    check_env(gym.make(ENV_ID, preset="smoke", cache_dir=cache_dir).unwrapped)
+
+
+def test_is_registered(cache_dir):
+    env = gym.make(ENV_ID, preset="smoke", cache_dir=cache_dir)
+    obs, info = env.reset(seed=1)
+    assert obs.shape == (OBSERVATION_SIZE,) == (len(OBSERVATION_FIELDS),)
+    assert env.action_space.nvec.tolist() == ActionSpec().nvec
+
+
+def test_same_seed_same_observations_and_rewards(cache_dir):
+    actions = [LayerAction("prune", 0.5, "relevance"), LayerAction("merge", 0.35), LayerAction("prune", 0.2)]
+    first = play(TokenReductionEnv("smoke", cache_dir=cache_dir), actions, seed=3)
+    second = play(TokenReductionEnv("smoke", cache_dir=cache_dir), actions, seed=3)
+    for a, b in zip(first[0], second[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert first[1] == second[1]
+    assert first[2]["kl"] == second[2]["kl"]
+
+
+def test_random_actions_from_many_seeds_stay_in_the_spaces(env):
+    for seed in range(6):
+        obs, _ = env.reset(seed=seed)
+        done = False
+        while not done:
+            assert env.observation_space.contains(obs)
+            mask = env.action_masks()
+            assert mask.shape == (sum(env.action_spec.nvec),) and mask[0]
+            obs, reward, done, _, info = env.step(env.action_space.sample())
+            assert math.isfinite(reward)
+        assert 0 < info["flops_ratio"] <= 1.05 and info["kl"] >= 0
+
+
+def test_no_reduction_costs_nothing_and_changes_nothing(env):
+    for index in range(4):
+        _, rewards, info = play(env, KEEP3, task_index=index)
+        assert info["kl"] < 1e-6
+        assert info["agreement"] == 1.0
+        assert info["hallucination_excess"] < 1e-6
+        assert info["flops_ratio"] == pytest.approx(1.0)
+        assert rewards[:-1] == [0.0, 0.0]
+
+
+def test_savings_are_paid_per_step_as_earned(env):
+    actions = [LayerAction("prune", 0.5), LayerAction(), LayerAction("prune", 0.5)]
+    _, rewards, info = play(env, actions, task_index=0, budget=1.0)
+    assert rewards[0] > 0 and rewards[1] == 0.0
+    paid = rewards[0] + rewards[1]
+    assert paid == pytest.approx(1 - info["flops_ratio"], abs=0.2)
+
+
+def test_heavy_early_pruning_hurts_far_more_than_light_late_pruning(env):
+    kls_heavy, kls_light = [], []
+    for index in range(4):
+        heavy = [LayerAction("prune", 1.0, "attention"), LayerAction(), LayerAction()]
+        light = [LayerAction(), LayerAction(), LayerAction("prune", 0.1, "attention")]
+        kls_heavy.append(play(env, heavy, task_index=index)[2]["kl"])
+        kls_light.append(play(env, light, task_index=index)[2]["kl"])
+    assert np.mean(kls_heavy) > 10 * np.mean(kls_light)
+
+
+def test_going_over_the_budget_is_penalised(env):
+    actions = [LayerAction("prune", 0.35), LayerAction(), LayerAction()]
+    _, loose, info = play(env, actions, task_index=1, budget=1.0)
+    _, tight, _ = play(env, actions, task_index=1, budget=0.3)
+    over = info["flops_ratio"] - 0.3
+    assert over > 0
+    assert sum(loose) - sum(tight) == pytest.approx(env.config.reward.over_budget * over)
+
+
+def test_fixed_budget_and_drawn_budgets(cache_dir):
+    fixed = TokenReductionEnv("smoke", cache_dir=cache_dir, budget=0.5)
+    assert {fixed.reset(seed=s)[1]["budget"] for s in range(3)} == {0.5}
+    drawn = TokenReductionEnv("smoke", cache_dir=cache_dir)
+    budgets = {drawn.reset(seed=s)[1]["budget"] for s in range(5)}
+    assert len(budgets) == 5 and all(0.3 <= b <= 0.9 for b in budgets)
+
+
+def test_only_keep_applies_when_nothing_is_removable(env):
+    env.reset(seed=0, options={"task_index": 0})
+    assert env.action_masks()[:3].tolist() == [True, True, True]
+    env.reducer.step(env._state, LayerAction("prune", 1.0))  # beyond the largest ratio bin
+    assert env.action_masks()[:3].tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('model = "tiny-random"\nbogus = 1\n', "unknown key(s) bogus"),
+        ("[episode]\nbudget = [0.5, 1.5]\n", "(0, 1]"),
+        ("[episode]\nbudget = 0\n", "(0, 1]"),
+        ("[episode]\ndecision_layers = [4, 2]\n", "ascending"),
+        ("[tasks]\nmix = { riddles = 1.0 }\n", "unknown task kind(s) riddles"),
+        ("[reward]\nkl = -1.0\n", "non-negative"),
+        ('[reward]\nkl = "high"\n', "must be a number"),
+        ("[tasks]\ntrain_size = 2.5\n", "must be an integer"),
+        ("[episode\n", "not valid TOML"),
+    ],
+)
+def test_bad_presets_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        EnvConfig.load(path)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="grounded-qa.*smoke"):
+        EnvConfig.load("no-such-preset")
+
+
+def test_decision_layers_must_exist_in_the_model(tmp_path, cache_dir):
+    config = EnvConfig.load("smoke")
+    path = tmp_path / "deep.toml"
+    path.write_text('model = "tiny-random"\n[episode]\ndecision_layers = [1, 9]\n')
+    with pytest.raises(ConfigError, match="decision layer 9 does not exist"):
+        TokenReductionEnv(path, cache_dir=cache_dir)
+    assert config.episode.decision_layers == (1, 2, 3)
+
+
+def test_shipped_presets_load():
+    for name in ("grounded-qa", "mixed", "smoke"):
+        config = EnvConfig.load(name)
+        assert config.reward.over_budget > 0 and config.tasks.train_size >= 1

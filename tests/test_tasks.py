@@ -1,0 +1,126 @@
+"""Task suites: deterministic, disjoint splits, lengths as asked; the JSONL loader; answer matching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rlprune import build_prompt
+from rlprune.envs import KINDS, ReferenceCache, Task, answer_correct, generate_suite, generate_task, load_jsonl
+from rlprune.envs.reference import answer_token_mask
+from rlprune.envs.rewards import quality
+from rlprune.errors import RLPruneError
+from rlprune.models import load_model
+from rlprune.runner import Reducer
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tasks_are_fixed_by_seed(kind):
+    assert generate_task(kind, "train", 7) == generate_task(kind, "train", 7)
+    assert generate_task(kind, "train", 7) != generate_task(kind, "train", 8)
+    assert generate_task(kind, "train", 7, seed=1) != generate_task(kind, "train", 7)
+
+
+def test_splits_are_disjoint_down_to_the_answers():
+    mix = {kind: 1.0 for kind in KINDS if kind != "instruction"}
+    splits = {split: generate_suite(mix, split, 150) for split in ("train", "validation", "test")}
+    uids = {split: {t.uid for t in tasks} for split, tasks in splits.items()}
+    assert not uids["train"] & uids["test"] and not uids["train"] & uids["validation"]
+    person_answers = {
+        split: {t.answer for t in tasks if t.kind in ("grounded", "two_hop") and " " in (t.answer or "")}
+        for split, tasks in splits.items()
+    }
+    assert person_answers["test"] and not person_answers["train"] & person_answers["test"]
+
+
+@pytest.mark.parametrize("kind", ["grounded", "counterfactual", "two_hop", "kv"])
+def test_answers_are_spans_of_the_context(kind):
+    for task in generate_suite({kind: 1.0}, "validation", 20):
+        assert task.answer in task.context
+        if kind == "counterfactual":
+            assert task.prior and task.prior != task.answer
+
+
+def test_passage_lengths_follow_the_requested_range():
+    _, tokenizer = load_model("tiny-random")  # bytes: about five per token of English
+    short = [len(t.context.split()) for t in generate_suite({"grounded": 1}, "train", 30, tokens=(150, 200))]
+    long = [len(t.context.split()) for t in generate_suite({"grounded": 1}, "train", 30, tokens=(1200, 1500))]
+    assert 100 <= min(short) and max(short) <= 180
+    assert 850 <= min(long) and max(long) <= 1200
+    depths = [t.meta["depth"] for t in generate_suite({"grounded": 1}, "train", 60)]
+    assert min(depths) < 0.2 and max(depths) > 0.8  # the fact moves through the passage
+
+
+def test_answer_matching_is_normalised():
+    task = Task("grounded", "q?", "ctx", "Tobias Wren", ("Tobias Wren",))
+    assert answer_correct("It was tobias wren.", task)
+    assert answer_correct("The keeper: TOBIAS WREN!", task)
+    assert not answer_correct("Tobias Wrenfield", task)
+    assert answer_correct("anything", Task("instruction", "q?")) is None
+
+
+def test_jsonl_loader_reads_both_shapes(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(
+        json.dumps({"context": "Ann has a red hat.", "question": "What colour?", "answer": "red"})
+        + "\n\n"
+        + json.dumps({"prompt": "Write a haiku."})
+        + "\n"
+        + json.dumps({"question": "Who?", "context": "Bo ran.", "answers": ["Bo", "Bob"]})
+        + "\n"
+    )
+    tasks = load_jsonl(path)
+    assert [t.kind for t in tasks] == ["grounded", "instruction", "grounded"]
+    assert tasks[0].answers == ("red",) and tasks[2].answers == ("Bo", "Bob")
+
+
+def test_jsonl_loader_reports_every_bad_line_with_its_number(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "ok?"}\nnot json\n{"question": ""}\n{"prompt": "x", "context": "y"}\n{"q": 1}\n')
+    with pytest.raises(RLPruneError) as error:
+        load_jsonl(path)
+    message = str(error.value)
+    assert "4 malformed line(s)" in message
+    for number in (2, 3, 4, 5):
+        assert f"line {number}:" in message
+    assert "line 1:" not in message
+
+
+def test_reference_cache_stores_and_reloads(tmp_path):
+    model, tokenizer = load_model("tiny-random")
+    reducer = Reducer(model)
+    task = generate_task("grounded", "train", 0, tokens=(40, 80))
+    cache = ReferenceCache(reducer, tokenizer, first_layer=1, continuation_tokens=6, folder=tmp_path)
+    computed = cache.get(task)
+    files = list(tmp_path.glob("*.safetensors"))
+    assert len(files) == 1
+    reloaded = ReferenceCache(reducer, tokenizer, first_layer=1, continuation_tokens=6, folder=tmp_path).get(task)
+    for name in ("input_ids", "topk_ids", "topk_logprobs", "hidden", "answer_mask", "allowed_ids"):
+        assert torch.equal(getattr(computed, name), getattr(reloaded, name))
+    assert computed.prompt_length == len(build_prompt(tokenizer, task.question, task.context))
+    # the stored hidden state is what the model computes entering layer 1
+    start = reducer.start(computed.input_ids, decision_layers=[1], prompt_length=computed.prompt_length)
+    assert torch.equal(start.hidden, computed.hidden)
+    # the stored log-probabilities judge the full model as perfect
+    full = reducer.run(computed.input_ids, prompt_length=computed.prompt_length, logits="continuation")
+    q = quality(full.logits[0], computed)
+    assert q.kl < 1e-6 and q.agreement == 1.0
+
+
+def test_a_corrupt_reference_is_recomputed(tmp_path):
+    model, tokenizer = load_model("tiny-random")
+    cache = ReferenceCache(Reducer(model), tokenizer, first_layer=1, continuation_tokens=4, folder=tmp_path)
+    task = generate_task("kv", "train", 1, tokens=(40, 80))
+    path = tmp_path / f"{cache.key(task)}.safetensors"
+    path.write_bytes(b"truncated")
+    assert cache.get(task).prompt_length > 0
+    assert path.stat().st_size > 100
+
+
+def test_answer_tokens_are_found_in_the_continuation():
+    _, tokenizer = load_model("tiny-random")
+    continuation = torch.tensor(tokenizer("The keeper was Tobias Wren.", add_special_tokens=False)["input_ids"])
+    mask = answer_token_mask(tokenizer, continuation, Task("grounded", "q", "c", "Tobias Wren", ("Tobias Wren",)))
+    assert tokenizer.decode(continuation[mask]) == "Tobias Wren"
