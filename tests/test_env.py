@@ -31,7 +31,7 @@ def play(env, actions, **options):
     obs, _ = env.reset(seed=options.pop("seed", 0), options=options)
     observations, rewards = [obs], []
     for action in actions:
-        obs, reward, terminated, truncated, info = env.step(env.unwrapped.action_spec.encode(action))
+        obs, reward, terminated, truncated, info = env.step(action)
         observations.append(obs)
         rewards.append(reward)
         if terminated:

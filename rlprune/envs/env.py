@@ -17,6 +17,7 @@ from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_rewar
 from rlprune.envs.tasks import KINDS, SPLITS, Task, generate_suite, load_jsonl
 from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, ActionSpec, flops_projected, observe
 from rlprune.models import load_model
+from rlprune.reduction import LayerAction
 from rlprune.runner import Reducer, ReducerConfig, ReductionState
 
 
@@ -180,7 +181,8 @@ class TokenReductionEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         state = self._state
         before = flops_projected(self.reducer, state)
-        action = self.action_spec.decode(action)
+        if not isinstance(action, LayerAction):  # scripted callers may pass a LayerAction directly
+            action = self.action_spec.decode(action)
         layer = state.layer
         self._state = state = self.reducer.step(state, action)
         after = flops_projected(self.reducer, state)
