@@ -8,7 +8,9 @@ from rlprune.errors import (
     UnsupportedModelError,
 )
 from rlprune.flops import ModelDims
+from rlprune.inference import apply, generate
 from rlprune.models import DEFAULT_MODEL, load_model, rlprune_home
+from rlprune.policies import ReductionPolicy, load_policy, make_baseline, save_policy
 from rlprune.prompts import Prompt, build_prompt
 from rlprune.reduction import KEEP, LayerAction, parse_schedule
 from rlprune.runner import GenerationResult, Reducer, ReducerConfig, ReductionOutput, ReductionState
@@ -26,13 +28,19 @@ __all__ = [
     "ModelNotFoundError",
     "Prompt",
     "RLPruneError",
+    "ReductionPolicy",
     "Reducer",
     "ReducerConfig",
     "ReductionOutput",
     "ReductionState",
     "UnsupportedModelError",
+    "apply",
     "build_prompt",
+    "generate",
     "load_model",
+    "load_policy",
+    "make_baseline",
     "parse_schedule",
     "rlprune_home",
+    "save_policy",
 ]

@@ -8,12 +8,15 @@ observation or the action space changes: checkpoints record it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rlprune import flops
 from rlprune.reduction import OPS, SCORERS, LayerAction
 from rlprune.runner import Reducer, ReductionState
 
@@ -88,6 +91,59 @@ class ActionSpec:
 
     def to_dict(self) -> dict[str, list]:
         return {"ops": list(self.ops), "ratios": list(self.ratios), "scorers": list(self.scorers)}
+
+
+@dataclass
+class Features:
+    """Everything a policy may look at before a decision layer.
+
+    Learned policies read :attr:`vector` (the observation); rule-based baselines read the
+    layer, the token counts and :meth:`ratio_after` to plan their own schedules.
+    """
+
+    reducer: Reducer
+    state: ReductionState
+    budget: float
+
+    @cached_property
+    def vector(self) -> np.ndarray:
+        return observe(self.reducer, self.state, self.budget)
+
+    @property
+    def layer(self) -> int:
+        return self.state.layer
+
+    @property
+    def num_layers(self) -> int:
+        return self.reducer.dims.layers
+
+    @property
+    def flops_projected(self) -> float:
+        return flops_projected(self.reducer, self.state)
+
+    def ratio_after(self, schedule: Mapping[int, LayerAction]) -> float:
+        """The prefill FLOPs ratio this prompt ends at if ``schedule`` is applied from now on.
+
+        Mirrors the reducer's arithmetic (how many tokens each action removes, what scoring
+        costs), so a baseline can set its ratios to meet a budget before acting.
+        """
+        reducer, state, dims = self.reducer, self.state, self.reducer.dims
+        window = reducer.config.window or max(state.protect_last, 1)
+        total = state.flops
+        n = state.n_prompt_tokens
+        removable = int(state.removable().sum())
+        for layer in range(state.layer, dims.layers):
+            action = schedule.get(layer)
+            if action is not None and not action.is_noop:
+                count = round(action.ratio * removable)
+                if count:
+                    total += SCORERS[action.scorer].flops(dims, n, window)
+                    if action.op == "merge":
+                        total += flops.merge_match_flops(dims, count, reducer.config.merge_window)
+                n, removable = n - count, removable - count
+            total += flops.layer_flops(dims, n)
+        total += flops.lm_head_flops(dims, 1)
+        return total / reducer.full_flops(state)
 
 
 def flops_projected(reducer: Reducer, state: ReductionState) -> float:

@@ -116,6 +116,35 @@ class WindowAttentionScorer(Scorer):
 
 
 @register_scorer
+class LastQueryAttentionScorer(Scorer):
+    """Attention the final token alone pays to each token, without pooling (FastV's criterion)."""
+
+    name = "last_query"
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        single = ScoreContext(ctx.layer, ctx.normed, ctx.positions, ctx.log_sizes, ctx.cos, ctx.sin, 1, 1)
+        return SCORERS["attention"].score(single)
+
+    def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
+        return SCORERS["attention"].flops(dims, tokens, 1)
+
+
+@register_scorer
+class RandomScorer(Scorer):
+    """Random importance, reproducible for the same tokens and layer (the random baseline)."""
+
+    name = "random"
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        seed = int(ctx.positions.sum()) * 1_000_003 + ctx.positions.numel()
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.rand(ctx.positions.numel(), generator=generator).to(ctx.normed.device)
+
+    def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
+        return 0.0
+
+
+@register_scorer
 class QuestionRelevanceScorer(Scorer):
     """Similarity to the question, carried forward: a context token that echoes a question word is a
     cue, and the answer follows its cue, so each token takes the best match among itself and the

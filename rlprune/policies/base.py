@@ -1,0 +1,41 @@
+"""The protocol every reduction method implements, and how the reducer consults one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from rlprune.features import Features
+from rlprune.reduction import LayerAction
+from rlprune.runner import Reducer, ReductionState
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Decides, before each of its decision layers, how to reduce the tokens.
+
+    ``budget`` is the target prefill FLOPs ratio in (0, 1]; ``None`` lets a rule-based method
+    use its own fixed ratios.
+    """
+
+    name: str
+
+    def decision_layers(self, num_layers: int) -> tuple[int, ...]:
+        """The layers where :meth:`act` is consulted, for a model with ``num_layers`` layers."""
+        ...
+
+    def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
+        """The action for the layer described by ``features``."""
+        ...
+
+
+def decider(
+    policy: Policy, reducer: Reducer, budget: float | None, deterministic: bool = True
+) -> Callable[[ReductionState], LayerAction]:
+    """Wrap ``policy`` as the per-layer callable :meth:`Reducer.run` and :meth:`Reducer.generate` take."""
+    observed_budget = 1.0 if budget is None else budget
+
+    def decide(state: ReductionState) -> LayerAction:
+        return policy.act(Features(reducer, state, observed_budget), budget, deterministic)
+
+    return decide

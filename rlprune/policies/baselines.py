@@ -1,0 +1,233 @@
+"""Rule-based reduction methods, one small class each, behind the :class:`Policy` protocol.
+
+Each method has a schedule shape with one strength knob. Without a budget it uses its own
+ratio; asked for a FLOPs budget, it solves for the strength that meets it on the prompt at hand,
+so methods compare at matched FLOPs. Build one from a spec: ``make_baseline("fastv:layer=2")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rlprune.errors import RLPruneError
+from rlprune.features import Features
+from rlprune.reduction import KEEP, LayerAction, parse_schedule
+
+
+class BaselineError(RLPruneError):
+    """An unknown baseline or a bad parameter in a baseline spec."""
+
+
+@dataclass
+class Baseline:
+    """A schedule shape ``strength -> {layer: action}``; subclasses define :meth:`schedule`."""
+
+    name: ClassVar[str] = ""
+
+    @property
+    def strength(self) -> float:
+        """The strength used without a budget."""
+        return 0.0
+
+    @property
+    def max_strength(self) -> float:
+        return 1.0
+
+    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
+        return {}
+
+    def decision_layers(self, num_layers: int) -> tuple[int, ...]:
+        layers = tuple(sorted(self.schedule(self.max_strength, num_layers)))
+        bad = [layer for layer in layers if not 0 <= layer < num_layers]
+        if bad:
+            raise BaselineError(f"{self.name}: layer(s) {bad} do not exist in a model with {num_layers} layers")
+        return layers
+
+    def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
+        strength = self.strength if budget is None else self.solve(features, budget)
+        return self.schedule(strength, features.num_layers).get(features.layer, KEEP)
+
+    def solve(self, features: Features, budget: float) -> float:
+        """The weakest strength whose remaining schedule ends at or under ``budget`` (bisection)."""
+
+        def ratio(strength: float) -> float:
+            plan = self.schedule(strength, features.num_layers)
+            return features.ratio_after({k: v for k, v in plan.items() if k >= features.layer})
+
+        if ratio(0.0) <= budget:
+            return 0.0
+        low, high = 0.0, self.max_strength
+        if ratio(high) > budget:
+            return high  # as close as this method can get
+        for _ in range(30):
+            middle = (low + high) / 2
+            low, high = (middle, high) if ratio(middle) > budget else (low, middle)
+        return high
+
+    def __str__(self) -> str:
+        params = ",".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))
+        return f"{self.name}:{params}" if params else self.name
+
+
+def _prune(ratio: float, scorer: str) -> LayerAction:
+    return LayerAction("prune", min(max(ratio, 0.0), 1.0), scorer)
+
+
+@dataclass
+class NoReduction(Baseline):
+    """The full model."""
+
+    name: ClassVar[str] = "none"
+
+    def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
+        return KEEP
+
+
+@dataclass
+class RandomPrune(Baseline):
+    """Prune random tokens at one layer: the floor any method must beat at the same FLOPs."""
+
+    name: ClassVar[str] = "random"
+    layer: int = 2
+    ratio: float = 0.5
+
+    @property
+    def strength(self) -> float:
+        return self.ratio
+
+    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
+        return {self.layer: _prune(strength, "random")}
+
+
+@dataclass
+class FastV(Baseline):
+    """FastV (Chen et al., 2024): after layer K, drop the tokens the last token attends to least."""
+
+    name: ClassVar[str] = "fastv"
+    layer: int = 2
+    ratio: float = 0.5
+
+    @property
+    def strength(self) -> float:
+        return self.ratio
+
+    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
+        return {self.layer: _prune(strength, "last_query")}
+
+
+@dataclass
+class SnapKV(Baseline):
+    """SnapKV-style selection (Li et al., 2024): the question window's attention, pooled so spans survive."""
+
+    name: ClassVar[str] = "snapkv"
+    layer: int = 2
+    ratio: float = 0.5
+
+    @property
+    def strength(self) -> float:
+        return self.ratio
+
+    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
+        return {self.layer: _prune(strength, "attention")}
+
+
+@dataclass
+class PyramidDrop(Baseline):
+    """PyramidDrop (Xing et al., 2024): equal stages, each dropping the same share of what is left."""
+
+    name: ClassVar[str] = "pyramid"
+    stages: int = 3
+    ratio: float = 0.5
+
+    @property
+    def strength(self) -> float:
+        return self.ratio
+
+    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
+        layers = {round(num_layers * i / (self.stages + 1)) for i in range(1, self.stages + 1)}
+        return {layer: _prune(strength, "last_query") for layer in sorted(layers) if 0 < layer < num_layers}
+
+
+@dataclass
+class ToMe(Baseline):
+    """ToMe-style merging (Bolya et al., 2023), causal: at every layer from ``start``, merge the
+    most redundant share of tokens into similar later tokens."""
+
+    name: ClassVar[str] = "tome"
+    start: int = 1
+    ratio: float = 0.05
+
+    @property
+    def strength(self) -> float:
+        return self.ratio
+
+    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
+        ratio = min(max(strength, 0.0), 1.0)
+        return {layer: LayerAction("merge", ratio, "similarity") for layer in range(self.start, num_layers)}
+
+
+@dataclass
+class Static(Baseline):
+    """Any fixed schedule (``static:2:prune:0.5,12:merge:0.3``); a budget scales all its ratios."""
+
+    name: ClassVar[str] = "static"
+    schedule_text: str = "2:prune:0.5"
+
+    def __post_init__(self) -> None:
+        self._base = parse_schedule(self.schedule_text)
+
+    @property
+    def strength(self) -> float:
+        return 1.0
+
+    @property
+    def max_strength(self) -> float:
+        ratios = [a.ratio for a in self._base.values() if not a.is_noop]
+        return 1.0 / min(ratios) if ratios else 1.0
+
+    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
+        return {
+            layer: action
+            if action.is_noop
+            else LayerAction(action.op, min(action.ratio * strength, 1.0), action.scorer)
+            for layer, action in self._base.items()
+        }
+
+    def __str__(self) -> str:
+        return f"static:{self.schedule_text}"
+
+
+BASELINES: dict[str, type[Baseline]] = {
+    cls.name: cls for cls in (NoReduction, RandomPrune, FastV, SnapKV, PyramidDrop, ToMe, Static)
+}
+
+
+def make_baseline(spec: str) -> Baseline:
+    """Build a baseline from ``NAME[:key=value,...]`` (``static:SCHEDULE`` takes a schedule)."""
+    name, _, params = spec.strip().partition(":")
+    if name not in BASELINES:
+        raise BaselineError(f"unknown baseline {name!r}; use one of {', '.join(BASELINES)} or a checkpoint folder")
+    cls = BASELINES[name]
+    if cls is Static:
+        return Static(params or Static.schedule_text)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, object] = {}
+    for item in filter(None, (p.strip() for p in params.split(","))):
+        key, equals, text = item.partition("=")
+        if not equals or key not in fields:
+            known = ", ".join(fields) or "none"
+            raise BaselineError(f"{name}: bad parameter {item!r}; write key=value with key one of: {known}")
+        kind = int if fields[key].type in (int, "int") else float
+        try:
+            values[key] = kind(text)
+        except ValueError:
+            raise BaselineError(
+                f"{name}: {key}={text!r} must be {'an integer' if kind is int else 'a number'}"
+            ) from None
+    baseline = cls(**values)
+    ratio = getattr(baseline, "ratio", 0.0)
+    if not 0.0 <= ratio <= 1.0:
+        raise BaselineError(f"{name}: ratio={ratio} is outside [0, 1]")
+    return baseline

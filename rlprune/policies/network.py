@@ -1,0 +1,99 @@
+"""``ReductionPolicy``: the small learned network that decides per layer and per input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical
+
+from rlprune.errors import RLPruneError
+from rlprune.features import OBSERVATION_SIZE, ActionSpec, Features
+from rlprune.reduction import LayerAction
+
+KEEP_BIAS = 4.0  # initial logit advantage of "keep": a fresh policy keeps every token
+
+
+class ReductionPolicy(nn.Module):
+    """Observation -> (op, ratio bin, scorer) logits and a value estimate.
+
+    A tanh MLP trunk with an action head (one logit per choice of each action dimension) and a
+    value head for PPO. Initialised so that it keeps everything until trained.
+    """
+
+    name = "learned"
+
+    def __init__(
+        self,
+        observation_size: int = OBSERVATION_SIZE,
+        hidden: Sequence[int] = (64, 64),
+        decision_layers: Sequence[int] = (2, 6, 12, 20),
+        action_spec: ActionSpec | None = None,
+    ) -> None:
+        super().__init__()
+        self.observation_size = observation_size
+        self.hidden = tuple(hidden)
+        self.layers = tuple(decision_layers)
+        self.action_spec = action_spec or ActionSpec()
+        self.nvec = tuple(self.action_spec.nvec)
+        trunk: list[nn.Module] = []
+        width = observation_size
+        for size in self.hidden:
+            trunk += [nn.Linear(width, size), nn.Tanh()]
+            width = size
+        self.trunk = nn.Sequential(*trunk)
+        self.action_head = nn.Linear(width, sum(self.nvec))
+        self.value_head = nn.Linear(width, 1)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        for module in self.trunk:
+            if isinstance(module, nn.Linear):
+                nn.init.orthogonal_(module.weight, gain=2**0.5)
+                nn.init.zeros_(module.bias)
+        nn.init.orthogonal_(self.action_head.weight, gain=0.01)
+        nn.init.zeros_(self.action_head.bias)
+        with torch.no_grad():
+            self.action_head.bias[self.action_spec.ops.index("keep")] = KEEP_BIAS
+        nn.init.orthogonal_(self.value_head.weight, gain=1.0)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, observations: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits ``(batch, sum(nvec))`` and values ``(batch,)``."""
+        latent = self.trunk(observations)
+        return self.action_head(latent), self.value_head(latent).squeeze(-1)
+
+    def distributions(self, observations: Tensor, masks: Tensor | None = None) -> list[Categorical]:
+        """One categorical per action dimension; masked choices get no probability."""
+        logits, _ = self(observations)
+        if masks is not None:
+            logits = logits.masked_fill(~masks, torch.finfo(logits.dtype).min)
+        return [Categorical(logits=part) for part in logits.split(list(self.nvec), dim=-1)]
+
+    def decision_layers(self, num_layers: int) -> tuple[int, ...]:
+        bad = [layer for layer in self.layers if not 0 <= layer < num_layers]
+        if bad:
+            raise RLPruneError(f"this policy decides at layer(s) {bad}, which a {num_layers}-layer model lacks")
+        return self.layers
+
+    @torch.no_grad()
+    def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
+        return self.action_spec.decode(
+            self.predict(features.vector, self.action_spec.masks(features.state), deterministic)
+        )
+
+    @torch.no_grad()
+    def predict(
+        self, observation: np.ndarray, masks: np.ndarray | None = None, deterministic: bool = True
+    ) -> np.ndarray:
+        """Action indices for one observation (argmax when deterministic, else sampled)."""
+        obs = torch.as_tensor(observation, dtype=torch.float32)[None]
+        mask = None if masks is None else torch.as_tensor(masks, dtype=torch.bool)[None]
+        parts = self.distributions(obs, mask)
+        chosen = [d.probs.argmax(-1) if deterministic else d.sample() for d in parts]
+        return torch.stack(chosen, dim=-1)[0].numpy()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
