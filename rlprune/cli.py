@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rlprune.errors import InvalidPromptError, RLPruneError
+from rlprune.errors import InvalidActionError, InvalidPromptError, RLPruneError
 
 app = typer.Typer(
     name="rlprune",
@@ -88,6 +88,16 @@ def generate(
     schedule: Annotated[
         str, typer.Option(help='Reduction schedule, "LAYER:OP[:RATIO[:SCORER]],...", e.g. "2:prune:0.5,12:merge:0.3".')
     ] = "",
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help="A policy checkpoint folder or a baseline: none, random, fastv, snapkv, pyramid, tome, "
+            "static:SCHEDULE (parameters as fastv:layer=2,ratio=0.5)."
+        ),
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="Target prefill FLOPs ratio in (0, 1] for --policy (default: its own).")
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Most tokens to generate.")] = 64,
     sample: Annotated[bool, typer.Option("--sample", help="Sample instead of greedy decoding.")] = False,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = 1.0,
@@ -102,12 +112,19 @@ def generate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """Generate with a reduced prefill and compare it with the full model."""
+    from rlprune.inference import check_budget
     from rlprune.models import load_model
+    from rlprune.policies import decider, resolve_policy
     from rlprune.prompts import build_prompt
     from rlprune.reduction import parse_schedule
     from rlprune.runner import Reducer
 
-    actions = parse_schedule(schedule)
+    if policy is not None and schedule:
+        raise InvalidActionError("give either --schedule or --policy, not both")
+    if budget is not None and policy is None:
+        raise InvalidActionError("--budget needs --policy (a checkpoint or a baseline such as snapkv)")
+    check_budget(budget)
+    schedule_actions = parse_schedule(schedule)
     if context is not None and context.startswith("@"):
         path = Path(context[1:])
         if not path.is_file():
@@ -117,9 +134,15 @@ def generate(
     built = build_prompt(tokenizer, prompt, context, chat=not raw)
     reducer = Reducer(lm)
     keep_last = built.protect_last if protect_last is None else protect_last
+    if policy is not None:
+        chosen = resolve_policy(policy, lm)
+        actions, layers = decider(chosen, reducer, budget), chosen.decision_layers(reducer.dims.layers)
+    else:
+        actions, layers = schedule_actions, None
     result = reducer.generate(
         built.input_ids,
         actions,
+        decision_layers=layers,
         max_new_tokens=max_new_tokens,
         do_sample=sample,
         temperature=temperature,
@@ -131,7 +154,9 @@ def generate(
     text = tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip()
     prefill = result.prefill
     full_s = _median_seconds(lambda: lm(built.input_ids, logits_to_keep=1), repeats)
-    reduced_s = _median_seconds(lambda: reducer.run(built.input_ids, actions, protect_last=keep_last), repeats)
+    reduced_s = _median_seconds(
+        lambda: reducer.run(built.input_ids, actions, decision_layers=layers, protect_last=keep_last), repeats
+    )
     report = {
         "text": text,
         "prompt_tokens": len(built),
@@ -145,12 +170,14 @@ def generate(
         "prefill_s_reduced": reduced_s,
         "model": model,
         "schedule": schedule,
+        "policy": policy,
+        "budget": budget,
     }
     if as_json:
         print(json.dumps(report))
         return
     out.print(f"[bold]Answer:[/] {text}", highlight=False)
-    out.print(_layer_table(prefill.tokens_per_layer, actions))
+    out.print(_layer_table(prefill.tokens_per_layer, prefill.state.actions))
     out.print(_summary_table(report))
 
 
@@ -171,10 +198,11 @@ def _layer_table(tokens_per_layer: list[int], actions: dict) -> Table:
     for column in ("layers", "action", "tokens"):
         table.add_column(column, justify="right" if column == "tokens" else "left")
     start = 0
+    acted = {layer: action for layer, action in actions.items() if not action.is_noop}
     for i in range(1, len(tokens_per_layer) + 1):
-        if i == len(tokens_per_layer) or tokens_per_layer[i] != tokens_per_layer[start] or i in actions:
+        if i == len(tokens_per_layer) or tokens_per_layer[i] != tokens_per_layer[start] or i in acted:
             span = f"{start}" if i - 1 == start else f"{start}-{i - 1}"
-            action = actions.get(start)
+            action = acted.get(start)
             table.add_row(span, str(action) if action else "", str(tokens_per_layer[start]))
             start = i
     return table

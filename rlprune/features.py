@@ -176,17 +176,33 @@ def observe(reducer: Reducer, state: ReductionState, budget: float) -> np.ndarra
     return np.clip(vector, *OBSERVATION_BOUNDS)
 
 
+STATISTICS_SAMPLE = 256
+"""Token statistics are taken over at most this many evenly spaced removable tokens."""
+
+
 def _token_statistics(reducer: Reducer, state: ReductionState, removable: torch.Tensor) -> list[float]:
     """Relevance quantiles and neighbour-similarity statistics over the removable tokens."""
-    if not bool(removable.any()):
+    index = torch.nonzero(removable)[:, 0]
+    if index.numel() == 0:
         return [0.0] * 9
-    context = reducer.score_context(state)
-    unit = F.normalize(context.normed[0], dim=-1)
-    window = min(context.window, unit.shape[0])
-    relevance = (unit @ unit[-window:].T).amax(dim=-1)[removable]
-    quantiles = torch.quantile(relevance, torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=relevance.dtype))
-    top_share = float((relevance >= relevance.max() - 0.1).float().mean())
-    similarity = torch.cat(((unit[:-1] * unit[1:]).sum(-1), unit.new_zeros(1)))[removable]
-    spread = float(similarity.std()) if similarity.numel() > 1 else 0.0
-    high = float((similarity > 0.9).float().mean())
-    return [*quantiles.tolist(), top_share, float(similarity.mean()), spread, high]
+    if index.numel() > STATISTICS_SAMPLE:
+        index = index[torch.linspace(0, index.numel() - 1, STATISTICS_SAMPLE).round().long()]
+    p = state.n_prompt_tokens
+    window = min(reducer.config.window or max(state.protect_last, 1), p)
+    k = index.numel()
+    rows = torch.cat((index, (index + 1).clamp(max=p - 1), torch.arange(p - window, p)))
+    normed = F.normalize(reducer.layers[state.layer].input_layernorm(state.hidden[0, rows]), dim=-1)
+    unit, following, question = normed[:k], normed[k : 2 * k], normed[2 * k :]
+    relevance = (unit @ question.T).amax(dim=-1)
+    ordered = relevance.sort().values
+    picks = (torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9]) * (ordered.numel() - 1)).round().long()
+    similarity = (unit * following).sum(-1)
+    stats = torch.stack(
+        (
+            (relevance >= ordered[-1] - 0.1).float().mean(),
+            similarity.mean(),
+            similarity.std() if similarity.numel() > 1 else similarity.new_zeros(()),
+            (similarity > 0.9).float().mean(),
+        )
+    )
+    return ordered[picks].tolist() + stats.tolist()

@@ -97,3 +97,33 @@ def test_flops_accounting_matches_the_flop_counter_on_the_real_model(smollm2):
     out = reducer.run(prompt.input_ids, schedule, protect_last=prompt.protect_last)
     measured = counted(lambda: reducer.run(prompt.input_ids, schedule, protect_last=prompt.protect_last))
     assert dense_total(out) == pytest.approx(measured, rel=0.05)
+
+
+def test_apply_with_policy_none_equals_plain_generate(smollm2):
+    import rlprune
+
+    model, tokenizer = smollm2
+    ids = build_prompt(tokenizer, "Who kept the blue boat?", PASSAGE).input_ids
+    plain = model.generate(ids, max_new_tokens=20, do_sample=False)
+    with rlprune.apply(model, "none"):
+        assert torch.equal(model.generate(ids, max_new_tokens=20, do_sample=False), plain)
+
+
+@pytest.mark.parametrize("spec", ["random", "fastv", "snapkv", "pyramid", "tome", "static:2:prune:0.5,8:merge:0.3"])
+def test_baselines_meet_budgets_on_512_token_prompts(smollm2, spec):
+    from rlprune import make_baseline
+    from rlprune.policies import decider
+
+    model, tokenizer = smollm2
+    context = (PASSAGE + " ") * 3
+    prompt = build_prompt(tokenizer, "Who kept the blue boat?", context)
+    ids = torch.cat((prompt.input_ids[:, :1], prompt.input_ids[:, -511:]), dim=1)
+    reducer, baseline = Reducer(model), make_baseline(spec)
+    for budget in (0.4, 0.6, 0.8):
+        out = reducer.run(
+            ids,
+            decider(baseline, reducer, budget),
+            decision_layers=baseline.decision_layers(30),
+            protect_last=prompt.protect_last,
+        )
+        assert out.flops_ratio == pytest.approx(budget, abs=0.03), (spec, budget)

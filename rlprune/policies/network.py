@@ -91,9 +91,12 @@ class ReductionPolicy(nn.Module):
         """Action indices for one observation (argmax when deterministic, else sampled)."""
         obs = torch.as_tensor(observation, dtype=torch.float32)[None]
         mask = None if masks is None else torch.as_tensor(masks, dtype=torch.bool)[None]
-        parts = self.distributions(obs, mask)
-        chosen = [d.probs.argmax(-1) if deterministic else d.sample() for d in parts]
-        return torch.stack(chosen, dim=-1)[0].numpy()
+        if not deterministic:
+            return torch.stack([d.sample() for d in self.distributions(obs, mask)], dim=-1)[0].numpy()
+        logits, _ = self(obs)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+        return torch.stack([part.argmax(-1) for part in logits.split(list(self.nvec), dim=-1)], dim=-1)[0].numpy()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

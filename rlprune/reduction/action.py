@@ -44,7 +44,7 @@ class LayerAction:
         return self.op == "keep" or self.ratio == 0.0
 
     def __str__(self) -> str:
-        return "keep" if self.op == "keep" else f"{self.op}:{self.ratio:g}:{self.scorer}"
+        return "keep" if self.op == "keep" else f"{self.op}:{self.ratio:.3g}:{self.scorer}"
 
 
 KEEP = LayerAction()

@@ -1,0 +1,100 @@
+"""Baselines at a matched budget on the real model, and what deciding costs a learned policy.
+
+For each method asked for the same prefill FLOPs budget on a 512-token grounded prompt: the
+realised FLOPs ratio, the KV-cache ratio and the measured prefill speedup over the model's own
+forward, side by side. Then the learned policy's overhead (observation + act at every decision)
+as a share of its reduced forward.
+
+    python benchmarks/policies.py [--budget 0.5] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from rlprune import Reducer, build_prompt, load_model, make_baseline
+from rlprune.policies import ReductionPolicy, decider
+
+PASSAGE = (Path(__file__).resolve().parents[1] / "eval" / "demo" / "harbour.txt").read_text()
+METHODS = ["none", "random", "fastv", "snapkv", "pyramid", "tome", "static:2:prune:0.5,8:prune:0.5:relevance"]
+
+
+def best_seconds(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=0.5)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    model, tokenizer = load_model()
+    prompt = build_prompt(tokenizer, "Who kept the blue boat?", (PASSAGE + " ") * 3)
+    ids = torch.cat((prompt.input_ids[:, :1], prompt.input_ids[:, -511:]), dim=1)
+    reducer = Reducer(model)
+    with torch.no_grad():
+        full_s = best_seconds(lambda: model(ids, logits_to_keep=1), args.repeats)
+
+    table = Table(title=f"Budget {args.budget} on a {ids.shape[1]}-token prompt, SmolLM2-135M, CPU")
+    for column in ("method", "FLOPs ratio", "KV ratio", "prefill speedup"):
+        table.add_column(column, justify="right")
+    for spec in METHODS:
+        method = make_baseline(spec)
+        layers = method.decision_layers(reducer.dims.layers)
+
+        def run(method=method, layers=layers):
+            return reducer.run(
+                ids, decider(method, reducer, args.budget), decision_layers=layers, protect_last=prompt.protect_last
+            )
+
+        out = run()
+        seconds = best_seconds(run, args.repeats)
+        table.add_row(
+            str(method), f"{out.flops_ratio:.3f}", f"{out.kv_bytes / out.kv_bytes_full:.3f}", f"{full_s / seconds:.2f}x"
+        )
+    console = Console(width=110)
+    console.print(table)
+
+    policy = ReductionPolicy()  # biased to prune a fifth of the removable tokens by relevance at each decision
+    spec = policy.action_spec
+    with torch.no_grad():
+        policy.action_head.bias.zero_()
+        for index in (spec.ops.index("prune"), 3 + spec.ratios.index(0.2), 9 + spec.scorers.index("relevance")):
+            policy.action_head.bias[index] = 4.0
+    decide = decider(policy, reducer, args.budget)
+    spent = []
+
+    def timed(state):
+        start = time.perf_counter()
+        action = decide(state)
+        spent.append(time.perf_counter() - start)
+        return action
+
+    layers = policy.decision_layers(reducer.dims.layers)
+    seconds = best_seconds(
+        lambda: reducer.run(ids, timed, decision_layers=layers, protect_last=prompt.protect_last), args.repeats
+    )
+    per_run = min(sum(spent[i : i + len(layers)]) for i in range(0, len(spent), len(layers)))
+    out = reducer.run(ids, decide, decision_layers=layers, protect_last=prompt.protect_last)
+    console.print(
+        f"learned policy ({policy.num_parameters():,} parameters, FLOPs ratio {out.flops_ratio:.2f}): "
+        f"{len(layers)} decisions (observation + act) cost {per_run * 1000:.1f} ms of a {seconds * 1000:.0f} ms "
+        f"reduced forward: {per_run / seconds:.2%} overhead"
+    )
+
+
+if __name__ == "__main__":
+    main()
