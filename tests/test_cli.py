@@ -106,3 +106,66 @@ def test_missing_model_is_one_readable_line():
     result = invoke("info", "--model", "/no/such/model")
     assert result.exit_code == 1
     assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_generate_with_a_baseline_policy_and_budget():
+    result = invoke(
+        "generate",
+        "What colour?",
+        "--model",
+        "tiny-random",
+        "--context",
+        "the boat is in the town. " * 30,
+        "--policy",
+        "pyramid",
+        "--budget",
+        "0.5",
+        "--json",
+        "--repeats",
+        "1",
+        "--max-new-tokens",
+        "3",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["flops_ratio"] == pytest.approx(0.5, abs=0.03)
+    assert report["policy"] == "pyramid"
+
+
+def test_generate_with_a_checkpoint_folder(tmp_path):
+    from rlprune import ReductionPolicy, load_model, save_policy
+
+    model, _ = load_model("tiny-random")
+    save_policy(ReductionPolicy(decision_layers=(1, 2)), tmp_path / "policy", model=model)
+    result = invoke(
+        "generate",
+        "What colour?",
+        "--model",
+        "tiny-random",
+        "--policy",
+        tmp_path / "policy",
+        "--budget",
+        "0.5",
+        "--json",
+        "--repeats",
+        "1",
+        "--max-new-tokens",
+        "2",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["flops_ratio"] == pytest.approx(1.0, abs=0.01)  # a fresh policy keeps all
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--policy", "fastv", "--schedule", "1:prune:0.5"], "either --schedule or --policy"),
+        (["--budget", "0.5"], "--budget needs --policy"),
+        (["--policy", "fastv", "--budget", "1.5"], "(0, 1]"),
+        (["--policy", "warp-drive"], "neither a policy checkpoint"),
+        (["--policy", "fastv:speed=3"], "bad parameter"),
+    ],
+)
+def test_bad_policy_options(args, message):
+    result = invoke("generate", "What colour?", "--model", "tiny-random", *args)
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
