@@ -1,0 +1,71 @@
+"""Training recipes (``train/*.toml``): PPO hyper-parameters and how the run is organised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlprune.config import find_config, from_dict, load_toml
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyper-parameters (Stable-Baselines3 names)."""
+
+    learning_rate: float = 3e-4
+    n_steps: int = 128  # per environment, per rollout
+    batch_size: int = 64
+    n_epochs: int = 4
+    gamma: float = 1.0  # episodes are a few steps long; the final reward counts in full
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    hidden: tuple[int, ...] = (64, 64)
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0 or self.n_steps < 1 or self.batch_size < 1 or self.n_epochs < 1:
+            raise ValueError("learning_rate, n_steps, batch_size and n_epochs must be positive")
+        if not 0 < self.gamma <= 1 or not 0 < self.gae_lambda <= 1:
+            raise ValueError("gamma and gae_lambda must lie in (0, 1]")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError("hidden must list positive layer widths")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Length, parallelism, checkpoints and validation of a training run."""
+
+    timesteps: int = 20_000
+    n_envs: int = 2  # environments in subprocesses (1: in this process)
+    torch_threads: int = 1  # per environment process, so the cores are not oversubscribed
+    seed: int = 0
+    checkpoint_every: int = 1024  # timesteps between checkpoints (a kill loses at most this much)
+    eval_every: int = 2048  # timesteps between validation runs
+    eval_tasks: int = 16  # validation prompts per run, each at every eval budget
+    eval_budgets: tuple[float, ...] = (0.4, 0.6, 0.8)
+
+    def __post_init__(self) -> None:
+        if min(self.timesteps, self.n_envs, self.torch_threads, self.checkpoint_every, self.eval_every) < 1:
+            raise ValueError("timesteps, n_envs, torch_threads, checkpoint_every and eval_every must be positive")
+        if self.eval_tasks < 1 or not self.eval_budgets or not all(0 < b <= 1 for b in self.eval_budgets):
+            raise ValueError("eval_tasks must be positive and eval_budgets must lie in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe: the backend, PPO settings and the run's organisation."""
+
+    backend: str = "sb3"
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("sb3",):
+            raise ValueError(f"unknown backend {self.backend!r}; available: sb3")
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> Recipe:
+        path = find_config(name_or_path, "train")
+        return from_dict(cls, load_toml(path), path.name)
