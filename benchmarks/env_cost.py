@@ -1,4 +1,5 @@
-"""Cost of one environment episode against one plain forward pass of the same prompt.
+"""Cost of one environment episode against one plain forward pass of the same prompt, and the
+resulting training throughput (environment steps per second).
 
 Real SmolLM2-135M, grounded prompts of about 300 tokens, reference cache warm (the full model's
 outputs are computed before timing). Prints both times and their ratio, for episodes that keep
@@ -71,7 +72,14 @@ def main() -> None:
     for name, label in (("keep", "episode, keep everything"), ("random", "episode, random actions")):
         seconds = statistics.median(timings[name])
         table.add_row(label, f"{seconds:.3f}", f"{seconds / plain:.2f}")
-    Console(width=100).print(table)
+    console = Console(width=100)
+    console.print(table)
+    steps = len(env.config.episode.decision_layers)
+    per_step = statistics.median(timings["random"]) / steps
+    console.print(
+        f"training throughput, one process: {1 / per_step:.1f} environment steps/s against {1 / plain:.1f} "
+        f"plain forward passes/s on the same prompts (ratio {plain / per_step:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
+console = Console()
+err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable)
 
@@ -43,7 +43,7 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except RLPruneError as error:
-            err.print(f"[bold red]error:[/] {error}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -74,7 +74,7 @@ def info(model: ModelOption = "smollm2-135m") -> None:
     }
     for key, value in rows.items():
         table.add_row(key, str(value))
-    out.print(table)
+    console.print(table)
 
 
 @app.command()
@@ -176,9 +176,57 @@ def generate(
     if as_json:
         print(json.dumps(report))
         return
-    out.print(f"[bold]Answer:[/] {text}", highlight=False)
-    out.print(_layer_table(prefill.tokens_per_layer, prefill.state.actions))
-    out.print(_summary_table(report))
+    console.print(f"[bold]Answer:[/] {text}", highlight=False)
+    console.print(_layer_table(prefill.tokens_per_layer, prefill.state.actions))
+    console.print(_summary_table(report))
+
+
+@app.command()
+@user_errors
+def train(
+    env: Annotated[str, typer.Option("--env", help="Environment preset name or path (envs/*.toml).")] = "grounded-qa",
+    recipe: Annotated[str, typer.Option(help="Training recipe name or path (train/*.toml).")] = "ppo-local",
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, logs, summary, exported policy.")] = Path(
+        "runs/latest"
+    ),
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Must match the preset's model (checked).")] = None,
+    timesteps: Annotated[int | None, typer.Option(min=1, help="Override the recipe's timesteps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+) -> None:
+    """Train a reduction policy with PPO, then export it to OUT/policy."""
+    from rlprune.envs import EnvConfig
+    from rlprune.train.sb3 import train as run_training
+
+    preset = EnvConfig.load(env)
+    if model is not None and model != preset.model:
+        raise InvalidActionError(f"--model {model} differs from the preset's model {preset.model}; edit the preset")
+    summary = run_training(env, recipe, out, timesteps=timesteps, seed=seed, resume=resume)
+    final = summary["final_validation"]
+    out_table = Table(title=f"Trained {summary['timesteps']} steps in {summary['seconds']:.0f} s")
+    for column in ("validation", "value"):
+        out_table.add_column(column, justify="right")
+    for key in ("reward", "flops_ratio", "kl", "budget_error"):
+        out_table.add_row(key.replace("_", " "), f"{final[key]:.4f}")
+    for budget, ratio in final["per_budget"].items():
+        out_table.add_row(f"FLOPs ratio at budget {budget}", f"{ratio:.3f}")
+    console.print(out_table)
+    console.print(f"policy exported to {Path(out) / 'policy'}; summary in {Path(out) / 'summary.json'}")
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A training run folder.")],
+    out: Annotated[Path, typer.Option(help="Where to write the policy checkpoint.")],
+) -> None:
+    """Export a run's best policy (or its last) as a checkpoint folder."""
+    from rlprune.train.sb3 import export as export_run
+
+    folder = export_run(run_dir, out)
+    console.print(f"policy written to {folder}")
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:

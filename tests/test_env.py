@@ -86,12 +86,15 @@ def test_no_reduction_costs_nothing_and_changes_nothing(env):
         assert rewards[:-1] == [0.0, 0.0]
 
 
-def test_savings_are_paid_per_step_as_earned(env):
+def test_savings_are_paid_per_step_as_earned_down_to_the_budget(env):
     actions = [LayerAction("prune", 0.5), LayerAction(), LayerAction("prune", 0.5)]
-    _, rewards, info = play(env, actions, task_index=0, budget=1.0)
+    _, rewards, info = play(env, actions, task_index=0, budget=0.05)
     assert rewards[0] > 0 and rewards[1] == 0.0
-    paid = rewards[0] + rewards[1]
-    assert paid == pytest.approx(1 - info["flops_ratio"], abs=0.2)
+    before_last = rewards[0] + rewards[1]
+    assert 0 < before_last < 1 - info["flops_ratio"]  # the last step's savings come with the final reward
+    _, capped, capped_info = play(env, actions, task_index=0, budget=0.9)
+    assert capped[0] == pytest.approx(0.1 * env.config.reward.flops, abs=1e-9)  # nothing below the budget
+    assert capped[1] == 0.0 and capped_info["flops_ratio"] < 0.9
 
 
 def test_heavy_early_pruning_hurts_far_more_than_light_late_pruning(env):
@@ -110,7 +113,10 @@ def test_going_over_the_budget_is_penalised(env):
     _, tight, _ = play(env, actions, task_index=1, budget=0.3)
     over = info["flops_ratio"] - 0.3
     assert over > 0
-    assert sum(loose) - sum(tight) == pytest.approx(env.config.reward.over_budget * over)
+    weights = env.config.reward
+    # the tight budget pays for every saving but charges for ending above it; the loose one neither
+    expected = weights.over_budget * over - weights.flops * (1 - info["flops_ratio"])
+    assert sum(loose) - sum(tight) == pytest.approx(expected)
 
 
 def test_fixed_budget_and_drawn_budgets(cache_dir):

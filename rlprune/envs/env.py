@@ -186,7 +186,7 @@ class TokenReductionEnv(gym.Env):
         layer = state.layer
         self._state = state = self.reducer.step(state, action)
         after = flops_projected(self.reducer, state)
-        reward = step_reward(before, after, self.config.reward)
+        reward = step_reward(before, after, self.budget, self.config.reward)
         info: dict[str, Any] = {"layer": layer, "action": str(action), "flops_projected": after}
         if not state.done:
             return self._observation(), reward, False, False, info

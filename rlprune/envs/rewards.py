@@ -1,9 +1,10 @@
 """Rewards: output quality, a hallucination penalty and FLOPs savings, against the full model.
 
-Per step, the FLOPs saved by that step's action are paid as they are earned. At the end of an
-episode, the reduced model is teacher-forced on the full model's answer and judged:
+Per step, the FLOPs saved by that step's action are paid as they are earned, down to the
+episode's budget: savings beyond it earn nothing, so the budget is a target, not a floor. At the
+end of an episode, the reduced model is teacher-forced on the full model's answer and judged:
 
-    reward = flops * (FLOPs saved, summed over steps)
+    reward = flops * (FLOPs saved down to the budget, summed over steps)
            - kl * min(KL(full || reduced), kl_cap)
            + agreement * top-1 agreement
            + answer * gold-answer token accuracy          (when the answer appears in the reference)
@@ -74,9 +75,9 @@ def quality(logits: Tensor, reference: Reference) -> Quality:
     return Quality(kl.clamp(min=0).mean().item(), agreement.item(), answer, hallucination, excess)
 
 
-def step_reward(projected_before: float, projected_after: float, config: RewardConfig) -> float:
-    """FLOPs saved by one action, as a share of the full prefill, weighted."""
-    return config.flops * (projected_before - projected_after)
+def step_reward(projected_before: float, projected_after: float, budget: float, config: RewardConfig) -> float:
+    """FLOPs saved by one action, as a share of the full prefill, down to the budget, weighted."""
+    return config.flops * (max(projected_before, budget) - max(projected_after, budget))
 
 
 def final_reward(q: Quality, flops_ratio: float, budget: float, config: RewardConfig) -> float:

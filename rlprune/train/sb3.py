@@ -328,8 +328,9 @@ def train(
         device="cpu",
         verbose=0,
     )
-    if resume and (run_dir / "last" / "state.json").is_file():
-        load_checkpoint(model, run_dir / "last")
+    last = _last_checkpoint(run_dir)
+    if resume and last is not None:
+        load_checkpoint(model, last)
     start_steps, started = model.num_timesteps, time.time()
     columns = (
         TextColumn("{task.description}"),
@@ -369,6 +370,14 @@ def train(
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     export(run_dir, run_dir / "policy", model_for_fingerprint=evaluator.env.reducer.model)
     return summary
+
+
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (a kill while replacing ``last`` leaves the previous one aside)."""
+    for folder in (run_dir / "last", run_dir / ".last.old"):
+        if (folder / "state.json").is_file() and (folder / "optimizer.safetensors").is_file():
+            return folder
+    return None
 
 
 def _prepare_run_dir(run_dir: Path, run: dict[str, Any], resume: bool) -> None:

@@ -1,0 +1,113 @@
+"""PPO training on the tiny model: a run exports a working policy, and a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from rlprune import Reducer, load_model, load_policy
+from rlprune.errors import RLPruneError
+from rlprune.features import OBSERVATION_SIZE
+from rlprune.policies import decider
+from rlprune.train.recipe import Recipe
+from rlprune.train.sb3 import train
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("refs"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, cache_dir):
+    run = tmp_path_factory.mktemp("runs") / "smoke"
+    summary = train("smoke", "smoke", run, cache_dir=cache_dir, quiet=True)
+    return run, summary
+
+
+def test_a_smoke_run_exports_a_policy_that_loads_and_runs(smoke_run):
+    run, summary = smoke_run
+    assert summary["timesteps"] == Recipe.load("smoke").run.timesteps
+    assert {"last", "best", "policy", "summary.json", "run.json", "tensorboard"} <= {p.name for p in run.iterdir()}
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+    model, tokenizer = load_model("tiny-random")
+    policy = load_policy(run / "policy", model)
+    config = json.loads((run / "policy" / "config.json").read_text())
+    assert config["model"]["architecture"] == "llama" and config["training"]["run"]["timesteps"] == 256
+    reducer = Reducer(model)
+    ids = tokenizer("the boat is in the town " * 8, return_tensors="pt").input_ids
+    out = reducer.run(ids, decider(policy, reducer, 0.5), decision_layers=policy.decision_layers(4))
+    assert out.logits.shape[-1] == model.config.vocab_size
+
+
+def test_the_export_acts_like_the_trained_sb3_policy(smoke_run, cache_dir, tmp_path):
+    from sb3_contrib import MaskablePPO
+
+    from rlprune.train.sb3 import SB3ReductionPolicy, load_checkpoint
+
+    run, _ = smoke_run
+    from rlprune.envs import TokenReductionEnv
+
+    env = TokenReductionEnv("smoke", cache_dir=cache_dir)
+    model = MaskablePPO(
+        SB3ReductionPolicy,
+        env,
+        n_steps=64,
+        batch_size=32,
+        policy_kwargs={"hidden": (32, 32), "decision_layers": (1, 2, 3)},
+        device="cpu",
+    )
+    load_checkpoint(model, run / "last")
+    exported = load_policy(run / "last")
+    observations = np.random.default_rng(0).uniform(-1.5, 1.5, (100, OBSERVATION_SIZE)).astype(np.float32)
+    sb3_actions, _ = model.predict(observations, deterministic=True)
+    ours = np.stack([exported.predict(o) for o in observations])
+    np.testing.assert_array_equal(sb3_actions, ours)
+    logits_sb3 = model.policy.action_net(model.policy.mlp_extractor.forward_actor(torch.as_tensor(observations)))
+    torch.testing.assert_close(logits_sb3, exported(torch.as_tensor(observations))[0])
+
+
+def test_resume_continues_the_timestep_count(tmp_path, cache_dir):
+    run = tmp_path / "run"
+    first = train("smoke", "smoke", run, timesteps=128, cache_dir=cache_dir, quiet=True)
+    assert first["timesteps"] == 128
+    second = train("smoke", "smoke", run, timesteps=256, resume=True, cache_dir=cache_dir, quiet=True)
+    assert second["resumed_from"] == 128 and second["timesteps"] == 256
+    with pytest.raises(RLPruneError, match="--resume"):
+        train("smoke", "smoke", run, cache_dir=cache_dir, quiet=True)
+    with pytest.raises(RLPruneError, match="nothing to resume"):
+        train("smoke", "smoke", tmp_path / "empty", resume=True, cache_dir=cache_dir, quiet=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir, sig):
+    run = tmp_path / "run"
+    script = (
+        "from rlprune.train.sb3 import train\n"
+        f"train('smoke', 'smoke', {str(run)!r}, timesteps=1_000_000, cache_dir={cache_dir!r}, quiet=True)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    state = run / "last" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if state.is_file() and json.loads(state.read_text())["num_timesteps"] >= 256:
+            break
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("the run wrote no checkpoint in time")
+    process.send_signal(sig)
+    process.wait(timeout=60)
+    saved = json.loads(state.read_text())["num_timesteps"]
+    resumed = train("smoke", "smoke", run, timesteps=saved + 128, resume=True, cache_dir=cache_dir, quiet=True)
+    assert resumed["resumed_from"] == saved
+    assert resumed["timesteps"] == saved + 128
+    assert (run / "policy" / "policy.safetensors").is_file()
