@@ -43,7 +43,7 @@ def main() -> None:
         env.reset(seed=index, options={"task_index": index})
         done = False
         while not done:
-            action = env.action_spec.encode(LayerAction()) if policy == "keep" else env.action_space.sample()
+            action = LayerAction() if policy == "keep" else env.action_space.sample()
             _, _, done, _, _ = env.step(action)
         return time.perf_counter() - start
 

@@ -68,11 +68,11 @@ def main() -> None:
     console = Console(width=110)
     console.print(table)
 
-    policy = ReductionPolicy()  # biased to prune a fifth of the removable tokens by relevance at each decision
+    policy = ReductionPolicy()  # biased to close a third of the gap to the budget by relevance at each decision
     spec = policy.action_spec
     with torch.no_grad():
         policy.action_head.bias.zero_()
-        for index in (spec.ops.index("prune"), 3 + spec.ratios.index(0.2), 9 + spec.scorers.index("relevance")):
+        for index in (spec.ops.index("prune"), 3 + spec.shares.index(0.35), 9 + spec.scorers.index("relevance")):
             policy.action_head.bias[index] = 4.0
     decide = decider(policy, reducer, args.budget)
     spent = []

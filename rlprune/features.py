@@ -20,7 +20,7 @@ from rlprune import flops
 from rlprune.reduction import OPS, SCORERS, LayerAction
 from rlprune.runner import Reducer, ReductionState
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 
 OBSERVATION_FIELDS: tuple[tuple[str, str], ...] = (
     ("layer_position", "index of the decision layer / (layers - 1)"),
@@ -45,16 +45,22 @@ OBSERVATION_FIELDS: tuple[tuple[str, str], ...] = (
 OBSERVATION_SIZE = len(OBSERVATION_FIELDS)
 OBSERVATION_BOUNDS = (-2.0, 2.0)
 
-RATIOS: tuple[float, ...] = (0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
+SHARES: tuple[float, ...] = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0)
 SCORER_CHOICES: tuple[str, ...] = ("attention", "key_norm", "relevance", "similarity")
 
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """A decision as three discrete choices: op, ratio bin and scorer (a ``MultiDiscrete`` space)."""
+    """A decision as three discrete choices: op, share and scorer (a ``MultiDiscrete`` space).
+
+    The share says how much of the savings still needed to reach the budget this layer makes:
+    0.1 leaves most of the work to later layers, 1.0 closes the gap here. The number of tokens
+    that takes is worked out from the FLOPs accounting, so a policy learns *where* and *how* to
+    spend a budget, and any budget it is given is met as soon as it chooses to close the gap.
+    """
 
     ops: tuple[str, ...] = OPS
-    ratios: tuple[float, ...] = RATIOS
+    shares: tuple[float, ...] = SHARES
     scorers: tuple[str, ...] = SCORER_CHOICES
 
     def __post_init__(self) -> None:
@@ -64,33 +70,32 @@ class ActionSpec:
 
     @property
     def nvec(self) -> list[int]:
-        return [len(self.ops), len(self.ratios), len(self.scorers)]
+        return [len(self.ops), len(self.shares), len(self.scorers)]
 
-    def decode(self, action) -> LayerAction:
-        """The :class:`LayerAction` for ``[op, ratio bin, scorer]`` indices."""
-        op, ratio, scorer = (int(a) for a in action)
+    def decode(self, action, features: Features) -> LayerAction:
+        """The :class:`LayerAction` for ``[op, share, scorer]`` indices at the layer ``features`` describe."""
+        op, share, scorer = (int(a) for a in action)
         if self.ops[op] == "keep":
             return LayerAction()
-        return LayerAction(self.ops[op], self.ratios[ratio], self.scorers[scorer])  # type: ignore[arg-type]
+        return features.action_for_share(self.ops[op], self.scorers[scorer], self.shares[share])
 
-    def encode(self, action: LayerAction) -> np.ndarray:
-        """Indices for ``action`` (its ratio snapped to the nearest bin)."""
-        ratio = min(range(len(self.ratios)), key=lambda i: abs(self.ratios[i] - action.ratio))
-        scorer = self.scorers.index(action.scorer) if action.scorer in self.scorers else 0
-        return np.array([self.ops.index(action.op), ratio, scorer], dtype=np.int64)
+    def encode(self, op: str, share: float, scorer: str) -> np.ndarray:
+        """Indices for a choice (the share snapped to the nearest bin)."""
+        index = min(range(len(self.shares)), key=lambda i: abs(self.shares[i] - share))
+        return np.array([self.ops.index(op), index, self.scorers.index(scorer)], dtype=np.int64)
 
-    def masks(self, state: ReductionState) -> np.ndarray:
+    def masks(self, features: Features) -> np.ndarray:
         """Valid choices per dimension, concatenated (the layout MaskablePPO expects).
 
-        With no removable token left only ``keep`` applies.
+        Only ``keep`` applies when no token is removable or the budget is already met.
         """
         ops = np.ones(len(self.ops), dtype=bool)
-        if not bool(state.removable().any()):
+        if not bool(features.state.removable().any()) or features.flops_projected <= features.budget:
             ops[:] = [op == "keep" for op in self.ops]
-        return np.concatenate((ops, np.ones(len(self.ratios), dtype=bool), np.ones(len(self.scorers), dtype=bool)))
+        return np.concatenate((ops, np.ones(len(self.shares), dtype=bool), np.ones(len(self.scorers), dtype=bool)))
 
     def to_dict(self) -> dict[str, list]:
-        return {"ops": list(self.ops), "ratios": list(self.ratios), "scorers": list(self.scorers)}
+        return {"ops": list(self.ops), "shares": list(self.shares), "scorers": list(self.scorers)}
 
 
 @dataclass
@@ -120,6 +125,29 @@ class Features:
     @property
     def flops_projected(self) -> float:
         return flops_projected(self.reducer, self.state)
+
+    def action_for_share(self, op: str, scorer: str, share: float) -> LayerAction:
+        """The action at this layer that makes ``share`` of the savings still needed for the budget.
+
+        The fewest tokens whose removal brings the projected FLOPs ratio down to
+        ``projected - share * (projected - budget)``; everything removable if even that falls short.
+        """
+        projected = self.flops_projected
+        target = projected - share * max(projected - self.budget, 0.0)
+        removable = int(self.state.removable().sum())
+        if target >= projected or removable == 0:
+            return LayerAction(op, 0.0, scorer)  # type: ignore[arg-type]
+
+        def ratio(count: int) -> float:
+            return self.ratio_after({self.layer: LayerAction(op, count / removable, scorer)})  # type: ignore[arg-type]
+
+        low, high = 0, removable
+        if ratio(high) > target:
+            return LayerAction(op, 1.0, scorer)  # type: ignore[arg-type]
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (low, middle) if ratio(middle) <= target else (middle + 1, high)
+        return LayerAction(op, low / removable, scorer)  # type: ignore[arg-type]
 
     def ratio_after(self, schedule: Mapping[int, LayerAction]) -> float:
         """The prefill FLOPs ratio this prompt ends at if ``schedule`` is applied from now on.

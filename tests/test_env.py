@@ -173,3 +173,27 @@ def test_shipped_presets_load():
     for name in ("grounded-qa", "mixed", "smoke"):
         config = EnvConfig.load(name)
         assert config.reward.over_budget > 0 and config.tasks.train_size >= 1
+
+
+@pytest.mark.parametrize("budget", [0.4, 0.6, 0.8])
+def test_closing_the_gap_meets_the_budget(env, budget):
+    spec = env.action_spec
+    for index in range(3):
+        env.reset(seed=index, options={"task_index": index, "budget": budget})
+        _, _, _, _, info = env.step(spec.encode("prune", 1.0, "relevance"))
+        assert info["flops_projected"] == pytest.approx(budget, abs=0.02)
+        assert env.action_masks()[:3].tolist() == [True, False, False]  # nothing more to save
+        while True:
+            _, _, done, _, info = env.step(spec.encode("keep", 0.1, "relevance"))
+            if done:
+                break
+        assert info["flops_ratio"] == pytest.approx(budget, abs=0.02)
+
+
+def test_a_share_makes_that_part_of_the_needed_savings(env):
+    spec = env.action_spec
+    env.reset(seed=0, options={"task_index": 2, "budget": 0.4})
+    _, _, _, _, info = env.step(spec.encode("merge", 0.5, "similarity"))
+    assert info["flops_projected"] == pytest.approx(0.7, abs=0.02)
+    _, _, _, _, info = env.step(spec.encode("prune", 0.5, "attention"))
+    assert info["flops_projected"] == pytest.approx(0.55, abs=0.02)

@@ -15,7 +15,7 @@ from rlprune.config import ConfigError, find_config, from_dict, load_toml
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward
 from rlprune.envs.tasks import KINDS, SPLITS, Task, generate_suite, load_jsonl
-from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, ActionSpec, flops_projected, observe
+from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, ActionSpec, Features, flops_projected, observe
 from rlprune.models import load_model
 from rlprune.reduction import LayerAction
 from rlprune.runner import Reducer, ReducerConfig, ReductionState
@@ -91,7 +91,7 @@ class TokenReductionEnv(gym.Env):
     """Learn to reduce tokens: an episode is one prompt, a step is one decision layer.
 
     Observation: a ``Box`` vector, see :data:`rlprune.features.OBSERVATION_FIELDS`.
-    Action: ``MultiDiscrete([op, ratio bin, scorer])``, see :class:`rlprune.features.ActionSpec`;
+    Action: ``MultiDiscrete([op, share, scorer])``, see :class:`rlprune.features.ActionSpec`;
     ``action_masks()`` marks the choices that apply.
     Reward: see :mod:`rlprune.envs.rewards`. The final ``info`` holds ``flops_ratio``, ``kl``,
     ``agreement``, ``answer_accuracy``, ``hallucination`` and ``budget``.
@@ -182,7 +182,7 @@ class TokenReductionEnv(gym.Env):
         state = self._state
         before = flops_projected(self.reducer, state)
         if not isinstance(action, LayerAction):  # scripted callers may pass a LayerAction directly
-            action = self.action_spec.decode(action)
+            action = self.action_spec.decode(action, Features(self.reducer, state, self.budget))
         layer = state.layer
         self._state = state = self.reducer.step(state, action)
         after = flops_projected(self.reducer, state)
@@ -211,7 +211,7 @@ class TokenReductionEnv(gym.Env):
         """Valid choices per action dimension, concatenated (for sb3-contrib's MaskablePPO)."""
         if self._state is None or self._state.done:
             return np.ones(sum(self.action_spec.nvec), dtype=bool)
-        return self.action_spec.masks(self._state)
+        return self.action_spec.masks(Features(self.reducer, self._state, self.budget))
 
     def _observation(self) -> np.ndarray:
         return observe(self.reducer, self._state, self.budget)

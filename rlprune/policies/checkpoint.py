@@ -81,7 +81,7 @@ def load_policy(folder: str | Path, model: PreTrainedModel | None = None) -> Red
             observation_size=network["observation_size"],
             hidden=network["hidden"],
             decision_layers=config["decision_layers"],
-            action_spec=ActionSpec(tuple(spec["ops"]), tuple(spec["ratios"]), tuple(spec["scorers"])),
+            action_spec=ActionSpec(tuple(spec["ops"]), tuple(spec["shares"]), tuple(spec["scorers"])),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise PolicyError(f"{folder / CONFIG} describes no valid network ({error})") from None

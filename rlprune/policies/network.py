@@ -17,7 +17,7 @@ KEEP_BIAS = 4.0  # initial logit advantage of "keep": a fresh policy keeps every
 
 
 class ReductionPolicy(nn.Module):
-    """Observation -> (op, ratio bin, scorer) logits and a value estimate.
+    """Observation -> (op, share, scorer) logits and a value estimate.
 
     A tanh MLP trunk with an action head (one logit per choice of each action dimension) and a
     value head for PPO. Initialised so that it keeps everything until trained.
@@ -80,9 +80,8 @@ class ReductionPolicy(nn.Module):
 
     @torch.no_grad()
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
-        return self.action_spec.decode(
-            self.predict(features.vector, self.action_spec.masks(features.state), deterministic)
-        )
+        choice = self.predict(features.vector, self.action_spec.masks(features), deterministic)
+        return self.action_spec.decode(choice, features)
 
     @torch.no_grad()
     def predict(
