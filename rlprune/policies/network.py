@@ -13,7 +13,7 @@ from rlprune.errors import RLPruneError
 from rlprune.features import OBSERVATION_SIZE, ActionSpec, Features
 from rlprune.reduction import LayerAction
 
-KEEP_BIAS = 4.0  # initial logit advantage of "keep": a fresh policy keeps every token
+KEEP_BIAS = 2.0  # initial logit advantage of "keep": a fresh policy keeps every token
 
 
 class ReductionPolicy(nn.Module):
