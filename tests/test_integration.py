@@ -123,3 +123,25 @@ def test_baselines_meet_budgets_on_512_token_prompts(smollm2, spec):
             protect_last=prompt.protect_last,
         )
         assert out.flops_ratio == pytest.approx(budget, abs=0.03), (spec, budget)
+
+
+@pytest.mark.parametrize("budget", [0.4, 0.6, 0.8])
+def test_the_shipped_policy_meets_the_budget_it_is_given(smollm2, budget):
+    from rlprune import load_policy
+    from rlprune.envs import EnvConfig, generate_suite
+    from rlprune.policies import decider
+
+    model, tokenizer = smollm2
+    policy = load_policy(ROOT / "policies" / "smollm2-135m-grounded", model)
+    config = EnvConfig.load("grounded-qa")
+    tasks = generate_suite(config.tasks.mix, "validation", 4, seed=config.tasks.seed, tokens=config.tasks.tokens)
+    reducer = Reducer(model)
+    for task in tasks:
+        prompt = build_prompt(tokenizer, task.question, task.context)
+        out = reducer.run(
+            prompt.input_ids,
+            decider(policy, reducer, budget),
+            decision_layers=policy.decision_layers(30),
+            protect_last=prompt.protect_last,
+        )
+        assert out.flops_ratio == pytest.approx(budget, abs=0.05)

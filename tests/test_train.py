@@ -111,3 +111,24 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir, sig)
     assert resumed["resumed_from"] == saved
     assert resumed["timesteps"] == saved + 128
     assert (run / "policy" / "policy.safetensors").is_file()
+
+
+def test_behaviour_cloning_warm_start_imitates_the_baseline(cache_dir):
+    import dataclasses
+
+    from rlprune.envs import TokenReductionEnv
+    from rlprune.features import Features
+    from rlprune.policies import ReductionPolicy
+    from rlprune.train.recipe import WarmStart
+    from rlprune.train.sb3 import behaviour_clone
+
+    recipe = dataclasses.replace(
+        Recipe.load("smoke"), warm_start=WarmStart("static:1:prune:0.5:relevance", episodes=30, epochs=30)
+    )
+    env = TokenReductionEnv("smoke", cache_dir=cache_dir, budget=0.6)
+    policy = ReductionPolicy(decision_layers=(1, 2, 3))
+    result = behaviour_clone(policy, env, recipe)
+    assert result["samples"] == 90 and result["op_accuracy"] > 0.9
+    obs, _ = env.reset(seed=123)
+    action = policy.act(Features(env.reducer, env._state, env.budget), env.budget)
+    assert action.op == "prune" and action.scorer == "relevance"

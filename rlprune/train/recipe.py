@@ -54,12 +54,27 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class WarmStart:
+    """Optional behaviour cloning of a baseline before PPO (e.g. ``snapkv``); off when empty."""
+
+    baseline: str = ""
+    episodes: int = 200
+    epochs: int = 20
+    learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.epochs < 1 or self.learning_rate <= 0:
+            raise ValueError("warm_start episodes, epochs and learning_rate must be positive")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A training recipe: the backend, PPO settings and the run's organisation."""
 
     backend: str = "sb3"
     ppo: PPOConfig = field(default_factory=PPOConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    warm_start: WarmStart = field(default_factory=WarmStart)
 
     def __post_init__(self) -> None:
         if self.backend not in ("sb3",):
