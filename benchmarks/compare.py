@@ -17,7 +17,7 @@ from rich.progress import track
 from rich.table import Table
 
 from rlprune import Reducer, build_prompt, load_model
-from rlprune.envs import EnvConfig, answer_correct, generate_suite
+from rlprune.envs import EnvConfig, answer_correct
 from rlprune.policies import decider, resolve_policy
 
 
@@ -33,9 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = EnvConfig.load(args.preset)
-    tasks = generate_suite(
-        config.tasks.mix, args.split, config.tasks.size(args.split), seed=config.tasks.seed, tokens=config.tasks.tokens
-    )[: args.limit]
+    tasks = config.tasks.tasks(args.split)[: args.limit]
     model, tokenizer = load_model(config.model)
     reducer = Reducer(model)
     prompts = [build_prompt(tokenizer, t.question, t.context) for t in tasks]

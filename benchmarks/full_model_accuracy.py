@@ -13,7 +13,7 @@ from rich.progress import track
 from rich.table import Table
 
 from rlprune import Reducer, build_prompt, load_model
-from rlprune.envs import EnvConfig, answer_correct, generate_suite
+from rlprune.envs import EnvConfig, answer_correct
 
 
 def main() -> None:
@@ -25,9 +25,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = EnvConfig.load(args.preset)
-    tasks = generate_suite(
-        config.tasks.mix, args.split, config.tasks.size(args.split), seed=config.tasks.seed, tokens=config.tasks.tokens
-    )
+    tasks = config.tasks.tasks(args.split)
     tasks = tasks[: args.limit] if args.limit else tasks
     model, tokenizer = load_model(config.model)
     reducer = Reducer(model)

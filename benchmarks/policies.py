@@ -17,22 +17,13 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
+from timing import best_seconds
 
 from rlprune import Reducer, build_prompt, load_model, make_baseline
 from rlprune.policies import ReductionPolicy, decider
 
 PASSAGE = (Path(__file__).resolve().parents[1] / "eval" / "demo" / "harbour.txt").read_text()
 METHODS = ["none", "random", "fastv", "snapkv", "pyramid", "tome", "static:2:prune:0.5,8:prune:0.5:relevance"]
-
-
-def best_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

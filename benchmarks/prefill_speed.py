@@ -16,6 +16,7 @@ import matplotlib
 import torch
 from rich.console import Console
 from rich.table import Table
+from timing import best_seconds
 
 from rlprune import LayerAction, Reducer, build_prompt, load_model
 
@@ -25,16 +26,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 PASSAGE = ROOT / "eval" / "demo" / "harbour.txt"
 SWEEP = (0.9, 0.75, 0.5, 0.35, 0.25, 0.15, 0.1)
-
-
-def best_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def grounded_prompt(tokenizer, tokens: int):

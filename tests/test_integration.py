@@ -128,13 +128,13 @@ def test_baselines_meet_budgets_on_512_token_prompts(smollm2, spec):
 @pytest.mark.parametrize("budget", [0.4, 0.6, 0.8])
 def test_the_shipped_policy_meets_the_budget_it_is_given(smollm2, budget):
     from rlprune import load_policy
-    from rlprune.envs import EnvConfig, generate_suite
+    from rlprune.envs import EnvConfig
     from rlprune.policies import decider
 
     model, tokenizer = smollm2
     policy = load_policy(ROOT / "policies" / "smollm2-135m-grounded", model)
     config = EnvConfig.load("grounded-qa")
-    tasks = generate_suite(config.tasks.mix, "validation", 4, seed=config.tasks.seed, tokens=config.tasks.tokens)
+    tasks = config.tasks.tasks("validation")[:4]
     reducer = Reducer(model)
     for task in tasks:
         prompt = build_prompt(tokenizer, task.question, task.context)

@@ -45,6 +45,12 @@ class TaskConfig:
     def size(self, split: str) -> int:
         return {"train": self.train_size, "validation": self.validation_size, "test": self.test_size}[split]
 
+    def tasks(self, split: str) -> list[Task]:
+        """The split's tasks: generated from the seed, or read from ``jsonl`` (the same for every split)."""
+        if self.jsonl:
+            return load_jsonl(self.jsonl)
+        return generate_suite(self.mix, split, self.size(split), seed=self.seed, tokens=self.tokens)
+
 
 @dataclass(frozen=True)
 class EpisodeConfig:
@@ -135,7 +141,7 @@ class TokenReductionEnv(gym.Env):
             )
         self.tokenizer = tokenizer
         self.split = split
-        self.tasks = tasks if tasks is not None else self._tasks(split)
+        self.tasks = tasks if tasks is not None else self.config.tasks.tasks(split)
         self.fixed_budget = budget
         self.references = ReferenceCache(
             self.reducer,
@@ -151,12 +157,6 @@ class TokenReductionEnv(gym.Env):
         self._reference: Reference | None = None
         self._task: Task | None = None
         self.budget = 1.0
-
-    def _tasks(self, split: str) -> list[Task]:
-        tasks = self.config.tasks
-        if tasks.jsonl:
-            return load_jsonl(tasks.jsonl)
-        return generate_suite(tasks.mix, split, tasks.size(split), seed=tasks.seed, tokens=tasks.tokens)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start an episode on a random task; ``options`` may fix ``task_index`` and ``budget``."""

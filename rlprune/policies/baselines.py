@@ -86,51 +86,43 @@ class NoReduction(Baseline):
 
 
 @dataclass
-class RandomPrune(Baseline):
+class SingleLayerPrune(Baseline):
+    """Prune at one layer the tokens ``scorer`` ranks lowest."""
+
+    scorer: ClassVar[str] = "attention"
+    layer: int = 2
+    ratio: float = 0.5
+
+    @property
+    def strength(self) -> float:
+        return self.ratio
+
+    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
+        return {self.layer: _prune(strength, self.scorer)}
+
+
+@dataclass
+class RandomPrune(SingleLayerPrune):
     """Prune random tokens at one layer: the floor any method must beat at the same FLOPs."""
 
     name: ClassVar[str] = "random"
-    layer: int = 2
-    ratio: float = 0.5
-
-    @property
-    def strength(self) -> float:
-        return self.ratio
-
-    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
-        return {self.layer: _prune(strength, "random")}
+    scorer: ClassVar[str] = "random"
 
 
 @dataclass
-class FastV(Baseline):
+class FastV(SingleLayerPrune):
     """FastV (Chen et al., 2024): after layer K, drop the tokens the last token attends to least."""
 
     name: ClassVar[str] = "fastv"
-    layer: int = 2
-    ratio: float = 0.5
-
-    @property
-    def strength(self) -> float:
-        return self.ratio
-
-    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
-        return {self.layer: _prune(strength, "last_query")}
+    scorer: ClassVar[str] = "last_query"
 
 
 @dataclass
-class SnapKV(Baseline):
+class SnapKV(SingleLayerPrune):
     """SnapKV-style selection (Li et al., 2024): the question window's attention, pooled so spans survive."""
 
     name: ClassVar[str] = "snapkv"
-    layer: int = 2
-    ratio: float = 0.5
-
-    @property
-    def strength(self) -> float:
-        return self.ratio
-
-    def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
-        return {self.layer: _prune(strength, "attention")}
+    scorer: ClassVar[str] = "attention"
 
 
 @dataclass
