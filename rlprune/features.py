@@ -138,16 +138,28 @@ class Features:
         if target >= projected or removable == 0:
             return LayerAction(op, 0.0, scorer)  # type: ignore[arg-type]
 
-        def ratio(count: int) -> float:
-            return self.ratio_after({self.layer: LayerAction(op, count / removable, scorer)})  # type: ignore[arg-type]
+        seen: dict[int, float] = {}
 
-        low, high = 0, removable
-        if ratio(high) > target:
+        def ratio(count: int) -> float:
+            if count not in seen:
+                action = LayerAction(op, count / removable, scorer)  # type: ignore[arg-type]
+                seen[count] = self.ratio_after({self.layer: action})
+            return seen[count]
+
+        if ratio(removable) > target:
             return LayerAction(op, 1.0, scorer)  # type: ignore[arg-type]
-        while low < high:
-            middle = (low + high) // 2
-            low, high = (low, middle) if ratio(middle) <= target else (middle + 1, high)
-        return LayerAction(op, low / removable, scorer)  # type: ignore[arg-type]
+        # ratio(low) > target >= ratio(high): interpolate (FLOPs fall smoothly with the count),
+        # halving on every other step so the search never takes more than twice a bisection
+        low, high, step = 0, removable, 0
+        while high - low > 1:
+            if step % 2:
+                guess = (low + high) // 2
+            else:
+                guess = low + int((ratio(low) - target) / (ratio(low) - ratio(high)) * (high - low))
+                guess = min(max(guess, low + 1), high - 1)
+            low, high = (low, guess) if ratio(guess) <= target else (guess, high)
+            step += 1
+        return LayerAction(op, high / removable, scorer)  # type: ignore[arg-type]
 
     def ratio_after(self, schedule: Mapping[int, LayerAction]) -> float:
         """The prefill FLOPs ratio this prompt ends at if ``schedule`` is applied from now on.
@@ -160,16 +172,17 @@ class Features:
         total = state.flops
         n = state.n_prompt_tokens
         removable = int(state.removable().sum())
-        for layer in range(state.layer, dims.layers):
-            action = schedule.get(layer)
-            if action is not None and not action.is_noop:
-                count = round(action.ratio * removable)
-                if count:
-                    total += SCORERS[action.scorer].flops(dims, n, window)
-                    if action.op == "merge":
-                        total += flops.merge_match_flops(dims, count, reducer.config.merge_window)
-                n, removable = n - count, removable - count
-            total += flops.layer_flops(dims, n)
+        layer = state.layer
+        for at in sorted(k for k in schedule if k >= state.layer):  # layers between actions cost alike
+            total += (at - layer) * flops.layer_flops(dims, n)
+            action, layer = schedule[at], at
+            count = 0 if action.is_noop else round(action.ratio * removable)
+            if count:
+                total += SCORERS[action.scorer].flops(dims, n, window)
+                if action.op == "merge":
+                    total += flops.merge_match_flops(dims, count, reducer.config.merge_window)
+            n, removable = n - count, removable - count
+        total += (dims.layers - layer) * flops.layer_flops(dims, n)
         total += flops.lm_head_flops(dims, 1)
         return total / reducer.full_flops(state)
 

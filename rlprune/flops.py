@@ -92,7 +92,7 @@ def prefill_flops(
 
 def full_prefill_flops(dims: ModelDims, prompt_tokens: int, logit_positions: int = 1, causal: bool = True) -> float:
     """The unreduced model's prefill of ``prompt_tokens`` tokens."""
-    return prefill_flops(dims, [prompt_tokens] * dims.layers, logit_positions, causal)
+    return dims.layers * layer_flops(dims, prompt_tokens, 0, causal) + lm_head_flops(dims, logit_positions)
 
 
 def decode_flops(dims: ModelDims, cache_per_layer: Sequence[int], new: int = 1, causal: bool = True) -> float:
