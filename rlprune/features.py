@@ -122,7 +122,7 @@ class Features:
     def num_layers(self) -> int:
         return self.reducer.dims.layers
 
-    @property
+    @cached_property
     def flops_projected(self) -> float:
         return flops_projected(self.reducer, self.state)
 

@@ -164,7 +164,8 @@ class TokenReductionEnv(gym.Env):
         options = options or {}
         index = int(options.get("task_index", self.np_random.integers(len(self.tasks))))
         self._task = self.tasks[index % len(self.tasks)]
-        self.budget = float(options.get("budget", self.fixed_budget or self._draw_budget()))
+        budget = options.get("budget", self.fixed_budget)
+        self.budget = float(budget) if budget is not None else self._draw_budget()
         reference = self.references.get(self._task)
         self._reference = reference
         self._state = self.reducer.start(

@@ -166,9 +166,8 @@ class RunCallback(BaseCallback):
         self.task = None
 
     def _on_training_start(self) -> None:
-        every = self.recipe.run
-        self.next_checkpoint = (self.num_timesteps // every.checkpoint_every + 1) * every.checkpoint_every
-        self.next_eval = (self.num_timesteps // every.eval_every + 1) * every.eval_every
+        self.next_checkpoint = _next_multiple(self.num_timesteps, self.recipe.run.checkpoint_every)
+        self.next_eval = _next_multiple(self.num_timesteps, self.recipe.run.eval_every)
         best = self.run_dir / "best" / "config.json"
         if best.is_file():
             self.best = json.loads(best.read_text())["training"].get("validation_reward", -np.inf)
@@ -196,16 +195,13 @@ class RunCallback(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
+        run = self.recipe.run
         if self.num_timesteps >= self.next_checkpoint:
             save_checkpoint(self.model, self.run_dir / "last", run=self.run)
-            self.next_checkpoint += self.recipe.run.checkpoint_every * max(
-                1, (self.num_timesteps - self.next_checkpoint) // self.recipe.run.checkpoint_every + 1
-            )
+            self.next_checkpoint = _next_multiple(self.num_timesteps, run.checkpoint_every)
         if self.num_timesteps >= self.next_eval:
             self.validate()
-            self.next_eval += self.recipe.run.eval_every * max(
-                1, (self.num_timesteps - self.next_eval) // self.recipe.run.eval_every + 1
-            )
+            self.next_eval = _next_multiple(self.num_timesteps, run.eval_every)
 
     def validate(self) -> dict[str, Any]:
         result = self.evaluator(self.model.policy.reduction)
@@ -223,6 +219,11 @@ class RunCallback(BaseCallback):
                 ),
             )
         return result
+
+
+def _next_multiple(steps: int, every: int) -> int:
+    """The first multiple of ``every`` after ``steps``."""
+    return (steps // every + 1) * every
 
 
 def _replace_folder(folder: Path, write) -> None:
@@ -405,11 +406,8 @@ def train(
             if remaining > 0:
                 model.learn(remaining, callback=callback, reset_num_timesteps=False, tb_log_name="ppo")
             save_checkpoint(model, run_dir / "last", run=run)
-            final = (
-                callback.validate()
-                if callback.history == [] or callback.history[-1]["timesteps"] != model.num_timesteps
-                else callback.history[-1]
-            )
+            history = callback.history
+            final = history[-1] if history and history[-1]["timesteps"] == model.num_timesteps else callback.validate()
     finally:
         vec_env.close()
     elapsed = time.time() - started
