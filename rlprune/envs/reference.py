@@ -117,12 +117,16 @@ class ReferenceCache:
         continuation = generated.tokens[0]
         ids = torch.cat((prompt.input_ids, generated.tokens.to(prompt.input_ids.device)), dim=1)
         n = len(prompt)
-        full = reducer.run(ids, prompt_length=n, protect_last=prompt.protect_last, logits="continuation")
+        # one pass: stop at the first decision layer to keep its input, then finish without reduction
+        state = reducer.start(
+            ids, decision_layers=[self.first_layer], prompt_length=n, protect_last=prompt.protect_last
+        )
+        hidden = state.hidden
+        full = reducer.finish(state, logits="continuation")
         logprobs = full.logits[0].float().log_softmax(dim=-1)
         top = logprobs.topk(min(self.top_k, logprobs.shape[-1]), dim=-1)
         allowed = torch.unique(ids[0])
         unsupported = 1.0 - logprobs.exp()[:, allowed].sum(dim=-1)
-        hidden = reducer.start(ids, decision_layers=[self.first_layer], prompt_length=n).hidden
         text = tokenizer.decode(continuation, skip_special_tokens=True)
         return Reference(
             input_ids=ids.cpu(),
