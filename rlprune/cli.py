@@ -1,4 +1,4 @@
-"""The ``rlprune`` command line: ``info`` and ``generate`` (training and evaluation come later)."""
+"""The ``rlprune`` command line: ``info``, ``generate``, ``train``, ``export`` and ``eval``."""
 
 from __future__ import annotations
 
@@ -227,6 +227,49 @@ def export(
 
     folder = export_run(run_dir, out)
     console.print(f"policy written to {folder}")
+
+
+@app.command(name="eval")
+@user_errors
+def evaluate(
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="grounded-qa, counterfactual, kv-retrieval, long-context, instructions (test splits) or a .jsonl file."
+        ),
+    ] = "grounded-qa",
+    model: ModelOption = "smollm2-135m",
+    policy: Annotated[
+        list[str] | None, typer.Option(help="A policy checkpoint folder or baseline spec (repeatable).")
+    ] = None,
+    baselines: Annotated[
+        str, typer.Option(help='"all" (random, fastv, snapkv, pyramid, tome), "none", or a comma-separated list.')
+    ] = "all",
+    budgets: Annotated[str, typer.Option(help="Target prefill FLOPs ratios, comma-separated.")] = "0.3,0.5,0.7",
+    out: Annotated[Path, typer.Option(help="Folder for results.json/.csv/.md, pareto.png and the journal.")] = Path(
+        "runs/eval"
+    ),
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items of the suite.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per answer.")] = 32,
+    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+) -> None:
+    """Compare policies, baselines and the full model at matched FLOPs budgets (resumes in OUT)."""
+    from rlprune.eval import EvalConfig, markdown_table, parse_baselines, parse_budgets
+    from rlprune.eval import evaluate as run_evaluation
+
+    config = EvalConfig(
+        suite=suite,
+        model=model,
+        policies=tuple(policy or ()),
+        baselines=parse_baselines(baselines),
+        budgets=parse_budgets(budgets),
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        bootstrap_samples=bootstrap,
+    )
+    rows = run_evaluation(config, out)
+    console.print(markdown_table(rows), highlight=False)
+    console.print(f"results in {out}/results.md, results.csv, results.json and pareto.png")
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:

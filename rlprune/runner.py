@@ -13,6 +13,7 @@ below would also hide each row's padding.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -196,6 +197,14 @@ class GenerationResult:
     tokens: Tensor  # (1, new) generated ids, EOS included when reached
     prefill: ReductionOutput
     stopped_at_eos: bool
+    prefill_seconds: float = 0.0  # wall time of the reduced prefill (policy decisions included)
+    decode_seconds: float = 0.0  # wall time of the decoding steps after the first token
+
+    @property
+    def decode_tokens_per_second(self) -> float | None:
+        """Tokens decoded per second from the cache (the first token comes from the prefill)."""
+        steps = self.tokens.shape[1] - 1
+        return steps / self.decode_seconds if steps > 0 and self.decode_seconds > 0 else None
 
     @property
     def sequences(self) -> Tensor:
@@ -490,7 +499,9 @@ class Reducer:
                 f"prompt ({n} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
                 f"{self.max_positions} positions; shorten the prompt or ask for fewer tokens"
             )
+        started = time.perf_counter()
         prefill = self.run(input_ids, actions, decision_layers=decision_layers, protect_last=protect_last)
+        prefilled = time.perf_counter()
         stop = set(self._eos_ids(eos_token_id))
         warpers = self._warpers(temperature, top_k, top_p) if do_sample else None
         logits = prefill.logits[:, -1]
@@ -501,8 +512,15 @@ class Reducer:
             if int(token) in stop or i == max_new_tokens - 1:
                 break
             logits = self.extend(prefill.state, token)[:, -1]
+        decoded = time.perf_counter()
         tokens = torch.stack(new).reshape(1, -1)
-        return GenerationResult(tokens=tokens, prefill=prefill, stopped_at_eos=int(tokens[0, -1]) in stop)
+        return GenerationResult(
+            tokens=tokens,
+            prefill=prefill,
+            stopped_at_eos=int(tokens[0, -1]) in stop,
+            prefill_seconds=prefilled - started,
+            decode_seconds=decoded - prefilled,
+        )
 
     # -- internals -------------------------------------------------------------------------
 

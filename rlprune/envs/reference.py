@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from rlprune.envs.tasks import Task, answer_correct
+from rlprune.io import atomic_write
 from rlprune.models import fingerprint_id, rlprune_home
 from rlprune.prompts import build_prompt
 from rlprune.runner import Reducer
@@ -159,14 +158,7 @@ class ReferenceCache:
             "full_correct": json.dumps(reference.full_correct),
             "text": reference.text,
         }
-        handle, staging = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-        os.close(handle)
-        try:
-            save_file(tensors, staging, metadata=metadata)
-            os.replace(staging, path)
-        finally:
-            if os.path.exists(staging):
-                os.unlink(staging)
+        atomic_write(path, lambda staging: save_file(tensors, staging, metadata=metadata))
 
     @staticmethod
     def _load(path: Path) -> Reference | None:

@@ -7,8 +7,6 @@ written to a temporary name and moved into place, so a checkpoint is never half-
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from transformers import PreTrainedModel
 
 from rlprune.errors import RLPruneError
 from rlprune.features import OBSERVATION_FIELDS, SPEC_VERSION, ActionSpec
+from rlprune.io import atomic_write, atomic_write_text
 from rlprune.models import model_fingerprint
 from rlprune.policies.network import ReductionPolicy
 
@@ -61,8 +60,8 @@ def save_policy(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in policy.state_dict().items()}
-    _atomic(folder / WEIGHTS, lambda path: save_file(state, path, metadata={"format": FORMAT}))
-    _atomic(folder / CONFIG, lambda path: Path(path).write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(folder / WEIGHTS, lambda path: save_file(state, path, metadata={"format": FORMAT}))
+    atomic_write_text(folder / CONFIG, json.dumps(config, indent=2) + "\n")
     return folder
 
 
@@ -136,14 +135,3 @@ def check_model(expected: dict[str, Any], actual: dict[str, Any], folder: Path) 
             f"the policy in {folder} was trained for another model ({describe(expected)}); this model is "
             f"{describe(actual)}. Load the model it was trained for, or train a policy for this one"
         )
-
-
-def _atomic(path: Path, write) -> None:
-    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
-    try:
-        write(staging)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.unlink(staging)

@@ -1,0 +1,55 @@
+"""Evaluation harness: methods side by side at matched FLOPs budgets on built-in or JSONL suites.
+
+from rlprune.eval import EvalConfig, evaluate
+rows = evaluate(EvalConfig("grounded-qa", policies=("policies/smollm2-135m-grounded",)), "eval/grounded-qa")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlprune.eval.harness import ALL_BASELINES, FULL, EvalConfig, Evaluation, parse_baselines, parse_budgets
+from rlprune.eval.report import aggregate, markdown_table, write_results
+from rlprune.eval.suites import SUITES, SuiteSpec, load_suite
+
+
+def evaluate(
+    config: EvalConfig,
+    out: str | Path,
+    *,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or resume) an evaluation into ``out`` and write its reports; returns the aggregate rows."""
+    evaluation = Evaluation(config, out, model=model, tokenizer=tokenizer)
+    records = evaluation.run(show_progress)
+    meta = {
+        "suite": evaluation.suite,
+        "items": len(evaluation.tasks),
+        "model": config.model,
+        "methods": [FULL] + [m.name for m in evaluation.methods],
+        "budgets": list(config.budgets),
+        "max_new_tokens": config.max_new_tokens,
+    }
+    return write_results(out, records, meta, samples=config.bootstrap_samples)
+
+
+__all__ = [
+    "ALL_BASELINES",
+    "FULL",
+    "SUITES",
+    "EvalConfig",
+    "Evaluation",
+    "SuiteSpec",
+    "aggregate",
+    "evaluate",
+    "load_suite",
+    "markdown_table",
+    "parse_baselines",
+    "parse_budgets",
+    "write_results",
+]

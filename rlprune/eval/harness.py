@@ -1,0 +1,282 @@
+"""Run reduction methods over a suite at matched budgets: one record per item, method and budget.
+
+Every method, the full model included, goes through the same :class:`Reducer`. For each item the
+full model answers first; each method then (1) answers on its own, timed, and (2) is
+teacher-forced on the full model's answer to measure how far its predictions moved. Finished
+records go to an append-only journal, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlprune.envs.tasks import Task, answer_correct
+from rlprune.errors import RLPruneError
+from rlprune.eval.metrics import agreement, out_of_context_mass, unsupported_words
+from rlprune.eval.suites import load_suite
+from rlprune.inference import check_budget
+from rlprune.models import DEFAULT_MODEL, fingerprint_id, load_model
+from rlprune.policies import Policy, decider, resolve_policy
+from rlprune.prompts import build_prompt
+from rlprune.runner import GenerationResult, Reducer
+
+FULL = "full model"
+ALL_BASELINES = ("random", "fastv", "snapkv", "pyramid", "tome")
+JOURNAL = "records.jsonl"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate: a suite, the methods on it and the FLOPs budgets they are matched at."""
+
+    suite: str
+    model: str = DEFAULT_MODEL
+    policies: tuple[str, ...] = ()  # checkpoint folders, or any spec resolve_policy takes
+    baselines: tuple[str, ...] = ALL_BASELINES
+    budgets: tuple[float, ...] = (0.3, 0.5, 0.7)
+    limit: int | None = None
+    max_new_tokens: int = 32
+    bootstrap_samples: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.budgets:
+            raise RLPruneError("give at least one budget, e.g. --budgets 0.3,0.5,0.7")
+        for budget in self.budgets:
+            check_budget(budget)
+        if self.max_new_tokens < 1:
+            raise RLPruneError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not self.policies and not self.baselines:
+            raise RLPruneError("nothing to compare: give --policy and/or --baselines")
+
+
+def parse_baselines(text: str) -> tuple[str, ...]:
+    """``"all"``, ``"none"`` (only the policies) or a comma-separated list of baseline specs."""
+    text = text.strip()
+    if text == "all":
+        return ALL_BASELINES
+    if text in ("", "none"):
+        return ()
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_budgets(text: str) -> tuple[float, ...]:
+    """``"0.3,0.5,0.7"`` as numbers, each checked to lie in (0, 1]."""
+    try:
+        budgets = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise RLPruneError(f"--budgets {text!r} must be comma-separated numbers such as 0.3,0.5,0.7") from None
+    for budget in budgets:
+        check_budget(budget)
+    return budgets
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    policy: Policy
+
+
+class Journal:
+    """Append-only JSONL of finished records; its first line fixes the settings they were made with."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path = path
+        self.records: dict[tuple[str, str, float | None], dict[str, Any]] = {}
+        if path.is_file() and path.stat().st_size:
+            self._read(settings)
+        else:
+            with path.open("w") as handle:
+                handle.write(json.dumps({"settings": settings}) + "\n")
+
+    @staticmethod
+    def key(uid: str, method: str, budget: float | None) -> tuple[str, str, float | None]:
+        return (uid, method, budget)
+
+    def get(self, uid: str, method: str, budget: float | None) -> dict[str, Any] | None:
+        return self.records.get(self.key(uid, method, budget))
+
+    def add(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.records[self.key(record["item"], record["method"], record["budget"])] = record
+
+    def _read(self, settings: dict[str, Any]) -> None:
+        lines = self.path.read_text().splitlines()
+        try:
+            header = json.loads(lines[0])["settings"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise RLPruneError(f"{self.path} is not an rlprune evaluation journal; choose another --out") from None
+        if header != settings:
+            changed = sorted(k for k in settings.keys() | header.keys() if settings.get(k) != header.get(k))
+            raise RLPruneError(
+                f"{self.path.parent} holds results made with other settings ({', '.join(changed)}); "
+                "use another --out folder or delete this one"
+            )
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by an interruption: that record is redone
+            self.records[self.key(record["item"], record["method"], record["budget"])] = record
+
+
+class Evaluation:
+    """One evaluation run: the suite, the methods, the reducer and the journal in ``out``."""
+
+    def __init__(
+        self,
+        config: EvalConfig,
+        out: str | Path,
+        *,
+        model: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        self.config, self.out = config, Path(out)
+        self.suite, self.tasks = load_suite(config.suite, config.limit)
+        if model is None or tokenizer is None:
+            model, tokenizer = load_model(config.model)
+        self.model, self.tokenizer = model, tokenizer
+        self.reducer = Reducer(model)
+        specs = [*config.policies, *config.baselines]
+        names = [Path(s).name if Path(s).is_dir() else s for s in specs]
+        if len(set(names)) != len(names):
+            names = list(specs)  # two checkpoints with the same folder name: use their paths
+        self.methods = [Method(name, resolve_policy(spec, model)) for name, spec in zip(names, specs, strict=True)]
+        self.out.mkdir(parents=True, exist_ok=True)
+        settings = {
+            "format": FORMAT,
+            "model": fingerprint_id(model),
+            "max_new_tokens": config.max_new_tokens,
+            "protect_first": self.reducer.config.protect_first,
+        }
+        self.journal = Journal(self.out / JOURNAL, settings)
+
+    def runs(self) -> list[tuple[str, float | None]]:
+        """Every (method, budget) pair, the full model first."""
+        return [(FULL, None)] + [(m.name, b) for m in self.methods for b in self.config.budgets]
+
+    def pending(self) -> int:
+        return sum(self.journal.get(t.uid, m, b) is None for t in self.tasks for m, b in self.runs())
+
+    def records(self) -> list[dict[str, Any]]:
+        """This run's records (suite items x methods x budgets) in a stable order."""
+        found = (self.journal.get(t.uid, m, b) for t in self.tasks for m, b in self.runs())
+        return [r for r in found if r is not None]
+
+    def run(self, show_progress: bool = True) -> list[dict[str, Any]]:
+        """Evaluate every pending record, then return all of them."""
+        total = self.pending()
+        if total:
+            self._warm_up()
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, disable=not show_progress, transient=True) as progress:
+            bar = progress.add_task(f"{self.suite}: evaluating", total=total)
+            for index, task in enumerate(self.tasks):
+                for record in self._evaluate_item(index, task):
+                    self.journal.add(record)
+                    budget = "" if record["budget"] is None else f" @ {record['budget']}"
+                    progress.update(bar, advance=1, description=f"{self.suite}: {record['method']}{budget}")
+        return self.records()
+
+    def _warm_up(self) -> None:
+        """One untimed generation, so the first timed one does not pay for allocation."""
+        prompt = build_prompt(self.tokenizer, self.tasks[0].question, self.tasks[0].context)
+        self.reducer.generate(prompt.input_ids, max_new_tokens=2, protect_last=prompt.protect_last)
+
+    @torch.no_grad()
+    def _evaluate_item(self, index: int, task: Task) -> Iterator[dict[str, Any]]:
+        missing = [(m, b) for m, b in self.runs()[1:] if self.journal.get(task.uid, m, b) is None]
+        full = self.journal.get(task.uid, FULL, None)
+        if full is not None and not missing:
+            return
+        prompt = build_prompt(self.tokenizer, task.question, task.context)
+        if full is None:
+            result = self.reducer.generate(
+                prompt.input_ids, max_new_tokens=self.config.max_new_tokens, protect_last=prompt.protect_last
+            )
+            full = self._record(index, task, FULL, None, result)
+            full["answer_tokens"] = result.tokens[0].tolist()
+        # the full model's answer, teacher-forced through the full model and each method
+        ids = torch.cat((prompt.input_ids, torch.tensor([full["answer_tokens"]])), dim=1)
+        n = len(prompt)
+        allowed = torch.unique(ids[0])
+        forced = self.reducer.run(ids, None, logits="continuation", prompt_length=n, protect_last=prompt.protect_last)
+        full_logprobs = forced.logits[0].float().log_softmax(-1)
+        if self.journal.get(task.uid, FULL, None) is None:
+            full.update(kl=0.0, top1=1.0, out_of_context_mass=out_of_context_mass(full_logprobs, allowed))
+            yield full
+        policies = {m.name: m.policy for m in self.methods}
+        for name, budget in missing:
+            policy = policies[name]
+            decide = decider(policy, self.reducer, budget)
+            layers = policy.decision_layers(self.reducer.dims.layers)
+            result = self.reducer.generate(
+                prompt.input_ids,
+                decide,
+                decision_layers=layers,
+                max_new_tokens=self.config.max_new_tokens,
+                protect_last=prompt.protect_last,
+            )
+            forced = self.reducer.run(
+                ids,
+                decide,
+                decision_layers=layers,
+                logits="continuation",
+                prompt_length=n,
+                protect_last=prompt.protect_last,
+            )
+            record = self._record(index, task, name, budget, result, full_text=full["answer"])
+            record.update(asdict(agreement(forced.logits[0], full_logprobs, allowed)))
+            yield record
+
+    def _record(
+        self,
+        index: int,
+        task: Task,
+        method: str,
+        budget: float | None,
+        result: GenerationResult,
+        full_text: str | None = None,
+    ) -> dict[str, Any]:
+        """One finished run; ``full_text`` is the full model's answer (``None``: this is the full model)."""
+        text = self.tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip()
+        full_text = text if full_text is None else full_text
+        prefill = result.prefill
+        grounded = task.context is not None and task.kind != "instruction"
+        return {
+            "item": task.uid,
+            "index": index,
+            "kind": task.kind,
+            "method": method,
+            "budget": budget,
+            "prompt_tokens": prefill.state.input_ids.shape[1],
+            "answer": text,
+            "correct": answer_correct(text, task),
+            # content words in neither the context, the question nor the full model's answer
+            "hallucinated": bool(unsupported_words(text, task.context, task.question, full_text)) if grounded else None,
+            # content words in neither the context nor the question (comparable with the full model)
+            "unsupported": unsupported_words(text, task.context, task.question) if grounded else None,
+            "said_prior": answer_correct(text, _prior_task(task)) if task.prior else None,
+            "flops_ratio": prefill.flops_ratio,
+            "kv_ratio": prefill.kv_bytes / prefill.kv_bytes_full,
+            "prefill_s": result.prefill_seconds,
+            "decode_s": result.decode_seconds,
+            "new_tokens": int(result.tokens.shape[1]),
+        }
+
+
+def _prior_task(task: Task) -> Task:
+    """The task with the model's prior belief as the answer: matching it means ignoring the context."""
+    return Task(task.kind, task.question, task.context, task.prior, (task.prior,) if task.prior else ())

@@ -1,0 +1,196 @@
+"""Aggregates with bootstrap intervals, and the files an evaluation leaves: JSON, CSV, Markdown, plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlprune.eval.harness import FULL
+from rlprune.eval.metrics import bootstrap_interval
+from rlprune.io import atomic_write, atomic_write_text
+
+# (key, heading, share?) for the table; share columns are printed as percentages
+COLUMNS = (
+    ("accuracy", "accuracy", True),
+    ("hallucination", "halluc.", True),
+    ("unsupported", "unsupported", True),
+    ("said_prior", "prior", True),
+    ("out_of_context_mass", "OOC mass", False),
+    ("kl", "KL", False),
+    ("top1", "top-1", True),
+    ("flops_ratio", "FLOPs", False),
+    ("kv_ratio", "KV", False),
+    ("prefill_speedup", "prefill speedup", False),
+    ("decode_speedup", "decode tok/s ratio", False),
+)
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _ratio_of_sums(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a.sum() / b.sum()) if b.sum() > 0 else float("nan")
+
+
+def _summary(columns: list[list[float]], statistic=_mean, samples: int = 1000, seed: int = 0) -> tuple:
+    """``(value, [low, high])`` of ``statistic`` over aligned per-item columns; ``(None, None)`` if empty."""
+    if not columns[0]:
+        return None, None
+    value = statistic(*(np.asarray(c, dtype=float) for c in columns))
+    return value, list(bootstrap_interval(columns, statistic, samples=samples, seed=seed))
+
+
+def _decode_ratio(full_steps, full_s, steps, seconds) -> float:
+    return _ratio_of_sums(steps, seconds) / _ratio_of_sums(full_steps, full_s)
+
+
+def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """One row per (method, budget): means with 95% bootstrap intervals over items.
+
+    Speedups are paired with the full model on the same items: total full time over total method
+    time (prefill), and decoded tokens per second over the full model's (decode).
+    """
+    full = {r["item"]: r for r in records if r["method"] == FULL}
+    groups: dict[tuple[str, float | None], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["method"], record["budget"]), []).append(record)
+    rows = []
+    for (method, budget), group in groups.items():
+        paired = [(full[r["item"]], r) for r in group if r["item"] in full]
+        decoded = [(f, r) for f, r in paired if f["new_tokens"] > 1 and r["new_tokens"] > 1]
+        measures: dict[str, tuple[list[list[float]], Any]] = {
+            "accuracy": ([[float(r["correct"]) for r in group if r["correct"] is not None]], _mean),
+            "hallucination": ([[float(r["hallucinated"]) for r in group if r["hallucinated"] is not None]], _mean),
+            "unsupported": ([[float(bool(r["unsupported"])) for r in group if r["unsupported"] is not None]], _mean),
+            "said_prior": ([[float(r["said_prior"]) for r in group if r["said_prior"] is not None]], _mean),
+            **{
+                key: ([[float(r[key]) for r in group]], _mean)
+                for key in ("out_of_context_mass", "kl", "top1", "flops_ratio", "kv_ratio")
+            },
+            "prefill_speedup": (
+                [[f["prefill_s"] for f, _ in paired], [r["prefill_s"] for _, r in paired]],
+                _ratio_of_sums,
+            ),
+            "decode_speedup": (
+                [
+                    [f["new_tokens"] - 1 for f, _ in decoded],
+                    [f["decode_s"] for f, _ in decoded],
+                    [r["new_tokens"] - 1 for _, r in decoded],
+                    [r["decode_s"] for _, r in decoded],
+                ],
+                _decode_ratio,
+            ),
+        }
+        row: dict[str, Any] = {"method": method, "budget": budget, "items": len(group)}
+        for key, (columns, statistic) in measures.items():
+            row[key], row[f"{key}_ci"] = _summary(columns, statistic, samples, seed)
+        row["prefill_ms"] = 1000 * _mean(np.array([r["prefill_s"] for r in group]))
+        row["mean_new_tokens"] = _mean(np.array([r["new_tokens"] for r in group]))
+        rows.append(row)
+    return rows
+
+
+def _cell(value: float | None, share: bool, interval: list[float] | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{100 * value:.1f}%" if share else f"{value:.3f}"
+    if interval and not any(math.isnan(x) for x in interval):
+        low, high = (100 * x for x in interval) if share else interval
+        text += f" [{low:.1f}, {high:.1f}]" if share else f" [{low:.2f}, {high:.2f}]"
+    return text
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
+    """The aggregates as a Markdown table, 95% intervals in brackets; empty columns left out."""
+    shown = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| method | budget | items | " + " | ".join(h for _, h, _ in shown) + " |")
+    lines.append("|---|---:|---:|" + "---:|" * len(shown))
+    for r in rows:
+        budget = "–" if r["budget"] is None else f"{r['budget']:g}"
+        cells = [_cell(r[k], share, r.get(f"{k}_ci")) for k, _, share in shown]
+        lines.append(f"| {r['method']} | {budget} | {r['items']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """The aggregates as CSV, one column per value and per interval bound."""
+    header = ["method", "budget", "items"]
+    for key, _, _ in COLUMNS:
+        header += [key, f"{key}_low", f"{key}_high"]
+    header += ["prefill_ms", "mean_new_tokens"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    for r in rows:
+        line = [r["method"], "" if r["budget"] is None else r["budget"], r["items"]]
+        for key, _, _ in COLUMNS:
+            interval = r.get(f"{key}_ci") or ["", ""]
+            line += ["" if r.get(key) is None else r[key], *interval]
+        writer.writerow(line + [r["prefill_ms"], r["mean_new_tokens"]])
+    return buffer.getvalue()
+
+
+def pareto_plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> None:
+    """Accuracy (top-1 agreement where the suite has no gold answers) against the FLOPs ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = "accuracy" if any(r["accuracy"] is not None for r in rows) else "top1"
+    label = "answer accuracy" if metric == "accuracy" else "top-1 agreement with the full model"
+    figure, axes = plt.subplots(figsize=(7.5, 5))
+    markers = "osD^vP*Xh<>"
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != FULL]
+    for i, method in enumerate(methods):
+        points = sorted((r["flops_ratio"], r[metric], r[f"{metric}_ci"]) for r in rows if r["method"] == method)
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        errors = np.array([[y - ci[0] for _, y, ci in points], [ci[1] - y for _, y, ci in points]])
+        axes.errorbar(
+            xs,
+            ys,
+            yerr=errors.clip(min=0),
+            marker=markers[i % len(markers)],
+            linestyle="-" if i < 10 else "--",
+            color=plt.cm.tab10(i % 10),
+            capsize=3,
+            label=method,
+        )
+    for r in rows:
+        if r["method"] == FULL:
+            axes.scatter([1.0], [r[metric]], marker="*", s=250, color="black", zorder=5, label="full model")
+            axes.axhline(r[metric], color="black", linewidth=0.8, linestyle=":")
+    axes.set_xlabel("prefill FLOPs ratio (reduced / full)")
+    axes.set_ylabel(label)
+    axes.set_title(title)
+    axes.set_xlim(0, 1.05)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    atomic_write(path, lambda staging: figure.savefig(staging, dpi=130, format="png"))
+    plt.close(figure)
+
+
+def write_results(
+    out: str | Path, records: Sequence[dict[str, Any]], meta: dict[str, Any], samples: int = 1000
+) -> list[dict[str, Any]]:
+    """Write results.json, results.csv, results.md and pareto.png into ``out``; return the aggregates."""
+    out = Path(out)
+    rows = aggregate(records, samples=samples)
+    title = f"{meta['suite']}: {meta['items']} items, {meta['model']}"
+    atomic_write_text(
+        out / "results.json", json.dumps({**meta, "aggregates": rows, "records": list(records)}, indent=1)
+    )
+    atomic_write_text(out / "results.csv", csv_text(rows))
+    atomic_write_text(out / "results.md", markdown_table(rows, title))
+    pareto_plot(rows, out / "pareto.png", title)
+    return rows

@@ -1,0 +1,57 @@
+"""The built-in evaluation suites (test splits, generated from seeds) and JSONL suites of your own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlprune.envs.tasks import Task, generate_suite, load_jsonl
+from rlprune.errors import RLPruneError
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A mix of task kinds at a range of passage lengths, drawn from the held-out test split."""
+
+    description: str
+    mix: dict[str, float] = field(default_factory=dict)
+    tokens: tuple[int, int] = (150, 600)
+    size: int = 128
+    seed: int = 0
+
+    def tasks(self) -> list[Task]:
+        return generate_suite(self.mix, "test", self.size, seed=self.seed, tokens=self.tokens)
+
+
+SUITES: dict[str, SuiteSpec] = {
+    # the test split of the grounded-qa environment preset, which the shipped policy never saw
+    "grounded-qa": SuiteSpec(
+        "questions about a passage (grounded 70%, counterfactual, key-value, two-hop 10% each)",
+        {"grounded": 0.7, "counterfactual": 0.1, "kv": 0.1, "two_hop": 0.1},
+    ),
+    "counterfactual": SuiteSpec(
+        "the passage contradicts common knowledge; answering from memory is a hallucination",
+        {"counterfactual": 1.0},
+    ),
+    "kv-retrieval": SuiteSpec("find one access code in a list of key-value pairs", {"kv": 1.0}),
+    "long-context": SuiteSpec(
+        "one fact hidden in a 1.5k-4k token passage", {"grounded": 1.0}, tokens=(1500, 4000), size=64
+    ),
+    "instructions": SuiteSpec(
+        "open instructions without gold answers, judged against the full model", {"instruction": 1.0}
+    ),
+}
+
+
+def load_suite(spec: str | Path, limit: int | None = None) -> tuple[str, list[Task]]:
+    """``(name, tasks)`` for a built-in suite name or a JSONL file, cut to the first ``limit`` tasks."""
+    if limit is not None and limit < 1:
+        raise RLPruneError(f"--limit must be at least 1, got {limit}")
+    text = str(spec)
+    if text in SUITES:
+        name, tasks = text, SUITES[text].tasks()
+    elif text.endswith(".jsonl") or Path(text).is_file():
+        name, tasks = Path(text).stem, load_jsonl(text)
+    else:
+        raise RLPruneError(f"unknown suite {text!r}; use one of {', '.join(SUITES)} or a .jsonl file")
+    return name, tasks[:limit] if limit else tasks
