@@ -30,9 +30,9 @@ def content_words(text: str) -> set[str]:
 
 
 def unsupported_words(answer: str, *sources: str | None) -> list[str]:
-    """Content words of ``answer`` found in none of ``sources`` (a plural matches its singular)."""
+    """Content words of ``answer`` found in none of ``sources`` (singular and plural match)."""
     known = set().union(*(content_words(s) for s in sources if s))
-    return sorted(w for w in content_words(answer) if w not in known and w.removesuffix("s") not in known)
+    return sorted(w for w in content_words(answer) if not {w, w + "s", w.removesuffix("s")} & known)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ SUITES: dict[str, SuiteSpec] = {
     ),
     "kv-retrieval": SuiteSpec("find one access code in a list of key-value pairs", {"kv": 1.0}),
     "long-context": SuiteSpec(
-        "one fact hidden in a 1.5k-4k token passage", {"grounded": 1.0}, tokens=(1500, 4000), size=64
+        "one fact hidden in a 1.5k-4k token passage", {"grounded": 1.0}, tokens=(1650, 4300), size=64
     ),
     "instructions": SuiteSpec(
         "open instructions without gold answers, judged against the full model", {"instruction": 1.0}

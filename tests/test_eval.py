@@ -1,0 +1,244 @@
+"""The evaluation harness: suites, metrics, records that resume, and the files it publishes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rlprune import load_model, save_policy
+from rlprune.cli import app
+from rlprune.envs import EnvConfig
+from rlprune.errors import RLPruneError
+from rlprune.eval import FULL, SUITES, EvalConfig, Evaluation, aggregate, evaluate, load_suite, parse_budgets
+from rlprune.eval.metrics import agreement, bootstrap_interval, unsupported_words
+from rlprune.policies import ReductionPolicy
+from rlprune.runner import Reducer
+
+PASSAGE = "The harbour of Saltmarsh is quiet in winter. Boats rest on the shingle and nets dry in the sun. "
+
+
+def write_suite(path, lines):
+    path.write_text("\n".join(json.dumps(x) if not isinstance(x, str) else x for x in lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory):
+    """A suite as a user would write it: aliases, a bare prompt, no kinds or priors."""
+    path = tmp_path_factory.mktemp("suite") / "harbour.jsonl"
+    return write_suite(
+        path,
+        [
+            {
+                "context": PASSAGE * 3 + "The keeper is Ada Crane.",
+                "question": "Who is the keeper?",
+                "answer": "Ada Crane",
+            },
+            {"context": PASSAGE * 2, "question": "What rests on the shingle?", "answers": ["boats", "the boats"]},
+            {"prompt": "Write one line about the sea."},
+        ],
+    )
+
+
+def test_a_jsonl_suite_written_by_hand_runs_end_to_end(tiny, suite_file, tmp_path):
+    model, tokenizer = tiny
+    config = EvalConfig(
+        str(suite_file),
+        model="tiny-random",
+        baselines=("snapkv", "tome"),
+        budgets=(0.7, 0.85),
+        max_new_tokens=4,
+        bootstrap_samples=200,
+    )
+    rows = evaluate(config, tmp_path, model=model, tokenizer=tokenizer, show_progress=False)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["records"]) == 3 * (1 + 2 * 2)  # items x (full + methods x budgets)
+    assert {r["method"] for r in rows} == {FULL, "snapkv", "tome"}
+    full = next(r for r in rows if r["method"] == FULL)
+    assert full["kl"] == pytest.approx(0.0, abs=1e-6) and full["top1"] == 1.0 and full["flops_ratio"] == 1.0
+    assert full["hallucination"] == 0.0  # by definition: its own answer is a source
+    for row in rows:
+        if row["method"] != FULL:
+            assert row["kv_ratio"] < 1.0 and row["kl"] >= 0.0
+        assert 0.0 <= row["accuracy"] <= 1.0  # two of three items have gold answers
+        low, high = row["accuracy_ci"]
+        assert low <= row["accuracy"] <= high
+    for record in results["records"]:  # a passage leaves room to meet the budget; a bare prompt may not
+        if record["index"] < 2 and record["method"] != FULL:
+            assert record["flops_ratio"] == pytest.approx(record["budget"], abs=0.08)
+    bare = [r for r in results["records"] if r["index"] == 2]
+    assert all(r["correct"] is None and r["hallucinated"] is None for r in bare)
+    table = (tmp_path / "results.md").read_text()
+    assert "| snapkv | 0.7 | 3 |" in table and "prefill speedup" in table
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"method", "budget", "accuracy_low", "accuracy_high", "flops_ratio"} <= set(header)
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_interrupted_run_redoes_only_unfinished_records(tiny, suite_file, tmp_path, monkeypatch):
+    model, tokenizer = tiny
+    config = EvalConfig(
+        str(suite_file),
+        model="tiny-random",
+        baselines=("fastv",),
+        budgets=(0.5,),
+        max_new_tokens=3,
+        bootstrap_samples=100,
+    )
+    evaluate(config, tmp_path, model=model, tokenizer=tokenizer, show_progress=False)
+    journal = tmp_path / "records.jsonl"
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 1 + 3 * 2
+    kept = lines[:4]  # header and three records; the next one torn mid-write
+    journal.write_text("\n".join(kept) + "\n" + lines[4][: len(lines[4]) // 2])
+    calls = []
+    original = Reducer.generate
+    monkeypatch.setattr(Reducer, "generate", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    evaluation = Evaluation(config, tmp_path, model=model, tokenizer=tokenizer)
+    assert evaluation.pending() == 3
+    records = evaluation.run(show_progress=False)
+    assert len(calls) == 1 + 3  # the warm-up, then exactly the three unfinished records
+    assert len(records) == 6 and len({(r["item"], r["method"]) for r in records}) == 6
+
+
+def test_results_of_other_settings_are_not_mixed(tiny, suite_file, tmp_path):
+    model, tokenizer = tiny
+    first = EvalConfig(str(suite_file), baselines=("random",), budgets=(0.5,), limit=1, max_new_tokens=2)
+    Evaluation(first, tmp_path, model=model, tokenizer=tokenizer).run(show_progress=False)
+    other = EvalConfig(str(suite_file), baselines=("random",), budgets=(0.5,), limit=1, max_new_tokens=5)
+    with pytest.raises(RLPruneError, match="max_new_tokens"):
+        Evaluation(other, tmp_path, model=model, tokenizer=tokenizer)
+
+
+def test_a_policy_checkpoint_is_evaluated_by_folder_name(tiny, suite_file, tmp_path):
+    model, tokenizer = tiny
+    save_policy(ReductionPolicy(decision_layers=(1, 2, 3)), tmp_path / "mine", model=model)
+    config = EvalConfig(
+        str(suite_file),
+        policies=(str(tmp_path / "mine"),),
+        baselines=(),
+        budgets=(0.6,),
+        limit=1,
+        max_new_tokens=2,
+        bootstrap_samples=100,
+    )
+    rows = evaluate(config, tmp_path / "out", model=model, tokenizer=tokenizer, show_progress=False)
+    mine = next(r for r in rows if r["method"] == "mine")  # an untrained policy keeps every token
+    assert mine["flops_ratio"] == 1.0 and mine["kl"] == pytest.approx(0.0, abs=1e-5) and mine["top1"] == 1.0
+
+
+def test_malformed_suite_lines_are_reported_with_their_numbers(tmp_path):
+    path = write_suite(tmp_path / "bad.jsonl", [{"question": "ok?", "answer": "yes"}, "{not json", {"answers": "x"}])
+    result = CliRunner().invoke(app, ["eval", "--suite", str(path), "--model", "tiny-random", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "line 2: not JSON" in result.output and "line 3:" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--budgets", "0.5,1.5"], "(0, 1]"),
+        (["--budgets", "half"], "comma-separated numbers"),
+        (["--suite", "no-such-suite"], "unknown suite"),
+        (["--baselines", "fastvv"], "nor a baseline"),
+    ],
+)
+def test_bad_arguments_get_one_line_errors(args, message, tmp_path):
+    result = CliRunner().invoke(app, ["eval", "--model", "tiny-random", "--out", str(tmp_path), *args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_parse_budgets():
+    assert parse_budgets("0.3, 0.5,0.7") == (0.3, 0.5, 0.7)
+    with pytest.raises(RLPruneError):
+        parse_budgets("0")
+
+
+def test_grounded_qa_suite_is_the_training_presets_held_out_test_split():
+    _, tasks = load_suite("grounded-qa")
+    assert tasks == EnvConfig.load("grounded-qa").tasks.tasks("test")
+    train = {t.uid for t in EnvConfig.load("grounded-qa").tasks.tasks("train")}
+    assert not train & {t.uid for t in tasks}
+
+
+def test_every_built_in_suite_loads_and_limit_cuts_it():
+    for name, spec in SUITES.items():
+        suite, tasks = load_suite(name, limit=5)
+        assert suite == name and len(tasks) == 5 and spec.description
+    _, counterfactual = load_suite("counterfactual", limit=3)
+    assert all(t.prior and t.prior != t.answer for t in counterfactual)
+    _, instructions = load_suite("instructions", limit=3)
+    assert all(not t.answers for t in instructions)
+
+
+def test_unsupported_words_ignore_function_words_and_plurals():
+    context = "The keeper of the lighthouse is Ada Crane. Boats rest on the shingle."
+    assert unsupported_words("The keeper is Ada Crane.", context) == []
+    answer = "According to the text, the boat rests in the harbour."
+    assert unsupported_words(answer, context, "what rests?") == ["harbour"]
+    assert unsupported_words("It is Bob Marley.", context) == ["bob", "marley"]
+    assert unsupported_words("It is Bob Marley.", context, "Bob Marley") == []
+
+
+def test_agreement_is_exact_for_identical_logits_and_detects_a_shift():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 50)
+    full = logits.log_softmax(-1)
+    allowed = torch.arange(25)
+    same = agreement(logits, full, allowed)
+    assert same.kl == pytest.approx(0.0, abs=1e-6) and same.top1 == 1.0
+    expected_mass = 1 - full.exp()[:, :25].sum(-1).mean().item()
+    assert same.out_of_context_mass == pytest.approx(expected_mass, abs=1e-6)
+    shifted = agreement(logits.roll(1, dims=-1), full, allowed)
+    assert shifted.kl > 0.1 and shifted.top1 < 1.0
+
+
+def test_bootstrap_interval_covers_the_mean_and_keeps_pairs():
+    rng = np.random.default_rng(1)
+    values = rng.random(200)
+    low, high = bootstrap_interval([values], np.mean, samples=500)
+    assert low < values.mean() < high and high - low < 0.2
+    assert bootstrap_interval([[3.0] * 10], np.mean, samples=100) == (3.0, 3.0)
+    full, reduced = rng.random(50) + 1, None
+    reduced = full / 2  # every item exactly twice as fast: any resample of pairs says 2
+    low, high = bootstrap_interval([full, reduced], lambda a, b: a.sum() / b.sum(), samples=200)
+    assert low == pytest.approx(2.0) and high == pytest.approx(2.0)
+
+
+def test_speedups_pair_each_method_with_the_full_model_on_the_same_items():
+    def record(item, method, budget, prefill, decode, tokens=5):
+        return {
+            "item": item,
+            "method": method,
+            "budget": budget,
+            "correct": True,
+            "hallucinated": False,
+            "unsupported": [],
+            "said_prior": None,
+            "out_of_context_mass": 0.1,
+            "kl": 0.0,
+            "top1": 1.0,
+            "flops_ratio": 1.0 if budget is None else budget,
+            "kv_ratio": 1.0,
+            "prefill_s": prefill,
+            "decode_s": decode,
+            "new_tokens": tokens,
+        }
+
+    records = [record("a", FULL, None, 1.0, 1.0), record("b", FULL, None, 3.0, 1.0)]
+    records += [record("a", "m", 0.5, 0.5, 0.5), record("b", "m", 0.5, 1.5, 0.5)]
+    rows = {r["method"]: r for r in aggregate(records, samples=100)}
+    assert rows["m"]["prefill_speedup"] == pytest.approx(2.0)
+    assert rows["m"]["decode_speedup"] == pytest.approx(2.0)
+    assert rows[FULL]["prefill_speedup"] == pytest.approx(1.0)
+    assert rows["m"]["said_prior"] is None and rows["m"]["said_prior_ci"] is None
