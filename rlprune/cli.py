@@ -223,7 +223,7 @@ def export(
     out: Annotated[Path, typer.Option(help="Where to write the policy checkpoint.")],
 ) -> None:
     """Export a run's best policy (or its last) as a checkpoint folder."""
-    from rlprune.train.sb3 import export as export_run
+    from rlprune.train.run import export as export_run
 
     folder = export_run(run_dir, out)
     console.print(f"policy written to {folder}")

@@ -51,7 +51,7 @@ def test_a_smoke_run_exports_a_policy_that_loads_and_runs(smoke_run):
 def test_the_export_acts_like_the_trained_sb3_policy(smoke_run, cache_dir, tmp_path):
     from sb3_contrib import MaskablePPO
 
-    from rlprune.train.sb3 import SB3ReductionPolicy, load_checkpoint
+    from rlprune.train.sb3 import SB3ReductionPolicy, load_sb3_checkpoint
 
     run, _ = smoke_run
     from rlprune.envs import TokenReductionEnv
@@ -65,7 +65,7 @@ def test_the_export_acts_like_the_trained_sb3_policy(smoke_run, cache_dir, tmp_p
         policy_kwargs={"hidden": (32, 32), "decision_layers": (1, 2, 3)},
         device="cpu",
     )
-    load_checkpoint(model, run / "last")
+    load_sb3_checkpoint(model, run / "last")
     exported = load_policy(run / "last")
     observations = np.random.default_rng(0).uniform(-1.5, 1.5, (100, OBSERVATION_SIZE)).astype(np.float32)
     sb3_actions, _ = model.predict(observations, deterministic=True)
@@ -98,7 +98,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir, sig)
     state = run / "last" / "state.json"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if state.is_file() and json.loads(state.read_text())["num_timesteps"] >= 256:
+        if state.is_file() and json.loads(state.read_text())["timesteps"] >= 256:
             break
         time.sleep(0.2)
     else:
@@ -106,7 +106,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir, sig)
         pytest.fail("the run wrote no checkpoint in time")
     process.send_signal(sig)
     process.wait(timeout=60)
-    saved = json.loads(state.read_text())["num_timesteps"]
+    saved = json.loads(state.read_text())["timesteps"]
     resumed = train("smoke", "smoke", run, timesteps=saved + 128, resume=True, cache_dir=cache_dir, quiet=True)
     assert resumed["resumed_from"] == saved
     assert resumed["timesteps"] == saved + 128
