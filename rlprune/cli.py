@@ -190,6 +190,15 @@ def train(
         "runs/latest"
     ),
     model: Annotated[str | None, typer.Option("--model", "-m", help="Must match the preset's model (checked).")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="sb3 (one machine) or ray (RLlib env runners); default: the recipe's.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Parallel environments (sb3) or env runners (ray); default: the recipe's.")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help='Ray cluster to join ("auto" or HOST:PORT); default: a local Ray.')
+    ] = None,
     timesteps: Annotated[int | None, typer.Option(min=1, help="Override the recipe's timesteps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
     resume: Annotated[
@@ -198,14 +207,29 @@ def train(
 ) -> None:
     """Train a reduction policy with PPO, then export it to OUT/policy."""
     from rlprune.envs import EnvConfig
-    from rlprune.train.sb3 import train as run_training
+    from rlprune.train.recipe import BACKENDS, Recipe
 
     preset = EnvConfig.load(env)
     if model is not None and model != preset.model:
         raise InvalidActionError(f"--model {model} differs from the preset's model {preset.model}; edit the preset")
-    summary = run_training(env, recipe, out, timesteps=timesteps, seed=seed, resume=resume)
+    loaded = Recipe.load(recipe)
+    chosen = backend or loaded.backend
+    if chosen not in BACKENDS:
+        raise InvalidActionError(f"unknown backend {chosen!r}; use one of {', '.join(BACKENDS)}")
+    if address is not None and chosen != "ray":
+        raise InvalidActionError("--address needs --backend ray")
+    if chosen == "ray":
+        from rlprune.train.rllib import train as run_training
+
+        summary = run_training(
+            env, loaded, out, timesteps=timesteps, seed=seed, workers=workers, address=address, resume=resume
+        )
+    else:
+        from rlprune.train.sb3 import train as run_training
+
+        summary = run_training(env, loaded, out, timesteps=timesteps, seed=seed, workers=workers, resume=resume)
     final = summary["final_validation"]
-    out_table = Table(title=f"Trained {summary['timesteps']} steps in {summary['seconds']:.0f} s")
+    out_table = Table(title=f"Trained {summary['timesteps']} steps in {summary['seconds']:.0f} s ({chosen})")
     for column in ("validation", "value"):
         out_table.add_column(column, justify="right")
     for key in ("reward", "flops_ratio", "kl", "budget_error"):

@@ -120,7 +120,7 @@ def test_behaviour_cloning_warm_start_imitates_the_baseline(cache_dir):
     from rlprune.features import Features
     from rlprune.policies import ReductionPolicy
     from rlprune.train.recipe import WarmStart
-    from rlprune.train.sb3 import behaviour_clone
+    from rlprune.train.warm_start import behaviour_clone
 
     recipe = dataclasses.replace(
         Recipe.load("smoke"), warm_start=WarmStart("static:1:prune:0.5:relevance", episodes=30, epochs=30)

@@ -38,7 +38,7 @@ class RunConfig:
     """Length, parallelism, checkpoints and validation of a training run."""
 
     timesteps: int = 20_000
-    n_envs: int = 2  # environments in subprocesses (1: in this process)
+    n_envs: int = 2  # sb3: environments in subprocesses (1: in this process); ray: env runners
     torch_threads: int = 1  # per environment process, so the cores are not oversubscribed
     seed: int = 0
     checkpoint_every: int = 1024  # timesteps between checkpoints (a kill loses at most this much)
@@ -68,6 +68,21 @@ class WarmStart:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """Where the ``ray`` backend runs; ``run.n_envs`` is its number of env runners."""
+
+    address: str = ""  # empty: a local Ray sized to this machine; "auto" or HOST:PORT: a running cluster
+    sample_timeout_s: float = 600.0  # how long one env runner may take for its share of a rollout
+
+    def __post_init__(self) -> None:
+        if self.sample_timeout_s <= 0:
+            raise ValueError("sample_timeout_s must be positive")
+
+
+BACKENDS = ("sb3", "ray")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A training recipe: the backend, PPO settings and the run's organisation."""
 
@@ -75,10 +90,11 @@ class Recipe:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     run: RunConfig = field(default_factory=RunConfig)
     warm_start: WarmStart = field(default_factory=WarmStart)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
-        if self.backend not in ("sb3",):
-            raise ValueError(f"unknown backend {self.backend!r}; available: sb3")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; available: {', '.join(BACKENDS)}")
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Recipe:

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
@@ -39,6 +38,7 @@ from rlprune.train.run import (
     save_checkpoint,
     training_progress,
 )
+from rlprune.train.warm_start import behaviour_clone
 
 
 class SharedTrunk(nn.Module):
@@ -164,61 +164,6 @@ class RunCallback(BaseCallback):
         return result
 
 
-# -- warm start --------------------------------------------------------------------------------
-
-
-def behaviour_clone(policy: ReductionPolicy, env: TokenReductionEnv, recipe: Recipe) -> dict[str, float]:
-    """Imitate a baseline: play it in ``env``, express its choices as actions, fit them by cross-entropy."""
-    from rlprune.features import Features
-    from rlprune.policies import make_baseline
-
-    settings = recipe.warm_start
-    baseline = make_baseline(settings.baseline)
-    spec = policy.action_spec
-    observations, masks, actions = [], [], []
-    for episode in range(settings.episodes):
-        obs, _ = env.reset(seed=episode)
-        done = False
-        while not done:
-            features = Features(env.reducer, env._state, env.budget)
-            choice = baseline.act(features, env.budget)
-            index = _as_indices(choice, features, spec)
-            observations.append(obs)
-            masks.append(env.action_masks())
-            actions.append(index)
-            obs, _, done, _, _ = env.step(index)
-    obs_t = torch.as_tensor(np.array(observations), dtype=torch.float32)
-    mask_t = torch.as_tensor(np.array(masks), dtype=torch.bool)
-    act_t = torch.as_tensor(np.array(actions), dtype=torch.long)
-    acting = act_t[:, 0] != spec.ops.index("keep")  # share and scorer only matter when acting
-    optimizer = torch.optim.Adam(policy.parameters(), lr=settings.learning_rate)
-    for _ in range(settings.epochs):
-        for batch in torch.randperm(len(act_t)).split(64):
-            parts = policy.distributions(obs_t[batch], mask_t[batch])
-            loss = -parts[0].log_prob(act_t[batch, 0]).mean()
-            chosen = acting[batch]
-            if chosen.any():
-                loss = loss - sum(parts[d].log_prob(act_t[batch, d])[chosen].mean() for d in (1, 2))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        predicted = torch.stack([d.probs.argmax(-1) for d in policy.distributions(obs_t, mask_t)], dim=-1)
-    return {"samples": len(act_t), "op_accuracy": float((predicted[:, 0] == act_t[:, 0]).float().mean())}
-
-
-def _as_indices(action, features, spec) -> np.ndarray:
-    """The spec's indices closest to a baseline's action: its op, the share of the needed savings
-    it makes, and its scorer (attention for scorers outside the action space)."""
-    if action.is_noop:
-        return spec.encode("keep", spec.shares[0], spec.scorers[0])
-    before, after = features.flops_projected, features.ratio_after({features.layer: action})
-    needed = max(before - features.budget, 1e-9)
-    share = min(max((before - after) / needed, 0.0), 1.0)
-    scorer = action.scorer if action.scorer in spec.scorers else "attention"
-    return spec.encode(action.op, share, scorer)
-
-
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -229,6 +174,7 @@ def train(
     *,
     timesteps: int | None = None,
     seed: int | None = None,
+    workers: int | None = None,
     resume: bool = False,
     cache_dir: str | None = None,
     quiet: bool = False,
@@ -236,8 +182,8 @@ def train(
     """Train a reduction policy with MaskablePPO; returns the summary (also in ``summary.json``)."""
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
     env_config = EnvConfig.load(env_preset)
-    overrides = {k: v for k, v in {"timesteps": timesteps, "seed": seed}.items() if v is not None}
-    recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, **overrides))
+    overrides = {k: v for k, v in {"timesteps": timesteps, "seed": seed, "n_envs": workers}.items() if v is not None}
+    recipe = dataclasses.replace(recipe, backend="sb3", run=dataclasses.replace(recipe.run, **overrides))
     run_dir = Path(out)
     run = {
         "env": str(env_preset),
