@@ -1,4 +1,4 @@
-"""The ``rlprune`` command line: ``info``, ``generate``, ``train``, ``export`` and ``eval``."""
+"""The ``rlprune`` command line: ``info``, ``generate``, ``train``, ``export``, ``eval`` and ``train-output``."""
 
 from __future__ import annotations
 
@@ -110,6 +110,9 @@ def generate(
     raw: Annotated[bool, typer.Option("--raw", help="Do not apply the chat template.")] = False,
     repeats: Annotated[int, typer.Option(min=1, help="Timing repeats for the prefill comparison.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    adapter: Annotated[
+        Path | None, typer.Option(help="A LoRA adapter from `rlprune train-output` (RUN/adapter), merged in.")
+    ] = None,
 ) -> None:
     """Generate with a reduced prefill and compare it with the full model."""
     from rlprune.inference import check_budget
@@ -134,8 +137,13 @@ def generate(
     built = build_prompt(tokenizer, prompt, context, chat=not raw)
     reducer = Reducer(lm)
     keep_last = built.protect_last if protect_last is None else protect_last
-    if policy is not None:
-        chosen = resolve_policy(policy, lm)
+    chosen = resolve_policy(policy, lm) if policy is not None else None  # checked against the base weights
+    if adapter is not None:
+        from rlprune.output import apply_adapter
+
+        lm = apply_adapter(lm, adapter)
+        reducer = Reducer(lm)
+    if chosen is not None:
         actions, layers = decider(chosen, reducer, budget), chosen.decision_layers(reducer.dims.layers)
     else:
         actions, layers = schedule_actions, None
@@ -172,6 +180,7 @@ def generate(
         "schedule": schedule,
         "policy": policy,
         "budget": budget,
+        "adapter": None if adapter is None else str(adapter),
     }
     if as_json:
         print(json.dumps(report))
@@ -240,6 +249,64 @@ def train(
     console.print(f"policy exported to {Path(out) / 'policy'}; summary in {Path(out) / 'summary.json'}")
 
 
+@app.command(name="train-output")
+@user_errors
+def train_output(
+    model: ModelOption = "smollm2-135m",
+    suite: Annotated[
+        str, typer.Option(help="Tasks with gold answers: short-answers, arithmetic, grounded-qa, ... or a .jsonl file.")
+    ] = "short-answers",
+    reward: Annotated[str, typer.Option(help="r_eff (shorter than the base model, as accurate), r_max or r_exact.")] = (
+        "r_eff"
+    ),
+    target_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Target answer length for r_max / r_exact (default: half the base's).")
+    ] = None,
+    hallucination: Annotated[
+        float, typer.Option(min=0.0, help="Weight of the hallucination penalty on prompts with a context.")
+    ] = 0.0,
+    steps: Annotated[int, typer.Option(min=1, help="GRPO optimisation steps.")] = 30,
+    prompts_per_step: Annotated[int, typer.Option(min=1, help="Prompts per step.")] = 4,
+    generations: Annotated[int, typer.Option(min=2, help="Completions sampled per prompt.")] = 4,
+    max_completion_tokens: Annotated[int, typer.Option(min=1, help="Longest completion.")] = 64,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="LoRA learning rate.")] = 3e-4,
+    train_prompts: Annotated[
+        int, typer.Option(min=1, help="Training prompts drawn from the suite's train split.")
+    ] = 64,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    out: Annotated[Path, typer.Option(help="Run folder: adapter/, summary.json, trainer logs.")] = Path("runs/output"),
+) -> None:
+    """Train a LoRA adapter with GRPO (TRL) so the model answers with fewer tokens."""
+    from rlprune.output.train import OutputTrainConfig
+    from rlprune.output.train import train_output as run_training
+
+    config = OutputTrainConfig(
+        model=model,
+        suite=suite,
+        reward=reward,
+        target_tokens=target_tokens,
+        hallucination=hallucination,
+        steps=steps,
+        prompts_per_step=prompts_per_step,
+        generations=generations,
+        max_completion_tokens=max_completion_tokens,
+        learning_rate=learning_rate,
+        train_prompts=train_prompts,
+        seed=seed,
+    )
+    summary = run_training(config, out)
+    last = summary["history"][-1] if summary["history"] else {}
+    console.print(
+        f"base model: {summary['base_mean_length']:.1f} tokens per answer, accuracy {summary['base_accuracy']:.1%}; "
+        f"last step: reward {last.get('reward', float('nan')):+.3f}, "
+        f"{last.get('completions/mean_length', float('nan')):.1f} tokens sampled per answer",
+        highlight=False,
+    )
+    console.print(
+        f"adapter written to {summary['adapter']}; compare with `rlprune eval --adapter {summary['adapter']}`"
+    )
+
+
 @app.command()
 @user_errors
 def export(
@@ -276,6 +343,9 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N items of the suite.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Most tokens per answer.")] = 32,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    adapter: Annotated[
+        Path | None, typer.Option(help="A LoRA adapter from `rlprune train-output`, merged into the model.")
+    ] = None,
 ) -> None:
     """Compare policies, baselines and the full model at matched FLOPs budgets (resumes in OUT)."""
     from rlprune.eval import EvalConfig, markdown_table, parse_baselines, parse_budgets
@@ -290,6 +360,7 @@ def evaluate(
         limit=limit,
         max_new_tokens=max_new_tokens,
         bootstrap_samples=bootstrap,
+        adapter=None if adapter is None else str(adapter),
     )
     rows = run_evaluation(config, out)
     console.print(markdown_table(rows), highlight=False)

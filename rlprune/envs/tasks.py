@@ -7,6 +7,8 @@ Kinds:
 - ``kv``: find the value of one key in a list of key-value pairs.
 - ``two_hop``: the answer needs two facts placed apart in the passage.
 - ``instruction``: an instruction with no gold answer, judged by agreement with the full model.
+- ``arithmetic``: a one-step word problem with a number for an answer (no context), where a
+  small chat model tends to explain at length what one number says.
 
 Splits are disjoint: every entity that can be an answer belongs to exactly one split, and a
 task's content is fixed by (suite seed, split, index).
@@ -25,7 +27,7 @@ from pathlib import Path
 from rlprune.errors import RLPruneError
 
 SPLITS = ("train", "validation", "test")
-KINDS = ("grounded", "counterfactual", "kv", "two_hop", "instruction")
+KINDS = ("grounded", "counterfactual", "kv", "two_hop", "instruction", "arithmetic")
 WORDS_PER_TOKEN = 0.75  # English prose: about four tokens for three words
 
 
@@ -312,12 +314,35 @@ def _instruction(w: _Writer) -> Task:
     return Task("instruction", w.rng.choice(INSTRUCTIONS).format(topic=w.pick(TOPICS, True)))
 
 
+WORD_PROBLEMS = [
+    ("{name} has {a} {things}. {name} buys {b} more. How many {things} does {name} have now?", "+"),
+    ("{name} had {a} {things} and gave {b} of them to a friend. How many {things} does {name} have left?", "-"),
+    ("A box holds {a} {things}. How many {things} are in {b} boxes?", "*"),
+    ("{name} picked {a} {things} in the morning and {b} in the afternoon. How many {things} is that in total?", "+"),
+    ("There were {a} {things} on the shelf. {b} were sold. How many {things} are still on the shelf?", "-"),
+    ("What is {a} plus {b}?", "+"),
+    ("What is {a} times {b}?", "*"),
+]
+THINGS = "apples pencils marbles stamps books cookies shells stickers tickets cards".split()
+
+
+def _arithmetic(w: _Writer) -> Task:
+    rng = w.rng
+    template, op = rng.choice(WORD_PROBLEMS)
+    a = int(w.pick([str(n) for n in range(3, 100)], True))  # the first operand separates the splits
+    b = rng.randint(2, 5) if op == "*" else rng.randint(1, a - 1) if op == "-" else rng.randint(2, 60)
+    answer = str(a + b if op == "+" else a - b if op == "-" else a * b)
+    question = template.format(name=rng.choice(FIRST), a=a, b=b, things=rng.choice(THINGS))
+    return Task("arithmetic", question, None, answer, (answer,))
+
+
 GENERATORS: dict[str, Callable[[_Writer], Task]] = {
     "grounded": lambda w: _with_passage(_grounded(w), w),
     "counterfactual": _counterfactual,
     "kv": _kv,
     "two_hop": _two_hop,
     "instruction": _instruction,
+    "arithmetic": _arithmetic,
 }
 
 

@@ -47,6 +47,7 @@ class EvalConfig:
     limit: int | None = None
     max_new_tokens: int = 32
     bootstrap_samples: int = 1000
+    adapter: str | None = None  # a LoRA adapter (rlprune train-output) merged into the model
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -55,8 +56,6 @@ class EvalConfig:
             check_budget(budget)
         if self.max_new_tokens < 1:
             raise RLPruneError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if not self.policies and not self.baselines:
-            raise RLPruneError("nothing to compare: give --policy and/or --baselines")
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:
@@ -148,18 +147,23 @@ class Evaluation:
         if model is None or tokenizer is None:
             model, tokenizer = load_model(config.model)
         self.model, self.tokenizer = model, tokenizer
-        self.reducer = Reducer(model)
         specs = [*config.policies, *config.baselines]
         names = [Path(s).name if Path(s).is_dir() else s for s in specs]
         if len(set(names)) != len(names):
             names = list(specs)  # two checkpoints with the same folder name: use their paths
         self.methods = [Method(name, resolve_policy(spec, model)) for name, spec in zip(names, specs, strict=True)]
+        if config.adapter:  # after the policies: they are checked against the base model's weights
+            from rlprune.output import apply_adapter
+
+            model = self.model = apply_adapter(model, config.adapter)
+        self.reducer = Reducer(model)
         self.out.mkdir(parents=True, exist_ok=True)
         settings = {
             "format": FORMAT,
             "model": fingerprint_id(model),
             "max_new_tokens": config.max_new_tokens,
             "protect_first": self.reducer.config.protect_first,
+            "adapter": config.adapter,
         }
         self.journal = Journal(self.out / JOURNAL, settings)
 

@@ -37,6 +37,12 @@ SUITES: dict[str, SuiteSpec] = {
     "long-context": SuiteSpec(
         "one fact hidden in a 1.5k-4k token passage", {"grounded": 1.0}, tokens=(1650, 4300), size=64
     ),
+    "arithmetic": SuiteSpec("one-step word problems with a number for an answer (no context)", {"arithmetic": 1.0}),
+    "short-answers": SuiteSpec(
+        "word problems and questions about short passages: a word or a number answers them",
+        {"arithmetic": 0.5, "grounded": 0.5},
+        tokens=(60, 150),
+    ),
     "instructions": SuiteSpec(
         "open instructions without gold answers, judged against the full model", {"instruction": 1.0}
     ),

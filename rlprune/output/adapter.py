@@ -1,0 +1,29 @@
+"""Load a LoRA adapter trained by ``rlprune train-output`` into a base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import PreTrainedModel
+
+from rlprune.errors import RLPruneError
+
+
+def apply_adapter(model: PreTrainedModel, path: str | Path) -> PreTrainedModel:
+    """The model with the adapter's weights merged in (in memory; nothing on disk changes).
+
+    Merging gives back a plain model of the same architecture, so the reducer, the policies and
+    ``model.generate`` work on it unchanged. Load a reduction policy *before* merging: it is
+    checked against the base model's weights.
+    """
+    from peft import PeftModel
+
+    folder = Path(path)
+    if not (folder / "adapter_config.json").is_file():
+        raise RLPruneError(f"{folder} is not an adapter folder (no adapter_config.json); pass RUN/adapter")
+    try:
+        merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise RLPruneError(f"the adapter in {folder} does not fit this model ({error}); use its base model") from None
+    merged.eval()
+    return merged
