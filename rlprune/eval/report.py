@@ -36,10 +36,6 @@ def _mean(values: np.ndarray) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def _ratio_of_sums(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a.sum() / b.sum()) if b.sum() > 0 else float("nan")
-
-
 def _summary(columns: list[list[float]], statistic=_mean, samples: int = 1000, seed: int = 0) -> tuple:
     """``(value, [low, high])`` of ``statistic`` over aligned per-item columns; ``(None, None)`` if empty."""
     if not columns[0]:
@@ -48,15 +44,17 @@ def _summary(columns: list[list[float]], statistic=_mean, samples: int = 1000, s
     return value, list(bootstrap_interval(columns, statistic, samples=samples, seed=seed))
 
 
-def _decode_ratio(full_steps, full_s, steps, seconds) -> float:
-    return _ratio_of_sums(steps, seconds) / _ratio_of_sums(full_steps, full_s)
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values)) if len(values) else float("nan")
 
 
 def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
     """One row per (method, budget): means with 95% bootstrap intervals over items.
 
-    Speedups are paired with the full model on the same items: total full time over total method
-    time (prefill), and decoded tokens per second over the full model's (decode).
+    Speedups are paired with the full model on the same item: the median over items of full
+    prefill seconds over the method's (prefill), and of the method's decoded tokens per second
+    over the full model's (decode). Medians keep a run on a busy machine from being skewed by
+    the few records that shared the CPU with something else.
     """
     full = {r["item"]: r for r in records if r["method"] == FULL}
     groups: dict[tuple[str, float | None], list[dict[str, Any]]] = {}
@@ -75,18 +73,10 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
                 key: ([[float(r[key]) for r in group]], _mean)
                 for key in ("out_of_context_mass", "kl", "top1", "flops_ratio", "kv_ratio")
             },
-            "prefill_speedup": (
-                [[f["prefill_s"] for f, _ in paired], [r["prefill_s"] for _, r in paired]],
-                _ratio_of_sums,
-            ),
+            "prefill_speedup": ([[f["prefill_s"] / r["prefill_s"] for f, r in paired]], _median),
             "decode_speedup": (
-                [
-                    [f["new_tokens"] - 1 for f, _ in decoded],
-                    [f["decode_s"] for f, _ in decoded],
-                    [r["new_tokens"] - 1 for _, r in decoded],
-                    [r["decode_s"] for _, r in decoded],
-                ],
-                _decode_ratio,
+                [[(r["new_tokens"] - 1) / r["decode_s"] * f["decode_s"] / (f["new_tokens"] - 1) for f, r in decoded]],
+                _median,
             ),
         }
         row: dict[str, Any] = {"method": method, "budget": budget, "items": len(group)}

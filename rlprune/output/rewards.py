@@ -84,7 +84,7 @@ class EfficiencyReward(_Reward):
 
     __name__ = "r_eff"
 
-    def __init__(self, lam: float = 2.0) -> None:
+    def __init__(self, lam: float = 3.0) -> None:
         self.lam = lam
 
     def score(self, text: str, n: int, row: dict[str, Any]) -> float:
