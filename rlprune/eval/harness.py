@@ -117,8 +117,8 @@ class Journal:
             header = json.loads(lines[0])["settings"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise RLPruneError(f"{self.path} is not an rlprune evaluation journal; choose another --out") from None
-        if header != settings:
-            changed = sorted(k for k in settings.keys() | header.keys() if settings.get(k) != header.get(k))
+        changed = sorted(k for k in settings.keys() | header.keys() if settings.get(k) != header.get(k))
+        if changed:  # a setting missing on one side counts as None there
             raise RLPruneError(
                 f"{self.path.parent} holds results made with other settings ({', '.join(changed)}); "
                 "use another --out folder or delete this one"

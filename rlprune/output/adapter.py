@@ -10,7 +10,7 @@ from rlprune.errors import RLPruneError
 
 
 def apply_adapter(model: PreTrainedModel, path: str | Path) -> PreTrainedModel:
-    """The model with the adapter's weights merged in (in memory; nothing on disk changes).
+    """``model`` with the adapter's weights merged in, in place (nothing on disk changes).
 
     Merging gives back a plain model of the same architecture, so the reducer, the policies and
     ``model.generate`` work on it unchanged. Load a reduction policy *before* merging: it is
