@@ -9,8 +9,6 @@ the summary are those of the single-machine backend (:mod:`rlprune.train.run`).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable
@@ -40,13 +38,12 @@ from rlprune.train.recipe import Recipe
 from rlprune.train.run import (
     BestKeeper,
     EpisodeWindow,
-    Evaluator,
-    export,
+    finish_run,
     last_checkpoint,
     load_checkpoint,
     next_multiple,
-    prepare_run_dir,
     save_checkpoint,
+    start_run,
     training_progress,
 )
 from rlprune.train.warm_start import behaviour_clone
@@ -206,38 +203,14 @@ def train(
 
     ``on_iteration(algo, result)`` is called after every training iteration (monitoring, tests).
     """
-    recipe = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
-    env_config = EnvConfig.load(env_preset)
-    overrides = {k: v for k, v in {"timesteps": timesteps, "seed": seed, "n_envs": workers}.items() if v is not None}
-    recipe = dataclasses.replace(recipe, backend="ray", run=dataclasses.replace(recipe.run, **overrides))
+    overrides = {"timesteps": timesteps, "seed": seed, "n_envs": workers}
+    run = start_run(env_preset, recipe, out, backend="ray", overrides=overrides, resume=resume, cache_dir=cache_dir)
+    recipe, env_config, run_dir, settings = run.recipe, run.env_config, run.folder, run.recipe.run
     address = address if address is not None else (recipe.ray.address or None)
-    settings = recipe.run
-    run_dir = Path(out)
-    run = {
-        "env": str(env_preset),
-        "model": env_config.model,
-        "recipe": dataclasses.asdict(recipe),
-        "decision_layers": list(env_config.episode.decision_layers),
-        "backend": "ray",
-    }
-    prepare_run_dir(run_dir, run, resume)
-
-    # Reference outputs are computed once, here, so the env runners only read them.
-    evaluator = Evaluator(env_preset, recipe, cache_dir)
-    trainer_env = TokenReductionEnv(
-        env_config,
-        split="train",
-        cache_dir=cache_dir,
-        model=evaluator.env.reducer.model,
-        tokenizer=evaluator.env.tokenizer,
-    )
-    trainer_env.references.warm(trainer_env.tasks, "training prompts")
-    evaluator.env.references.warm(evaluator.env.tasks[: evaluator.tasks], "validation prompts")
-
     started_ray, cpus = init_ray(address, settings.n_envs)
     register_env(ENV_NAME, make_env)
     policy = ReductionPolicy(hidden=recipe.ppo.hidden, decision_layers=env_config.episode.decision_layers)
-    best = BestKeeper(run_dir, run)
+    best = BestKeeper(run_dir, run.meta)
     history: list[dict[str, Any]] = []
     counters = {"timesteps": 0, "iterations": 0}
     cloned = None
@@ -245,7 +218,7 @@ def train(
     writer = SummaryWriter(str(run_dir / "tensorboard" / "ray"))
 
     def validate() -> dict[str, Any]:
-        result = {**evaluator(learner_policy(algo, policy)), "timesteps": counters["timesteps"]}
+        result = {**run.evaluator(learner_policy(algo, policy)), "timesteps": counters["timesteps"]}
         history.append(result)
         for key in ("reward", "flops_ratio", "kl", "budget_error"):
             writer.add_scalar(f"validation/{key}", result[key], counters["timesteps"])
@@ -260,7 +233,7 @@ def train(
             algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group)
             counters = {"timesteps": int(saved["timesteps"]), "iterations": int(saved["iterations"])}
         elif recipe.warm_start.baseline:
-            cloned = behaviour_clone(policy, trainer_env, recipe)
+            cloned = behaviour_clone(policy, run.trainer_env, recipe)
             weights = {f"reduction.{k}": v.detach().numpy() for k, v in policy.state_dict().items()}
             algo.learner_group.set_weights({DEFAULT_MODULE_ID: weights})
             algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group)
@@ -282,12 +255,12 @@ def train(
                 if on_iteration is not None:
                     on_iteration(algo, result)
                 if counters["timesteps"] >= next_checkpoint:
-                    _save(algo, policy, run_dir, counters, run)
+                    _save(algo, policy, run_dir, counters, run.meta)
                     next_checkpoint = next_multiple(counters["timesteps"], settings.checkpoint_every)
                 if counters["timesteps"] >= next_eval:
                     validate()
                     next_eval = next_multiple(counters["timesteps"], settings.eval_every)
-        _save(algo, policy, run_dir, counters, run)
+        _save(algo, policy, run_dir, counters, run.meta)
         final = history[-1] if history and history[-1]["timesteps"] == counters["timesteps"] else validate()
         restarts = algo.env_runner_group.num_remote_worker_restarts()
     finally:
@@ -295,26 +268,18 @@ def train(
         algo.stop()
         if started_ray:
             ray.shutdown()
-    elapsed = time.time() - started
-    summary = {
-        "timesteps": counters["timesteps"],
-        "resumed_from": start_steps or None,
-        "seconds": round(elapsed, 1),
-        "steps_per_second": round((counters["timesteps"] - start_steps) / max(elapsed, 1e-9), 2),
-        "final_validation": final,
-        "best_validation_reward": best.best,
-        "validation_history": history,
-        "env": str(env_preset),
-        "model": env_config.model,
-        "seed": settings.seed,
-        "backend": "ray",
-        "env_runners": settings.n_envs,
-        "env_runner_restarts": int(restarts),
-        "warm_start": {"baseline": recipe.warm_start.baseline, **cloned} if cloned else None,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    export(run_dir, run_dir / "policy", model_for_fingerprint=evaluator.env.reducer.model)
-    return summary
+    return finish_run(
+        run,
+        timesteps=counters["timesteps"],
+        start_steps=start_steps,
+        seconds=time.time() - started,
+        final=final,
+        best=best.best,
+        history=history,
+        cloned=cloned,
+        env_runners=settings.n_envs,
+        env_runner_restarts=int(restarts),
+    )
 
 
 def _episode_means(runners: dict[str, Any]) -> dict[str, float]:

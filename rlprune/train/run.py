@@ -14,12 +14,14 @@ Checkpoints hold tensors in safetensors and everything else in JSON; nothing is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,9 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
-from rlprune.envs import TokenReductionEnv
+from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.errors import RLPruneError
+from rlprune.io import atomic_write_text
 from rlprune.policies import ReductionPolicy, load_policy, save_policy
 from rlprune.train.recipe import Recipe
 
@@ -134,7 +137,89 @@ def prepare_run_dir(run_dir: Path, run: dict[str, Any], resume: bool) -> None:
     elif resume:
         raise RLPruneError(f"nothing to resume in {run_dir}: it holds no run")
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps(run, indent=2))
+    atomic_write_text(meta, json.dumps(run, indent=2))
+
+
+# -- the run: set-up and summary, the same for every backend ------------------------------------
+
+
+@dataclass
+class Run:
+    """A training run being set up: the resolved recipe, its folder and the environments in this process."""
+
+    env_preset: str
+    recipe: Recipe
+    env_config: EnvConfig
+    folder: Path
+    meta: dict[str, Any]  # what run.json holds
+    evaluator: Evaluator
+    trainer_env: TokenReductionEnv  # the training split in this process (warm start, references)
+
+
+def start_run(
+    env_preset: str | Path,
+    recipe: Recipe | str | Path,
+    out: str | Path,
+    *,
+    backend: str,
+    overrides: dict[str, Any],
+    resume: bool,
+    cache_dir: str | None,
+) -> Run:
+    """Resolve the recipe, prepare the run folder and compute the reference outputs once, here,
+    so that training workers only read them."""
+    recipe = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
+    env_config = EnvConfig.load(env_preset)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    recipe = dataclasses.replace(recipe, backend=backend, run=dataclasses.replace(recipe.run, **overrides))
+    folder = Path(out)
+    meta = {
+        "env": str(env_preset),
+        "model": env_config.model,
+        "recipe": dataclasses.asdict(recipe),
+        "decision_layers": list(env_config.episode.decision_layers),
+        "backend": backend,
+    }
+    prepare_run_dir(folder, meta, resume)
+    evaluator = Evaluator(env_preset, recipe, cache_dir)
+    model, tokenizer = evaluator.env.reducer.model, evaluator.env.tokenizer
+    trainer_env = TokenReductionEnv(env_config, split="train", cache_dir=cache_dir, model=model, tokenizer=tokenizer)
+    trainer_env.references.warm(trainer_env.tasks, "training prompts")
+    evaluator.env.references.warm(evaluator.env.tasks[: evaluator.tasks], "validation prompts")
+    return Run(str(env_preset), recipe, env_config, folder, meta, evaluator, trainer_env)
+
+
+def finish_run(
+    run: Run,
+    *,
+    timesteps: int,
+    start_steps: int,
+    seconds: float,
+    final: dict[str, Any],
+    best: float,
+    history: list[dict[str, Any]],
+    cloned: dict[str, Any] | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write ``summary.json``, export ``policy/`` and return the summary."""
+    summary = {
+        "timesteps": int(timesteps),
+        "resumed_from": int(start_steps) if start_steps else None,
+        "seconds": round(seconds, 1),
+        "steps_per_second": round((timesteps - start_steps) / max(seconds, 1e-9), 2),
+        "final_validation": final,
+        "best_validation_reward": best,
+        "validation_history": history,
+        "env": run.env_preset,
+        "model": run.env_config.model,
+        "seed": run.recipe.run.seed,
+        "backend": run.recipe.backend,
+        **extra,
+        "warm_start": {"baseline": run.recipe.warm_start.baseline, **cloned} if cloned else None,
+    }
+    atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2))
+    export(run.folder, run.folder / "policy", model_for_fingerprint=run.evaluator.env.reducer.model)
+    return summary
 
 
 # -- validation, progress, summary -------------------------------------------------------------

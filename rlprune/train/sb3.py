@@ -9,8 +9,6 @@ is laid out as :mod:`rlprune.train.run` describes.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,19 +21,18 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from torch import nn
 
-from rlprune.envs import EnvConfig, TokenReductionEnv
+from rlprune.envs import TokenReductionEnv
 from rlprune.policies import ReductionPolicy
 from rlprune.train.recipe import Recipe
 from rlprune.train.run import (
     BestKeeper,
     EpisodeWindow,
-    Evaluator,
-    export,
+    finish_run,
     last_checkpoint,
     load_checkpoint,
     next_multiple,
-    prepare_run_dir,
     save_checkpoint,
+    start_run,
     training_progress,
 )
 from rlprune.train.warm_start import behaviour_clone
@@ -180,32 +177,9 @@ def train(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Train a reduction policy with MaskablePPO; returns the summary (also in ``summary.json``)."""
-    recipe = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
-    env_config = EnvConfig.load(env_preset)
-    overrides = {k: v for k, v in {"timesteps": timesteps, "seed": seed, "n_envs": workers}.items() if v is not None}
-    recipe = dataclasses.replace(recipe, backend="sb3", run=dataclasses.replace(recipe.run, **overrides))
-    run_dir = Path(out)
-    run = {
-        "env": str(env_preset),
-        "model": env_config.model,
-        "recipe": dataclasses.asdict(recipe),
-        "decision_layers": list(env_config.episode.decision_layers),
-        "backend": "sb3",
-    }
-    prepare_run_dir(run_dir, run, resume)
-    settings = recipe.run
-
-    # Reference outputs are computed once, here, so the workers only read them.
-    evaluator = Evaluator(env_preset, recipe, cache_dir)
-    trainer_env = TokenReductionEnv(
-        env_config,
-        split="train",
-        cache_dir=cache_dir,
-        model=evaluator.env.reducer.model,
-        tokenizer=evaluator.env.tokenizer,
-    )
-    trainer_env.references.warm(trainer_env.tasks, "training prompts")
-    evaluator.env.references.warm(evaluator.env.tasks[: evaluator.tasks], "validation prompts")
+    overrides = {"timesteps": timesteps, "seed": seed, "n_envs": workers}
+    run = start_run(env_preset, recipe, out, backend="sb3", overrides=overrides, resume=resume, cache_dir=cache_dir)
+    recipe, env_config, run_dir, settings = run.recipe, run.env_config, run.folder, run.recipe.run
 
     factories = [
         make_env(env_preset, "train", settings.seed + i, settings.torch_threads, cache_dir)
@@ -237,34 +211,26 @@ def train(
     if resume and last is not None:
         load_sb3_checkpoint(model, last)
     elif recipe.warm_start.baseline:
-        cloned = behaviour_clone(model.policy.reduction, trainer_env, recipe)
+        cloned = behaviour_clone(model.policy.reduction, run.trainer_env, recipe)
     start_steps, started = model.num_timesteps, time.time()
     try:
         with training_progress(quiet) as progress:
-            callback = RunCallback(run_dir, run, recipe, settings.timesteps, evaluator, progress)
+            callback = RunCallback(run_dir, run.meta, recipe, settings.timesteps, run.evaluator, progress)
             remaining = settings.timesteps - model.num_timesteps
             if remaining > 0:
                 model.learn(remaining, callback=callback, reset_num_timesteps=False, tb_log_name="ppo")
-            save_sb3_checkpoint(model, run_dir / "last", run=run)
+            save_sb3_checkpoint(model, run_dir / "last", run=run.meta)
             history = callback.history
             final = history[-1] if history and history[-1]["timesteps"] == model.num_timesteps else callback.validate()
     finally:
         vec_env.close()
-    elapsed = time.time() - started
-    summary = {
-        "timesteps": int(model.num_timesteps),
-        "resumed_from": int(start_steps) if start_steps else None,
-        "seconds": round(elapsed, 1),
-        "steps_per_second": round((model.num_timesteps - start_steps) / max(elapsed, 1e-9), 2),
-        "final_validation": final,
-        "best_validation_reward": callback.best.best,
-        "validation_history": callback.history,
-        "env": str(env_preset),
-        "model": env_config.model,
-        "seed": settings.seed,
-        "backend": "sb3",
-        "warm_start": {"baseline": recipe.warm_start.baseline, **cloned} if cloned else None,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    export(run_dir, run_dir / "policy", model_for_fingerprint=evaluator.env.reducer.model)
-    return summary
+    return finish_run(
+        run,
+        timesteps=model.num_timesteps,
+        start_steps=start_steps,
+        seconds=time.time() - started,
+        final=final,
+        best=callback.best.best,
+        history=callback.history,
+        cloned=cloned,
+    )
