@@ -8,6 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _default_mode() -> int:
+    """The mode a plain ``open`` would give a new file (mkstemp makes files private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     """Call ``write(staging_path)``, then move the staged file onto ``path`` in one step."""
     path = Path(path)
@@ -15,6 +22,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     os.close(handle)
     try:
         write(staging)
+        os.chmod(staging, _default_mode())
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):

@@ -72,13 +72,17 @@ def test_a_jsonl_suite_written_by_hand_runs_end_to_end(tiny, suite_file, tmp_pat
         assert 0.0 <= row["accuracy"] <= 1.0  # two of three items have gold answers
         low, high = row["accuracy_ci"]
         assert low <= row["accuracy"] <= high
+        lengths = [
+            r["new_tokens"] for r in results["records"] if (r["method"], r["budget"]) == (row["method"], row["budget"])
+        ]
+        assert row["mean_new_tokens"] == pytest.approx(sum(lengths) / len(lengths))
     for record in results["records"]:  # a passage leaves room to meet the budget; a bare prompt may not
         if record["index"] < 2 and record["method"] != FULL:
             assert record["flops_ratio"] == pytest.approx(record["budget"], abs=0.08)
     bare = [r for r in results["records"] if r["index"] == 2]
     assert all(r["correct"] is None and r["hallucinated"] is None for r in bare)
     table = (tmp_path / "results.md").read_text()
-    assert "| snapkv | 0.7 | 3 |" in table and "prefill speedup" in table
+    assert "| snapkv | 0.7 | 3 |" in table and "prefill speedup" in table and "answer tokens" in table
     header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
     assert {"method", "budget", "accuracy_low", "accuracy_high", "flops_ratio"} <= set(header)
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -16,19 +16,20 @@ from rlprune.eval.harness import FULL
 from rlprune.eval.metrics import bootstrap_interval
 from rlprune.io import atomic_write, atomic_write_text
 
-# (key, heading, share?) for the table; share columns are printed as percentages
+# (key, heading, format) for the table: "%" prints a share as a percentage, otherwise a number format
 COLUMNS = (
-    ("accuracy", "accuracy", True),
-    ("hallucination", "halluc.", True),
-    ("unsupported", "unsupported", True),
-    ("said_prior", "prior", True),
-    ("out_of_context_mass", "OOC mass", False),
-    ("kl", "KL", False),
-    ("top1", "top-1", True),
-    ("flops_ratio", "FLOPs", False),
-    ("kv_ratio", "KV", False),
-    ("prefill_speedup", "prefill speedup", False),
-    ("decode_speedup", "decode tok/s ratio", False),
+    ("accuracy", "accuracy", "%"),
+    ("hallucination", "halluc.", "%"),
+    ("unsupported", "unsupported", "%"),
+    ("said_prior", "prior", "%"),
+    ("out_of_context_mass", "OOC mass", ".3f"),
+    ("kl", "KL", ".3f"),
+    ("top1", "top-1", "%"),
+    ("mean_new_tokens", "answer tokens", ".1f"),
+    ("flops_ratio", "FLOPs", ".3f"),
+    ("kv_ratio", "KV", ".3f"),
+    ("prefill_speedup", "prefill speedup", ".3f"),
+    ("decode_speedup", "decode tok/s ratio", ".3f"),
 )
 
 
@@ -73,6 +74,7 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
                 key: ([[float(r[key]) for r in group]], _mean)
                 for key in ("out_of_context_mass", "kl", "top1", "flops_ratio", "kv_ratio")
             },
+            "mean_new_tokens": ([[float(r["new_tokens"]) for r in group]], _mean),  # what output-side reduction cuts
             "prefill_speedup": ([[f["prefill_s"] / r["prefill_s"] for f, r in paired]], _median),
             "decode_speedup": (
                 [[(r["new_tokens"] - 1) / r["decode_s"] * f["decode_s"] / (f["new_tokens"] - 1) for f, r in decoded]],
@@ -83,18 +85,17 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
         for key, (columns, statistic) in measures.items():
             row[key], row[f"{key}_ci"] = _summary(columns, statistic, samples, seed)
         row["prefill_ms"] = 1000 * _mean(np.array([r["prefill_s"] for r in group]))
-        row["mean_new_tokens"] = _mean(np.array([r["new_tokens"] for r in group]))
         rows.append(row)
     return rows
 
 
-def _cell(value: float | None, share: bool, interval: list[float] | None = None) -> str:
+def _cell(value: float | None, form: str, interval: list[float] | None = None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    text = f"{100 * value:.1f}%" if share else f"{value:.3f}"
+    text = f"{100 * value:.1f}%" if form == "%" else format(value, form)
     if interval and not any(math.isnan(x) for x in interval):
-        low, high = (100 * x for x in interval) if share else interval
-        text += f" [{low:.1f}, {high:.1f}]" if share else f" [{low:.2f}, {high:.2f}]"
+        low, high = (100 * x for x in interval) if form == "%" else interval
+        text += f" [{low:.1f}, {high:.1f}]" if form != ".3f" else f" [{low:.2f}, {high:.2f}]"
     return text
 
 
@@ -106,7 +107,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
     lines.append("|---|---:|---:|" + "---:|" * len(shown))
     for r in rows:
         budget = "–" if r["budget"] is None else f"{r['budget']:g}"
-        cells = [_cell(r[k], share, r.get(f"{k}_ci")) for k, _, share in shown]
+        cells = [_cell(r[k], form, r.get(f"{k}_ci")) for k, _, form in shown]
         lines.append(f"| {r['method']} | {budget} | {r['items']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -116,7 +117,7 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
     header = ["method", "budget", "items"]
     for key, _, _ in COLUMNS:
         header += [key, f"{key}_low", f"{key}_high"]
-    header += ["prefill_ms", "mean_new_tokens"]
+    header.append("prefill_ms")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
@@ -125,7 +126,7 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
         for key, _, _ in COLUMNS:
             interval = r.get(f"{key}_ci") or ["", ""]
             line += ["" if r.get(key) is None else r[key], *interval]
-        writer.writerow(line + [r["prefill_ms"], r["mean_new_tokens"]])
+        writer.writerow([*line, r["prefill_ms"]])
     return buffer.getvalue()
 
 
