@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import PreTrainedModel
 
 from rlprune.errors import RLPruneError
+
+
+@contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Hide the FutureWarnings peft triggers by calling transformers' renamed checkpointing helpers."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def apply_adapter(model: PreTrainedModel, path: str | Path) -> PreTrainedModel:
@@ -22,7 +33,8 @@ def apply_adapter(model: PreTrainedModel, path: str | Path) -> PreTrainedModel:
     if not (folder / "adapter_config.json").is_file():
         raise RLPruneError(f"{folder} is not an adapter folder (no adapter_config.json); pass RUN/adapter")
     try:
-        merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+        with peft_quietly():
+            merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     except (RuntimeError, ValueError, KeyError) as error:
         raise RLPruneError(f"the adapter in {folder} does not fit this model ({error}); use its base model") from None
     merged.eval()

@@ -21,7 +21,9 @@ from transformers import PrinterCallback, TrainerCallback
 from rlprune.envs.tasks import Task, generate_suite, load_jsonl
 from rlprune.errors import RLPruneError
 from rlprune.eval.suites import SUITES
+from rlprune.io import atomic_write_text
 from rlprune.models import DEFAULT_MODEL, load_model
+from rlprune.output.adapter import peft_quietly
 from rlprune.output.rewards import REWARDS, HallucinationPenalty, is_correct
 from rlprune.prompts import build_prompt
 from rlprune.runner import Reducer
@@ -160,7 +162,7 @@ def train_output(config: OutputTrainConfig, out: str | Path, *, quiet: bool = Fa
         r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear", task_type="CAUSAL_LM"
     )
     started = time.time()
-    with Progress(*Progress.get_default_columns(), "{task.fields[stats]}", disable=quiet) as progress:
+    with peft_quietly(), Progress(*Progress.get_default_columns(), "{task.fields[stats]}", disable=quiet) as progress:
         bar = progress.add_task("GRPO", total=config.steps, stats="")
         log = _RewardLog(progress, bar)
         trainer = GRPOTrainer(
@@ -184,5 +186,5 @@ def train_output(config: OutputTrainConfig, out: str | Path, *, quiet: bool = Fa
         "history": log.history,
         "adapter": str(out / ADAPTER),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
