@@ -13,8 +13,9 @@ from rlprune.errors import RLPruneError
 
 
 @contextmanager
-def peft_quietly() -> Iterator[None]:
-    """Hide the FutureWarnings peft triggers by calling transformers' renamed checkpointing helpers."""
+def without_checkpointing_renames() -> Iterator[None]:
+    """Hide transformers' FutureWarnings about its renamed gradient-checkpointing names, which TRL's
+    config and peft still use: they concern those libraries, not the user."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
         yield
@@ -33,7 +34,7 @@ def apply_adapter(model: PreTrainedModel, path: str | Path) -> PreTrainedModel:
     if not (folder / "adapter_config.json").is_file():
         raise RLPruneError(f"{folder} is not an adapter folder (no adapter_config.json); pass RUN/adapter")
     try:
-        with peft_quietly():
+        with without_checkpointing_renames():
             merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     except (RuntimeError, ValueError, KeyError) as error:
         raise RLPruneError(f"the adapter in {folder} does not fit this model ({error}); use its base model") from None

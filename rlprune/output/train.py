@@ -23,7 +23,7 @@ from rlprune.errors import RLPruneError
 from rlprune.eval.suites import SUITES
 from rlprune.io import atomic_write_text
 from rlprune.models import DEFAULT_MODEL, load_model
-from rlprune.output.adapter import peft_quietly
+from rlprune.output.adapter import without_checkpointing_renames
 from rlprune.output.rewards import REWARDS, HallucinationPenalty, is_correct
 from rlprune.prompts import build_prompt
 from rlprune.runner import Reducer
@@ -142,27 +142,31 @@ def train_output(config: OutputTrainConfig, out: str | Path, *, quiet: bool = Fa
     ]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    args = GRPOConfig(
-        output_dir=str(out / "trainer"),
-        max_steps=config.steps,
-        per_device_train_batch_size=config.prompts_per_step * config.generations,
-        gradient_accumulation_steps=1,
-        num_generations=config.generations,
-        max_completion_length=config.max_completion_tokens,
-        learning_rate=config.learning_rate,
-        beta=0.0,  # no reference-model KL: the adapter is small and the base stays available
-        logging_steps=1,
-        save_strategy="no",
-        report_to=["tensorboard"],
-        use_cpu=not torch.cuda.is_available(),
-        seed=config.seed,
-        disable_tqdm=True,
-    )
+    with without_checkpointing_renames():
+        args = GRPOConfig(
+            output_dir=str(out / "trainer"),
+            max_steps=config.steps,
+            per_device_train_batch_size=config.prompts_per_step * config.generations,
+            gradient_accumulation_steps=1,
+            num_generations=config.generations,
+            max_completion_length=config.max_completion_tokens,
+            learning_rate=config.learning_rate,
+            beta=0.0,  # no reference-model KL: the adapter is small and the base stays available
+            logging_steps=1,
+            save_strategy="no",
+            report_to=["tensorboard"],
+            use_cpu=not torch.cuda.is_available(),
+            seed=config.seed,
+            disable_tqdm=True,
+        )
     peft_config = LoraConfig(
         r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear", task_type="CAUSAL_LM"
     )
     started = time.time()
-    with peft_quietly(), Progress(*Progress.get_default_columns(), "{task.fields[stats]}", disable=quiet) as progress:
+    with (
+        without_checkpointing_renames(),
+        Progress(*Progress.get_default_columns(), "{task.fields[stats]}", disable=quiet) as progress,
+    ):
         bar = progress.add_task("GRPO", total=config.steps, stats="")
         log = _RewardLog(progress, bar)
         trainer = GRPOTrainer(
