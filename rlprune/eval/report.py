@@ -90,12 +90,16 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
 
 
 def _cell(value: float | None, form: str, interval: list[float] | None = None) -> str:
+    """``value [low, high]``, the bounds printed like the value (shares as percentages)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    text = f"{100 * value:.1f}%" if form == "%" else format(value, form)
+
+    def number(x: float) -> str:
+        return f"{100 * x:.1f}" if form == "%" else format(x, form)
+
+    text = number(value) + ("%" if form == "%" else "")
     if interval and not any(math.isnan(x) for x in interval):
-        low, high = (100 * x for x in interval) if form == "%" else interval
-        text += f" [{low:.1f}, {high:.1f}]" if form != ".3f" else f" [{low:.2f}, {high:.2f}]"
+        text += f" [{number(interval[0])}, {number(interval[1])}]"
     return text
 
 
