@@ -10,7 +10,7 @@ from rlprune.errors import (
 from rlprune.flops import ModelDims
 from rlprune.inference import apply, generate
 from rlprune.models import DEFAULT_MODEL, load_model, rlprune_home
-from rlprune.policies import ReductionPolicy, load_policy, make_baseline, save_policy
+from rlprune.policies import ReductionPolicy, TokenReductionPolicy, load_policy, make_baseline, save_policy
 from rlprune.prompts import Prompt, build_prompt
 from rlprune.reduction import KEEP, LayerAction, parse_schedule
 from rlprune.runner import GenerationResult, Reducer, ReducerConfig, ReductionOutput, ReductionState
@@ -29,6 +29,7 @@ __all__ = [
     "Prompt",
     "RLPruneError",
     "ReductionPolicy",
+    "TokenReductionPolicy",
     "Reducer",
     "ReducerConfig",
     "ReductionOutput",

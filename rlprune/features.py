@@ -18,6 +18,13 @@ import torch.nn.functional as F
 
 from rlprune import flops
 from rlprune.reduction import OPS, SCORERS, LayerAction
+from rlprune.reduction.scores import (
+    carry_forward,
+    neighbour_similarity,
+    project,
+    question_match,
+    window_attention,
+)
 from rlprune.runner import Reducer, ReductionState
 
 SPEC_VERSION = 2
@@ -113,6 +120,11 @@ class Features:
     @cached_property
     def vector(self) -> np.ndarray:
         return observe(self.reducer, self.state, self.budget)
+
+    @cached_property
+    def tokens(self) -> torch.Tensor:
+        """Per-token features of the carried prompt tokens (token-level policies read these)."""
+        return token_features(self.reducer, self.state, self.budget)
 
     @property
     def layer(self) -> int:
@@ -247,3 +259,88 @@ def _token_statistics(reducer: Reducer, state: ReductionState, removable: torch.
         )
     )
     return ordered[picks].tolist() + stats.tolist()
+
+
+# -- per-token features (token-level policies) -------------------------------------------------
+
+TOKEN_FEATURE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("attention", "log(window attention x tokens): the question's attention relative to uniform"),
+    ("attention_pooled", "the same, max over the 9 tokens around"),
+    ("attention_lag1", "attention of the token before"),
+    ("attention_lag2", "attention of the token two before"),
+    ("attention_rank", "percentile of attention among the carried prompt tokens"),
+    ("relevance", "best cosine similarity to a question token"),
+    ("relevance_lag1", "relevance of the token before (a span after a question echo stays whole)"),
+    ("relevance_lag2", "relevance of the token two before"),
+    ("relevance_lag3", "relevance of the token three before"),
+    ("relevance_carried", "best relevance over this token and the 8 before it"),
+    ("relevance_rank", "percentile of relevance among the carried prompt tokens"),
+    ("key_norm", "key norm, standardised over the carried prompt tokens"),
+    ("similarity_prev", "cosine similarity to the token before"),
+    ("similarity_next", "cosine similarity to the token after"),
+    ("position", "original position / prompt length"),
+    ("tail_distance", "log(1 + tokens to the protected tail) / log(prompt length)"),
+    ("merge_size", "log(original tokens this token stands for)"),
+    ("layer_position", "index of the decision layer / (layers - 1)"),
+    ("budget_gap", "projected FLOPs ratio minus the budget: how much must still be saved"),
+    ("protected", "1 for tokens that may never be removed"),
+)
+TOKEN_FEATURE_SIZE = len(TOKEN_FEATURE_FIELDS)
+
+
+def _lag(values: torch.Tensor, by: int, fill: float) -> torch.Tensor:
+    return torch.cat((values.new_full((by,), fill), values[:-by]))
+
+
+def _rank(values: torch.Tensor) -> torch.Tensor:
+    order = values.argsort().argsort().float()
+    return order / max(values.numel() - 1, 1)
+
+
+@torch.no_grad()
+def token_features(reducer: Reducer, state: ReductionState, budget: float) -> torch.Tensor:
+    """``(prompt tokens carried, TOKEN_FEATURE_SIZE)`` features of every carried prompt token.
+
+    Cheap and computed from the next layer's own projections (one key projection, a window of
+    question queries, cosine similarities), so a token-level policy pays about what one scorer
+    costs (the ``learned`` scorer's FLOPs). See :data:`TOKEN_FEATURE_FIELDS`.
+    """
+    ctx = reducer.score_context(state)
+    keys = project(ctx.layer.self_attn, ctx.normed, "k")
+    p = ctx.positions.numel()
+    attention = (window_attention(ctx, keys) * p).clamp(min=1e-6).log()
+    relevance = question_match(ctx)
+    key_norm = keys.float().norm(dim=-1).mean(dim=(0, 1))
+    key_norm = (key_norm - key_norm.mean()) / key_norm.std().clamp(min=1e-6) if p > 1 else key_norm * 0
+    following = neighbour_similarity(ctx)
+    preceding = _lag(following, 1, -1.0)
+    positions = ctx.positions.float()
+    tail_start = state.prompt_length - state.protect_last
+    log_length = math.log(max(state.prompt_length, 2))
+    sizes = state.sizes[:p].float()
+    protected = state.protected()[:p].float()
+    layer = torch.full_like(positions, state.layer / max(reducer.dims.layers - 1, 1))
+    gap = torch.full_like(positions, flops_projected(reducer, state) - budget)
+    columns = (
+        attention,
+        F.max_pool1d(attention[None, None], 9, 1, 4)[0, 0, :p],
+        _lag(attention, 1, 0.0),
+        _lag(attention, 2, 0.0),
+        _rank(attention),
+        relevance,
+        _lag(relevance, 1, 0.0),
+        _lag(relevance, 2, 0.0),
+        _lag(relevance, 3, 0.0),
+        carry_forward(relevance, 9),
+        _rank(relevance),
+        key_norm,
+        preceding,
+        following,
+        positions / state.prompt_length,
+        (tail_start - positions).clamp(min=0).log1p() / log_length,
+        sizes.log(),
+        layer,
+        gap,
+        protected,
+    )
+    return torch.stack([c.float() for c in columns], dim=-1).clamp(-8.0, 8.0)

@@ -335,7 +335,16 @@ class Reducer:
         scorer = SCORERS[action.scorer]
         context = self.score_context(state)
         tail = context.normed.new_full((state.continuation_length,), float("inf"))  # a continuation stays
-        remove = select_least_important(torch.cat((scorer.score(context), tail)), removable, count)
+        if action.token_scores is not None:
+            scores = action.token_scores.to(device=tail.device, dtype=tail.dtype)
+            if scores.shape != (state.n_prompt_tokens,):
+                raise InvalidActionError(
+                    f"token_scores has shape {tuple(scores.shape)}; expected ({state.n_prompt_tokens},), one per "
+                    "prompt token carried into the layer"
+                )
+        else:
+            scores = scorer.score(context)
+        remove = select_least_important(torch.cat((scores, tail)), removable, count)
         cost = scorer.flops(self.dims, state.n_prompt_tokens, context.window)
         if action.op == "prune":
             return ReductionPlan(remove, flops=cost)

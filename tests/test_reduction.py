@@ -55,7 +55,9 @@ def test_removes_the_requested_share_and_keeps_protected_tokens(op, scorer, rati
     n, protect_last = 70, 6
     reducer = Reducer(model, ReducerConfig(protect_first=1))
     plans = _record(reducer)
-    out = reducer.run(random_ids(n, seed=12), {2: LayerAction(op, ratio, scorer)}, protect_last=protect_last)
+    scores = torch.randn(n, generator=torch.Generator().manual_seed(3)) if scorer == "learned" else None
+    action = LayerAction(op, ratio, scorer, token_scores=scores)
+    out = reducer.run(random_ids(n, seed=12), {2: action}, protect_last=protect_last)
     removable = n - 1 - protect_last
     expected = n - round(ratio * removable)
     assert out.tokens_per_layer == [n, n, expected, expected]
@@ -78,7 +80,11 @@ def test_scores_rank_every_token(any_arch):
 
     cos, sin = state.rope
     ctx = ScoreContext(layer, layer.input_layernorm(state.hidden), state.positions, None, cos, sin, 8, 5)
-    for scorer in SCORERS.values():
+    for name, scorer in SCORERS.items():
+        if name == "learned":  # scores come from a policy's own network
+            with pytest.raises(ValueError, match="token scores"):
+                scorer.score(ctx)
+            continue
         scores = scorer.score(ctx)
         assert scores.shape == (33,) and torch.isfinite(scores).all()
 

@@ -10,6 +10,14 @@ Kinds:
 - ``arithmetic``: a one-step word problem with a number for an answer (no context), where a
   small chat model tends to explain at length what one number says.
 
+Hard kinds (the ``mixed-hard`` preset), set in real prose (essays, see :mod:`rlprune.envs.essays`),
+each with sentence templates of its own per split, so the test split differs from training by
+template, entity names and source text, not only by answer:
+- ``paraphrase``: the question paraphrases the fact with few shared words, among look-alike facts.
+- ``lookalike``: several facts of the same type about different towns; one is asked.
+- ``bridge``: two hops (person -> town -> official), with look-alike facts about other people.
+- ``niah``: one needle sentence in a long stretch of essays.
+
 Splits are disjoint: every entity that can be an answer belongs to exactly one split, and a
 task's content is fixed by (suite seed, split, index).
 """
@@ -27,7 +35,19 @@ from pathlib import Path
 from rlprune.errors import RLPruneError
 
 SPLITS = ("train", "validation", "test")
-KINDS = ("grounded", "counterfactual", "kv", "two_hop", "instruction", "arithmetic")
+KINDS = (
+    "grounded",
+    "counterfactual",
+    "kv",
+    "two_hop",
+    "instruction",
+    "arithmetic",
+    "paraphrase",
+    "lookalike",
+    "bridge",
+    "niah",
+)
+HARD_KINDS = ("paraphrase", "lookalike", "bridge", "niah")
 WORDS_PER_TOKEN = 0.75  # English prose: about four tokens for three words
 
 
@@ -224,6 +244,29 @@ class _Writer:
             depths.append(at / max(len(sentences) - 1, 1))
         return " ".join(sentences), depths
 
+    def prose(self, facts: Sequence[str], distractors: Sequence[str] = ()) -> tuple[str, list[float]]:
+        """A run of the split's essays up to the length, distractors and facts at random sentence breaks."""
+        from rlprune.envs.essays import essays  # the package is only needed for the hard kinds
+
+        pool = essays(self.split)
+        sentences: list[str] = []
+        need = self.words - sum(len(s.split()) for s in (*facts, *distractors))
+        while sum(len(s.split()) for s in sentences) < need:
+            _, text = self.rng.choice(pool)
+            start = self.rng.randrange(len(text))
+            for sentence in text[start:]:
+                sentences.append(sentence)
+                if sum(len(s.split()) for s in sentences) >= need:
+                    break
+        for sentence in distractors:
+            sentences.insert(self.rng.randint(0, len(sentences)), sentence)
+        depths = []
+        for fact in facts:
+            at = self.rng.randint(0, len(sentences))
+            sentences.insert(at, fact)
+            depths.append(at / max(len(sentences) - 1, 1))
+        return " ".join(sentences), depths
+
 
 def _grounded(w: _Writer) -> Task:
     rng = w.rng
@@ -336,6 +379,165 @@ def _arithmetic(w: _Writer) -> Task:
     return Task("arithmetic", question, None, answer, (answer,))
 
 
+# -- hard kinds: templates differ per split --------------------------------------------------------
+
+PARAPHRASES = {  # (fact, question): the question says it in other words
+    "train": [
+        (
+            "{name} has looked after the {building} in {town} since the previous caretaker retired.",
+            "Who is the caretaker of the {building} in {town}?",
+        ),
+        (
+            "Nobody in {town} bakes better bread than {name}, who opened the shop on the square.",
+            "Who runs the bakery in {town}?",
+        ),
+        (
+            "When the choir of {town} needs someone to lead it, they turn to {name}.",
+            "Who conducts the choir in {town}?",
+        ),
+        ("It was {name} who first mapped the caves beneath {town}.", "Who explored the caves under {town} first?"),
+    ],
+    "validation": [
+        (
+            "The keys to the {building} in {town} are held by {name}, who opens it each morning.",
+            "Who opens the {building} in {town}?",
+        ),
+        (
+            "Ask anyone in {town} about bees and they will send you to {name}.",
+            "Who is the beekeeper people in {town} recommend?",
+        ),
+    ],
+    "test": [
+        (
+            "Every ship entering the port of {town} must first be cleared by {name}.",
+            "Who is in charge of the harbour at {town}?",
+        ),
+        (
+            "The children of {town} are taught to read by {name}, at the school by the river.",
+            "Who teaches at the school in {town}?",
+        ),
+        ("Since last winter, {name} has been repairing every clock in {town}.", "Who fixes the clocks in {town}?"),
+    ],
+}
+LOOKALIKES = {  # (fact, question, roles)
+    "train": [("The {role} of {town} is {name}.", "Who is the {role} of {town}?", ["mayor", "librarian", "curator"])],
+    "validation": [
+        ("{name} serves as {role} in {town}.", "Who serves as {role} in {town}?", ["harbour master", "postmistress"])
+    ],
+    "test": [
+        (
+            "In {town}, the post of {role} is held by {name}.",
+            "Which person holds the post of {role} in {town}?",
+            ["station master", "head gardener"],
+        )
+    ],
+}
+BRIDGES = {  # (person -> town, town -> official, question)
+    "train": [
+        (
+            "{person} lives in {town}.",
+            "The mayor of {town} is {name}.",
+            "Who is the mayor of the town where {person} lives?",
+        )
+    ],
+    "validation": [
+        (
+            "{person} works at the market in {town}.",
+            "{name} is the librarian of {town}.",
+            "Who is the librarian of the town where {person} works?",
+        )
+    ],
+    "test": [
+        (
+            "{person} was born in {town}.",
+            "The curator of {town}'s museum is {name}.",
+            "Who is the museum curator in {person}'s birthplace?",
+        )
+    ],
+}
+NEEDLES = {  # (needle, question, answer list)
+    "train": [
+        (
+            "The secret ingredient in {first}'s famous soup is {answer}.",
+            "What is the secret ingredient in {first}'s soup?",
+            "saffron nutmeg ginger fennel cardamom rosemary cinnamon tarragon thyme juniper".split(),
+        ),
+        (
+            "{first}'s lucky number, written on every letter, is {answer}.",
+            "What is {first}'s lucky number?",
+            [str(n) for n in range(13, 99, 3)],
+        ),
+    ],
+    "validation": [
+        (
+            "The password to {first}'s workshop is {answer}.",
+            "What is the password to {first}'s workshop?",
+            "marigold tangerine pelican quartz lantern harbour walnut meadow".split(),
+        ),
+    ],
+    "test": [
+        (
+            "{first} buried the old treasure map under the {answer} tree.",
+            "Under which tree did {first} hide the treasure map?",
+            "oak willow birch chestnut sycamore hawthorn rowan cedar".split(),
+        ),
+        (
+            "The best dish to try in {first}'s home village is {answer} stew.",
+            "Which stew should a visitor try in {first}'s village?",
+            "barley lentil mushroom pumpkin venison leek turnip bean".split(),
+        ),
+    ],
+}
+
+
+def _name(w: _Writer) -> str:
+    return f"{w.pick(FIRST, True)} {w.pick(LAST, True)}"
+
+
+def _towns(w: _Writer, count: int) -> list[str]:
+    return w.rng.sample(_split_part(TOWNS, w.split), count)
+
+
+def _paraphrase(w: _Writer) -> Task:
+    fact, question = w.rng.choice(PARAPHRASES[w.split])
+    towns, building = _towns(w, 4), w.rng.choice(BUILDINGS)
+    name = _name(w)
+    facts = [f.format(name=_name(w), town=t, building=building) for f, _ in PARAPHRASES[w.split] for t in towns[1:]]
+    distractors = w.rng.sample(facts, min(3, len(facts)))  # look-alikes: same wording, other towns
+    context, depths = w.prose([fact.format(name=name, town=towns[0], building=building)], distractors)
+    asked = question.format(town=towns[0], building=building)
+    return Task("paraphrase", asked, context, name, (name,), meta={"depth": depths[0]})
+
+
+def _lookalike(w: _Writer) -> Task:
+    fact, question, roles = w.rng.choice(LOOKALIKES[w.split])
+    role, towns = w.rng.choice(roles), _towns(w, w.rng.randint(4, 7))
+    names = [_name(w) for _ in towns]
+    context, depths = w.prose([fact.format(role=role, town=t, name=n) for t, n in zip(towns, names, strict=True)])
+    asked = w.rng.randrange(len(towns))
+    q = question.format(role=role, town=towns[asked])
+    return Task("lookalike", q, context, names[asked], (names[asked],), meta={"depth": depths[asked]})
+
+
+def _bridge(w: _Writer) -> Task:
+    lives, official, question = w.rng.choice(BRIDGES[w.split])
+    towns = _towns(w, 3)
+    people = [f"{w.pick(FIRST, True)} {w.pick(LAST, True)}" for _ in towns]
+    names = [_name(w) for _ in towns]
+    facts = [lives.format(person=p, town=t) for p, t in zip(people, towns, strict=True)]
+    facts += [official.format(name=n, town=t) for n, t in zip(names, towns, strict=True)]
+    context, depths = w.prose(facts)
+    q = question.format(person=people[0])
+    return Task("bridge", q, context, names[0], (names[0],), meta={"depth": depths[0]})
+
+
+def _niah(w: _Writer) -> Task:
+    needle, question, answers = w.rng.choice(NEEDLES[w.split])
+    first, answer = w.pick(FIRST, True), w.rng.choice(answers)
+    context, depths = w.prose([needle.format(first=first, answer=answer)])
+    return Task("niah", question.format(first=first), context, answer, (answer,), meta={"depth": depths[0]})
+
+
 GENERATORS: dict[str, Callable[[_Writer], Task]] = {
     "grounded": lambda w: _with_passage(_grounded(w), w),
     "counterfactual": _counterfactual,
@@ -343,6 +545,10 @@ GENERATORS: dict[str, Callable[[_Writer], Task]] = {
     "two_hop": _two_hop,
     "instruction": _instruction,
     "arithmetic": _arithmetic,
+    "paraphrase": _paraphrase,
+    "lookalike": _lookalike,
+    "bridge": _bridge,
+    "niah": _niah,
 }
 
 

@@ -10,6 +10,7 @@ from rlprune.policies.base import Policy, decider
 from rlprune.policies.baselines import BASELINES, Baseline, BaselineError, make_baseline
 from rlprune.policies.checkpoint import PolicyError, load_policy, save_policy
 from rlprune.policies.network import ReductionPolicy
+from rlprune.policies.token_network import TokenReductionPolicy
 
 
 def resolve_policy(spec: str | Path | Policy, model: PreTrainedModel | None = None) -> Policy:
@@ -32,6 +33,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "ReductionPolicy",
+    "TokenReductionPolicy",
     "decider",
     "load_policy",
     "make_baseline",

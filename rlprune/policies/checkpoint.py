@@ -16,10 +16,14 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
 from rlprune.errors import RLPruneError
-from rlprune.features import OBSERVATION_FIELDS, SPEC_VERSION, ActionSpec
+from rlprune.features import OBSERVATION_FIELDS, SPEC_VERSION, TOKEN_FEATURE_FIELDS, ActionSpec
 from rlprune.io import atomic_write, atomic_write_text
 from rlprune.models import model_fingerprint
 from rlprune.policies.network import ReductionPolicy
+from rlprune.policies.token_network import TOKEN_SPEC_VERSION, TokenReductionPolicy
+
+SPEC_VERSIONS = {SPEC_VERSION: "layer", TOKEN_SPEC_VERSION: "token"}
+"""Spec versions this release reads, and the policy kind each one is."""
 
 FORMAT = "rlprune-policy"
 FORMAT_VERSION = 1
@@ -41,19 +45,25 @@ def save_policy(
     """Write ``policy`` to ``folder`` (created if needed) with what it was trained for."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    token_level = isinstance(policy, TokenReductionPolicy)
+    network = {
+        "observation_size": policy.observation_size,
+        "hidden": list(policy.hidden),
+        "nvec": list(policy.nvec),
+        "parameters": policy.num_parameters(),
+    }
+    if token_level:
+        network |= {"token_feature_size": policy.token_feature_size, "token_hidden": list(policy.token_hidden)}
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "spec_version": SPEC_VERSION,
-        "network": {
-            "observation_size": policy.observation_size,
-            "hidden": list(policy.hidden),
-            "nvec": list(policy.nvec),
-            "parameters": policy.num_parameters(),
-        },
+        "spec_version": TOKEN_SPEC_VERSION if token_level else SPEC_VERSION,
+        "kind": "token" if token_level else "layer",
+        "network": network,
         "decision_layers": list(policy.layers),
         "action_spec": policy.action_spec.to_dict(),
         "observation_fields": [name for name, _ in OBSERVATION_FIELDS],
+        "token_feature_fields": [name for name, _ in TOKEN_FEATURE_FIELDS] if token_level else None,
         "model": model_fingerprint(model) if model is not None else None,
         "reward_preset": reward_preset,
         "training": training or {},
@@ -65,7 +75,7 @@ def save_policy(
     return folder
 
 
-def load_policy(folder: str | Path, model: PreTrainedModel | None = None) -> ReductionPolicy:
+def load_policy(folder: str | Path, model: PreTrainedModel | None = None) -> ReductionPolicy | TokenReductionPolicy:
     """Read a checkpoint; with ``model``, refuse one trained for a different model."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -76,12 +86,17 @@ def load_policy(folder: str | Path, model: PreTrainedModel | None = None) -> Red
     network = config["network"]
     spec = config.get("action_spec") or {}
     try:
-        policy = ReductionPolicy(
-            observation_size=network["observation_size"],
-            hidden=network["hidden"],
-            decision_layers=config["decision_layers"],
-            action_spec=ActionSpec(tuple(spec["ops"]), tuple(spec["shares"]), tuple(spec["scorers"])),
-        )
+        kwargs = {
+            "observation_size": network["observation_size"],
+            "hidden": network["hidden"],
+            "decision_layers": config["decision_layers"],
+            "action_spec": ActionSpec(tuple(spec["ops"]), tuple(spec["shares"]), tuple(spec["scorers"])),
+        }
+        if SPEC_VERSIONS[config["spec_version"]] == "token":
+            kwargs |= {"token_feature_size": network["token_feature_size"], "token_hidden": network["token_hidden"]}
+            policy = TokenReductionPolicy(**kwargs)
+        else:
+            policy = ReductionPolicy(**kwargs)
     except (KeyError, TypeError, ValueError) as error:
         raise PolicyError(f"{folder / CONFIG} describes no valid network ({error})") from None
     path = folder / WEIGHTS
@@ -113,10 +128,11 @@ def read_config(folder: Path) -> dict[str, Any]:
         raise PolicyError(
             f"{folder} has checkpoint format version {version!r}; this rlprune reads version {FORMAT_VERSION}"
         )
-    if config.get("spec_version") != SPEC_VERSION:
+    if config.get("spec_version") not in SPEC_VERSIONS:
+        known = ", ".join(f"{v} ({kind}-level policies)" for v, kind in SPEC_VERSIONS.items())
         raise PolicyError(
             f"{folder} was trained on observation/action spec {config.get('spec_version')!r}; this rlprune "
-            f"uses spec {SPEC_VERSION}: retrain or use a matching rlprune version"
+            f"reads specs {known}: retrain or use a matching rlprune version"
         )
     return config
 

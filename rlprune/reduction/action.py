@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from torch import Tensor
 
 from rlprune.errors import InvalidActionError
 from rlprune.reduction.scores import SCORERS
@@ -23,11 +25,14 @@ class LayerAction:
         ratio: fraction of the *removable* tokens (all but the protected ones) removed here.
         scorer: how token importance is measured; the least important tokens go first.
             One of :data:`rlprune.reduction.scores.SCORERS`.
+        token_scores: with the ``learned`` scorer, the policy's score of every prompt token
+            carried into the layer (higher keeps); the lowest ones go.
     """
 
     op: Op = "keep"
     ratio: float = 0.0
     scorer: str = "attention"
+    token_scores: Tensor | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -38,6 +43,8 @@ class LayerAction:
             )
         if self.scorer not in SCORERS:
             raise InvalidActionError(f"unknown scorer {self.scorer!r}: use one of {', '.join(sorted(SCORERS))}")
+        if self.token_scores is not None and self.scorer != "learned":
+            raise InvalidActionError(f"token_scores go with the 'learned' scorer, not {self.scorer!r}")
 
     @property
     def is_noop(self) -> bool:

@@ -62,6 +62,48 @@ def project(attn: nn.Module, x: Tensor, which: str) -> Tensor:
     return states.transpose(1, 2)
 
 
+def window_attention(ctx: ScoreContext, keys: Tensor | None = None) -> Tensor:
+    """Mean attention the last ``window`` queries pay to each token, ``(n,)``, before any pooling.
+
+    ``keys`` may pass the layer's projected keys (before rotary) when the caller already has them.
+    """
+    attn = ctx.layer.self_attn
+    n = ctx.normed.shape[1]
+    w = min(ctx.window, n)
+    keys = rotate(project(attn, ctx.normed, "k") if keys is None else keys, ctx.cos, ctx.sin)
+    queries = rotate(project(attn, ctx.normed[:, -w:], "q"), ctx.cos[:, -w:], ctx.sin[:, -w:])
+    kv_heads, head_dim = keys.shape[1], keys.shape[-1]
+    queries = queries.reshape(1, kv_heads, -1, head_dim)  # group query heads by kv head (GQA)
+    logits = queries @ keys.transpose(-1, -2) * head_dim**-0.5  # (1, kv_heads, groups * w, n)
+    logits = logits.view(1, kv_heads, -1, w, n)
+    visible = ctx.positions[-w:, None] >= ctx.positions[None, :]
+    if ctx.log_sizes is not None:
+        logits = logits + ctx.log_sizes
+    logits = logits.masked_fill(~visible, float("-inf"))
+    return logits.float().softmax(dim=-1).mean(dim=(0, 1, 2, 3))
+
+
+def question_match(ctx: ScoreContext) -> Tensor:
+    """Each token's best cosine similarity to the last ``window`` tokens (the question), ``(n,)``."""
+    unit = F.normalize(ctx.normed[0].float(), dim=-1)
+    w = min(ctx.window, unit.shape[0])
+    return (unit @ unit[-w:].T).amax(dim=-1)
+
+
+def carry_forward(values: Tensor, width: int, fill: float = -1.0) -> Tensor:
+    """Each position's maximum over itself and the ``width - 1`` positions before it."""
+    if width <= 1:
+        return values
+    return F.max_pool1d(F.pad(values[None, None], (width - 1, 0), value=fill), width, 1)[0, 0]
+
+
+def neighbour_similarity(ctx: ScoreContext) -> Tensor:
+    """Cosine similarity of each token to the next one, ``(n,)`` (the last token gets -1)."""
+    unit = F.normalize(ctx.normed[0].float(), dim=-1)
+    similarity = (unit[:-1] * unit[1:]).sum(dim=-1)
+    return torch.cat((similarity, similarity.new_full((1,), -1.0)))
+
+
 class Scorer:
     """Base class: ``score`` ranks tokens, ``flops`` says what ranking them costs."""
 
@@ -92,21 +134,9 @@ class WindowAttentionScorer(Scorer):
     name = "attention"
 
     def score(self, ctx: ScoreContext) -> Tensor:
-        attn = ctx.layer.self_attn
-        n = ctx.normed.shape[1]
-        w = min(ctx.window, n)
-        keys = rotate(project(attn, ctx.normed, "k"), ctx.cos, ctx.sin)
-        queries = rotate(project(attn, ctx.normed[:, -w:], "q"), ctx.cos[:, -w:], ctx.sin[:, -w:])
-        kv_heads, head_dim = keys.shape[1], keys.shape[-1]
-        queries = queries.reshape(1, kv_heads, -1, head_dim)  # group query heads by kv head (GQA)
-        logits = queries @ keys.transpose(-1, -2) * head_dim**-0.5  # (1, kv_heads, groups * w, n)
-        logits = logits.view(1, kv_heads, -1, w, n)
-        visible = ctx.positions[-w:, None] >= ctx.positions[None, :]
-        if ctx.log_sizes is not None:
-            logits = logits + ctx.log_sizes
-        logits = logits.masked_fill(~visible, float("-inf"))
-        importance = logits.softmax(dim=-1).mean(dim=(0, 1, 2, 3))
+        importance = window_attention(ctx)
         if ctx.pool > 1:
+            n = importance.numel()
             importance = F.max_pool1d(importance[None, None], ctx.pool, 1, ctx.pool // 2)[0, 0, :n]
         return importance
 
@@ -154,12 +184,7 @@ class QuestionRelevanceScorer(Scorer):
     name = "relevance"
 
     def score(self, ctx: ScoreContext) -> Tensor:
-        unit = F.normalize(ctx.normed[0], dim=-1)
-        w = min(ctx.window, unit.shape[0])
-        match = (unit @ unit[-w:].T).amax(dim=-1)
-        if ctx.pool > 1:
-            match = F.max_pool1d(F.pad(match[None, None], (ctx.pool - 1, 0), value=-1.0), ctx.pool, 1)[0, 0]
-        return match
+        return carry_forward(question_match(ctx), ctx.pool)
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
         return 2.0 * tokens * min(window, tokens) * dims.hidden
@@ -186,9 +211,31 @@ class NeighbourSimilarityScorer(Scorer):
     name = "similarity"
 
     def score(self, ctx: ScoreContext) -> Tensor:
-        unit = F.normalize(ctx.normed[0], dim=-1)
-        similarity = (unit[:-1] * unit[1:]).sum(dim=-1)
-        return -torch.cat((similarity, similarity.new_full((1,), -1.0)))
+        return -neighbour_similarity(ctx)
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
         return 2.0 * tokens * dims.hidden
+
+
+@register_scorer
+class LearnedScorer(Scorer):
+    """Scores a token-level policy computed from its per-token features (``LayerAction.token_scores``).
+
+    It cannot score on its own; its cost is that of the features the policy reads (window attention,
+    question relevance, neighbour similarity and key norms, all from one key projection) plus the
+    small per-token network.
+    """
+
+    name = "learned"
+    head_flops_per_token: ClassVar[float] = 2.0 * 4096  # a per-token MLP of about 4k weights
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        raise ValueError("the 'learned' scorer needs token scores from a policy (LayerAction.token_scores)")
+
+    def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
+        return (
+            SCORERS["attention"].flops(dims, tokens, window)
+            + SCORERS["relevance"].flops(dims, tokens, window)
+            + SCORERS["similarity"].flops(dims, tokens, window)
+            + self.head_flops_per_token * tokens
+        )
