@@ -320,6 +320,30 @@ def export(
     console.print(f"policy written to {folder}")
 
 
+@app.command(name="best-static")
+@user_errors
+def best_static(
+    env: Annotated[str, typer.Option("--env", help="Environment preset whose validation split is searched.")] = (
+        "mixed-hard"
+    ),
+    budgets: Annotated[str, typer.Option(help="Budgets to find the best schedule for, comma-separated.")] = "0.3,0.5",
+    items: Annotated[int, typer.Option(min=1, help="Validation prompts each schedule is scored on.")] = 24,
+    out: Annotated[Path | None, typer.Option(help="Where to write the table (default: eval/best-static/ENV.json).")] = (
+        None
+    ),
+) -> None:
+    """Grid-search fixed schedules (layer x scorer x op) on validation: the `best-static` baseline's table."""
+    from rlprune.eval.best_static import search, write_table
+    from rlprune.eval.harness import parse_budgets
+    from rlprune.policies.best_static import table_path
+
+    result = search(env, parse_budgets(budgets), items)
+    path = write_table(result, out or table_path(Path(env).stem))
+    for budget, entry in result["best"].items():
+        console.print(f"budget {budget}: {entry['schedule']} (score {entry['score']:.3f})", highlight=False)
+    console.print(f"table written to {path}; use it as the baseline `best-static:{path}`")
+
+
 @app.command(name="eval")
 @user_errors
 def evaluate(

@@ -204,6 +204,8 @@ def make_baseline(spec: str) -> Baseline:
     cls = BASELINES[name]
     if cls is Static:
         return Static(params or Static.schedule_text)
+    if name == "best-static":
+        return cls(params or "mixed-hard")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, object] = {}
     for item in filter(None, (p.strip() for p in params.split(","))):

@@ -23,6 +23,7 @@ class PPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: tuple[int, ...] = (64, 64)
+    token_hidden: tuple[int, ...] = (32, 32)  # token-level policies: the per-token scoring MLP
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0 or self.n_steps < 1 or self.batch_size < 1 or self.n_epochs < 1:
@@ -55,7 +56,11 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class WarmStart:
-    """Optional behaviour cloning of a baseline before PPO (e.g. ``snapkv``); off when empty."""
+    """Optional behaviour cloning of a baseline before PPO (e.g. ``snapkv``); off when empty.
+
+    For token-level policies the baseline sets the layer head (how many tokens go where) and the
+    teacher (:mod:`rlprune.train.teacher`) sets the token head; it always runs for them.
+    """
 
     baseline: str = ""
     episodes: int = 200
@@ -80,6 +85,7 @@ class RayConfig:
 
 
 BACKENDS = ("sb3", "ray")
+POLICY_KINDS = ("layer", "token")
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class Recipe:
     """A training recipe: the backend, PPO settings and the run's organisation."""
 
     backend: str = "sb3"
+    policy: str = "layer"  # "layer": op, share and scorer per layer; "token": plus a learned per-token head
     ppo: PPOConfig = field(default_factory=PPOConfig)
     run: RunConfig = field(default_factory=RunConfig)
     warm_start: WarmStart = field(default_factory=WarmStart)
@@ -95,6 +102,8 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; available: {', '.join(BACKENDS)}")
+        if self.policy not in POLICY_KINDS:
+            raise ValueError(f"unknown policy kind {self.policy!r}; available: {', '.join(POLICY_KINDS)}")
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Recipe:

@@ -16,12 +16,14 @@ from typing import Any
 import torch
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from torch import nn
 
 from rlprune.envs import TokenReductionEnv
+from rlprune.envs.token_env import TokenLevelEnv
 from rlprune.policies import ReductionPolicy
 from rlprune.train.recipe import Recipe
 from rlprune.train.run import (
@@ -35,6 +37,8 @@ from rlprune.train.run import (
     start_run,
     training_progress,
 )
+from rlprune.train.sb3_tokens import SB3TokenPolicy
+from rlprune.train.teacher import teacher_warm_start
 from rlprune.train.warm_start import behaviour_clone
 
 
@@ -75,12 +79,13 @@ class SB3ReductionPolicy(MaskableActorCriticPolicy):
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
 
-def make_env(preset: str | Path, split: str, seed: int, threads: int, cache_dir: str | None):
+def make_env(preset: str | Path, split: str, seed: int, threads: int, cache_dir: str | None, token_level: bool = False):
     """An environment factory for a vectorised-env worker (the model is loaded inside it)."""
 
     def build():
         torch.set_num_threads(threads)
-        env = Monitor(TokenReductionEnv(preset, split=split, cache_dir=cache_dir))
+        env = TokenReductionEnv(preset, split=split, cache_dir=cache_dir)
+        env = Monitor(TokenLevelEnv(env) if token_level else env)
         env.reset(seed=seed)
         env.action_space.seed(seed)
         return env
@@ -91,13 +96,13 @@ def make_env(preset: str | Path, split: str, seed: int, threads: int, cache_dir:
 # -- checkpoints -------------------------------------------------------------------------------
 
 
-def save_sb3_checkpoint(model: MaskablePPO, folder: Path, *, run: dict[str, Any]) -> None:
+def save_sb3_checkpoint(model: MaskablePPO | PPO, folder: Path, *, run: dict[str, Any]) -> None:
     """The policy, its optimizer state and the step counts, replacing ``folder`` atomically."""
     state = {"optimizer": model.policy.optimizer.state_dict()}
     save_checkpoint(folder, model.policy.reduction, state, _progress(model), run)
 
 
-def load_sb3_checkpoint(model: MaskablePPO, folder: Path) -> None:
+def load_sb3_checkpoint(model: MaskablePPO | PPO, folder: Path) -> None:
     """Restore what :func:`save_sb3_checkpoint` wrote into a freshly built ``model``."""
     policy, state, counters = load_checkpoint(folder)
     model.policy.reduction.load_state_dict(policy.state_dict())
@@ -106,7 +111,7 @@ def load_sb3_checkpoint(model: MaskablePPO, folder: Path) -> None:
     model._n_updates = int(counters["updates"])
 
 
-def _progress(model: MaskablePPO) -> dict[str, Any]:
+def _progress(model: MaskablePPO | PPO) -> dict[str, Any]:
     return {"timesteps": int(model.num_timesteps), "updates": int(model._n_updates)}
 
 
@@ -181,14 +186,18 @@ def train(
     run = start_run(env_preset, recipe, out, backend="sb3", overrides=overrides, resume=resume, cache_dir=cache_dir)
     recipe, env_config, run_dir, settings = run.recipe, run.env_config, run.folder, run.recipe.run
 
+    token_level = recipe.policy == "token"
     factories = [
-        make_env(env_preset, "train", settings.seed + i, settings.torch_threads, cache_dir)
+        make_env(env_preset, "train", settings.seed + i, settings.torch_threads, cache_dir, token_level)
         for i in range(settings.n_envs)
     ]
     vec_env = SubprocVecEnv(factories) if settings.n_envs > 1 else DummyVecEnv(factories)
     ppo = recipe.ppo
-    model = MaskablePPO(
-        SB3ReductionPolicy,
+    policy_kwargs: dict[str, Any] = {"hidden": ppo.hidden, "decision_layers": env_config.episode.decision_layers}
+    if token_level:
+        policy_kwargs["token_hidden"] = ppo.token_hidden
+    model = (PPO if token_level else MaskablePPO)(
+        SB3TokenPolicy if token_level else SB3ReductionPolicy,
         vec_env,
         learning_rate=ppo.learning_rate,
         n_steps=ppo.n_steps,
@@ -200,7 +209,7 @@ def train(
         ent_coef=ppo.ent_coef,
         vf_coef=ppo.vf_coef,
         max_grad_norm=ppo.max_grad_norm,
-        policy_kwargs={"hidden": ppo.hidden, "decision_layers": env_config.episode.decision_layers},
+        policy_kwargs=policy_kwargs,
         tensorboard_log=str(run_dir / "tensorboard"),
         seed=settings.seed,
         device="cpu",
@@ -210,6 +219,8 @@ def train(
     cloned = None
     if resume and last is not None:
         load_sb3_checkpoint(model, last)
+    elif token_level:
+        cloned = teacher_warm_start(model.policy.reduction, run.trainer_env, recipe)
     elif recipe.warm_start.baseline:
         cloned = behaviour_clone(model.policy.reduction, run.trainer_env, recipe)
     start_steps, started = model.num_timesteps, time.time()

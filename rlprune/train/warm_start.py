@@ -50,11 +50,11 @@ def behaviour_clone(policy: ReductionPolicy, env: TokenReductionEnv, recipe: Rec
 
 def _as_indices(action, features, spec) -> np.ndarray:
     """The spec's indices closest to a baseline's action: its op, the share of the needed savings
-    it makes, and its scorer (attention for scorers outside the action space)."""
+    it makes, and its scorer (the first of the spec's for scorers outside it)."""
     if action.is_noop:
         return spec.encode("keep", spec.shares[0], spec.scorers[0])
     before, after = features.flops_projected, features.ratio_after({features.layer: action})
     needed = max(before - features.budget, 1e-9)
     share = min(max((before - after) / needed, 0.0), 1.0)
-    scorer = action.scorer if action.scorer in spec.scorers else "attention"
+    scorer = action.scorer if action.scorer in spec.scorers else spec.scorers[0]
     return spec.encode(action.op, share, scorer)
