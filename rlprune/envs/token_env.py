@@ -74,7 +74,9 @@ class TokenLevelEnv(gym.Wrapper):
     def decode(self, action: np.ndarray) -> LayerAction:
         """The :class:`LayerAction` an action array stands for at the current layer."""
         features = self.features()
-        op, share = int(round(float(action[0]))), int(round(float(action[1])))
+        ops, shares = len(self.spec_.ops), len(self.spec_.shares)
+        op = min(max(int(round(float(action[0]))), 0), ops - 1)  # any Box sample decodes to a valid choice
+        share = min(max(int(round(float(action[1]))), 0), shares - 1)
         layer_action = self.spec_.decode([op, share, 0], features)
         if layer_action.is_noop:
             return LayerAction()
