@@ -14,7 +14,8 @@ from rlprune.cli import app
 from rlprune.envs import EnvConfig
 from rlprune.errors import RLPruneError
 from rlprune.eval import FULL, SUITES, EvalConfig, Evaluation, aggregate, evaluate, load_suite, parse_budgets
-from rlprune.eval.metrics import agreement, bootstrap_interval, unsupported_words
+from rlprune.eval.metrics import agreement, bootstrap_interval, degenerate, unsupported_words
+from rlprune.eval.report import differences
 from rlprune.policies import ReductionPolicy
 from rlprune.runner import Reducer
 
@@ -237,6 +238,8 @@ def test_speedups_pair_each_method_with_the_full_model_on_the_same_items():
             "prefill_s": prefill,
             "decode_s": decode,
             "new_tokens": tokens,
+            "answer": "It is Ada.",
+            "kind": "grounded",
         }
 
     records = [record("a", FULL, None, 1.0, 1.0), record("b", FULL, None, 3.0, 1.0), record("c", FULL, None, 1, 1)]
@@ -247,3 +250,24 @@ def test_speedups_pair_each_method_with_the_full_model_on_the_same_items():
     assert rows["m"]["decode_speedup"] == pytest.approx(2.0)
     assert rows[FULL]["prefill_speedup"] == pytest.approx(1.0)
     assert rows["m"]["said_prior"] is None and rows["m"]["said_prior_ci"] is None
+
+
+def test_degeneration_means_a_repeated_run_of_eight_words():
+    assert not degenerate("The last lighthouse keeper was Tobias Wren.")
+    loop = "The lighthouse on the northern headland was automated in 1953, and the "
+    assert degenerate("Tobias Wren, a man named / " + loop + loop)
+    assert not degenerate("one two three four five six seven one two three four five six eight")
+
+
+def test_paired_differences_compare_the_same_items():
+    def record(item, method, budget, correct):
+        return {"item": item, "method": method, "budget": budget, "correct": correct}
+
+    items = [f"i{k}" for k in range(120)]
+    records = [record(i, FULL, None, True) for i in items]
+    records += [record(i, "policy", 0.5, k % 4 != 0) for k, i in enumerate(items)]  # 75%
+    records += [record(i, "base", 0.5, k % 2 == 0) for k, i in enumerate(items)]  # 50%, overlapping
+    rows = {r["versus"]: r for r in differences(records, "policy", samples=300)}
+    assert rows["base"]["difference"] == pytest.approx(0.25) and rows["base"]["items"] == 120
+    assert 0 < rows["base"]["difference_ci"][0] < 0.25 < rows["base"]["difference_ci"][1]
+    assert rows[FULL]["difference"] == pytest.approx(-0.25) and rows[FULL]["difference_ci"][1] < 0

@@ -32,6 +32,7 @@ def evaluate(
         "items": len(evaluation.tasks),
         "model": config.model,
         "methods": [FULL] + [m.name for m in evaluation.methods],
+        "policies": [m.name for m in evaluation.methods[: len(config.policies)]],
         "budgets": list(config.budgets),
         "max_new_tokens": config.max_new_tokens,
     }

@@ -53,6 +53,13 @@ def agreement(reduced_logits: Tensor, full_logprobs: Tensor, allowed_ids: Tensor
     return Agreement(kl.mean().item(), top1.mean().item(), out_of_context_mass(logprobs, allowed_ids))
 
 
+def degenerate(answer: str, n: int = 8) -> bool:
+    """Whether the answer repeats some run of ``n`` words (a loop, not an answer that ends)."""
+    words = answer.lower().split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) < len(grams)
+
+
 def out_of_context_mass(logprobs: Tensor, allowed_ids: Tensor) -> float:
     """Mean probability on tokens outside ``allowed_ids`` (the full model's own, for reference)."""
     return (1.0 - logprobs.exp()[:, allowed_ids].sum(-1)).clamp(min=0.0).mean().item()

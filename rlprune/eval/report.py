@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rlprune.eval.harness import FULL
-from rlprune.eval.metrics import bootstrap_interval
+from rlprune.eval.metrics import bootstrap_interval, degenerate
 from rlprune.io import atomic_write, atomic_write_text
 
 # (key, heading, format) for the table: "%" prints a share as a percentage, otherwise a number format
@@ -22,6 +22,7 @@ COLUMNS = (
     ("hallucination", "halluc.", "%"),
     ("unsupported", "unsupported", "%"),
     ("said_prior", "prior", "%"),
+    ("degeneration", "loops", "%"),
     ("out_of_context_mass", "OOC mass", ".3f"),
     ("kl", "KL", ".3f"),
     ("top1", "top-1", "%"),
@@ -70,6 +71,7 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
             "hallucination": ([[float(r["hallucinated"]) for r in group if r["hallucinated"] is not None]], _mean),
             "unsupported": ([[float(bool(r["unsupported"])) for r in group if r["unsupported"] is not None]], _mean),
             "said_prior": ([[float(r["said_prior"]) for r in group if r["said_prior"] is not None]], _mean),
+            "degeneration": ([[float(degenerate(r["answer"])) for r in group]], _mean),
             **{
                 key: ([[float(r[key]) for r in group]], _mean)
                 for key in ("out_of_context_mass", "kl", "top1", "flops_ratio", "kv_ratio")
@@ -87,6 +89,51 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
         row["prefill_ms"] = 1000 * _mean(np.array([r["prefill_s"] for r in group]))
         rows.append(row)
     return rows
+
+
+def differences(
+    records: Sequence[dict[str, Any]], method: str, samples: int = 1000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Accuracy of ``method`` minus every other method's at the same budget, paired by item.
+
+    One row per (other method, budget) with the mean difference and its 95% paired bootstrap
+    interval: an interval above 0 says ``method`` is better on this suite.
+    """
+    by_key = {(r["method"], r["budget"], r["item"]): r for r in records if r["correct"] is not None}
+    budgets = sorted({b for m, b, _ in by_key if m == method and b is not None})
+    others = [m for m in dict.fromkeys(r["method"] for r in records) if m not in (method, FULL)]
+    rows = []
+    for budget in budgets:
+        for other in [FULL, *others]:
+            other_budget = None if other == FULL else budget
+            pairs = [
+                (float(r["correct"]), float(by_key[(other, other_budget, item)]["correct"]))
+                for (m, b, item), r in by_key.items()
+                if m == method and b == budget and (other, other_budget, item) in by_key
+            ]
+            if not pairs:
+                continue
+            ours, theirs = zip(*pairs, strict=True)
+            value, interval = _summary([list(ours), list(theirs)], lambda a, b: float(np.mean(a - b)), samples, seed)
+            rows.append(
+                {
+                    "method": method,
+                    "versus": other,
+                    "budget": budget,
+                    "items": len(pairs),
+                    "difference": value,
+                    "difference_ci": interval,
+                }
+            )
+    return rows
+
+
+def differences_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| method | versus | budget | items | accuracy difference [95% CI] |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        cell = _cell(r["difference"], "%", r["difference_ci"])
+        lines.append(f"| {r['method']} | {r['versus']} | {r['budget']:g} | {r['items']} | {cell} |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(value: float | None, form: str, interval: list[float] | None = None) -> str:
@@ -182,10 +229,20 @@ def write_results(
     out = Path(out)
     rows = aggregate(records, samples=samples)
     title = f"{meta['suite']}: {meta['items']} items, {meta['model']}"
+    kinds = sorted({r["kind"] for r in records})
+    by_kind = {kind: aggregate([r for r in records if r["kind"] == kind], samples=samples) for kind in kinds}
+    policies = [m for m in meta.get("policies", []) if any(r["method"] == m for r in records)]
+    compared = [row for policy in policies for row in differences(records, policy, samples)]
+    extra = {"by_kind": by_kind if len(kinds) > 1 else {}, "differences": compared}
     atomic_write_text(
-        out / "results.json", json.dumps({**meta, "aggregates": rows, "records": list(records)}, indent=1)
+        out / "results.json", json.dumps({**meta, "aggregates": rows, **extra, "records": list(records)}, indent=1)
     )
     atomic_write_text(out / "results.csv", csv_text(rows))
-    atomic_write_text(out / "results.md", markdown_table(rows, title))
+    text = markdown_table(rows, title)
+    if compared:
+        text += "\n### Paired accuracy differences\n\n" + differences_table(compared)
+    for kind, kind_rows in extra["by_kind"].items():
+        text += "\n" + markdown_table(kind_rows, f"{kind} ({kind_rows[0]['items']} items)")
+    atomic_write_text(out / "results.md", text)
     pareto_plot(rows, out / "pareto.png", title)
     return rows

@@ -29,6 +29,13 @@ SUITES: dict[str, SuiteSpec] = {
         "questions about a passage (grounded 70%, counterfactual, key-value, two-hop 10% each)",
         {"grounded": 0.7, "counterfactual": 0.1, "kv": 0.1, "two_hop": 0.1},
     ),
+    # the test split of the mixed-hard preset: its own templates, names and essays
+    "mixed-hard": SuiteSpec(
+        "paraphrased, look-alike, two-hop and needle questions in real essays (held out by template, name, essay)",
+        {"paraphrase": 0.3, "lookalike": 0.3, "bridge": 0.15, "niah": 0.25},
+        tokens=(250, 1100),
+        size=160,
+    ),
     "counterfactual": SuiteSpec(
         "the passage contradicts common knowledge; answering from memory is a hallucination",
         {"counterfactual": 1.0},
