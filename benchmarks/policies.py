@@ -2,10 +2,11 @@
 
 For each method asked for the same prefill FLOPs budget on a 512-token grounded prompt: the
 realised FLOPs ratio, the KV-cache ratio and the measured prefill speedup over the model's own
-forward, side by side. Then the learned policy's overhead (observation + act at every decision)
-as a share of its reduced forward.
+forward, side by side. Then a learned policy's overhead (observation, per-token features, the
+network and its choice at every decision) as a share of its reduced forward: a layer-level
+policy, and a token-level one (``--policy`` checkpoint, or random weights of the same shape).
 
-    python benchmarks/policies.py [--budget 0.5] [--repeats 5]
+    python benchmarks/policies.py [--budget 0.5] [--repeats 5] [--tokens 512] [--policy policies/smollm2-135m-mixed]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.table import Table
 from timing import best_seconds
 
 from rlprune import Reducer, build_prompt, load_model, make_baseline
-from rlprune.policies import ReductionPolicy, decider
+from rlprune.policies import ReductionPolicy, TokenReductionPolicy, decider, load_policy
 
 PASSAGE = (Path(__file__).resolve().parents[1] / "eval" / "demo" / "harbour.txt").read_text()
 METHODS = ["none", "random", "fastv", "snapkv", "pyramid", "tome", "static:2:prune:0.5,8:prune:0.5:relevance"]
@@ -30,11 +31,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=512, help="prompt length")
+    parser.add_argument("--policy", default=None, help="a token-level policy checkpoint to time")
     args = parser.parse_args()
 
     model, tokenizer = load_model()
-    prompt = build_prompt(tokenizer, "Who kept the blue boat?", (PASSAGE + " ") * 3)
-    ids = torch.cat((prompt.input_ids[:, :1], prompt.input_ids[:, -511:]), dim=1)
+    prompt = build_prompt(tokenizer, "Who kept the blue boat?", (PASSAGE + " ") * (args.tokens // 150 + 1))
+    ids = torch.cat((prompt.input_ids[:, :1], prompt.input_ids[:, 1 - args.tokens :]), dim=1)
     reducer = Reducer(model)
     with torch.no_grad():
         full_s = best_seconds(lambda: model(ids, logits_to_keep=1), args.repeats)
@@ -65,6 +68,18 @@ def main() -> None:
         policy.action_head.bias.zero_()
         for index in (spec.ops.index("prune"), 3 + spec.shares.index(0.35), 9 + spec.scorers.index("relevance")):
             policy.action_head.bias[index] = 4.0
+    overhead(console, reducer, policy, ids, prompt.protect_last, args)
+    if args.policy:
+        token_policy = load_policy(args.policy, model)
+    else:
+        token_policy = TokenReductionPolicy()
+        with torch.no_grad():  # acting at every decision: the most features computed
+            token_policy.action_head.bias[token_policy.action_spec.ops.index("prune")] = 8.0
+    overhead(console, reducer, token_policy, ids, prompt.protect_last, args)
+
+
+def overhead(console, reducer, policy, ids, protect_last, args) -> None:
+    """Time every decision (features, network, choice) within the reduced forward it steers."""
     decide = decider(policy, reducer, args.budget)
     spent = []
 
@@ -76,14 +91,14 @@ def main() -> None:
 
     layers = policy.decision_layers(reducer.dims.layers)
     seconds = best_seconds(
-        lambda: reducer.run(ids, timed, decision_layers=layers, protect_last=prompt.protect_last), args.repeats
+        lambda: reducer.run(ids, timed, decision_layers=layers, protect_last=protect_last), args.repeats
     )
     per_run = min(sum(spent[i : i + len(layers)]) for i in range(0, len(spent), len(layers)))
-    out = reducer.run(ids, decide, decision_layers=layers, protect_last=prompt.protect_last)
+    out = reducer.run(ids, decide, decision_layers=layers, protect_last=protect_last)
     console.print(
-        f"learned policy ({policy.num_parameters():,} parameters, FLOPs ratio {out.flops_ratio:.2f}): "
-        f"{len(layers)} decisions (observation + act) cost {per_run * 1000:.1f} ms of a {seconds * 1000:.0f} ms "
-        f"reduced forward: {per_run / seconds:.2%} overhead"
+        f"{type(policy).__name__} ({policy.num_parameters():,} parameters, FLOPs ratio {out.flops_ratio:.2f}): "
+        f"{len(layers)} decisions cost {per_run * 1000:.1f} ms of a {seconds * 1000:.0f} ms reduced forward "
+        f"over {ids.shape[1]} tokens: {per_run / seconds:.2%} overhead"
     )
 
 

@@ -210,3 +210,20 @@ def test_token_level_training_runs_and_exports(tmp_path):
     reducer = Reducer(model)
     out = reducer.run(random_ids(60, seed=6), decider(policy, reducer, 0.5), decision_layers=policy.layers)
     assert out.flops_ratio <= 1.0
+
+
+def test_teacher_importance_is_per_prompt_token_and_leaves_the_model_untouched():
+    from rlprune.envs import ReferenceCache, generate_task
+    from rlprune.train.teacher import token_importance
+
+    model, tokenizer = load_model("tiny-random")
+    reducer = Reducer(model)
+    cache = ReferenceCache(reducer, tokenizer, first_layer=1, continuation_tokens=4, folder=None)
+    reference = cache.compute(generate_task("grounded", "train", 0, tokens=(40, 60)))
+    importance = token_importance(reducer, reference, (1, 2))
+    for layer in (1, 2):
+        assert importance[layer].shape == (reference.prompt_length,)
+        assert torch.isfinite(importance[layer]).all() and (importance[layer] >= 0).all()
+        assert importance[layer].max() > 0
+    assert not any(layer._forward_pre_hooks for layer in reducer.layers)
+    assert not any(p.requires_grad for p in model.parameters())
