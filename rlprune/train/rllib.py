@@ -203,6 +203,10 @@ def train(
 
     ``on_iteration(algo, result)`` is called after every training iteration (monitoring, tests).
     """
+    if (recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)).policy != "layer":
+        raise RLPruneError(
+            'token-level policies (policy = "token" in the recipe) train with the sb3 backend; use --backend sb3'
+        )
     overrides = {"timesteps": timesteps, "seed": seed, "n_envs": workers}
     run = start_run(env_preset, recipe, out, backend="ray", overrides=overrides, resume=resume, cache_dir=cache_dir)
     recipe, env_config, run_dir, settings = run.recipe, run.env_config, run.folder, run.recipe.run
