@@ -237,6 +237,10 @@ class _Writer:
         while sum(len(s.split()) for s in sentences) + sum(len(f.split()) for f in facts) < self.words:
             sentences.append(self.filler())
         self.rng.shuffle(sentences)
+        return self._place(sentences, facts)
+
+    def _place(self, sentences: list[str], facts: Sequence[str]) -> tuple[str, list[float]]:
+        """Insert each fact at a random sentence break; the text and each fact's relative depth."""
         depths = []
         for fact in facts:
             at = self.rng.randint(0, len(sentences))
@@ -260,12 +264,7 @@ class _Writer:
                     break
         for sentence in distractors:
             sentences.insert(self.rng.randint(0, len(sentences)), sentence)
-        depths = []
-        for fact in facts:
-            at = self.rng.randint(0, len(sentences))
-            sentences.insert(at, fact)
-            depths.append(at / max(len(sentences) - 1, 1))
-        return " ".join(sentences), depths
+        return self._place(sentences, facts)
 
 
 def _grounded(w: _Writer) -> Task:
