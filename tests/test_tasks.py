@@ -124,3 +124,26 @@ def test_answer_tokens_are_found_in_the_continuation():
     continuation = torch.tensor(tokenizer("The keeper was Tobias Wren.", add_special_tokens=False)["input_ids"])
     mask = answer_token_mask(tokenizer, continuation, Task("grounded", "q", "c", "Tobias Wren", ("Tobias Wren",)))
     assert tokenizer.decode(continuation[mask]) == "Tobias Wren"
+
+
+def test_hard_kinds_hold_out_templates_names_and_essays():
+    import re
+
+    from rlprune.envs.essays import essays
+    from rlprune.envs.tasks import HARD_KINDS
+
+    names = {split: {name for name, _ in essays(split)} for split in ("train", "validation", "test")}
+    assert names["train"] and names["test"] and not names["train"] & names["test"]
+    assert not names["train"] & names["validation"]
+
+    def shape(question: str) -> str:  # the template: names, towns and numbers blanked out
+        return re.sub(r"\b[A-Z][a-z']+\b|\d+", "_", question)
+
+    for kind in HARD_KINDS:
+        train = generate_suite({kind: 1.0}, "train", 40, tokens=(250, 400))
+        test = generate_suite({kind: 1.0}, "test", 40, tokens=(250, 400))
+        assert not {shape(t.question) for t in train} & {shape(t.question) for t in test}, kind
+        assert not {t.answer for t in train} & {t.answer for t in test}, kind
+        sentences = {s for t in train for s in re.split(r"(?<=[.!?]) ", t.context)}
+        shared = [s for t in test for s in re.split(r"(?<=[.!?]) ", t.context) if s in sentences and len(s) > 60]
+        assert not shared, shared[:2]
