@@ -14,6 +14,7 @@ from rlprune.envs.env import EnvConfig, EpisodeConfig, TaskConfig, TokenReductio
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import Quality, RewardConfig, quality
 from rlprune.envs.tasks import KINDS, SPLITS, Task, answer_correct, generate_suite, generate_task, load_jsonl
+from rlprune.envs.token_env import TokenLevelEnv
 
 ENV_ID = "rlprune/TokenReduction-v0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "RewardConfig",
     "Task",
     "TaskConfig",
+    "TokenLevelEnv",
     "TokenReductionEnv",
     "answer_correct",
     "generate_suite",
