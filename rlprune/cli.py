@@ -335,7 +335,7 @@ def best_static(
     """Grid-search fixed schedules (layer x scorer x op) on validation: the `best-static` baseline's table."""
     from rlprune.eval.best_static import search, write_table
     from rlprune.eval.harness import parse_budgets
-    from rlprune.policies.best_static import table_path
+    from rlprune.policies.baselines import table_path
 
     result = search(env, parse_budgets(budgets), items)
     path = write_table(result, out or table_path(Path(env).stem))

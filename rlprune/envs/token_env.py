@@ -37,8 +37,8 @@ class TokenLevelEnv(gym.Wrapper):
     def __init__(self, env: TokenReductionEnv, max_tokens: int = 2048) -> None:
         super().__init__(env)
         self.max_tokens = max_tokens
-        self.spec_ = token_action_spec()
-        ops, shares = len(self.spec_.ops), len(self.spec_.shares)
+        self.action_spec = token_action_spec()
+        ops, shares = len(self.action_spec.ops), len(self.action_spec.shares)
         low, high = OBSERVATION_BOUNDS
         self.observation_space = spaces.Dict(
             {
@@ -74,10 +74,10 @@ class TokenLevelEnv(gym.Wrapper):
     def decode(self, action: np.ndarray) -> LayerAction:
         """The :class:`LayerAction` an action array stands for at the current layer."""
         features = self.features()
-        ops, shares = len(self.spec_.ops), len(self.spec_.shares)
+        ops, shares = len(self.action_spec.ops), len(self.action_spec.shares)
         op = min(max(int(round(float(action[0]))), 0), ops - 1)  # any Box sample decodes to a valid choice
         share = min(max(int(round(float(action[1]))), 0), shares - 1)
-        layer_action = self.spec_.decode([op, share, 0], features)
+        layer_action = self.action_spec.decode([op, share, 0], features)
         if layer_action.is_noop:
             return LayerAction()
         p = features.state.n_prompt_tokens
@@ -99,14 +99,14 @@ class TokenLevelEnv(gym.Wrapper):
         tokens[:p] = features.tokens.cpu().numpy()
         removable = np.zeros(self.max_tokens, dtype=np.float32)
         removable[:p] = state.removable()[:p].cpu().numpy()
-        counts = np.zeros((len(self.spec_.ops), len(self.spec_.shares)), dtype=np.float32)
+        counts = np.zeros((len(self.action_spec.ops), len(self.action_spec.shares)), dtype=np.float32)
         total = int(removable.sum())
-        for i, op in enumerate(self.spec_.ops):
+        for i, op in enumerate(self.action_spec.ops):
             if op == "keep":
                 continue
-            for j, share in enumerate(self.spec_.shares):
+            for j, share in enumerate(self.action_spec.shares):
                 counts[i, j] = round(features.action_for_share(op, "learned", share).ratio * total)
-        op_mask = self.spec_.masks(features)[: len(self.spec_.ops)].astype(np.float32)
+        op_mask = self.action_spec.masks(features)[: len(self.action_spec.ops)].astype(np.float32)
         return {
             "layer": features.vector,
             "tokens": tokens,

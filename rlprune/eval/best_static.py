@@ -18,11 +18,11 @@ from typing import Any
 from rich.progress import Progress
 
 from rlprune.envs import EnvConfig
-from rlprune.envs.reference import ReferenceCache
+from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import quality
 from rlprune.io import atomic_write_text
 from rlprune.models import fingerprint_id, load_model
-from rlprune.policies import decider
+from rlprune.policies import Policy, decider
 from rlprune.policies.baselines import Static
 from rlprune.runner import Reducer, ReducerConfig
 
@@ -36,18 +36,15 @@ def candidates(layers: Sequence[int] = LAYERS) -> list[str]:
     return [f"{layer}:{op}:0.5:{scorer}" for layer, scorer, op in itertools.product(layers, SCORERS, OPS)]
 
 
-def search(
-    preset: str | Path,
-    budgets: Sequence[float] = (0.3, 0.5),
-    items: int = 24,
-    layers: Sequence[int] = LAYERS,
+def validation_references(
+    preset: str | Path | EnvConfig,
+    items: int,
     *,
     model=None,
     tokenizer=None,
     cache_dir: str | Path | None = None,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Score every candidate at every budget on the first ``items`` validation prompts of ``preset``."""
+) -> tuple[Reducer, list[Reference]]:
+    """A reducer for the preset's model and the full model's references for its first validation prompts."""
     config = EnvConfig.load(preset) if not isinstance(preset, EnvConfig) else preset
     if model is None:
         model, tokenizer = load_model(config.model)
@@ -62,31 +59,51 @@ def search(
         folder=cache_dir,
     )
     cache.warm(tasks)
-    references = [cache.get(t) for t in tasks]
+    return reducer, [cache.get(t) for t in tasks]
+
+
+def answer_score(reducer: Reducer, reference: Reference, policy: Policy, budget: float) -> float:
+    """Share of gold-answer tokens ``policy`` still predicts top-1 with the full model's answer
+    teacher-forced (top-1 agreement where the answer does not appear in it)."""
+    out = reducer.run(
+        reference.input_ids,
+        decider(policy, reducer, budget),
+        decision_layers=policy.decision_layers(reducer.dims.layers),
+        logits="continuation",
+        prompt_length=reference.prompt_length,
+        protect_last=reference.protect_last,
+    )
+    q = quality(out.logits[0], reference)
+    return q.agreement if q.answer_accuracy is None else q.answer_accuracy
+
+
+def search(
+    preset: str | Path,
+    budgets: Sequence[float] = (0.3, 0.5),
+    items: int = 24,
+    layers: Sequence[int] = LAYERS,
+    *,
+    model=None,
+    tokenizer=None,
+    cache_dir: str | Path | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Score every candidate at every budget on the first ``items`` validation prompts of ``preset``."""
+    reducer, references = validation_references(preset, items, model=model, tokenizer=tokenizer, cache_dir=cache_dir)
     texts = candidates(layers)
     scores: dict[str, dict[str, float]] = {str(b): {} for b in budgets}
     with Progress(transient=True, disable=not show_progress) as progress:
         bar = progress.add_task("best-static grid", total=len(texts) * len(budgets) * len(references))
         for budget, text in itertools.product(budgets, texts):
-            schedule = Static(text)
             total = 0.0
             for reference in references:
-                out = reducer.run(
-                    reference.input_ids,
-                    decider(schedule, reducer, budget),
-                    decision_layers=schedule.decision_layers(reducer.dims.layers),
-                    logits="continuation",
-                    prompt_length=reference.prompt_length,
-                    protect_last=reference.protect_last,
-                )
-                q = quality(out.logits[0], reference)
-                total += q.agreement if q.answer_accuracy is None else q.answer_accuracy
+                total += answer_score(reducer, reference, Static(text), budget)
                 progress.advance(bar)
             scores[str(budget)][text] = total / len(references)
     best = {b: max(table, key=table.get) for b, table in scores.items()}
     return {
         "preset": str(preset),
-        "model": fingerprint_id(model),
+        "model": fingerprint_id(reducer.model),
         "items": len(references),
         "metric": "teacher-forced gold-answer token accuracy (top-1 agreement where the answer is absent)",
         "best": {b: {"schedule": text, "score": scores[b][text]} for b, text in best.items()},

@@ -7,13 +7,10 @@ from pathlib import Path
 from transformers import PreTrainedModel
 
 from rlprune.policies.base import Policy, decider
-from rlprune.policies.baselines import BASELINES, Baseline, BaselineError, make_baseline
-from rlprune.policies.best_static import BestStatic
+from rlprune.policies.baselines import BASELINES, Baseline, BaselineError, BestStatic, make_baseline
 from rlprune.policies.checkpoint import PolicyError, load_policy, save_policy
 from rlprune.policies.network import ReductionPolicy
 from rlprune.policies.token_network import TokenReductionPolicy
-
-BASELINES[BestStatic.name] = BestStatic
 
 
 def resolve_policy(spec: str | Path | Policy, model: PreTrainedModel | None = None) -> Policy:

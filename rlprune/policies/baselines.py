@@ -8,9 +8,12 @@ so methods compare at matched FLOPs. Build one from a spec: ``make_baseline("fas
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
+from rlprune.config import ROOT
 from rlprune.errors import RLPruneError
 from rlprune.features import Features
 from rlprune.reduction import KEEP, LayerAction, parse_schedule
@@ -37,6 +40,29 @@ class Baseline:
 
     def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
         return {}
+
+    @classmethod
+    def from_params(cls, params: str) -> Baseline:
+        """The baseline from the text after ``NAME:`` in a spec: ``key=value`` pairs by default."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, object] = {}
+        for item in filter(None, (p.strip() for p in params.split(","))):
+            key, equals, text = item.partition("=")
+            if not equals or key not in fields:
+                known = ", ".join(fields) or "none"
+                raise BaselineError(f"{cls.name}: bad parameter {item!r}; write key=value with key one of: {known}")
+            kind = int if fields[key].type in (int, "int") else float
+            try:
+                values[key] = kind(text)
+            except ValueError:
+                raise BaselineError(
+                    f"{cls.name}: {key}={text!r} must be {'an integer' if kind is int else 'a number'}"
+                ) from None
+        baseline = cls(**values)
+        ratio = getattr(baseline, "ratio", 0.0)
+        if not 0.0 <= ratio <= 1.0:
+            raise BaselineError(f"{cls.name}: ratio={ratio} is outside [0, 1]")
+        return baseline
 
     def decision_layers(self, num_layers: int) -> tuple[int, ...]:
         layers = tuple(sorted(self.schedule(self.max_strength, num_layers)))
@@ -187,41 +213,83 @@ class Static(Baseline):
             for layer, action in self._base.items()
         }
 
+    @classmethod
+    def from_params(cls, params: str) -> Static:
+        return cls(params or cls.schedule_text)
+
     def __str__(self) -> str:
         return f"static:{self.schedule_text}"
 
 
+TABLES = ROOT / "eval" / "best-static"
+"""Where shipped search results live: ``best-static:mixed-hard`` reads ``eval/best-static/mixed-hard.json``."""
+
+
+def table_path(spec: str) -> Path:
+    """A best-static table given as a path or as the name of a shipped one."""
+    path = Path(spec)
+    if path.suffix == ".json" or path.exists():
+        return path
+    return TABLES / f"{spec}.json"
+
+
+@dataclass
+class BestStatic(Baseline):
+    """The strongest fixed schedule per budget, found by a grid search on a validation split.
+
+    A learned policy has to beat the best fixed rule, not only the published ones. The search
+    (:func:`rlprune.eval.best_static.search`, ``rlprune best-static``) writes a JSON table of the
+    winning schedule per budget; at a budget this baseline runs the schedule found at the nearest
+    searched budget, solved to meet the budget on the prompt at hand like any :class:`Static`.
+    """
+
+    name: ClassVar[str] = "best-static"
+    table: str = "mixed-hard"
+
+    def __post_init__(self) -> None:
+        path = table_path(self.table)
+        if not path.is_file():
+            raise BaselineError(
+                f"no best-static table at {path}; run `rlprune best-static --env PRESET --out {path}` first"
+            )
+        try:
+            data = json.loads(path.read_text())
+            self._choices = {float(b): Static(entry["schedule"]) for b, entry in data["best"].items()}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RLPruneError) as error:
+            raise BaselineError(f"{path} is not a best-static table ({error}); run the search again") from None
+        if not self._choices:
+            raise BaselineError(f"{path} holds no schedules; run the search again")
+
+    @classmethod
+    def from_params(cls, params: str) -> BestStatic:
+        return cls(params or cls.table)
+
+    def choice(self, budget: float | None) -> Static:
+        """The schedule for ``budget``: the one found at the nearest searched budget."""
+        target = 0.5 if budget is None else budget
+        return self._choices[min(self._choices, key=lambda b: abs(b - target))]
+
+    def decision_layers(self, num_layers: int) -> tuple[int, ...]:
+        return tuple(sorted({layer for s in self._choices.values() for layer in s.decision_layers(num_layers)}))
+
+    def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
+        schedule = self.choice(budget)
+        if features.layer not in schedule.decision_layers(features.num_layers):
+            return KEEP
+        return schedule.act(features, budget, deterministic)
+
+    def __str__(self) -> str:
+        return f"best-static:{self.table}"
+
+
 BASELINES: dict[str, type[Baseline]] = {
-    cls.name: cls for cls in (NoReduction, RandomPrune, FastV, SnapKV, PyramidDrop, ToMe, Static)
+    cls.name: cls for cls in (NoReduction, RandomPrune, FastV, SnapKV, PyramidDrop, ToMe, Static, BestStatic)
 }
 
 
 def make_baseline(spec: str) -> Baseline:
-    """Build a baseline from ``NAME[:key=value,...]`` (``static:SCHEDULE`` takes a schedule)."""
+    """Build a baseline from ``NAME[:PARAMS]`` (``fastv:layer=2``, ``static:2:prune:0.5``, ``best-static:TABLE``)."""
     name, _, params = spec.strip().partition(":")
     if name not in BASELINES:
         raise BaselineError(f"unknown baseline {name!r}; use one of {', '.join(BASELINES)} or a checkpoint folder")
-    cls = BASELINES[name]
-    if cls is Static:
-        return Static(params or Static.schedule_text)
-    if name == "best-static":
-        return cls(params or "mixed-hard")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, object] = {}
-    for item in filter(None, (p.strip() for p in params.split(","))):
-        key, equals, text = item.partition("=")
-        if not equals or key not in fields:
-            known = ", ".join(fields) or "none"
-            raise BaselineError(f"{name}: bad parameter {item!r}; write key=value with key one of: {known}")
-        kind = int if fields[key].type in (int, "int") else float
-        try:
-            values[key] = kind(text)
-        except ValueError:
-            raise BaselineError(
-                f"{name}: {key}={text!r} must be {'an integer' if kind is int else 'a number'}"
-            ) from None
-    baseline = cls(**values)
-    ratio = getattr(baseline, "ratio", 0.0)
-    if not 0.0 <= ratio <= 1.0:
-        raise BaselineError(f"{name}: ratio={ratio} is outside [0, 1]")
-    return baseline
+    return BASELINES[name].from_params(params)

@@ -16,6 +16,16 @@ from rlprune.reduction import LayerAction
 KEEP_BIAS = 2.0  # initial logit advantage of "keep": a fresh policy keeps every token
 
 
+def tanh_mlp(inputs: int, hidden: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """Linear + tanh layers of the given widths, and the width they end at."""
+    layers: list[nn.Module] = []
+    width = inputs
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.Tanh()]
+        width = size
+    return nn.Sequential(*layers), width
+
+
 class ReductionPolicy(nn.Module):
     """Observation -> (op, share, scorer) logits and a value estimate.
 
@@ -38,12 +48,7 @@ class ReductionPolicy(nn.Module):
         self.layers = tuple(decision_layers)
         self.action_spec = action_spec or ActionSpec()
         self.nvec = tuple(self.action_spec.nvec)
-        trunk: list[nn.Module] = []
-        width = observation_size
-        for size in self.hidden:
-            trunk += [nn.Linear(width, size), nn.Tanh()]
-            width = size
-        self.trunk = nn.Sequential(*trunk)
+        self.trunk, width = tanh_mlp(observation_size, self.hidden)
         self.action_head = nn.Linear(width, sum(self.nvec))
         self.value_head = nn.Linear(width, 1)
         self._initialise()

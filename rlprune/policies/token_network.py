@@ -14,12 +14,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from rlprune.features import OBSERVATION_SIZE, TOKEN_FEATURE_SIZE, ActionSpec, Features
-from rlprune.policies.network import ReductionPolicy
+from rlprune.policies.network import ReductionPolicy, tanh_mlp
 from rlprune.policies.plackett_luce import bound, perturb
 from rlprune.reduction import LayerAction
 
@@ -55,13 +54,8 @@ class TokenReductionPolicy(ReductionPolicy):
             )
         self.token_feature_size = token_feature_size
         self.token_hidden = tuple(token_hidden)
-        layers: list[nn.Module] = []
-        width = token_feature_size
-        for size in self.token_hidden:
-            layers += [nn.Linear(width, size), nn.Tanh()]
-            width = size
-        layers.append(nn.Linear(width, 1))
-        self.token_net = nn.Sequential(*layers)
+        hidden_layers, width = tanh_mlp(token_feature_size, self.token_hidden)
+        self.token_net = nn.Sequential(*hidden_layers, nn.Linear(width, 1))
 
     def token_scores(self, token_features: Tensor) -> Tensor:
         """Keep scores ``(..., tokens)`` from features ``(..., tokens, TOKEN_FEATURE_SIZE)``."""
@@ -70,21 +64,8 @@ class TokenReductionPolicy(ReductionPolicy):
     @torch.no_grad()
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
         choice = self.predict(features.vector, self.action_spec.masks(features), deterministic)
-        return self.act_with(choice, features, deterministic)
-
-    @torch.no_grad()
-    def act_with(
-        self,
-        choice: np.ndarray,
-        features: Features,
-        deterministic: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> LayerAction:
-        """The action for layer-head ``choice`` (op, share, scorer indices) with this policy's tokens."""
         action = self.action_spec.decode(choice, features)
         if action.is_noop:
             return LayerAction()
         scores = self.token_scores(features.tokens)
-        if not deterministic:
-            scores = perturb(scores, generator)
-        return dataclasses.replace(action, token_scores=scores)
+        return dataclasses.replace(action, token_scores=scores if deterministic else perturb(scores))

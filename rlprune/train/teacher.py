@@ -3,10 +3,8 @@
 At training time the full model's answer is known, so per-token importance can be measured:
 gradient x input of the answer's log-likelihood with respect to the hidden states entering each
 decision layer, on the full, unreduced pass (first-order: how much the answer's likelihood moves
-with that token's state), max-pooled over neighbours so a name is kept whole. On 24 validation
-prompts of ``mixed-hard``, pruning half the removable tokens at layer 2 by this importance kept
-0.90 of the gold-answer tokens, against 0.82 for the best scorer (relevance) and 0.81 for the
-answer tokens' attention.
+with that token's state), max-pooled over neighbours so a name is kept whole.
+``benchmarks/token_choice.py`` compares it with fixed schedules and policies on validation prompts.
 
 The token head is fitted to remove tokens in the teacher's order (lowest importance first) by
 maximising the Plackett-Luce likelihood of that order, the same likelihood PPO then uses; the
@@ -25,12 +23,12 @@ from rich.progress import Progress
 
 from rlprune.envs import Reference, TokenReductionEnv
 from rlprune.features import Features
-from rlprune.policies import TokenReductionPolicy, make_baseline
+from rlprune.policies import Baseline, TokenReductionPolicy, make_baseline
 from rlprune.policies.plackett_luce import log_prob_and_entropy
 from rlprune.reduction import LayerAction
 from rlprune.runner import Reducer
 from rlprune.train.recipe import Recipe
-from rlprune.train.warm_start import _as_indices
+from rlprune.train.warm_start import as_indices
 
 LAYER_HEAD_STEPS = 300
 SPAN = 3  # importance is max-pooled over this many neighbouring tokens
@@ -71,6 +69,27 @@ def token_importance(reducer: Reducer, reference: Reference, layers: Sequence[in
 
 
 @dataclass
+class TeacherPolicy:
+    """Acts like ``schedule`` (how many tokens go, where) but removes the least important tokens
+    by the teacher's measure for one prompt: the upper bound a token head is fitted towards."""
+
+    schedule: Baseline
+    importance: dict[int, torch.Tensor]  # from token_importance, for the prompt being reduced
+    name: str = "teacher"
+
+    def decision_layers(self, num_layers: int) -> tuple[int, ...]:
+        return self.schedule.decision_layers(num_layers)
+
+    def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
+        action = self.schedule.act(features, budget)
+        if action.is_noop:
+            return action
+        state = features.state
+        scores = self.importance[state.layer][state.positions[: state.n_prompt_tokens].cpu()]
+        return LayerAction(action.op, action.ratio, "learned", token_scores=scores)
+
+
+@dataclass
 class TeacherSample:
     """One decision: what the policy sees and what the teacher does there."""
 
@@ -95,23 +114,20 @@ def collect(policy: TokenReductionPolicy, env: TokenReductionEnv, recipe: Recipe
         bar = progress.add_task("teacher episodes", total=settings.episodes)
         for episode in range(settings.episodes):
             env.reset(seed=episode)
-            task, reference = env._task, env._reference
+            task = env._task
             if task.uid not in importance:
-                importance[task.uid] = token_importance(env.reducer, reference, layers)
+                importance[task.uid] = token_importance(env.reducer, env._reference, layers)
+            teacher = TeacherPolicy(baseline, importance[task.uid])
             done = False
             while not done:
                 state = env._state
                 features = Features(env.reducer, state, env.budget)
-                action = baseline.act(features, env.budget)
-                index = _as_indices(action, features, spec)
-                index[2] = 0
+                action = teacher.act(features, env.budget)
+                index = as_indices(action, features, spec)
                 sample = TeacherSample(features.vector, spec.masks(features), index)
                 if not action.is_noop:
-                    p = state.n_prompt_tokens
-                    teacher = importance[task.uid][state.layer][state.positions[:p].cpu()]
-                    action = LayerAction(action.op, action.ratio, "learned", token_scores=teacher)
-                    sample.tokens, sample.teacher = features.tokens.cpu(), teacher
-                    sample.removable = state.removable()[:p].cpu()
+                    sample.tokens, sample.teacher = features.tokens.cpu(), action.token_scores
+                    sample.removable = state.removable()[: state.n_prompt_tokens].cpu()
                     sample.count = round(action.ratio * int(sample.removable.sum()))
                 samples.append(sample)
                 _, _, done, _, _ = env.step(action)
@@ -136,8 +152,9 @@ def fit(policy: TokenReductionPolicy, samples: list[TeacherSample], recipe: Reci
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    token_loss = torch.zeros(())
+    epoch_losses: list[float] = []
     for _ in range(settings.epochs):
+        epoch_losses = []
         for sample in (removals[i] for i in torch.randperm(len(removals)).tolist()):
             scores = policy.token_scores(sample.tokens)[None]
             log_prob, _ = log_prob_and_entropy(
@@ -147,13 +164,14 @@ def fit(policy: TokenReductionPolicy, samples: list[TeacherSample], recipe: Reci
             optimizer.zero_grad()
             token_loss.backward()
             optimizer.step()
+            epoch_losses.append(float(token_loss.detach()))
     with torch.no_grad():
         predicted = torch.stack([d.probs.argmax(-1) for d in policy.distributions(obs, masks)], dim=-1)
     return {
         "samples": len(samples),
         "token_samples": len(removals),
         "op_accuracy": float((predicted[:, 0] == choices[:, 0]).float().mean()),
-        "token_nll_per_draw": float(token_loss.detach()),
+        "token_nll_per_draw": float(np.mean(epoch_losses)) if epoch_losses else float("nan"),  # last epoch
         "teacher_overlap": overlap(policy, removals),
     }
 

@@ -23,7 +23,7 @@ def behaviour_clone(policy: ReductionPolicy, env: TokenReductionEnv, recipe: Rec
         while not done:
             features = Features(env.reducer, env._state, env.budget)
             choice = baseline.act(features, env.budget)
-            index = _as_indices(choice, features, spec)
+            index = as_indices(choice, features, spec)
             observations.append(obs)
             masks.append(env.action_masks())
             actions.append(index)
@@ -48,7 +48,7 @@ def behaviour_clone(policy: ReductionPolicy, env: TokenReductionEnv, recipe: Rec
     return {"samples": len(act_t), "op_accuracy": float((predicted[:, 0] == act_t[:, 0]).float().mean())}
 
 
-def _as_indices(action, features, spec) -> np.ndarray:
+def as_indices(action, features, spec) -> np.ndarray:
     """The spec's indices closest to a baseline's action: its op, the share of the needed savings
     it makes, and its scorer (the first of the spec's for scorers outside it)."""
     if action.is_noop:
