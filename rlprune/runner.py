@@ -4,7 +4,9 @@ Every consumer (the Gymnasium environment, the inference plug-in, the evaluation
 baseline) runs a model through :class:`Reducer`, so a policy behaves the same in training and at
 inference. The reducer calls the model's own decoder layers on the tokens that remain, with their
 *original* position ids (rotary embeddings stay correct), an attention mask built from original
-positions, and a per-layer KV cache whose length may differ from layer to layer.
+positions, and a per-layer KV cache whose length may differ from layer to layer. Every model detail
+comes from the family's :class:`~rlprune.adapters.ModelAdapter`, on whatever device and dtype the
+model is.
 
 Batch size is 1 throughout. Batching would go into :class:`ReductionState`: each row keeps its
 own token set, so hidden states would be padded to the longest row and the attention masks
@@ -13,7 +15,6 @@ below would also hide each row's padding.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,8 +29,8 @@ from transformers.generation.logits_process import (
 )
 
 from rlprune import flops
+from rlprune.adapters import Rope, adapter_for
 from rlprune.errors import InvalidActionError, InvalidPromptError
-from rlprune.models import check_supported
 from rlprune.reduction import (
     KEEP,
     SCORERS,
@@ -40,6 +41,12 @@ from rlprune.reduction import (
     match_merge_targets,
     select_least_important,
 )
+from rlprune.timing import Stopwatch
+
+def removal_count(action: LayerAction, removable: int) -> int:
+    """How many of ``removable`` tokens ``action`` removes."""
+    return 0 if action.is_noop else round(action.ratio * removable)
+
 
 ActionSource = Mapping[int, LayerAction] | Callable[["ReductionState"], LayerAction] | None
 """A fixed schedule ``{layer: action}``, or a callable deciding at each decision layer."""
@@ -86,13 +93,14 @@ class ReductionState:
     hidden: Tensor  # (1, n, hidden): residual stream entering layer ``layer``
     positions: Tensor  # (n,) original position of each carried token
     sizes: Tensor  # (n,) float: original tokens each carried token stands for (merges)
-    rope: tuple[Tensor, Tensor]  # cos, sin for every input position, (1, sequence, head_dim)
+    rope: Rope  # per rope kind: cos, sin for every input position, (1, sequence, head_dim)
     cache: DynamicCache
     decision_layers: tuple[int, ...]
     protect_first: int
     protect_last: int
     prompt_length: int  # tokens before the continuation; only these are ever scored or removed
     resumed: bool = False  # started from a cached hidden state: early layers have no KV cache
+    merged: bool = False  # some carried token stands for several (its keys get a log-size bias)
     layer: int = 0  # next layer to run
     decisions_made: int = 0
     kv_positions: list[Tensor] = field(default_factory=list)  # per layer: positions of cached keys
@@ -139,9 +147,7 @@ class ReductionState:
 
     def log_sizes(self) -> Tensor | None:
         """``log(size)`` per carried token for proportional attention, ``None`` when none was merged."""
-        if bool((self.sizes == 1).all()):
-            return None
-        return self.sizes.log()
+        return self.sizes.log() if self.merged else None
 
     def cache_lengths(self) -> list[int]:
         return [int(p.numel()) for p in self.kv_positions]
@@ -212,23 +218,6 @@ class GenerationResult:
         return torch.cat((self.prefill.state.input_ids, self.tokens), dim=1)
 
 
-def attention_mask(
-    query_positions: Tensor, key_positions: Tensor, key_log_sizes: Tensor | None, dtype: torch.dtype
-) -> Tensor | None:
-    """Additive mask ``(1, 1, q, k)``: ``log(size)`` where a key's position is not after the query's.
-
-    Returns ``None`` where the kernel's own masking is the same thing: a prefill without merged
-    tokens (queries are the keys, so causal by position is causal by index) or a single new
-    token without merged keys (it sees every cached key). SDPA then takes its fastest path.
-    """
-    q, k = query_positions.numel(), key_positions.numel()
-    if key_log_sizes is None and (q == 1 or q == k):
-        return None
-    visible = key_positions[None, :] <= query_positions[:, None]
-    bias = torch.zeros(k, dtype=dtype, device=visible.device) if key_log_sizes is None else key_log_sizes.to(dtype)
-    return torch.where(visible, bias, torch.finfo(dtype).min)[None, None]
-
-
 class Reducer:
     """Runs a frozen causal LM with token reduction between decoder layers.
 
@@ -244,12 +233,11 @@ class Reducer:
     """
 
     def __init__(self, model: PreTrainedModel, config: ReducerConfig | None = None) -> None:
-        check_supported(model.config)
+        self.adapter = adapter_for(model)
         self.model = model
         self.config = config or ReducerConfig()
-        self.decoder = model.model
-        self.layers = self.decoder.layers
-        self.dims = flops.ModelDims.from_config(model.config, model.dtype)
+        self.layers = self.adapter.layers
+        self.dims = self.adapter.dims()
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)
 
     # -- prefill ---------------------------------------------------------------------------
@@ -285,15 +273,14 @@ class Reducer:
             raise InvalidPromptError(f"prompt_length must lie in [1, {n}], got {prompt_length}")
         device = ids.device
         positions = torch.arange(n, device=device)
-        hidden = self.decoder.embed_tokens(ids)
-        rope = self.decoder.rotary_emb(hidden, position_ids=positions[None])
+        hidden = self.adapter.embed(ids)
         state = ReductionState(
             input_ids=ids,
             hidden=hidden,
             positions=positions,
             sizes=torch.ones(n, device=device),
-            rope=rope,
-            cache=DynamicCache(config=self.model.config),
+            rope=self.adapter.rotary(hidden, positions),
+            cache=self.adapter.new_cache(),
             decision_layers=layers,
             protect_first=self.config.protect_first,
             protect_last=self.config.protect_last if protect_last is None else int(protect_last),
@@ -319,6 +306,7 @@ class Reducer:
         plan = self.plan(state, action)
         if len(plan):
             state.hidden, state.positions, state.sizes = apply_plan(state.hidden, state.positions, state.sizes, plan)
+            state.merged |= plan.into is not None
         state.flops += plan.flops
         state.actions[state.layer] = action
         state.decisions_made += 1
@@ -329,10 +317,9 @@ class Reducer:
     def plan(self, state: ReductionState, action: LayerAction) -> ReductionPlan:
         """Which tokens ``action`` removes before layer ``state.layer`` (and where merged ones go)."""
         removable = state.removable()
-        count = round(action.ratio * int(removable.sum())) if not action.is_noop else 0
+        count = removal_count(action, int(removable.sum()))
         if count == 0:
             return ReductionPlan.empty(state.positions.device)
-        scorer = SCORERS[action.scorer]
         context = self.score_context(state)
         tail = context.normed.new_full((state.continuation_length,), float("inf"))  # a continuation stays
         if action.token_scores is not None:
@@ -343,16 +330,43 @@ class Reducer:
                     "prompt token carried into the layer"
                 )
         else:
-            scores = scorer.score(context)
+            scores = SCORERS[action.scorer].score(context)
         remove = select_least_important(torch.cat((scores, tail)), removable, count)
-        cost = scorer.flops(self.dims, state.n_prompt_tokens, context.window)
+        cost = self.choice_flops(action, state.n_prompt_tokens, len(remove), context.window)
         if action.op == "prune":
             return ReductionPlan(remove, flops=cost)
         can_receive = removable[: state.n_prompt_tokens].clone()
         can_receive[remove] = False
         into = match_merge_targets(context.normed[0], remove, can_receive, self.config.merge_window)
-        cost += flops.merge_match_flops(self.dims, len(remove), self.config.merge_window)
         return ReductionPlan(remove, into, flops=cost)
+
+    def choice_flops(self, action: LayerAction, tokens: int, count: int, window: int) -> float:
+        """What choosing ``count`` of ``tokens`` prompt tokens to remove costs (scoring, merge matching)."""
+        if count == 0:
+            return 0.0
+        cost = SCORERS[action.scorer].flops(self.dims, tokens, window)
+        if action.op == "merge":
+            cost += flops.merge_match_flops(self.dims, count, self.config.merge_window)
+        return cost
+
+    def project_flops(self, state: ReductionState, schedule: Mapping[int, LayerAction] | None = None) -> float:
+        """Prefill FLOPs of the prompt if ``schedule`` is applied from now on and nothing else removed.
+
+        The one FLOPs projection: :meth:`plan` and the layer accounting use the same pieces, so a
+        baseline solving for a budget, a policy turning a share into a token count and the reducer
+        agree to the FLOP.
+        """
+        schedule = schedule or {}
+        dims, window = self.dims, self.config.window or max(state.protect_last, 1)
+        total, layer = state.flops, state.layer
+        n, removable = state.n_prompt_tokens, int(state.removable().sum())
+        for at in sorted(k for k in schedule if k >= state.layer):
+            total += flops.layers_flops(dims, layer, at, n)
+            action, layer = schedule[at], at
+            count = removal_count(action, removable)
+            total += self.choice_flops(action, n, count, window)
+            n, removable = n - count, removable - count
+        return total + flops.layers_flops(dims, layer, dims.layers, n) + flops.lm_head_flops(dims, 1)
 
     @torch.no_grad()
     def score_context(self, state: ReductionState) -> ScoreContext:
@@ -360,13 +374,13 @@ class Reducer:
 
         A teacher-forced continuation is left out, so it never influences which tokens go.
         """
-        layer = self.layers[state.layer]
         p = state.n_prompt_tokens
         positions, log_sizes = state.positions[:p], state.log_sizes()
-        cos, sin = state.rope
+        cos, sin = state.rope[self.adapter.rope_kinds[state.layer]]
         return ScoreContext(
-            layer=layer,
-            normed=layer.input_layernorm(state.hidden[:, :p]),
+            adapter=self.adapter,
+            layer=state.layer,
+            normed=self.adapter.input_norm(state.layer, state.hidden[:, :p]),
             positions=positions,
             log_sizes=None if log_sizes is None else log_sizes[:p],
             cos=cos[:, positions],
@@ -377,9 +391,7 @@ class Reducer:
 
     def projected_flops(self, state: ReductionState) -> float:
         """Prefill FLOPs of the prompt if no further token is removed (spent so far plus the rest)."""
-        remaining = self.dims.layers - state.layer
-        ahead = remaining * flops.layer_flops(self.dims, state.n_prompt_tokens) + flops.lm_head_flops(self.dims, 1)
-        return state.flops + ahead
+        return self.project_flops(state)
 
     def full_flops(self, state: ReductionState) -> float:
         """Prefill FLOPs of the prompt without reduction (with logits for its last position)."""
@@ -409,7 +421,7 @@ class Reducer:
                 raise ValueError("logits='continuation' needs a continuation: pass prompt_length to start()")
             index = slice(-m - 1, -1)
         hidden, positions = state.hidden[:, index], state.positions[index]
-        out = self.model.lm_head(self.decoder.norm(hidden))
+        out = self.adapter.logits(hidden)
         in_prompt = int((positions < state.prompt_length).sum())
         state.flops += flops.lm_head_flops(self.dims, in_prompt)
         state.decode_flops += flops.lm_head_flops(self.dims, positions.numel() - in_prompt)
@@ -473,15 +485,15 @@ class Reducer:
                 f"{state.next_position + m} positions exceed the model's limit of {self.max_positions}"
             )
         positions = torch.arange(state.next_position, state.next_position + m, device=ids.device)
-        hidden = self.decoder.embed_tokens(ids)
-        rope = self.decoder.rotary_emb(hidden, position_ids=positions[None])
+        hidden = self.adapter.embed(ids)
+        rope = self.adapter.rotary(hidden, positions)
         for i in range(self.dims.layers):
             cached = state.kv_positions[i].numel()
             hidden = self._run_layer(state, i, hidden, positions, None, rope)
-            state.decode_flops += flops.layer_flops(self.dims, m, cached)
+            state.decode_flops += flops.layer_flops(self.dims, m, cached, layer=i)
         state.next_position += m
         state.decode_flops += flops.lm_head_flops(self.dims, m)
-        return self.model.lm_head(self.decoder.norm(hidden))
+        return self.adapter.logits(hidden)
 
     @torch.no_grad()
     def generate(
@@ -508,9 +520,9 @@ class Reducer:
                 f"prompt ({n} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
                 f"{self.max_positions} positions; shorten the prompt or ask for fewer tokens"
             )
-        started = time.perf_counter()
+        clock = Stopwatch(self.model.device)
         prefill = self.run(input_ids, actions, decision_layers=decision_layers, protect_last=protect_last)
-        prefilled = time.perf_counter()
+        prefill_seconds = clock.lap()
         stop = set(self._eos_ids(eos_token_id))
         warpers = self._warpers(temperature, top_k, top_p) if do_sample else None
         logits = prefill.logits[:, -1]
@@ -521,14 +533,14 @@ class Reducer:
             if int(token) in stop or i == max_new_tokens - 1:
                 break
             logits = self.extend(prefill.state, token)[:, -1]
-        decoded = time.perf_counter()
+        decode_seconds = clock.lap()
         tokens = torch.stack(new).reshape(1, -1)
         return GenerationResult(
             tokens=tokens,
             prefill=prefill,
             stopped_at_eos=int(tokens[0, -1]) in stop,
-            prefill_seconds=prefilled - started,
-            decode_seconds=decoded - prefilled,
+            prefill_seconds=prefill_seconds,
+            decode_seconds=decode_seconds,
         )
 
     # -- internals -------------------------------------------------------------------------
@@ -537,8 +549,7 @@ class Reducer:
         """Run the prefill through layers ``state.layer .. stop - 1`` with the carried tokens."""
         if state.layer >= stop:
             return
-        cos, sin = state.rope
-        rope = (cos[:, state.positions], sin[:, state.positions])
+        rope = {kind: (cos[:, state.positions], sin[:, state.positions]) for kind, (cos, sin) in state.rope.items()}
         log_sizes = state.log_sizes()
         while state.layer < stop:
             state.hidden = self._run_layer(state, state.layer, state.hidden, state.positions, log_sizes, rope)
@@ -549,9 +560,9 @@ class Reducer:
         """Charge one prefill layer: the prompt's tokens to the prefill, a continuation to decoding."""
         p, m = state.n_prompt_tokens, state.continuation_length
         state.tokens_per_layer.append(state.n_tokens)
-        state.flops += flops.layer_flops(self.dims, p)
+        state.flops += flops.layer_flops(self.dims, p, layer=state.layer)
         if m:
-            state.decode_flops += flops.layer_flops(self.dims, m, cached=p)
+            state.decode_flops += flops.layer_flops(self.dims, m, cached=p, layer=state.layer)
 
     def _resume(self, state: ReductionState, hidden: Tensor, layer: int) -> None:
         """Start at ``layer`` from a cached hidden state, charging the skipped layers as if run."""
@@ -561,7 +572,8 @@ class Reducer:
             raise ValueError(f"resume_from has shape {tuple(hidden.shape)}, expected {tuple(state.hidden.shape)}")
         state.hidden = hidden.to(device=state.hidden.device, dtype=state.hidden.dtype)
         state.resumed = True
-        for _ in range(layer):
+        for skipped in range(layer):
+            state.layer = skipped
             state.kv_positions.append(state.positions)
             state.kv_log_sizes.append(None)
             self._account_layer(state)
@@ -574,7 +586,7 @@ class Reducer:
         hidden: Tensor,
         positions: Tensor,
         log_sizes: Tensor | None,
-        rope: tuple[Tensor, Tensor],
+        rope: Rope,
     ) -> Tensor:
         """Call decoder layer ``index`` on ``hidden`` and append its keys and values to the cache.
 
@@ -595,14 +607,14 @@ class Reducer:
             key_positions, key_log_sizes = positions, log_sizes
             state.kv_positions.append(key_positions)
             state.kv_log_sizes.append(key_log_sizes)
-        mask = attention_mask(positions, key_positions, key_log_sizes, hidden.dtype)
+        mask = self.adapter.attention_mask(index, positions, key_positions, key_log_sizes, hidden.dtype)
         out = self.layers[index](
             hidden,
             attention_mask=mask,
             position_ids=positions[None],
             cache=state.cache,
             use_cache=True,
-            position_embeddings=rope,
+            position_embeddings=rope[self.adapter.rope_kinds[index]],
         )
         return out[0] if isinstance(out, tuple) else out
 
@@ -622,7 +634,8 @@ class Reducer:
             raise InvalidPromptError(
                 f"the prompt has {n} tokens but the model handles at most {self.max_positions}; shorten it"
             )
-        if int(ids.min()) < 0 or int(ids.max()) >= self.dims.vocab:
+        low, high = torch.aminmax(ids)
+        if int(low) < 0 or int(high) >= self.dims.vocab:
             raise InvalidPromptError(f"token ids must lie in [0, {self.dims.vocab}); is the tokenizer for this model?")
         return ids.long()
 

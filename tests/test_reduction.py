@@ -75,11 +75,7 @@ def test_removes_the_requested_share_and_keeps_protected_tokens(op, scorer, rati
 def test_scores_rank_every_token(any_arch):
     reducer = Reducer(any_arch)
     state = reducer.start(random_ids(33, seed=13), decision_layers=[2])
-    layer = reducer.layers[2]
-    from rlprune.reduction import ScoreContext
-
-    cos, sin = state.rope
-    ctx = ScoreContext(layer, layer.input_layernorm(state.hidden), state.positions, None, cos, sin, 8, 5)
+    ctx = reducer.score_context(state)
     for name, scorer in SCORERS.items():
         if name == "learned":  # scores come from a policy's own network
             with pytest.raises(ValueError, match="token scores"):

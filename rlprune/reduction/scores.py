@@ -7,14 +7,17 @@ model for attention weights, so the fast SDPA kernels stay in use. Add a method 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from rlprune.flops import ModelDims
+
+if TYPE_CHECKING:
+    from rlprune.adapters import ModelAdapter
 
 
 @dataclass
@@ -22,7 +25,8 @@ class ScoreContext:
     """What a scorer may look at before decoder layer ``layer`` runs.
 
     Attributes:
-        layer: the decoder layer about to run (its ``self_attn`` projections are used).
+        adapter: the model family's adapter (its projections are used).
+        layer: index of the decoder layer about to run.
         normed: hidden states after the layer's input norm, shape ``(1, n, hidden)``.
         positions: original position of each token, shape ``(n,)``.
         log_sizes: ``log(merge size)`` per token, or ``None`` when nothing was merged.
@@ -31,7 +35,8 @@ class ScoreContext:
         pool: width of the max-pooling that lets whole spans around an important token survive.
     """
 
-    layer: nn.Module
+    adapter: ModelAdapter
+    layer: int
     normed: Tensor
     positions: Tensor
     log_sizes: Tensor | None
@@ -40,47 +45,33 @@ class ScoreContext:
     window: int
     pool: int
 
-
-def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Apply rotary embeddings to ``(1, heads, n, head_dim)`` states (Llama convention)."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
-
-
-def project(attn: nn.Module, x: Tensor, which: str) -> Tensor:
-    """Queries (``"q"``) or keys (``"k"``) of ``x`` before rotary, shape ``(1, heads, n, head_dim)``.
-
-    Applies the per-head norm that Qwen3-style attention has (``q_norm``/``k_norm``).
-    """
-    head_dim = attn.head_dim
-    states = getattr(attn, f"{which}_proj")(x).view(1, x.shape[1], -1, head_dim)
-    norm = getattr(attn, f"{which}_norm", None)
-    if norm is not None:
-        states = norm(states)
-    return states.transpose(1, 2)
+    def keys(self) -> Tensor:
+        """The layer's keys of every token before rotary, ``(1, kv_heads, n, head_dim)``."""
+        return self.adapter.project(self.layer, self.normed, "k")
 
 
 def window_attention(ctx: ScoreContext, keys: Tensor | None = None) -> Tensor:
     """Mean attention the last ``window`` queries pay to each token, ``(n,)``, before any pooling.
 
     ``keys`` may pass the layer's projected keys (before rotary) when the caller already has them.
+    Scores and softmax are in float32 whatever the model's dtype. A sliding-window layer is scored
+    as if global: a token removed here is gone from the later global layers too.
     """
-    attn = ctx.layer.self_attn
+    adapter = ctx.adapter
     n = ctx.normed.shape[1]
     w = min(ctx.window, n)
-    keys = rotate(project(attn, ctx.normed, "k") if keys is None else keys, ctx.cos, ctx.sin)
-    queries = rotate(project(attn, ctx.normed[:, -w:], "q"), ctx.cos[:, -w:], ctx.sin[:, -w:])
+    keys = adapter.apply_rotary(ctx.keys() if keys is None else keys, ctx.cos, ctx.sin).float()
+    queries = adapter.project(ctx.layer, ctx.normed[:, -w:], "q")
+    queries = adapter.apply_rotary(queries, ctx.cos[:, -w:], ctx.sin[:, -w:]).float()
     kv_heads, head_dim = keys.shape[1], keys.shape[-1]
     queries = queries.reshape(1, kv_heads, -1, head_dim)  # group query heads by kv head (GQA)
-    logits = queries @ keys.transpose(-1, -2) * head_dim**-0.5  # (1, kv_heads, groups * w, n)
+    logits = queries @ keys.transpose(-1, -2) * adapter.query_scale(ctx.layer)  # (1, kv_heads, groups * w, n)
     logits = logits.view(1, kv_heads, -1, w, n)
     visible = ctx.positions[-w:, None] >= ctx.positions[None, :]
     if ctx.log_sizes is not None:
-        logits = logits + ctx.log_sizes
+        logits = logits + ctx.log_sizes.float()
     logits = logits.masked_fill(~visible, float("-inf"))
-    return logits.float().softmax(dim=-1).mean(dim=(0, 1, 2, 3))
+    return logits.softmax(dim=-1).mean(dim=(0, 1, 2, 3))
 
 
 def question_match(ctx: ScoreContext) -> Tensor:
@@ -152,8 +143,7 @@ class LastQueryAttentionScorer(Scorer):
     name = "last_query"
 
     def score(self, ctx: ScoreContext) -> Tensor:
-        single = ScoreContext(ctx.layer, ctx.normed, ctx.positions, ctx.log_sizes, ctx.cos, ctx.sin, 1, 1)
-        return SCORERS["attention"].score(single)
+        return SCORERS["attention"].score(replace(ctx, window=1, pool=1))
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
         return SCORERS["attention"].flops(dims, tokens, 1)
@@ -197,8 +187,7 @@ class KeyNormScorer(Scorer):
     name = "key_norm"
 
     def score(self, ctx: ScoreContext) -> Tensor:
-        keys = project(ctx.layer.self_attn, ctx.normed, "k")  # rotary keeps norms, so skip it
-        return -keys.norm(dim=-1).mean(dim=(0, 1))
+        return -ctx.keys().float().norm(dim=-1).mean(dim=(0, 1))  # rotary keeps norms, so skip it
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
         return 2.0 * tokens * dims.hidden * dims.kv_width
