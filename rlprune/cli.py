@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -31,8 +31,12 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable)
 
 ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="Alias (smollm2-135m), local model folder or .gguf file.")
+    str,
+    typer.Option("--model", "-m", help="Alias (smollm2-135m, gemma3-270m), local model folder or .gguf file."),
 ]
+DeviceOption = Annotated[str, typer.Option(help="Where the model runs: cpu, cuda, cuda:N or mps.")]
+DtypeOption = Annotated[str, typer.Option(help="Model weights' dtype: float32, bfloat16 or float16.")]
+PlacementOption = Annotated[str | None, typer.Option(help="Override the preset's model device / dtype.")]
 
 
 def user_errors(command: F) -> F:
@@ -51,12 +55,12 @@ def user_errors(command: F) -> F:
 
 @app.command()
 @user_errors
-def info(model: ModelOption = "smollm2-135m") -> None:
+def info(model: ModelOption = "smollm2-135m", device: DeviceOption = "cpu", dtype: DtypeOption = "float32") -> None:
     """Show the model's shape, parameter count and the cache folder."""
     from rlprune.flops import ModelDims
     from rlprune.models import count_parameters, load_model, rlprune_home
 
-    lm, _ = load_model(model)
+    lm, _ = load_model(model, device=device, dtype=dtype)
     dims = ModelDims.from_model(lm)
     table = Table(title=f"rlprune info: {model}", show_header=False)
     rows = {
@@ -65,6 +69,8 @@ def info(model: ModelOption = "smollm2-135m") -> None:
         "hidden size": dims.hidden,
         "attention heads": f"{dims.heads} query, {dims.kv_heads} key/value, head dim {dims.head_dim}",
         "MLP size": dims.intermediate,
+        "sliding windows": _windows(dims.windows),
+        "device / dtype": f"{lm.device} / {str(lm.dtype).removeprefix('torch.')}",
         "vocabulary": dims.vocab,
         "max positions": getattr(lm.config, "max_position_embeddings", "?"),
         "parameters": f"{count_parameters(lm):,}",
@@ -82,6 +88,8 @@ def info(model: ModelOption = "smollm2-135m") -> None:
 def generate(
     prompt: Annotated[str, typer.Argument(help="The question or instruction.")],
     model: ModelOption = "smollm2-135m",
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
     context: Annotated[
         str | None, typer.Option(help="A passage the question is about; @FILE reads it from a file.")
     ] = None,
@@ -133,8 +141,9 @@ def generate(
         if not path.is_file():
             raise InvalidPromptError(f"context file {path} does not exist")
         context = path.read_text()
-    lm, tokenizer = load_model(model)
+    lm, tokenizer = load_model(model, device=device, dtype=dtype)
     built = build_prompt(tokenizer, prompt, context, chat=not raw)
+    input_ids = built.input_ids.to(lm.device)
     reducer = Reducer(lm)
     keep_last = built.protect_last if protect_last is None else protect_last
     chosen = resolve_policy(policy, lm) if policy is not None else None  # checked against the base weights
@@ -148,7 +157,7 @@ def generate(
     else:
         actions, layers = schedule_actions, None
     result = reducer.generate(
-        built.input_ids,
+        input_ids,
         actions,
         decision_layers=layers,
         max_new_tokens=max_new_tokens,
@@ -156,14 +165,14 @@ def generate(
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator(lm.device).manual_seed(seed),
         protect_last=keep_last,
     )
     text = tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip()
     prefill = result.prefill
-    full_s = _median_seconds(lambda: lm(built.input_ids, logits_to_keep=1), repeats)
+    full_s = _median_seconds(lambda: lm(input_ids, logits_to_keep=1), repeats, lm.device)
     reduced_s = _median_seconds(
-        lambda: reducer.run(built.input_ids, actions, decision_layers=layers, protect_last=keep_last), repeats
+        lambda: reducer.run(input_ids, actions, decision_layers=layers, protect_last=keep_last), repeats, lm.device
     )
     report = {
         "text": text,
@@ -177,6 +186,8 @@ def generate(
         "prefill_s_full": full_s,
         "prefill_s_reduced": reduced_s,
         "model": model,
+        "device": str(lm.device),
+        "dtype": str(lm.dtype).removeprefix("torch."),
         "schedule": schedule,
         "policy": policy,
         "budget": budget,
@@ -213,6 +224,8 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
     ] = False,
+    device: PlacementOption = None,
+    dtype: PlacementOption = None,
 ) -> None:
     """Train a reduction policy with PPO, then export it to OUT/policy."""
     from rlprune.envs import EnvConfig
@@ -231,12 +244,23 @@ def train(
         from rlprune.train.rllib import train as run_training
 
         summary = run_training(
-            env, loaded, out, timesteps=timesteps, seed=seed, workers=workers, address=address, resume=resume
+            env,
+            loaded,
+            out,
+            timesteps=timesteps,
+            seed=seed,
+            workers=workers,
+            address=address,
+            resume=resume,
+            device=device,
+            dtype=dtype,
         )
     else:
         from rlprune.train.sb3 import train as run_training
 
-        summary = run_training(env, loaded, out, timesteps=timesteps, seed=seed, workers=workers, resume=resume)
+        summary = run_training(
+            env, loaded, out, timesteps=timesteps, seed=seed, workers=workers, resume=resume, device=device, dtype=dtype
+        )
     final = summary["final_validation"]
     out_table = Table(title=f"Trained {summary['timesteps']} steps in {summary['seconds']:.0f} s ({chosen})")
     for column in ("validation", "value"):
@@ -253,6 +277,8 @@ def train(
 @user_errors
 def train_output(
     model: ModelOption = "smollm2-135m",
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
     suite: Annotated[
         str, typer.Option(help="Tasks with gold answers: short-answers, arithmetic, grounded-qa, ... or a .jsonl file.")
     ] = "short-answers",
@@ -282,6 +308,8 @@ def train_output(
 
     config = OutputTrainConfig(
         model=model,
+        device=device,
+        dtype=dtype,
         suite=suite,
         reward=reward,
         target_tokens=target_tokens,
@@ -331,13 +359,18 @@ def best_static(
     out: Annotated[Path | None, typer.Option(help="Where to write the table (default: eval/best-static/ENV.json).")] = (
         None
     ),
+    device: PlacementOption = None,
+    dtype: PlacementOption = None,
 ) -> None:
     """Grid-search fixed schedules (layer x scorer x op) on validation: the `best-static` baseline's table."""
+    from rlprune.envs import EnvConfig
     from rlprune.eval.best_static import search, write_table
     from rlprune.eval.harness import parse_budgets
     from rlprune.policies.baselines import table_path
 
-    result = search(env, parse_budgets(budgets), items)
+    preset = EnvConfig.load(env)
+    placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
+    result = search(dataclasses.replace(preset, **placement), parse_budgets(budgets), items)
     path = write_table(result, out or table_path(Path(env).stem))
     for budget, entry in result["best"].items():
         console.print(f"budget {budget}: {entry['schedule']} (score {entry['score']:.3f})", highlight=False)
@@ -354,6 +387,8 @@ def evaluate(
         ),
     ] = "grounded-qa",
     model: ModelOption = "smollm2-135m",
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
     policy: Annotated[
         list[str] | None, typer.Option(help="A policy checkpoint folder or baseline spec (repeatable).")
     ] = None,
@@ -378,6 +413,8 @@ def evaluate(
     config = EvalConfig(
         suite=suite,
         model=model,
+        device=device,
+        dtype=dtype,
         policies=tuple(policy or ()),
         baselines=parse_baselines(baselines),
         budgets=parse_budgets(budgets),
@@ -391,15 +428,23 @@ def evaluate(
     console.print(f"results in {out}/results.md, results.csv, results.json and pareto.png")
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    from rlprune.timing import Stopwatch
+
     with torch.no_grad():
         fn()  # warm-up
-        times = []
+        clock, times = Stopwatch(device), []
         for _ in range(repeats):
-            start = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - start)
+            times.append(clock.lap())
     return statistics.median(times)
+
+
+def _windows(windows: tuple[int | None, ...]) -> str:
+    sliding = [i for i, w in enumerate(windows) if w is not None]
+    if not sliding:
+        return "none (every layer global)"
+    return f"{len(sliding)} of {len(windows)} layers see {max(w for w in windows if w)} positions back"
 
 
 def _layer_table(tokens_per_layer: list[int], actions: dict) -> Table:

@@ -19,7 +19,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from rlprune.adapters import check_supported, supported_architectures
+from rlprune.adapters import check_supported
 from rlprune.errors import ModelNotFoundError, RLPruneError
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -181,8 +181,8 @@ def _load_folder(folder: str | Path, dtype: torch.dtype, attn_implementation: st
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(
-                f"model {str(folder)!r} was not found: it is not an alias ({', '.join([*ALIASES, TINY_MODEL])}), a local "
-                f"folder, a .gguf file, or a model in the local Hugging Face cache (nothing is downloaded)"
+                f"model {str(folder)!r} was not found: it is not an alias ({', '.join([*ALIASES, TINY_MODEL])}), "
+                f"a local folder, a .gguf file, or a model in the local Hugging Face cache (nothing is downloaded)"
             ) from err
         check_supported(config)
         model = AutoModelForCausalLM.from_pretrained(

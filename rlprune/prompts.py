@@ -33,7 +33,8 @@ def build_prompt(
     chat: bool = True,
     system: str | None = None,
 ) -> Prompt:
-    """Render ``context`` and ``question`` as one user turn (with the chat template when there is one).
+    """Render ``context`` and ``question`` as one user turn (with the chat template when there is one;
+    a base model without one reads ``context``, ``Question: ...`` and ``Answer:``).
 
     Everything from the question to the end of the prompt is protected from reduction, so the
     question stays intact and its tokens act as the queries that score the context.
@@ -43,12 +44,16 @@ def build_prompt(
     if context is not None and not context.strip():
         raise InvalidPromptError("the context is empty: leave it out or give some text")
     user = question if context is None else f"{context.strip()}\n\nQuestion: {question.strip()}"
-    if chat and getattr(tokenizer, "chat_template", None):
+    templated = chat and bool(getattr(tokenizer, "chat_template", None))
+    if templated:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    elif chat and context is not None:  # a base model has no template: the plain reading-comprehension layout
+        text = f"{user}\nAnswer:"
     else:
         text = user
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    # a template writes its own special tokens; plain text gets the tokenizer's (Gemma needs its <bos>)
+    encoded = tokenizer(text, add_special_tokens=not templated, return_offsets_mapping=True)
     ids = encoded["input_ids"]
     if not ids:
         raise InvalidPromptError("the prompt encodes to no tokens")

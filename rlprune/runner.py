@@ -43,6 +43,7 @@ from rlprune.reduction import (
 )
 from rlprune.timing import Stopwatch
 
+
 def removal_count(action: LayerAction, removable: int) -> int:
     """How many of ``removable`` tokens ``action`` removes."""
     return 0 if action.is_noop else round(action.ratio * removable)

@@ -37,5 +37,7 @@ def test_grounded_prompt_protects_the_question_and_what_follows():
     prompt = build_prompt(tokenizer, "name of the boat ?", context="the keeper was in the town .")
     ids = prompt.input_ids[0].tolist()
     tail = tokenizer.convert_ids_to_tokens(ids[-prompt.protect_last :])
-    assert tail == ["Question", ":", "name", "of", "the", "boat", "?"]
+    # no chat template: the base-model layout, whose answer cue is protected with the question
+    assert tail == ["Question", ":", "name", "of", "the", "boat", "?", "Answer", ":"]
+    assert build_prompt(tokenizer, "name of the boat ?", context="the town .", chat=False).text.endswith("?")
     assert torch.equal(prompt.input_ids, torch.tensor([tokenizer(prompt.text)["input_ids"]]))

@@ -132,9 +132,7 @@ class ModelAdapter:
         visible = key_positions[None, :] <= query_positions[:, None]
         if window is not None:
             visible &= key_positions[None, :] > query_positions[:, None] - window
-        bias = (
-            torch.zeros(k, dtype=dtype, device=visible.device) if key_log_sizes is None else key_log_sizes.to(dtype)
-        )
+        bias = torch.zeros(k, dtype=dtype, device=visible.device) if key_log_sizes is None else key_log_sizes.to(dtype)
         return torch.where(visible, bias, torch.finfo(dtype).min)[None, None]
 
 

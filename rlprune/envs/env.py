@@ -78,6 +78,8 @@ class EnvConfig:
     """An environment preset (``envs/*.toml``): the model, the tasks, the episodes, the reward."""
 
     model: str = "smollm2-135m"
+    device: str = "cpu"  # where the model runs: cpu, cuda, cuda:N or mps
+    dtype: str = "float32"  # float32, bfloat16 or float16
     tasks: TaskConfig = field(default_factory=TaskConfig)
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -131,7 +133,7 @@ class TokenReductionEnv(gym.Env):
         if budget is not None and not 0 < budget <= 1:
             raise ConfigError(f"budget {budget} must lie in (0, 1]: it is a prefill FLOPs ratio")
         if model is None:
-            model, tokenizer = load_model(self.config.model)
+            model, tokenizer = load_model(self.config.model, device=self.config.device, dtype=self.config.dtype)
         episode = self.config.episode
         self.reducer = Reducer(model, ReducerConfig(protect_first=episode.protect_first))
         if episode.decision_layers[-1] >= self.reducer.dims.layers:

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -52,6 +52,16 @@ class Reference:
     @property
     def continuation(self) -> Tensor:
         return self.input_ids[0, self.prompt_length :]
+
+    def to(self, device: torch.device | str) -> Reference:
+        """The same reference with its tensors on ``device`` (itself when they are there already)."""
+        if self.topk_ids.device == torch.device(device):
+            return self
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in moved.items():
+            if isinstance(value, Tensor):
+                moved[name] = value.to(device)
+        return Reference(**moved)
 
 
 class ReferenceCache:

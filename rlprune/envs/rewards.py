@@ -55,6 +55,7 @@ class Quality:
 @torch.no_grad()
 def quality(logits: Tensor, reference: Reference) -> Quality:
     """Compare the reduced model's logits on the reference continuation, shape ``(m, vocab)``."""
+    reference = reference.to(logits.device)
     logprobs = logits.float().log_softmax(dim=-1)
     p_top = reference.topk_logprobs.exp()
     q_top = logprobs.gather(1, reference.topk_ids).exp()

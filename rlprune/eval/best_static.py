@@ -47,7 +47,7 @@ def validation_references(
     """A reducer for the preset's model and the full model's references for its first validation prompts."""
     config = EnvConfig.load(preset) if not isinstance(preset, EnvConfig) else preset
     if model is None:
-        model, tokenizer = load_model(config.model)
+        model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype)
     episode = config.episode
     reducer = Reducer(model, ReducerConfig(protect_first=episode.protect_first))
     tasks = config.tasks.tasks("validation")[:items]
@@ -78,7 +78,7 @@ def answer_score(reducer: Reducer, reference: Reference, policy: Policy, budget:
 
 
 def search(
-    preset: str | Path,
+    preset: str | Path | EnvConfig,
     budgets: Sequence[float] = (0.3, 0.5),
     items: int = 24,
     layers: Sequence[int] = LAYERS,

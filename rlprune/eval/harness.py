@@ -41,6 +41,8 @@ class EvalConfig:
 
     suite: str
     model: str = DEFAULT_MODEL
+    device: str = "cpu"  # cpu, cuda, cuda:N or mps
+    dtype: str = "float32"  # float32, bfloat16 or float16
     policies: tuple[str, ...] = ()  # checkpoint folders, or any spec resolve_policy takes
     baselines: tuple[str, ...] = ALL_BASELINES
     budgets: tuple[float, ...] = (0.3, 0.5, 0.7)
@@ -145,7 +147,7 @@ class Evaluation:
         self.config, self.out = config, Path(out)
         self.suite, self.tasks = load_suite(config.suite, config.limit)
         if model is None or tokenizer is None:
-            model, tokenizer = load_model(config.model)
+            model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype)
         self.model, self.tokenizer = model, tokenizer
         specs = [*config.policies, *config.baselines]
         names = [Path(s).name if Path(s).is_dir() else s for s in specs]

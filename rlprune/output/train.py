@@ -36,6 +36,8 @@ class OutputTrainConfig:
     """A GRPO run that teaches the model to answer briefly."""
 
     model: str = DEFAULT_MODEL
+    device: str = "cpu"  # cpu, cuda, cuda:N or mps (the trainer places the model there)
+    dtype: str = "float32"
     suite: str = "short-answers"  # a built-in suite (its train split) or a JSONL file
     reward: str = "r_eff"  # r_eff, r_max or r_exact
     target_tokens: int | None = None  # for r_max / r_exact (default: half the base model's mean length)
@@ -122,7 +124,7 @@ def train_output(config: OutputTrainConfig, out: str | Path, *, quiet: bool = Fa
         raise RLPruneError(f"{out} already holds an adapter; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    model, tokenizer = load_model(config.model)
+    model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype)
     tasks = training_tasks(config.suite, config.train_prompts, config.seed)
     references = base_references(model, tokenizer, tasks, config.max_completion_tokens)
     mean_length = sum(r["ref_length"] for r in references) / len(references)
@@ -155,7 +157,7 @@ def train_output(config: OutputTrainConfig, out: str | Path, *, quiet: bool = Fa
             logging_steps=1,
             save_strategy="no",
             report_to=["tensorboard"],
-            use_cpu=not torch.cuda.is_available(),
+            use_cpu=model.device.type == "cpu",
             seed=config.seed,
             disable_tqdm=True,
         )

@@ -9,6 +9,7 @@ the summary are those of the single-machine backend (:mod:`rlprune.train.run`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -72,7 +73,11 @@ class MaskedObservation(gym.ObservationWrapper):
 def make_env(config: dict[str, Any]) -> gym.Env:
     """Build the environment inside an env runner: the model is loaded here, with its own threads."""
     torch.set_num_threads(int(config.get("torch_threads", 1)))
-    env = TokenReductionEnv(config["preset"], split="train", cache_dir=config.get("cache_dir"))
+    preset = EnvConfig.load(config["preset"])
+    preset = dataclasses.replace(
+        preset, device=config.get("device", preset.device), dtype=config.get("dtype", preset.dtype)
+    )
+    env = TokenReductionEnv(preset, split="train", cache_dir=config.get("cache_dir"))
     return MaskedObservation(env)
 
 
@@ -119,7 +124,13 @@ def algorithm_config(
 ) -> RLlibPPOConfig:
     """RLlib's PPO with the recipe's hyper-parameters (SB3 names mapped to RLlib's)."""
     ppo, settings = recipe.ppo, recipe.run
-    env_settings = {"preset": str(env_preset), "cache_dir": cache_dir, "torch_threads": settings.torch_threads}
+    env_settings = {
+        "preset": str(env_preset),
+        "device": env_config.device,
+        "dtype": env_config.dtype,
+        "cache_dir": cache_dir,
+        "torch_threads": settings.torch_threads,
+    }
     return (
         RLlibPPOConfig()
         .environment(ENV_NAME, env_config=env_settings, disable_env_checking=True)
@@ -198,6 +209,8 @@ def train(
     cache_dir: str | None = None,
     quiet: bool = False,
     on_iteration: Callable[[Algorithm, dict[str, Any]], None] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """Train a reduction policy with RLlib PPO on Ray env runners; returns the summary (also in ``summary.json``).
 
@@ -208,7 +221,17 @@ def train(
             'token-level policies (policy = "token" in the recipe) train with the sb3 backend; use --backend sb3'
         )
     overrides = {"timesteps": timesteps, "seed": seed, "n_envs": workers}
-    run = start_run(env_preset, recipe, out, backend="ray", overrides=overrides, resume=resume, cache_dir=cache_dir)
+    run = start_run(
+        env_preset,
+        recipe,
+        out,
+        backend="ray",
+        overrides=overrides,
+        resume=resume,
+        cache_dir=cache_dir,
+        device=device,
+        dtype=dtype,
+    )
     recipe, env_config, run_dir, settings = run.recipe, run.env_config, run.folder, run.recipe.run
     address = address if address is not None else (recipe.ray.address or None)
     started_ray, cpus = init_ray(address, settings.n_envs)

@@ -166,11 +166,15 @@ def start_run(
     overrides: dict[str, Any],
     resume: bool,
     cache_dir: str | None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> Run:
     """Resolve the recipe, prepare the run folder and compute the reference outputs once, here,
-    so that training workers only read them."""
+    so that training workers only read them. ``device`` and ``dtype`` override the preset's."""
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
     env_config = EnvConfig.load(env_preset)
+    placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
+    env_config = dataclasses.replace(env_config, **placement)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     recipe = dataclasses.replace(recipe, backend=backend, run=dataclasses.replace(recipe.run, **overrides))
     folder = Path(out)
@@ -182,7 +186,7 @@ def start_run(
         "backend": backend,
     }
     prepare_run_dir(folder, meta, resume)
-    evaluator = Evaluator(env_preset, recipe, cache_dir)
+    evaluator = Evaluator(env_config, recipe, cache_dir)
     model, tokenizer = evaluator.env.reducer.model, evaluator.env.tokenizer
     trainer_env = TokenReductionEnv(env_config, split="train", cache_dir=cache_dir, model=model, tokenizer=tokenizer)
     trainer_env.references.warm(trainer_env.tasks, "training prompts")
@@ -229,7 +233,9 @@ def finish_run(
 class Evaluator:
     """Deterministic validation episodes at fixed budgets, in this process."""
 
-    def __init__(self, preset: str | Path, recipe: Recipe, cache_dir: str | None, model=None, tokenizer=None) -> None:
+    def __init__(
+        self, preset: str | Path | EnvConfig, recipe: Recipe, cache_dir: str | None, model=None, tokenizer=None
+    ) -> None:
         self.env = TokenReductionEnv(preset, split="validation", cache_dir=cache_dir, model=model, tokenizer=tokenizer)
         self.tasks = min(recipe.run.eval_tasks, len(self.env.tasks))
         self.budgets = recipe.run.eval_budgets

@@ -22,7 +22,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from torch import nn
 
-from rlprune.envs import TokenReductionEnv
+from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.envs.token_env import TokenLevelEnv
 from rlprune.policies import ReductionPolicy
 from rlprune.train.recipe import Recipe
@@ -79,7 +79,14 @@ class SB3ReductionPolicy(MaskableActorCriticPolicy):
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
 
-def make_env(preset: str | Path, split: str, seed: int, threads: int, cache_dir: str | None, token_level: bool = False):
+def make_env(
+    preset: str | Path | EnvConfig,
+    split: str,
+    seed: int,
+    threads: int,
+    cache_dir: str | None,
+    token_level: bool = False,
+):
     """An environment factory for a vectorised-env worker (the model is loaded inside it)."""
 
     def build():
@@ -180,15 +187,30 @@ def train(
     resume: bool = False,
     cache_dir: str | None = None,
     quiet: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
-    """Train a reduction policy with MaskablePPO; returns the summary (also in ``summary.json``)."""
+    """Train a reduction policy with MaskablePPO; returns the summary (also in ``summary.json``).
+
+    ``device`` and ``dtype`` place the frozen model (default: the preset's); the policy trains on the CPU.
+    """
     overrides = {"timesteps": timesteps, "seed": seed, "n_envs": workers}
-    run = start_run(env_preset, recipe, out, backend="sb3", overrides=overrides, resume=resume, cache_dir=cache_dir)
+    run = start_run(
+        env_preset,
+        recipe,
+        out,
+        backend="sb3",
+        overrides=overrides,
+        resume=resume,
+        cache_dir=cache_dir,
+        device=device,
+        dtype=dtype,
+    )
     recipe, env_config, run_dir, settings = run.recipe, run.env_config, run.folder, run.recipe.run
 
     token_level = recipe.policy == "token"
     factories = [
-        make_env(env_preset, "train", settings.seed + i, settings.torch_threads, cache_dir, token_level)
+        make_env(env_config, "train", settings.seed + i, settings.torch_threads, cache_dir, token_level)
         for i in range(settings.n_envs)
     ]
     vec_env = SubprocVecEnv(factories) if settings.n_envs > 1 else DummyVecEnv(factories)
