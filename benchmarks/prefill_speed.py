@@ -1,9 +1,11 @@
 """Prefill speed of reduced passes against the model's own forward, with the FLOPs they predict.
 
-Real SmolLM2-135M, a 1024-token grounded prompt, tokens kept from layer 2 on. Prints, side by
-side, the speedup the FLOPs accounting predicts and the speedup measured on this machine.
+A real model (SmolLM2-135M by default), a 1024-token grounded prompt: fixed cuts from layer 2 on,
+then methods asked for a FLOPs budget (0.5 by default). Prints, side by side, the speedup the
+FLOPs accounting predicts and the speedup measured on this machine, and plots a sweep.
 
-    python benchmarks/prefill_speed.py [--tokens 1024] [--repeats 7] [--plot eval/results/prefill_speedup.png]
+    python benchmarks/prefill_speed.py [--tokens 1024] [--budget 0.5] [--model gemma3-270m]
+        [--device cuda] [--dtype bfloat16] [--repeats 7] [--plot eval/results/prefill_speedup.png]
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import matplotlib
 import torch
 from rich.console import Console
 from rich.table import Table
-from timing import best_seconds
 
-from rlprune import LayerAction, Reducer, build_prompt, load_model
+from rlprune import LayerAction, Reducer, build_prompt, load_model, make_baseline
+from rlprune.policies import decider
+from rlprune.timing import best_seconds
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -45,20 +48,29 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--layer", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=0.5)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
     parser.add_argument("--plot", type=Path, default=ROOT / "eval" / "results" / "prefill_speedup.png")
     args = parser.parse_args()
 
-    load_model()  # converts once if needed
+    load_model(args.model)  # converts once if needed
     start = time.perf_counter()
-    model, tokenizer = load_model()
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - start
     reducer = Reducer(model)
     ids, protect_last = grounded_prompt(tokenizer, args.tokens)
+    ids = ids.to(model.device)
+    where = f"{model.device.type}, {str(model.dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads"
+
+    def timed(fn):
+        return best_seconds(fn, args.repeats, model.device)
 
     with torch.no_grad():
-        full_s = best_seconds(lambda: model(ids, logits_to_keep=1), args.repeats)
-        identity_s = best_seconds(lambda: reducer.run(ids), args.repeats)
-    table = Table(title=f"Prefill of {ids.shape[1]} tokens, SmolLM2-135M, {torch.get_num_threads()} threads")
+        full_s = timed(lambda: model(ids, logits_to_keep=1))
+        identity_s = timed(lambda: reducer.run(ids))
+    table = Table(title=f"Prefill of {ids.shape[1]} tokens, {args.model} ({where})")
     for column in ("method", "tokens kept", "FLOPs speedup", "measured speedup", "measured / FLOPs"):
         table.add_column(column, justify="right")
     table.add_row("model forward", "100%", "1.00", "1.00", "")
@@ -67,9 +79,7 @@ def main() -> None:
         for op in ("prune", "merge"):
             schedule = {args.layer: LayerAction(op, 1 - keep, "attention")}
             out = reducer.run(ids, schedule, protect_last=protect_last)
-            seconds = best_seconds(
-                lambda schedule=schedule: reducer.run(ids, schedule, protect_last=protect_last), args.repeats
-            )
+            seconds = timed(lambda schedule=schedule: reducer.run(ids, schedule, protect_last=protect_last))
             predicted, measured = 1 / out.flops_ratio, full_s / seconds
             kept = out.tokens_per_layer[-1] / ids.shape[1]
             table.add_row(
@@ -79,6 +89,21 @@ def main() -> None:
                 f"{measured:.2f}",
                 f"{measured / predicted:.2f}",
             )
+    for spec in ("snapkv", "static:4:prune:0.5:relevance", "pyramid"):  # asked for the budget
+        method = make_baseline(spec)
+        layers = method.decision_layers(reducer.dims.layers)
+
+        def run(method=method, layers=layers):
+            decide = decider(method, reducer, args.budget)
+            return reducer.run(ids, decide, decision_layers=layers, protect_last=protect_last)
+
+        out = run()
+        predicted, measured = 1 / out.flops_ratio, full_s / timed(run)
+        kept = out.tokens_per_layer[-1] / ids.shape[1]
+        table.add_row(
+            f"{spec} at budget {args.budget}", f"{kept:.0%}", f"{predicted:.2f}", f"{measured:.2f}",
+            f"{measured / predicted:.2f}",
+        )  # fmt: skip
     console = Console(width=110)
     console.print(table)
     console.print(f"model forward {full_s * 1000:.0f} ms; cached model load {load_s:.2f} s")
@@ -87,18 +112,16 @@ def main() -> None:
     for keep in SWEEP:
         schedule = {args.layer: LayerAction("prune", 1 - keep, "attention")}
         out = reducer.run(ids, schedule, protect_last=protect_last)
-        seconds = best_seconds(
-            lambda schedule=schedule: reducer.run(ids, schedule, protect_last=protect_last), args.repeats
-        )
+        seconds = timed(lambda schedule=schedule: reducer.run(ids, schedule, protect_last=protect_last))
         predicted.append(1 / out.flops_ratio)
         measured.append(full_s / seconds)
     args.plot.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(SWEEP, predicted, "o--", label="predicted by FLOPs")
-    ax.plot(SWEEP, measured, "o-", label="measured on this CPU")
+    ax.plot(SWEEP, measured, "o-", label=f"measured ({model.device.type}, {str(model.dtype).removeprefix('torch.')})")
     ax.set_xlabel(f"fraction of tokens kept from layer {args.layer}")
     ax.set_ylabel("prefill speedup over model forward")
-    ax.set_title(f"SmolLM2-135M, {ids.shape[1]}-token prompt")
+    ax.set_title(f"{args.model}, {ids.shape[1]}-token prompt")
     ax.invert_xaxis()
     ax.grid(alpha=0.3)
     ax.legend()

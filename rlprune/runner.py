@@ -490,7 +490,7 @@ class Reducer:
         rope = self.adapter.rotary(hidden, positions)
         for i in range(self.dims.layers):
             cached = state.kv_positions[i].numel()
-            hidden = self._run_layer(state, i, hidden, positions, None, rope)
+            hidden = self._run_layer(state, i, hidden, positions, None, rope, state.next_position + m - 1)
             state.decode_flops += flops.layer_flops(self.dims, m, cached, layer=i)
         state.next_position += m
         state.decode_flops += flops.lm_head_flops(self.dims, m)
@@ -531,7 +531,7 @@ class Reducer:
         for i in range(max_new_tokens):
             token = self._choose(logits, new, prefill.state.input_ids, warpers, generator)
             new.append(token)
-            if int(token) in stop or i == max_new_tokens - 1:
+            if i == max_new_tokens - 1 or (stop and int(token) in stop):  # no device sync without an EOS
                 break
             logits = self.extend(prefill.state, token)[:, -1]
         decode_seconds = clock.lap()
@@ -539,7 +539,7 @@ class Reducer:
         return GenerationResult(
             tokens=tokens,
             prefill=prefill,
-            stopped_at_eos=int(tokens[0, -1]) in stop,
+            stopped_at_eos=bool(stop) and int(tokens[0, -1]) in stop,
             prefill_seconds=prefill_seconds,
             decode_seconds=decode_seconds,
         )
@@ -553,7 +553,9 @@ class Reducer:
         rope = {kind: (cos[:, state.positions], sin[:, state.positions]) for kind, (cos, sin) in state.rope.items()}
         log_sizes = state.log_sizes()
         while state.layer < stop:
-            state.hidden = self._run_layer(state, state.layer, state.hidden, state.positions, log_sizes, rope)
+            state.hidden = self._run_layer(
+                state, state.layer, state.hidden, state.positions, log_sizes, rope, state.next_position - 1
+            )
             self._account_layer(state)
             state.layer += 1
 
@@ -588,6 +590,7 @@ class Reducer:
         positions: Tensor,
         log_sizes: Tensor | None,
         rope: Rope,
+        last_position: int,
     ) -> Tensor:
         """Call decoder layer ``index`` on ``hidden`` and append its keys and values to the cache.
 
@@ -608,7 +611,9 @@ class Reducer:
             key_positions, key_log_sizes = positions, log_sizes
             state.kv_positions.append(key_positions)
             state.kv_log_sizes.append(key_log_sizes)
-        mask = self.adapter.attention_mask(index, positions, key_positions, key_log_sizes, hidden.dtype)
+        mask = self.adapter.attention_mask(
+            index, positions, key_positions, key_log_sizes, hidden.dtype, last_position=last_position
+        )
         out = self.layers[index](
             hidden,
             attention_mask=mask,

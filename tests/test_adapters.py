@@ -40,7 +40,7 @@ def test_adapter_masks_equal_the_models_own_masks(arch):
     adapter = reducer.adapter
     forced = type(adapter).attention_mask
 
-    def always(self, layer, q, k, sizes, dtype):
+    def always(self, layer, q, k, sizes, dtype, last_position=None):
         mask = forced(self, layer, q, k, sizes, dtype)
         if mask is None:  # build it anyway, with a zero bias
             mask = forced(self, layer, q, k, torch.zeros(k.numel()), dtype)

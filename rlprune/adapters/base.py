@@ -114,20 +114,27 @@ class ModelAdapter:
         return DynamicCache()
 
     def attention_mask(
-        self, layer: int, query_positions: Tensor, key_positions: Tensor, key_log_sizes: Tensor | None, dtype
+        self,
+        layer: int,
+        query_positions: Tensor,
+        key_positions: Tensor,
+        key_log_sizes: Tensor | None,
+        dtype: torch.dtype,
+        last_position: int | None = None,
     ) -> Tensor | None:
         """Additive mask ``(1, 1, q, k)`` for layer ``layer``: causal by original position, inside the
         layer's sliding window, with ``log(size)`` on merged keys.
 
-        Returns ``None`` where the kernel's own causal masking is the same thing (no merged keys, no
-        key outside the window, and either one query or queries that are the keys), so SDPA keeps its
-        fastest path. Positions are increasing, so the span check needs no device round-trip beyond
-        two scalars.
+        Returns ``None`` where the kernel's own causal masking is the same thing (no merged keys, and
+        one query or queries that are the keys, and no key outside the window), so SDPA keeps its
+        fastest path. ``last_position``, the highest query position as a Python integer, lets that
+        window check skip a device round-trip (positions start at 0, so it bounds the span).
         """
         q, k = query_positions.numel(), key_positions.numel()
         window = self.windows[layer]
         if key_log_sizes is None and (q == 1 or q == k):
-            if window is None or int(query_positions[-1] - key_positions[0]) < window:
+            span = int(query_positions[-1] - key_positions[0]) if last_position is None else last_position
+            if window is None or span < window:
                 return None
         visible = key_positions[None, :] <= query_positions[:, None]
         if window is not None:
