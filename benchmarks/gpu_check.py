@@ -2,7 +2,8 @@
 
 For SmolLM2-135M, Gemma 3 270M and a Llama-3-8B-class config (few layers, to fit any card):
   1. identity: the reducer without reduction reproduces the model's logits (bfloat16 tolerance)
-     and greedy ``Reducer.generate`` yields ``model.generate``'s tokens;
+     and greedy ``Reducer.generate`` yields ``model.generate``'s tokens; a layer-level and a
+     token-level policy (random weights) decide from features computed on the device;
   2. prefill time full vs reduced (SnapKV-style selection at the budget) at 1k, 4k and 16k tokens,
      the realised speedup against the FLOPs speedup, and peak memory of each.
 
@@ -31,7 +32,7 @@ from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig  # 
 
 from rlprune import Reducer, make_baseline  # noqa: E402
 from rlprune.models import resolve_device, resolve_dtype  # noqa: E402
-from rlprune.policies import decider  # noqa: E402
+from rlprune.policies import ReductionPolicy, TokenReductionPolicy, decider  # noqa: E402
 from rlprune.timing import best_seconds, synchronize  # noqa: E402
 
 
@@ -90,8 +91,16 @@ def check_model(name, config, args, device, dtype, console) -> dict:
     top1 = (got.argmax(-1) == expected.argmax(-1)).float().mean().item()
     hf = model.generate(ids[:, :64], max_new_tokens=16, do_sample=False, pad_token_id=0)
     ours = reducer.generate(ids[:, :64], max_new_tokens=16, eos_token_id=[]).sequences
+    policies_ok = True
+    for policy in (ReductionPolicy(decision_layers=(2, 8)), TokenReductionPolicy(decision_layers=(2, 8))):
+        torch.manual_seed(2)
+        for parameter in policy.parameters():
+            parameter.data.normal_(0, 0.5)
+        out = reducer.run(ids, decider(policy, reducer, args.budget), decision_layers=(2, 8), protect_last=16)
+        policies_ok &= bool(torch.isfinite(out.logits.float()).all()) and out.flops_ratio <= 1.0
     result = {
         "model": name,
+        "policies_ok": policies_ok,
         "identity_max_abs": identity,
         "identity_tolerance": 2**-7 * scale,  # one bfloat16 step at the logits' scale
         "identity_top1_agreement": top1,
@@ -157,7 +166,8 @@ def main() -> int:
         console.print(
             f"{name}: identity max |diff| {result['identity_max_abs']:.3g} (tolerance "
             f"{result['identity_tolerance']:.3g}, top-1 agreement {result['identity_top1_agreement']:.1%}), "
-            f"generate parity {result['generate_parity']}, {result['seconds']:.0f} s",
+            f"generate parity {result['generate_parity']}, policies {result['policies_ok']}, "
+            f"{result['seconds']:.0f} s",
             highlight=False,
         )
     table = Table(title=f"Prefill, full vs SnapKV-style reduction at budget {args.budget} ({gpu}, {dtype})")
@@ -180,10 +190,12 @@ def main() -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"device": gpu, "dtype": str(dtype), "results": results}, indent=2))
     failed = [
-        r["model"] for r in results if r["identity_max_abs"] > r["identity_tolerance"] or not r["generate_parity"]
+        r["model"]
+        for r in results
+        if r["identity_max_abs"] > r["identity_tolerance"] or not (r["generate_parity"] and r["policies_ok"])
     ]
     if failed:
-        console.print(f"[red]identity or generate parity failed for {', '.join(failed)}[/]")
+        console.print(f"[red]identity, generate parity or policies failed for {', '.join(failed)}[/]")
     return 1 if failed else 0
 
 

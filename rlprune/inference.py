@@ -50,12 +50,12 @@ class _ReducedForward:
             raise RLPruneError("rlprune.apply needs token ids (input_ids), not embeddings")
         if input_ids.shape[0] != 1:
             raise InvalidPromptError(f"rlprune.apply handles one prompt at a time, got a batch of {input_ids.shape[0]}")
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise InvalidPromptError("rlprune.apply does not handle padded prompts; pass one unpadded prompt")
         cache = cache if cache is not None else past_key_values
         if self.state is not None and cache is self.state.cache:  # decoding from the reduced cache
             logits = self.reducer.extend(self.state, input_ids[0])
         else:  # a new prompt: reduced prefill
+            if attention_mask is not None and not bool(attention_mask.all()):
+                raise InvalidPromptError("rlprune.apply does not handle padded prompts; pass one unpadded prompt")
             out = self.reducer.run(
                 input_ids,
                 decider(self.policy, self.reducer, self.budget),

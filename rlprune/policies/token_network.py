@@ -58,8 +58,9 @@ class TokenReductionPolicy(ReductionPolicy):
         self.token_net = nn.Sequential(*hidden_layers, nn.Linear(width, 1))
 
     def token_scores(self, token_features: Tensor) -> Tensor:
-        """Keep scores ``(..., tokens)`` from features ``(..., tokens, TOKEN_FEATURE_SIZE)``."""
-        return bound(self.token_net(token_features.float()).squeeze(-1))
+        """Keep scores ``(..., tokens)`` from features ``(..., tokens, TOKEN_FEATURE_SIZE)`` (on any device)."""
+        device = next(self.token_net.parameters()).device
+        return bound(self.token_net(token_features.to(device, torch.float32)).squeeze(-1))
 
     @torch.no_grad()
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
