@@ -21,7 +21,7 @@ from rich.table import Table
 
 from rlprune import LayerAction, Reducer, build_prompt, load_model, make_baseline
 from rlprune.policies import decider
-from rlprune.timing import best_seconds
+from rlprune.timing import best_seconds_interleaved
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -64,31 +64,12 @@ def main() -> None:
     ids = ids.to(model.device)
     where = f"{model.device.type}, {str(model.dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads"
 
-    def timed(fn):
-        return best_seconds(fn, args.repeats, model.device)
-
-    with torch.no_grad():
-        full_s = timed(lambda: model(ids, logits_to_keep=1))
-        identity_s = timed(lambda: reducer.run(ids))
-    table = Table(title=f"Prefill of {ids.shape[1]} tokens, {args.model} ({where})")
-    for column in ("method", "tokens kept", "FLOPs speedup", "measured speedup", "measured / FLOPs"):
-        table.add_column(column, justify="right")
-    table.add_row("model forward", "100%", "1.00", "1.00", "")
-    table.add_row("reducer, no reduction", "100%", "1.00", f"{full_s / identity_s:.2f}", f"{full_s / identity_s:.2f}")
+    fns = {"model forward": lambda: model(ids, logits_to_keep=1), "reducer, no reduction": lambda: reducer.run(ids)}
     for keep in (0.5, 0.25):
         for op in ("prune", "merge"):
             schedule = {args.layer: LayerAction(op, 1 - keep, "attention")}
-            out = reducer.run(ids, schedule, protect_last=protect_last)
-            seconds = timed(lambda schedule=schedule: reducer.run(ids, schedule, protect_last=protect_last))
-            predicted, measured = 1 / out.flops_ratio, full_s / seconds
-            kept = out.tokens_per_layer[-1] / ids.shape[1]
-            table.add_row(
-                f"{op} from layer {args.layer}",
-                f"{kept:.0%}",
-                f"{predicted:.2f}",
-                f"{measured:.2f}",
-                f"{measured / predicted:.2f}",
-            )
+            label = f"{op} {keep:.0%} from layer {args.layer}"
+            fns[label] = lambda schedule=schedule: reducer.run(ids, schedule, protect_last=protect_last)
     for spec in ("snapkv", "static:4:prune:0.5:relevance", "pyramid"):  # asked for the budget
         method = make_baseline(spec)
         layers = method.decision_layers(reducer.dims.layers)
@@ -97,24 +78,34 @@ def main() -> None:
             decide = decider(method, reducer, args.budget)
             return reducer.run(ids, decide, decision_layers=layers, protect_last=protect_last)
 
-        out = run()
-        predicted, measured = 1 / out.flops_ratio, full_s / timed(run)
-        kept = out.tokens_per_layer[-1] / ids.shape[1]
-        table.add_row(
-            f"{spec} at budget {args.budget}", f"{kept:.0%}", f"{predicted:.2f}", f"{measured:.2f}",
-            f"{measured / predicted:.2f}",
-        )  # fmt: skip
-    console = Console(width=110)
-    console.print(table)
-    console.print(f"model forward {full_s * 1000:.0f} ms; cached model load {load_s:.2f} s")
-
-    predicted, measured = [], []
+        fns[f"{spec} at budget {args.budget}"] = run
     for keep in SWEEP:
         schedule = {args.layer: LayerAction("prune", 1 - keep, "attention")}
-        out = reducer.run(ids, schedule, protect_last=protect_last)
-        seconds = timed(lambda schedule=schedule: reducer.run(ids, schedule, protect_last=protect_last))
-        predicted.append(1 / out.flops_ratio)
-        measured.append(full_s / seconds)
+        fns[f"sweep {keep}"] = lambda schedule=schedule: reducer.run(ids, schedule, protect_last=protect_last)
+    with torch.no_grad():
+        seconds = best_seconds_interleaved(fns, args.repeats, model.device)
+        outputs = {label: fn() for label, fn in fns.items() if label != "model forward"}
+    full_s = seconds["model forward"]
+
+    table = Table(title=f"Prefill of {ids.shape[1]} tokens, {args.model} ({where})")
+    for column in ("method", "tokens kept", "FLOPs speedup", "measured speedup", "measured / FLOPs"):
+        table.add_column(column, justify="right")
+    table.add_row("model forward", "100%", "1.00", "1.00", "")
+    for label, out in outputs.items():
+        if label.startswith("sweep"):
+            continue
+        predicted, measured = 1 / out.flops_ratio, full_s / seconds[label]
+        kept = out.tokens_per_layer[-1] / ids.shape[1]
+        table.add_row(label, f"{kept:.0%}", f"{predicted:.2f}", f"{measured:.2f}", f"{measured / predicted:.2f}")
+    console = Console(width=120)
+    console.print(table)
+    console.print(
+        f"model forward {full_s * 1000:.0f} ms (best of {args.repeats}, every method timed in turn each round); "
+        f"cached model load {load_s:.2f} s"
+    )
+
+    predicted = [1 / outputs[f"sweep {keep}"].flops_ratio for keep in SWEEP]
+    measured = [full_s / seconds[f"sweep {keep}"] for keep in SWEEP]
     args.plot.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(SWEEP, predicted, "o--", label="predicted by FLOPs")

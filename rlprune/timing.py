@@ -6,7 +6,7 @@ benchmarks all time through here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -45,3 +45,23 @@ def best_seconds(fn: Callable[[], object], repeats: int, device: torch.device | 
         fn()
         times.append(clock.lap())
     return min(times)
+
+
+def best_seconds_interleaved(
+    fns: Mapping[str, Callable[[], object]], repeats: int, device: torch.device | str | None = None
+) -> dict[str, float]:
+    """The fastest run of each function, timing them in turn within each of ``repeats`` rounds.
+
+    On a shared or throttling machine a slow spell then hits every function alike, so ratios
+    between them (speedups) stay fair. One warm-up round first.
+    """
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    clock = Stopwatch(device)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            clock.lap()
+            fn()
+            best[name] = min(best[name], clock.lap())
+    return best
