@@ -291,29 +291,38 @@ def tiny_random_model(
     return model, tokenizer
 
 
-def model_fingerprint(model: PreTrainedModel) -> dict[str, object]:
-    """What identifies a model for caches and checkpoints: its shape and a hash of its weights.
-
-    The hash reads a strided sample of every parameter, so it is quick yet changes with any
-    retraining or different quantisation.
-    """
+def _weights_digest(model: PreTrainedModel, precision: torch.dtype) -> str:
+    """A hash of a strided sample of every parameter, rounded to ``precision`` first."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 4096)].to(torch.float32).cpu().numpy().tobytes()
+        sample = flat[:: max(1, flat.numel() // 4096)].to(precision).to(torch.float32).cpu().numpy().tobytes()
         digest.update(name.encode())
         digest.update(sample)
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(model: PreTrainedModel) -> dict[str, object]:
+    """What identifies a model for checkpoints: its shape and a hash of its weights.
+
+    The hash reads a strided sample of every parameter at bfloat16 precision, so it is quick,
+    changes with any retraining or different quantisation, and is the same whether the model is
+    loaded in float32 or bfloat16 on any device (a policy trained on one runs on the other).
+    float16 rounds differently and gets a different hash.
+    """
     config = model.config
     return {
         "architecture": config.model_type,
         "layers": config.num_hidden_layers,
         "hidden_size": config.hidden_size,
         "vocab_size": config.vocab_size,
-        "weights_sha256": digest.hexdigest()[:16],
+        "weights_sha256": _weights_digest(model, torch.bfloat16),
     }
 
 
 def fingerprint_id(model: PreTrainedModel) -> str:
-    """A short, file-name-safe form of :func:`model_fingerprint`."""
-    fp = model_fingerprint(model)
-    return f"{fp['architecture']}-{fp['layers']}x{fp['hidden_size']}-{fp['weights_sha256']}"
+    """A short, file-name-safe key of the exact weights (dtype included) for caches of model outputs."""
+    config = model.config
+    exact = _weights_digest(model, torch.float32)
+    suffix = "" if model.dtype == torch.float32 else f"-{str(model.dtype).removeprefix('torch.')}"
+    return f"{config.model_type}-{config.num_hidden_layers}x{config.hidden_size}-{exact}{suffix}"

@@ -168,3 +168,18 @@ def test_devices_and_dtypes_fail_clearly():
             load_model("tiny-random", device="cuda")
     model, _ = load_model("tiny-random", dtype="bfloat16", device="cpu")
     assert model.dtype == torch.bfloat16 and model.device.type == "cpu"
+
+
+def test_a_policy_trained_in_float32_runs_on_the_model_in_bfloat16(tmp_path):
+    from rlprune.models import fingerprint_id, model_fingerprint
+    from rlprune.policies import ReductionPolicy, load_policy, save_policy
+
+    model, _ = load_model("tiny-random")
+    half, _ = load_model("tiny-random", dtype="bfloat16")
+    assert model_fingerprint(model) == model_fingerprint(half)  # the same weights at bfloat16 precision
+    assert fingerprint_id(model) != fingerprint_id(half)  # cached model outputs are kept apart by dtype
+    save_policy(ReductionPolicy(decision_layers=(1, 2)), tmp_path / "policy", model=model)
+    assert load_policy(tmp_path / "policy", model=half).decision_layers(4) == (1, 2)
+    other, _ = load_model("tiny-random", dtype="float16")
+    with pytest.raises(RLPruneError, match="trained for another model"):
+        load_policy(tmp_path / "policy", model=other)
