@@ -70,7 +70,7 @@ def info(model: ModelOption = "smollm2-135m", device: DeviceOption = "cpu", dtyp
         "attention heads": f"{dims.heads} query, {dims.kv_heads} key/value, head dim {dims.head_dim}",
         "MLP size": dims.intermediate,
         "sliding windows": _windows(dims.windows),
-        "device / dtype": f"{lm.device} / {str(lm.dtype).removeprefix('torch.')}",
+        "device": str(lm.device),
         "vocabulary": dims.vocab,
         "max positions": getattr(lm.config, "max_position_embeddings", "?"),
         "parameters": f"{count_parameters(lm):,}",
