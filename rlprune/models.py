@@ -208,7 +208,7 @@ def _converted_folder(gguf: Path) -> Path:
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    print(f"Converting {gguf.name} to safetensors in {folder} (once, about 20 s)...", file=sys.stderr)
+    print(f"Converting {gguf.name} to safetensors in {folder} (once; from 20 s to a few minutes)...", file=sys.stderr)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
     try:
         verbosity = hf_logging.get_verbosity()

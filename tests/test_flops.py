@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_ids, tiny_model
+from conftest import CONFIGS, random_ids, tiny_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from rlprune import LayerAction, Reducer, flops
@@ -47,7 +47,13 @@ def test_full_prefill_matches_flop_counter(shape):
     assert out.flops_full == pytest.approx(out.flops)
 
 
-@pytest.mark.parametrize("shape", [{}, WIDE], ids=["tiny", "wide"])
+FAMILY_SHAPES = [
+    pytest.param("llama", WIDE, id="llama-wide"),
+    *(pytest.param(arch, {}, id=arch) for arch in sorted(CONFIGS)),
+]
+
+
+@pytest.mark.parametrize(("arch", "shape"), FAMILY_SHAPES)
 @pytest.mark.parametrize(
     "schedule",
     [
@@ -57,8 +63,9 @@ def test_full_prefill_matches_flop_counter(shape):
     ],
     ids=["prune", "prune+merge", "merge-first"],
 )
-def test_reduced_prefill_matches_flop_counter(shape, schedule):
-    model = tiny_model("llama", **shape)
+def test_reduced_prefill_matches_flop_counter(arch, shape, schedule):
+    """Every family (sliding windows and merge masks included), full attention counted densely."""
+    model = tiny_model(arch, **shape)
     ids = random_ids(120, seed=21)
     reducer = Reducer(model)
     out = reducer.run(ids, schedule, logits="all")
