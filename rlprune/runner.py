@@ -8,9 +8,11 @@ positions, and a per-layer KV cache whose length may differ from layer to layer.
 comes from the family's :class:`~rlprune.adapters.ModelAdapter`, on whatever device and dtype the
 model is.
 
-Batch size is 1 throughout. Batching would go into :class:`ReductionState`: each row keeps its
-own token set, so hidden states would be padded to the longest row and the attention masks
-below would also hide each row's padding.
+Several prompts run as one batch (:class:`ReductionBatch`): each row is its own
+:class:`ReductionState` (its tokens, its decisions, its accounting), and between decisions the
+rows are padded together so every decoder layer runs once for the whole batch, writing one shared
+KV cache whose unused slots the masks hide (:class:`SharedCache`). A single prompt is a batch of
+one with nothing padded, so it takes exactly the path it always took.
 """
 
 from __future__ import annotations
@@ -50,7 +52,11 @@ def removal_count(action: LayerAction, removable: int) -> int:
 
 
 ActionSource = Mapping[int, LayerAction] | Callable[["ReductionState"], LayerAction] | None
-"""A fixed schedule ``{layer: action}``, or a callable deciding at each decision layer."""
+"""A fixed schedule ``{layer: action}``, or a callable deciding at each decision layer (per row)."""
+
+Prompts = Tensor | Sequence[int] | Sequence[Sequence[int] | Tensor]
+"""One prompt (ids, shape ``(n,)`` or ``(1, n)``) or several: a list of id sequences, or a
+``(B, n)`` tensor (with an ``attention_mask`` where it is padded, on either side)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ class ReductionState:
     positions: Tensor  # (n,) original position of each carried token
     sizes: Tensor  # (n,) float: original tokens each carried token stands for (merges)
     rope: Rope  # per rope kind: cos, sin for every input position, (1, sequence, head_dim)
-    cache: DynamicCache
+    shared: SharedCache  # the batch's KV cache; this prompt is row ``row`` of it
     decision_layers: tuple[int, ...]
     protect_first: int
     protect_last: int
@@ -104,8 +110,8 @@ class ReductionState:
     merged: bool = False  # some carried token stands for several (its keys get a log-size bias)
     layer: int = 0  # next layer to run
     decisions_made: int = 0
-    kv_positions: list[Tensor] = field(default_factory=list)  # per layer: positions of cached keys
-    kv_log_sizes: list[Tensor | None] = field(default_factory=list)  # per layer: log merge sizes, None if all 1
+    row: int = 0
+    kv_counts: list[int] = field(default_factory=list)  # per layer: keys this row has in the cache
     tokens_per_layer: list[int] = field(default_factory=list)
     actions: dict[int, LayerAction] = field(default_factory=dict)
     flops: float = 0.0  # prefill FLOPs so far, scoring included
@@ -151,7 +157,55 @@ class ReductionState:
         return self.sizes.log() if self.merged else None
 
     def cache_lengths(self) -> list[int]:
-        return [int(p.numel()) for p in self.kv_positions]
+        return list(self.kv_counts)
+
+    @property
+    def cache(self) -> DynamicCache:
+        """The KV cache this prompt decodes from (shared with the other rows of its batch)."""
+        return self.shared.cache
+
+
+@dataclass
+class SharedCache:
+    """One KV cache for the rows of a batch, with where each of its slots came from.
+
+    Rows keep different numbers of tokens, so a layer's cache is ``(B, heads, slots, head_dim)``
+    and some slots of a row are padding: ``key_valid`` marks the used ones and the masks hide the
+    rest. Windows are applied by the masks too, so the cache never drops an entry on its own.
+    """
+
+    cache: DynamicCache
+    key_positions: list[Tensor] = field(default_factory=list)  # per layer (B, slots): original positions
+    key_valid: list[Tensor | None] = field(default_factory=list)  # per layer (B, slots); None: all used
+    key_log_sizes: list[Tensor | None] = field(default_factory=list)  # per layer (B, slots); None: no merges
+
+
+@dataclass
+class ReductionBatch:
+    """Several prompts reduced together: each row decides for itself, layers run once for all rows."""
+
+    rows: list[ReductionState]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, index: int) -> ReductionState:
+        return self.rows[index]
+
+    @property
+    def layer(self) -> int:
+        return self.rows[0].layer
+
+    @property
+    def next_decision(self) -> int | None:
+        return self.rows[0].next_decision
+
+    @property
+    def done(self) -> bool:
+        return self.rows[0].done
 
 
 @dataclass
@@ -246,72 +300,93 @@ class Reducer:
     @torch.no_grad()
     def start(
         self,
-        input_ids: Tensor | Sequence[int],
+        input_ids: Prompts,
         *,
+        attention_mask: Tensor | None = None,
         decision_layers: Sequence[int] | None = None,
-        protect_last: int | None = None,
+        protect_last: int | Sequence[int] | None = None,
         prompt_length: int | None = None,
         resume_from: Tensor | None = None,
-    ) -> ReductionState:
-        """Embed the prompt and run the layers before the first decision layer.
+    ) -> ReductionState | ReductionBatch:
+        """Embed the prompt(s) and run the layers before the first decision layer.
 
         Args:
-            input_ids: the prompt, optionally followed by a continuation to teacher-force.
+            input_ids: one prompt, optionally followed by a continuation to teacher-force, or
+                several prompts (see :data:`Prompts`); several give a :class:`ReductionBatch`.
+            attention_mask: for a padded ``(B, n)`` batch, which ids are real (left or right padding).
             decision_layers: where decisions are due (default: the reducer's config).
-            protect_last: final prompt tokens never removed (default: the reducer's config).
+            protect_last: final prompt tokens never removed (default: the reducer's config); one
+                number, or one per prompt.
             prompt_length: where the prompt ends when ``input_ids`` carries a continuation. The
                 continuation is kept whole and ignored when choosing tokens, so its logits equal
-                decoding it from the reduced prompt cache.
+                decoding it from the reduced prompt cache (one prompt only).
             resume_from: the full model's hidden state entering the first decision layer, from a
                 cache; the layers before it are then skipped (and not cached, so such a state can
-                be finished but not extended).
+                be finished but not extended; one prompt only).
         """
-        ids = self._validate_ids(input_ids)
+        prompts, batched = self._prompts(input_ids, attention_mask)
+        if batched and (prompt_length is not None or resume_from is not None):
+            raise InvalidPromptError("prompt_length and resume_from take one prompt, not a batch")
         layers = self._validate_layers(decision_layers)
-        n = ids.shape[1]
-        prompt_length = n if prompt_length is None else int(prompt_length)
-        if not 1 <= prompt_length <= n:
-            raise InvalidPromptError(f"prompt_length must lie in [1, {n}], got {prompt_length}")
-        device = ids.device
-        positions = torch.arange(n, device=device)
-        hidden = self.adapter.embed(ids)
-        state = ReductionState(
-            input_ids=ids,
-            hidden=hidden,
-            positions=positions,
-            sizes=torch.ones(n, device=device),
-            rope=self.adapter.rotary(hidden, positions),
-            cache=self.adapter.new_cache(),
-            decision_layers=layers,
-            protect_first=self.config.protect_first,
-            protect_last=self.config.protect_last if protect_last is None else int(protect_last),
-            prompt_length=prompt_length,
-            next_position=n,
-        )
-        if state.protect_last < 0:
-            raise InvalidActionError(f"protect_last must be >= 0, got {state.protect_last}")
+        tails = self._per_row(protect_last, len(prompts), "protect_last")
+        shared = SharedCache(self.adapter.new_cache())
+        rows = []
+        for row, (ids, tail) in enumerate(zip(prompts, tails, strict=True)):
+            n = ids.shape[1]
+            length = n if prompt_length is None else int(prompt_length)
+            if not 1 <= length <= n:
+                raise InvalidPromptError(f"prompt_length must lie in [1, {n}], got {prompt_length}")
+            positions = torch.arange(n, device=ids.device)
+            hidden = self.adapter.embed(ids)
+            state = ReductionState(
+                input_ids=ids,
+                hidden=hidden,
+                positions=positions,
+                sizes=torch.ones(n, device=ids.device),
+                rope=self.adapter.rotary(hidden, positions),
+                shared=shared,
+                decision_layers=layers,
+                protect_first=self.config.protect_first,
+                protect_last=self.config.protect_last if tail is None else int(tail),
+                prompt_length=length,
+                next_position=n,
+                row=row,
+            )
+            if state.protect_last < 0:
+                raise InvalidActionError(f"protect_last must be >= 0, got {state.protect_last}")
+            rows.append(state)
         first = layers[0] if layers else self.dims.layers
         if resume_from is not None:
-            self._resume(state, resume_from, first)
-        self._advance(state, first)
-        return state
+            self._resume(rows[0], resume_from, first)
+        self._advance(rows, first)
+        return ReductionBatch(rows) if batched else rows[0]
 
     @torch.no_grad()
-    def step(self, state: ReductionState, action: LayerAction | None = None) -> ReductionState:
-        """Apply ``action`` before the next decision layer, then run up to the following one."""
-        if state.done:
+    def step(
+        self,
+        state: ReductionState | ReductionBatch,
+        action: LayerAction | Sequence[LayerAction] | None = None,
+    ) -> ReductionState | ReductionBatch:
+        """Apply ``action`` before the next decision layer, then run up to the following one.
+
+        For a batch, ``action`` is one action for every row or a sequence with one per row.
+        """
+        rows = self._rows(state)
+        if rows[0].done:
             raise RuntimeError("no decision layer is left; call finish()")
-        action = KEEP if action is None else action
-        if not isinstance(action, LayerAction):
-            raise InvalidActionError(f"expected a LayerAction, got {type(action).__name__}")
-        plan = self.plan(state, action)
-        if len(plan):
-            state.hidden, state.positions, state.sizes = apply_plan(state.hidden, state.positions, state.sizes, plan)
-            state.merged |= plan.into is not None
-        state.flops += plan.flops
-        state.actions[state.layer] = action
-        state.decisions_made += 1
-        self._advance(state, state.next_decision if not state.done else self.dims.layers)
+        actions = self._per_row(action, len(rows), "action")
+        for row, chosen in zip(rows, actions, strict=True):
+            chosen = KEEP if chosen is None else chosen
+            if not isinstance(chosen, LayerAction):
+                raise InvalidActionError(f"expected a LayerAction, got {type(chosen).__name__}")
+            plan = self.plan(row, chosen)
+            if len(plan):
+                row.hidden, row.positions, row.sizes = apply_plan(row.hidden, row.positions, row.sizes, plan)
+                row.merged |= plan.into is not None
+            row.flops += plan.flops
+            row.actions[row.layer] = chosen
+            row.decisions_made += 1
+        self._advance(rows, rows[0].next_decision if not rows[0].done else self.dims.layers)
         return state
 
     @torch.no_grad()
@@ -399,7 +474,9 @@ class Reducer:
         return flops.full_prefill_flops(self.dims, state.prompt_length)
 
     @torch.no_grad()
-    def finish(self, state: ReductionState, logits: str = "last") -> ReductionOutput:
+    def finish(
+        self, state: ReductionState | ReductionBatch, logits: str = "last"
+    ) -> ReductionOutput | list[ReductionOutput]:
         """Run the remaining layers (undecided ones keep every token) and the LM head.
 
         Args:
@@ -407,39 +484,54 @@ class Reducer:
                 token still carried at the top of the model, ``"continuation"`` for the positions
                 that predict each teacher-forced token (the prompt's last and the continuation's
                 all but last).
+
+        Returns one output per row for a batch.
         """
         if logits not in ("last", "all", "continuation"):
             raise ValueError(f"logits must be 'last', 'all' or 'continuation', got {logits!r}")
-        state.decisions_made = len(state.decision_layers)
-        self._advance(state, self.dims.layers)
-        if logits == "all":
-            index = slice(None)
-        elif logits == "last":
-            index = slice(-1, None)
+        rows = self._rows(state)
+        for row in rows:
+            row.decisions_made = len(row.decision_layers)
+        self._advance(rows, self.dims.layers)
+        if logits == "last":  # one LM-head call for every row's final token
+            last = torch.cat([row.hidden[:, -1:] for row in rows]) if len(rows) > 1 else rows[0].hidden[:, -1:]
+            heads = self.adapter.logits(last).split(1)
+            indices = [slice(-1, None)] * len(rows)
         else:
-            m = state.continuation_length
-            if m == 0:
-                raise ValueError("logits='continuation' needs a continuation: pass prompt_length to start()")
-            index = slice(-m - 1, -1)
-        hidden, positions = state.hidden[:, index], state.positions[index]
-        out = self.adapter.logits(hidden)
-        in_prompt = int((positions < state.prompt_length).sum())
-        state.flops += flops.lm_head_flops(self.dims, in_prompt)
-        state.decode_flops += flops.lm_head_flops(self.dims, positions.numel() - in_prompt)
-        return ReductionOutput(logits=out, logit_positions=positions, state=state, dims=self.dims)
+            indices = [self._logit_index(row, logits) for row in rows]
+            heads = [self.adapter.logits(row.hidden[:, index]) for row, index in zip(rows, indices, strict=True)]
+        outputs = []
+        for row, index, out in zip(rows, indices, heads, strict=True):
+            positions = row.positions[index]
+            in_prompt = int((positions < row.prompt_length).sum())
+            row.flops += flops.lm_head_flops(self.dims, in_prompt)
+            row.decode_flops += flops.lm_head_flops(self.dims, positions.numel() - in_prompt)
+            outputs.append(ReductionOutput(logits=out, logit_positions=positions, state=row, dims=self.dims))
+        return outputs if isinstance(state, ReductionBatch) else outputs[0]
+
+    @staticmethod
+    def _logit_index(row: ReductionState, logits: str) -> slice:
+        if logits == "all":
+            return slice(None)
+        m = row.continuation_length
+        if m == 0:
+            raise ValueError("logits='continuation' needs a continuation: pass prompt_length to start()")
+        return slice(-m - 1, -1)
 
     def run(
         self,
-        input_ids: Tensor | Sequence[int],
+        input_ids: Prompts,
         actions: ActionSource = None,
         *,
+        attention_mask: Tensor | None = None,
         logits: str = "last",
         decision_layers: Sequence[int] | None = None,
-        protect_last: int | None = None,
+        protect_last: int | Sequence[int] | None = None,
         prompt_length: int | None = None,
         resume_from: Tensor | None = None,
-    ) -> ReductionOutput:
-        """A whole reduced prefill: a schedule ``{layer: action}`` or a callable deciding per layer.
+    ) -> ReductionOutput | list[ReductionOutput]:
+        """A whole reduced prefill: a schedule ``{layer: action}`` or a callable deciding per layer
+        (and per row, for several prompts, which then give one output each).
 
         Keyword arguments are those of :meth:`start` and :meth:`finish`.
         """
@@ -458,50 +550,56 @@ class Reducer:
             )
         state = self.start(
             input_ids,
+            attention_mask=attention_mask,
             decision_layers=decision_layers,
             protect_last=protect_last,
             prompt_length=prompt_length,
             resume_from=resume_from,
         )
         while not state.done:
-            state = self.step(state, decide(state))
+            state = self.step(state, [decide(row) for row in self._rows(state)])
         return self.finish(state, logits=logits)
 
     # -- decoding --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def extend(self, state: ReductionState, token_ids: Tensor | Sequence[int]) -> Tensor:
+    def extend(self, state: ReductionState | ReductionBatch, token_ids: Tensor | Sequence[int]) -> Tensor:
         """Feed new tokens through every layer on top of the reduced cache; returns their logits.
 
         One token is a decoding step; several are teacher forcing (each sees the earlier ones).
+        For a batch, ``token_ids`` is ``(B, m)``: the same number of new tokens for every row.
         """
-        if state.layer < self.dims.layers:
+        rows = self._rows(state)
+        if rows[0].layer < self.dims.layers:
             raise RuntimeError("finish() the prefill before extending it")
-        if state.resumed:
+        if rows[0].resumed:
             raise RuntimeError("a state resumed from a cached hidden state has no cache for its first layers")
-        ids = torch.as_tensor(token_ids, device=state.input_ids.device).reshape(1, -1)
+        ids = torch.as_tensor(token_ids, device=rows[0].input_ids.device).reshape(len(rows), -1)
         m = ids.shape[1]
-        if state.next_position + m > self.max_positions > 0:
-            raise InvalidPromptError(
-                f"{state.next_position + m} positions exceed the model's limit of {self.max_positions}"
-            )
-        positions = torch.arange(state.next_position, state.next_position + m, device=ids.device)
+        furthest = max(row.next_position for row in rows) + m
+        if furthest > self.max_positions > 0:
+            raise InvalidPromptError(f"{furthest} positions exceed the model's limit of {self.max_positions}")
+        offsets = torch.arange(m, device=ids.device)
+        positions = torch.stack([offsets + row.next_position for row in rows])
         hidden = self.adapter.embed(ids)
         rope = self.adapter.rotary(hidden, positions)
         for i in range(self.dims.layers):
-            cached = state.kv_positions[i].numel()
-            hidden = self._run_layer(state, i, hidden, positions, None, rope, state.next_position + m - 1)
-            state.decode_flops += flops.layer_flops(self.dims, m, cached, layer=i)
-        state.next_position += m
-        state.decode_flops += flops.lm_head_flops(self.dims, m)
+            cached = [row.kv_counts[i] for row in rows]
+            hidden = self._run_layer(rows, i, hidden, positions, None, None, rope, [m] * len(rows), furthest - 1)
+            for row, count in zip(rows, cached, strict=True):
+                row.decode_flops += flops.layer_flops(self.dims, m, count, layer=i)
+        for row in rows:
+            row.next_position += m
+            row.decode_flops += flops.lm_head_flops(self.dims, m)
         return self.adapter.logits(hidden)
 
     @torch.no_grad()
     def generate(
         self,
-        input_ids: Tensor | Sequence[int],
+        input_ids: Prompts,
         actions: ActionSource = None,
         *,
+        attention_mask: Tensor | None = None,
         max_new_tokens: int = 64,
         do_sample: bool = False,
         temperature: float = 1.0,
@@ -510,54 +608,156 @@ class Reducer:
         eos_token_id: int | Sequence[int] | None = None,
         generator: torch.Generator | None = None,
         decision_layers: Sequence[int] | None = None,
-        protect_last: int | None = None,
-    ) -> GenerationResult:
-        """Reduced prefill, then decoding from the reduced per-layer cache until EOS or the limit."""
+        protect_last: int | Sequence[int] | None = None,
+    ) -> GenerationResult | list[GenerationResult]:
+        """Reduced prefill, then decoding from the reduced per-layer cache until EOS or the limit.
+
+        Several prompts decode together, one result each; a row that reached EOS is fed its
+        last token until every row is done, and its result stops at its EOS.
+        """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        n = self._validate_ids(input_ids).shape[1]
-        if self.max_positions and n + max_new_tokens > self.max_positions:
+        prompts, batched = self._prompts(input_ids, attention_mask)
+        longest = max(ids.shape[1] for ids in prompts)
+        if self.max_positions and longest + max_new_tokens > self.max_positions:
             raise InvalidPromptError(
-                f"prompt ({n} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
+                f"prompt ({longest} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
                 f"{self.max_positions} positions; shorten the prompt or ask for fewer tokens"
             )
         clock = Stopwatch(self.model.device)
-        prefill = self.run(input_ids, actions, decision_layers=decision_layers, protect_last=protect_last)
+        prefills = self.run(
+            prompts if batched else prompts[0], actions, decision_layers=decision_layers, protect_last=protect_last
+        )
+        prefills = prefills if batched else [prefills]
         prefill_seconds = clock.lap()
         stop = set(self._eos_ids(eos_token_id))
+        stop_ids = torch.tensor(sorted(stop), device=prompts[0].device)
         warpers = self._warpers(temperature, top_k, top_p) if do_sample else None
-        logits = prefill.logits[:, -1]
+        logits = torch.cat([out.logits[:, -1] for out in prefills])
         new: list[Tensor] = []
+        finished = torch.zeros(len(prompts), dtype=torch.bool, device=logits.device)
         for i in range(max_new_tokens):
-            token = self._choose(logits, new, prefill.state.input_ids, warpers, generator)
+            token = self._choose(logits, warpers, generator)
+            if new:
+                token = torch.where(finished, new[-1], token)  # a finished row repeats its last token
             new.append(token)
-            if i == max_new_tokens - 1 or (stop and int(token) in stop):  # no device sync without an EOS
+            if stop:
+                finished |= torch.isin(token, stop_ids)
+            if i == max_new_tokens - 1 or (stop and bool(finished.all())):  # no device sync without an EOS
                 break
-            logits = self.extend(prefill.state, token)[:, -1]
+            logits = self.extend(self._batch_of(prefills, batched), token[:, None])[:, -1]
         decode_seconds = clock.lap()
-        tokens = torch.stack(new).reshape(1, -1)
+        tokens = torch.stack(new, dim=1)
+        results = [
+            self._result(tokens[b : b + 1], stop, out, prefill_seconds, decode_seconds)
+            for b, out in enumerate(prefills)
+        ]
+        return results if batched else results[0]
+
+    @staticmethod
+    def _batch_of(prefills: list[ReductionOutput], batched: bool) -> ReductionState | ReductionBatch:
+        return ReductionBatch([out.state for out in prefills]) if batched else prefills[0].state
+
+    @staticmethod
+    def _result(
+        tokens: Tensor, stop: set[int], prefill: ReductionOutput, prefill_seconds: float, decode_seconds: float
+    ) -> GenerationResult:
+        """One row's tokens, cut after its first EOS."""
+        ids = tokens[0].tolist()
+        end = next((i + 1 for i, t in enumerate(ids) if t in stop), len(ids))
         return GenerationResult(
-            tokens=tokens,
+            tokens=tokens[:, :end],
             prefill=prefill,
-            stopped_at_eos=bool(stop) and int(tokens[0, -1]) in stop,
+            stopped_at_eos=end <= len(ids) and bool(stop) and ids[end - 1] in stop,
             prefill_seconds=prefill_seconds,
             decode_seconds=decode_seconds,
         )
 
     # -- internals -------------------------------------------------------------------------
 
-    def _advance(self, state: ReductionState, stop: int) -> None:
-        """Run the prefill through layers ``state.layer .. stop - 1`` with the carried tokens."""
-        if state.layer >= stop:
+    @staticmethod
+    def _rows(state: ReductionState | ReductionBatch) -> list[ReductionState]:
+        return state.rows if isinstance(state, ReductionBatch) else [state]
+
+    @staticmethod
+    def _per_row(value, rows: int, name: str) -> list:
+        """``value`` for every row, or its items when it is a sequence with one per row."""
+        if isinstance(value, Sequence) and not isinstance(value, (str, LayerAction)):
+            if len(value) != rows:
+                raise InvalidActionError(f"{name} has {len(value)} items for {rows} prompt(s); give one per prompt")
+            return list(value)
+        return [value] * rows
+
+    def _prompts(self, input_ids: Prompts, attention_mask: Tensor | None) -> tuple[list[Tensor], bool]:
+        """Each prompt as a validated ``(1, n)`` tensor, and whether several were given."""
+        if (
+            isinstance(input_ids, Tensor)
+            and input_ids.dim() == 2
+            and (input_ids.shape[0] > 1 or attention_mask is not None)
+        ):
+            if attention_mask is not None:
+                if attention_mask.shape != input_ids.shape:
+                    raise InvalidPromptError(
+                        f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}"
+                    )
+                keep = attention_mask.bool().cpu()
+                return [
+                    self._validate_ids(ids[mask.to(ids.device)]) for ids, mask in zip(input_ids, keep, strict=True)
+                ], True
+            return [self._validate_ids(ids) for ids in input_ids], True
+        if isinstance(input_ids, (list, tuple)) and input_ids and not isinstance(input_ids[0], int):
+            if isinstance(input_ids[0], Tensor) and input_ids[0].dim() == 0:
+                return [self._validate_ids(input_ids)], False
+            return [self._validate_ids(ids) for ids in input_ids], True
+        return [self._validate_ids(input_ids)], False
+
+    def _advance(self, rows: list[ReductionState], stop: int) -> None:
+        """Run the prefill through layers ``rows[0].layer .. stop - 1``: every row's carried tokens,
+        padded together, through each layer once."""
+        if rows[0].layer >= stop:
             return
-        rope = {kind: (cos[:, state.positions], sin[:, state.positions]) for kind, (cos, sin) in state.rope.items()}
-        log_sizes = state.log_sizes()
-        while state.layer < stop:
-            state.hidden = self._run_layer(
-                state, state.layer, state.hidden, state.positions, log_sizes, rope, state.next_position - 1
-            )
-            self._account_layer(state)
-            state.layer += 1
+        hidden, positions, valid, log_sizes, rope = self._pad(rows)
+        counts = [row.n_tokens for row in rows]
+        last_position = max(row.next_position for row in rows) - 1
+        while rows[0].layer < stop:
+            index = rows[0].layer
+            hidden = self._run_layer(rows, index, hidden, positions, valid, log_sizes, rope, counts, last_position)
+            for row in rows:
+                self._account_layer(row)
+                row.layer += 1
+        for row, n in zip(rows, counts, strict=True):
+            row.hidden = hidden if len(rows) == 1 else hidden[row.row : row.row + 1, :n]
+
+    @staticmethod
+    def _pad(rows: list[ReductionState]):
+        """The rows' carried tokens as one right-padded batch: hidden, positions, validity (``None``
+        when no row is padded), log merge sizes (``None`` when nothing was merged) and rotary tables."""
+        if len(rows) == 1:
+            row = rows[0]
+            log_sizes = row.log_sizes()
+            rope = {kind: (cos[:, row.positions], sin[:, row.positions]) for kind, (cos, sin) in row.rope.items()}
+            return row.hidden, row.positions[None], None, None if log_sizes is None else log_sizes[None], rope
+        width = max(row.n_tokens for row in rows)
+        first = rows[0]
+        hidden = first.hidden.new_zeros(len(rows), width, first.hidden.shape[-1])
+        positions = first.positions.new_zeros(len(rows), width)
+        valid = torch.zeros(len(rows), width, dtype=torch.bool, device=positions.device)
+        merged = any(row.merged for row in rows)
+        log_sizes = hidden.new_zeros(len(rows), width, dtype=torch.float32) if merged else None
+        rope = {
+            kind: (hidden.new_zeros(len(rows), width, cos.shape[-1], dtype=cos.dtype),) * 2
+            for kind, (cos, _) in first.rope.items()
+        }
+        rope = {kind: (c.clone(), s.clone()) for kind, (c, s) in rope.items()}
+        for b, row in enumerate(rows):
+            n = row.n_tokens
+            hidden[b, :n], positions[b, :n], valid[b, :n] = row.hidden[0], row.positions, True
+            if merged and row.merged:
+                log_sizes[b, :n] = row.sizes.log()
+            for kind, (cos, sin) in row.rope.items():
+                rope[kind][0][b, :n], rope[kind][1][b, :n] = cos[0, row.positions], sin[0, row.positions]
+        all_full = all(row.n_tokens == width for row in rows)
+        return hidden, positions, None if all_full else valid, log_sizes, rope
 
     def _account_layer(self, state: ReductionState) -> None:
         """Charge one prefill layer: the prompt's tokens to the prefill, a continuation to decoding."""
@@ -577,48 +777,69 @@ class Reducer:
         state.resumed = True
         for skipped in range(layer):
             state.layer = skipped
-            state.kv_positions.append(state.positions)
-            state.kv_log_sizes.append(None)
+            state.shared.key_positions.append(state.positions[None])
+            state.shared.key_valid.append(None)
+            state.shared.key_log_sizes.append(None)
+            state.kv_counts.append(state.n_tokens)
             self._account_layer(state)
         state.layer = layer
 
     def _run_layer(
         self,
-        state: ReductionState,
+        rows: list[ReductionState],
         index: int,
         hidden: Tensor,
         positions: Tensor,
+        valid: Tensor | None,
         log_sizes: Tensor | None,
         rope: Rope,
+        counts: list[int],
         last_position: int,
     ) -> Tensor:
-        """Call decoder layer ``index`` on ``hidden`` and append its keys and values to the cache.
+        """Call decoder layer ``index`` on the rows' ``hidden`` ``(B, q, hidden)`` and append their keys
+        and values to the shared cache (``counts[b]`` of row ``b``'s ``q`` slots are real).
 
-        This is the only place a decoder layer runs: prefill and decoding both come through here.
+        This is the only place a decoder layer runs: prefill and decoding, one prompt or many.
         """
-        if index < len(state.kv_positions):
-            cached = state.kv_positions[index].numel()
-            key_positions = torch.cat((state.kv_positions[index], positions))
-            old = state.kv_log_sizes[index]
-            if old is None and log_sizes is None:
-                key_log_sizes = None
-            else:
-                old = torch.zeros(cached, device=positions.device) if old is None else old
-                new = torch.zeros(positions.numel(), device=positions.device) if log_sizes is None else log_sizes
-                key_log_sizes = torch.cat((old, new))
-            state.kv_positions[index], state.kv_log_sizes[index] = key_positions, key_log_sizes
+        shared = rows[0].shared
+        if index < len(shared.key_positions):
+            key_positions = torch.cat((shared.key_positions[index], positions), dim=1)
+            old_valid, old_sizes = shared.key_valid[index], shared.key_log_sizes[index]
+            key_valid = None
+            if old_valid is not None or valid is not None:
+                key_valid = torch.cat(
+                    (_all_true(shared.key_positions[index], old_valid), _all_true(positions, valid)), 1
+                )
+            key_log_sizes = None
+            if old_sizes is not None or log_sizes is not None:
+                key_log_sizes = torch.cat(
+                    (_zeros_like(shared.key_positions[index], old_sizes), _zeros_like(positions, log_sizes)), 1
+                )
+            shared.key_positions[index], shared.key_valid[index] = key_positions, key_valid
+            shared.key_log_sizes[index] = key_log_sizes
+            for row, count in zip(rows, counts, strict=True):
+                row.kv_counts[index] += count
         else:
-            key_positions, key_log_sizes = positions, log_sizes
-            state.kv_positions.append(key_positions)
-            state.kv_log_sizes.append(key_log_sizes)
+            key_positions, key_valid, key_log_sizes = positions, valid, log_sizes
+            shared.key_positions.append(key_positions)
+            shared.key_valid.append(key_valid)
+            shared.key_log_sizes.append(key_log_sizes)
+            for row, count in zip(rows, counts, strict=True):
+                row.kv_counts.append(count)
         mask = self.adapter.attention_mask(
-            index, positions, key_positions, key_log_sizes, hidden.dtype, last_position=last_position
+            index,
+            positions,
+            key_positions,
+            key_log_sizes,
+            hidden.dtype,
+            last_position=last_position,
+            key_valid=key_valid,
         )
         out = self.layers[index](
             hidden,
             attention_mask=mask,
-            position_ids=positions[None],
-            cache=state.cache,
+            position_ids=positions,
+            cache=shared.cache,
             use_cache=True,
             position_embeddings=rope[self.adapter.rope_kinds[index]],
         )
@@ -630,7 +851,9 @@ class Reducer:
         if ids.dim() == 1:
             ids = ids[None]
         if ids.dim() != 2 or ids.shape[0] != 1:
-            raise InvalidPromptError(f"expected one prompt of token ids, shape (1, n); got {tuple(ids.shape)}")
+            raise InvalidPromptError(
+                f"expected a prompt of token ids, shape (n,) or (1, n), or a batch of them; got {tuple(ids.shape)}"
+            )
         if ids.dtype not in (torch.int32, torch.int64):
             raise InvalidPromptError(f"token ids must be integers, got {ids.dtype}")
         n = ids.shape[1]
@@ -679,15 +902,17 @@ class Reducer:
         return warpers
 
     @staticmethod
-    def _choose(
-        logits: Tensor,
-        new: list[Tensor],
-        prompt: Tensor,
-        warpers: LogitsProcessorList | None,
-        generator: torch.Generator | None,
-    ) -> Tensor:
+    def _choose(logits: Tensor, warpers: LogitsProcessorList | None, generator: torch.Generator | None) -> Tensor:
+        """The next token of every row, ``(B,)``: greedy, or sampled after the warpers."""
         if warpers is None:
-            return logits.argmax(dim=-1)[0]
-        sequence = torch.cat((prompt[0], torch.stack(new))) if new else prompt[0]
-        scores = warpers(sequence[None], logits.float())
-        return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[0, 0]
+            return logits.argmax(dim=-1)
+        scores = warpers(logits.new_zeros(logits.shape[0], 1, dtype=torch.long), logits.float())
+        return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+
+def _all_true(like: Tensor, valid: Tensor | None) -> Tensor:
+    return torch.ones_like(like, dtype=torch.bool) if valid is None else valid
+
+
+def _zeros_like(like: Tensor, values: Tensor | None) -> Tensor:
+    return torch.zeros(like.shape, device=like.device) if values is None else values

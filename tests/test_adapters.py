@@ -39,10 +39,10 @@ def test_adapter_masks_equal_the_models_own_masks(arch):
     adapter = reducer.adapter
     forced = type(adapter).attention_mask
 
-    def always(self, layer, q, k, sizes, dtype, last_position=None):
-        mask = forced(self, layer, q, k, sizes, dtype)
+    def always(self, layer, q, k, sizes, dtype, last_position=None, key_valid=None):
+        mask = forced(self, layer, q, k, sizes, dtype, key_valid=key_valid)
         if mask is None:  # build it anyway, with a zero bias
-            mask = forced(self, layer, q, k, torch.zeros(k.numel()), dtype)
+            mask = forced(self, layer, q, k, torch.zeros(k.shape), dtype)
         return mask
 
     adapter.attention_mask = always.__get__(adapter)
@@ -54,6 +54,7 @@ def test_sliding_window_mask_hides_keys_outside_the_window():
     adapter = adapter_for(tiny_model("gemma3"))
     positions = torch.arange(20)
     mask = adapter.attention_mask(0, positions, positions, None, torch.float32)[0, 0]
+    assert adapter.attention_mask(0, positions[None], positions[None], None, torch.float32).shape == (1, 1, 20, 20)
     visible = mask == 0
     assert visible[19].nonzero().flatten().tolist() == list(range(8, 20))  # window 12: itself and 11 before
     assert visible.sum(dim=1).tolist() == [min(i + 1, 12) for i in range(20)]

@@ -40,9 +40,18 @@ def test_token_ids_outside_the_vocabulary(llama):
         Reducer(llama).run(torch.tensor([[1, 2, 999]]))
 
 
-def test_batches_are_refused_clearly(llama):
-    with pytest.raises(InvalidPromptError, match="one prompt"):
-        Reducer(llama).run(torch.ones(2, 5, dtype=torch.long))
+def test_malformed_batches_are_refused_clearly(llama):
+    reducer = Reducer(llama)
+    with pytest.raises(InvalidPromptError, match="prompt of token ids"):
+        reducer.run(torch.ones(2, 2, 5, dtype=torch.long))
+    with pytest.raises(InvalidPromptError, match="attention_mask has shape"):
+        reducer.run(torch.ones(2, 5, dtype=torch.long), attention_mask=torch.ones(2, 4))
+    with pytest.raises(InvalidPromptError, match="empty"):
+        reducer.run(torch.ones(2, 5, dtype=torch.long), attention_mask=torch.tensor([[1] * 5, [0] * 5]))
+    with pytest.raises(InvalidActionError, match="protect_last has 3 items for 2 prompt"):
+        reducer.run([[5, 6, 7], [8, 9]], protect_last=[1, 1, 1])
+    with pytest.raises(InvalidPromptError, match="one prompt, not a batch"):
+        reducer.run([[5, 6, 7], [8, 9]], prompt_length=2)
 
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.5, "half"])

@@ -78,8 +78,8 @@ class ModelAdapter:
         return "default"
 
     def rotary(self, hidden: Tensor, positions: Tensor) -> Rope:
-        """Rotary ``(cos, sin)`` at ``positions`` for every rope kind the layers use."""
-        return {"default": self.decoder.rotary_emb(hidden, position_ids=positions[None])}
+        """Rotary ``(cos, sin)`` at ``positions`` (``(n,)`` or ``(B, n)``) for every rope kind the layers use."""
+        return {"default": self.decoder.rotary_emb(hidden, position_ids=_batched(positions))}
 
     def input_norm(self, layer: int, hidden: Tensor) -> Tensor:
         """Layer ``layer``'s pre-attention norm (what its projections and the scorers read)."""
@@ -121,26 +121,40 @@ class ModelAdapter:
         key_log_sizes: Tensor | None,
         dtype: torch.dtype,
         last_position: int | None = None,
+        key_valid: Tensor | None = None,
     ) -> Tensor | None:
-        """Additive mask ``(1, 1, q, k)`` for layer ``layer``: causal by original position, inside the
-        layer's sliding window, with ``log(size)`` on merged keys.
+        """Additive mask ``(B, 1, q, k)`` for layer ``layer``: causal by original position, inside the
+        layer's sliding window, hiding key slots a row does not use, with ``log(size)`` on merged keys.
 
-        Returns ``None`` where the kernel's own causal masking is the same thing (no merged keys, and
-        one query or queries that are the keys, and no key outside the window), so SDPA keeps its
-        fastest path. ``last_position``, the highest query position as a Python integer, lets that
-        window check skip a device round-trip (positions start at 0, so it bounds the span).
+        Positions are ``(q,)``/``(k,)`` for one row or ``(B, q)``/``(B, k)``. Returns ``None`` where
+        the kernel's own causal masking is the same thing (no merged keys, no padded slot, one query
+        or queries that are the keys, and no key outside the window), so SDPA keeps its fastest path.
+        ``last_position``, the highest query position as a Python integer, lets that window check
+        skip a device round-trip (positions start at 0, so it bounds the span).
         """
-        q, k = query_positions.numel(), key_positions.numel()
+        query_positions, key_positions = _batched(query_positions), _batched(key_positions)
+        q, k = query_positions.shape[-1], key_positions.shape[-1]
         window = self.windows[layer]
-        if key_log_sizes is None and (q == 1 or q == k):
-            span = int(query_positions[-1] - key_positions[0]) if last_position is None else last_position
-            if window is None or span < window:
+        if key_log_sizes is None and key_valid is None and (q == 1 or q == k):
+            if last_position is None:
+                last_position = int((query_positions[:, -1] - key_positions[:, 0]).max())
+            if window is None or last_position < window:
                 return None
-        visible = key_positions[None, :] <= query_positions[:, None]
+        visible = key_positions[:, None, :] <= query_positions[:, :, None]
         if window is not None:
-            visible &= key_positions[None, :] > query_positions[:, None] - window
-        bias = torch.zeros(k, dtype=dtype, device=visible.device) if key_log_sizes is None else key_log_sizes.to(dtype)
-        return torch.where(visible, bias, torch.finfo(dtype).min)[None, None]
+            visible &= key_positions[:, None, :] > query_positions[:, :, None] - window
+        if key_valid is not None:
+            visible &= _batched(key_valid)[:, None, :]
+        if key_log_sizes is None:
+            bias = torch.zeros(k, dtype=dtype, device=visible.device)
+        else:
+            bias = _batched(key_log_sizes).to(dtype)[:, None, :]
+        return torch.where(visible, bias, torch.finfo(dtype).min)[:, None]
+
+
+def _batched(values: Tensor) -> Tensor:
+    """``(n,)`` as ``(1, n)``; ``(B, n)`` as it is."""
+    return values[None] if values.dim() == 1 else values
 
 
 ADAPTERS: dict[str, type[ModelAdapter]] = {}

@@ -19,7 +19,8 @@ class Gemma3Adapter(ModelAdapter):
 
     def rotary(self, hidden: Tensor, positions: Tensor) -> Rope:
         kinds = dict.fromkeys(self.config.layer_types)
-        return {kind: self.decoder.rotary_emb(hidden, positions[None], kind) for kind in kinds}
+        position_ids = positions[None] if positions.dim() == 1 else positions
+        return {kind: self.decoder.rotary_emb(hidden, position_ids, kind) for kind in kinds}
 
     def logits(self, hidden: Tensor) -> Tensor:
         logits = super().logits(hidden)
