@@ -5,12 +5,14 @@
 
 Inside the block, the model's forward runs the prefill through :class:`Reducer` with the policy
 and decodes from the reduced per-layer cache; on exit (also after an exception) the model is
-exactly as before. ``rlprune.generate`` is the explicit form.
+exactly as before. A padded batch (``attention_mask``, left padding as generation uses) runs as
+one reduced batch in which every prompt keeps its own tokens. ``rlprune.generate`` is the
+explicit form.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from rlprune.errors import InvalidPromptError, RLPruneError
 from rlprune.policies import Policy, decider, resolve_policy
 from rlprune.prompts import build_prompt
-from rlprune.runner import Reducer, ReducerConfig, ReductionState
+from rlprune.runner import Reducer, ReducerConfig, ReductionBatch, ReductionState
 
 
 def check_budget(budget: float | None) -> None:
@@ -34,7 +36,7 @@ class _ReducedForward:
 
     def __init__(self, reducer: Reducer, policy: Policy, budget: float | None, protect_last: int | None) -> None:
         self.reducer, self.policy, self.budget, self.protect_last = reducer, policy, budget, protect_last
-        self.state: ReductionState | None = None
+        self.state: ReductionState | ReductionBatch | None = None
 
     def __call__(
         self,
@@ -48,22 +50,29 @@ class _ReducedForward:
     ) -> CausalLMOutputWithPast:
         if input_ids is None or inputs_embeds is not None:
             raise RLPruneError("rlprune.apply needs token ids (input_ids), not embeddings")
-        if input_ids.shape[0] != 1:
-            raise InvalidPromptError(f"rlprune.apply handles one prompt at a time, got a batch of {input_ids.shape[0]}")
         cache = cache if cache is not None else past_key_values
         if self.state is not None and cache is self.state.cache:  # decoding from the reduced cache
-            logits = self.reducer.extend(self.state, input_ids[0])
-        else:  # a new prompt: reduced prefill
-            if attention_mask is not None and not bool(attention_mask.all()):
-                raise InvalidPromptError("rlprune.apply does not handle padded prompts; pass one unpadded prompt")
-            out = self.reducer.run(
+            logits = self.reducer.extend(self.state, input_ids)
+        else:  # new prompts: reduced prefill
+            batched = input_ids.shape[0] > 1
+            if not batched and attention_mask is not None and not bool(attention_mask.all()):
+                input_ids = input_ids[:, attention_mask[0].bool()]  # one padded prompt: its real tokens
+            if batched:
+                if logits_to_keep != 1:
+                    raise RLPruneError("rlprune.apply on a batch gives logits for each prompt's last token only")
+            outs = self.reducer.run(
                 input_ids,
                 decider(self.policy, self.reducer, self.budget),
+                attention_mask=attention_mask if batched else None,
                 decision_layers=self.policy.decision_layers(self.reducer.dims.layers),
                 protect_last=self.protect_last,
                 logits="last" if logits_to_keep == 1 else "all",
             )
-            self.state, logits = out.state, out.logits
+            if batched:
+                self.state = ReductionBatch([out.state for out in outs])
+                logits = torch.cat([out.logits for out in outs])
+            else:
+                self.state, logits = outs.state, outs.logits
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             logits = logits[:, -logits_to_keep:]
         return CausalLMOutputWithPast(logits=logits, cache=self.state.cache)
@@ -102,29 +111,36 @@ def apply(
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompt: str,
+    prompt: str | Sequence[str],
     *,
     policy: Policy | str | Path = "none",
     budget: float | None = 0.5,
-    context: str | None = None,
+    context: str | Sequence[str | None] | None = None,
     max_new_tokens: int = 64,
     **sampling,
-) -> str:
+) -> str | list[str]:
     """Answer ``prompt`` (about ``context``, if given) with a reduced prefill; returns the text.
 
-    The question and everything after it are protected. ``sampling`` takes ``do_sample``,
-    ``temperature``, ``top_k``, ``top_p`` and ``generator`` as in :meth:`Reducer.generate`.
+    A list of prompts (with a list of contexts, or one for all) runs as one batch and returns a
+    list of answers. The question and everything after it are protected. ``sampling`` takes
+    ``do_sample``, ``temperature``, ``top_k``, ``top_p`` and ``generator`` as in :meth:`Reducer.generate`.
     """
     check_budget(budget)
     policy = resolve_policy(policy, model)
-    built = build_prompt(tokenizer, prompt, context)
+    questions = [prompt] if isinstance(prompt, str) else list(prompt)
+    contexts = list(context) if isinstance(context, (list, tuple)) else [context] * len(questions)
+    if len(contexts) != len(questions):
+        raise InvalidPromptError(f"{len(contexts)} contexts for {len(questions)} prompts; give one per prompt")
+    built = [build_prompt(tokenizer, q, c) for q, c in zip(questions, contexts, strict=True)]
     reducer = Reducer(model, ReducerConfig())
-    result = reducer.generate(
-        built.input_ids,
+    results = reducer.generate(
+        [b.input_ids[0] for b in built] if len(built) > 1 else built[0].input_ids,
         decider(policy, reducer, budget),
         decision_layers=policy.decision_layers(reducer.dims.layers),
-        protect_last=built.protect_last,
+        protect_last=[b.protect_last for b in built] if len(built) > 1 else built[0].protect_last,
         max_new_tokens=max_new_tokens,
         **sampling,
     )
-    return tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip()
+    results = results if isinstance(results, list) else [results]
+    answers = [tokenizer.decode(r.tokens[0], skip_special_tokens=True).strip() for r in results]
+    return answers[0] if isinstance(prompt, str) else answers

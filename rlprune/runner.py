@@ -207,6 +207,10 @@ class ReductionBatch:
     def done(self) -> bool:
         return self.rows[0].done
 
+    @property
+    def cache(self) -> DynamicCache:
+        return self.rows[0].shared.cache
+
 
 @dataclass
 class ReductionOutput:

@@ -70,12 +70,68 @@ def test_explicit_generate(tiny):
     assert isinstance(text, str)
 
 
-def test_bad_budgets_and_batches_are_refused(tiny):
+def test_bad_budgets_are_refused(tiny):
     model, tokenizer = tiny
     for budget in (0, 1.5, -0.2):
         with pytest.raises(RLPruneError, match=r"\(0, 1\]"), rlprune.apply(model, "snapkv", budget=budget):
             pass
-    ids = prompt_ids(tokenizer)
-    with rlprune.apply(model, "snapkv"), pytest.raises(InvalidPromptError, match="one prompt at a time"):
-        model.generate(ids.repeat(2, 1), max_new_tokens=2)
     assert "forward" not in model.__dict__
+
+
+TEXTS = ["the keeper of the boat", "a longer prompt about the river town and its six bells", "boat"]
+
+
+def padded(tokenizer, texts=TEXTS):
+    tokenizer.padding_side = "left"  # as batched generation pads
+    return tokenizer(texts, return_tensors="pt", padding=True)
+
+
+def test_a_padded_batch_under_apply_none_gives_exactly_model_generate(tiny):
+    model, tokenizer = tiny
+    batch = padded(tokenizer)
+    plain = model.generate(**batch, max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    with rlprune.apply(model, "none"):
+        same = model.generate(**batch, max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert torch.equal(plain, same)
+
+
+def test_each_prompt_of_a_reduced_batch_gets_its_own_tokens(tiny):
+    """Under a reducing policy, a batch gives each prompt what generating it alone gives."""
+    model, tokenizer = tiny
+    texts = [("the boat was in the town . " * 12) + f"who kept boat {i} ?" for i in range(3)]
+    batch = padded(tokenizer, texts[:2] + ["the river . " * 30])
+    with rlprune.apply(model, "snapkv", budget=0.5):
+        together = model.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        state = model.forward.state
+        for b in range(3):
+            real = batch["input_ids"][b][batch["attention_mask"][b].bool()][None]
+            alone = model.generate(real, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            assert torch.equal(together[b, -6:], alone[0, -6:])
+    assert len({tuple(row.tokens_per_layer) for row in state}) > 1  # prompts kept different numbers of tokens
+
+
+def test_a_pipeline_with_batch_size_runs_reduced(tiny):
+    model, tokenizer = tiny
+    tokenizer.padding_side = "left"
+    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    texts = ["the boat was in the town . " * 12, "the river . " * 20, "six bells"]
+    plain = [o[0]["generated_text"] for o in generator(texts, max_new_tokens=6, do_sample=False, batch_size=3)]
+    with rlprune.apply(model, "none"):
+        same = [o[0]["generated_text"] for o in generator(texts, max_new_tokens=6, do_sample=False, batch_size=3)]
+    assert same == plain
+
+
+def test_explicit_generate_takes_a_list_of_prompts(tiny):
+    model, tokenizer = tiny
+    questions = ["What colour?", "Who kept it?"]
+    answers = rlprune.generate(
+        model, tokenizer, questions, context=["the boat . " * 30, "the keeper . " * 20], policy="snapkv",
+        budget=0.5, max_new_tokens=5,
+    )  # fmt: skip
+    alone = [
+        rlprune.generate(model, tokenizer, q, context=c, policy="snapkv", budget=0.5, max_new_tokens=5)
+        for q, c in zip(questions, ["the boat . " * 30, "the keeper . " * 20], strict=True)
+    ]
+    assert answers == alone
+    with pytest.raises(InvalidPromptError, match="1 contexts for 2 prompts"):
+        rlprune.generate(model, tokenizer, questions, context=["x"])
