@@ -309,8 +309,8 @@ class Reducer:
         attention_mask: Tensor | None = None,
         decision_layers: Sequence[int] | None = None,
         protect_last: int | Sequence[int] | None = None,
-        prompt_length: int | None = None,
-        resume_from: Tensor | None = None,
+        prompt_length: int | Sequence[int] | None = None,
+        resume_from: Tensor | Sequence[Tensor] | None = None,
     ) -> ReductionState | ReductionBatch:
         """Embed the prompt(s) and run the layers before the first decision layer.
 
@@ -323,23 +323,23 @@ class Reducer:
                 number, or one per prompt.
             prompt_length: where the prompt ends when ``input_ids`` carries a continuation. The
                 continuation is kept whole and ignored when choosing tokens, so its logits equal
-                decoding it from the reduced prompt cache (one prompt only).
+                decoding it from the reduced prompt cache (one number, or one per prompt).
             resume_from: the full model's hidden state entering the first decision layer, from a
-                cache; the layers before it are then skipped (and not cached, so such a state can
-                be finished but not extended; one prompt only).
+                cache (one per prompt for a batch); the layers before it are then skipped (and not
+                cached, so such a state can be finished but not extended).
         """
         prompts, batched = self._prompts(input_ids, attention_mask)
-        if batched and (prompt_length is not None or resume_from is not None):
-            raise InvalidPromptError("prompt_length and resume_from take one prompt, not a batch")
         layers = self._validate_layers(decision_layers)
         tails = self._per_row(protect_last, len(prompts), "protect_last")
+        lengths = self._per_row(prompt_length, len(prompts), "prompt_length")
+        resumes = self._per_row(resume_from, len(prompts), "resume_from") if batched else [resume_from]
         shared = SharedCache(self.adapter.new_cache())
         rows = []
-        for row, (ids, tail) in enumerate(zip(prompts, tails, strict=True)):
+        for row, (ids, tail, length) in enumerate(zip(prompts, tails, lengths, strict=True)):
             n = ids.shape[1]
-            length = n if prompt_length is None else int(prompt_length)
+            length = n if length is None else int(length)
             if not 1 <= length <= n:
-                raise InvalidPromptError(f"prompt_length must lie in [1, {n}], got {prompt_length}")
+                raise InvalidPromptError(f"prompt_length must lie in [1, {n}], got {length}")
             positions = torch.arange(n, device=ids.device)
             hidden = self.adapter.embed(ids)
             state = ReductionState(
@@ -360,8 +360,11 @@ class Reducer:
                 raise InvalidActionError(f"protect_last must be >= 0, got {state.protect_last}")
             rows.append(state)
         first = layers[0] if layers else self.dims.layers
-        if resume_from is not None:
-            self._resume(rows[0], resume_from, first)
+        if any(hidden is not None for hidden in resumes):
+            if any(hidden is None for hidden in resumes):
+                raise InvalidPromptError("resume_from must give a hidden state for every prompt of the batch or none")
+            for row, hidden in zip(rows, resumes, strict=True):
+                self._resume(row, hidden, first)
         self._advance(rows, first)
         return ReductionBatch(rows) if batched else rows[0]
 
@@ -781,9 +784,10 @@ class Reducer:
         state.resumed = True
         for skipped in range(layer):
             state.layer = skipped
-            state.shared.key_positions.append(state.positions[None])
-            state.shared.key_valid.append(None)
-            state.shared.key_log_sizes.append(None)
+            if state.row == 0:  # the skipped layers have no cache, only placeholders (never extended)
+                state.shared.key_positions.append(state.positions[None])
+                state.shared.key_valid.append(None)
+                state.shared.key_log_sizes.append(None)
             state.kv_counts.append(state.n_tokens)
             self._account_layer(state)
         state.layer = layer

@@ -101,3 +101,20 @@ def test_a_batch_steps_and_extends_like_its_rows():
         reducer.finish(alone)
         assert (reducer.extend(alone, new[i]) - logits[i : i + 1]).abs().max() <= 1e-4
         assert batch[i].decode_flops == pytest.approx(alone.decode_flops)
+
+
+def test_a_batch_resumes_from_cached_hidden_states_and_scores_continuations():
+    """What the vector environment runs: per-row cached hidden states, prompt lengths and continuations."""
+    model = tiny_model("llama")
+    reducer = Reducer(model)
+    rows = [torch.cat((ids, random_ids(4, seed=90 + i)[0])) for i, ids in enumerate(prompts(seed=85))]
+    lengths = [n for n in LENGTHS]
+    hidden = [reducer.start(ids, decision_layers=(1,), prompt_length=n).hidden for ids, n in zip(rows, lengths)]
+    schedule = {1: LayerAction("prune", 0.5), 2: LayerAction("merge", 0.5)}
+    batch = reducer.run(
+        rows, schedule, logits="continuation", prompt_length=lengths, resume_from=hidden, protect_last=3
+    )
+    for ids, n, start, out in zip(rows, lengths, hidden, batch, strict=True):
+        alone = reducer.run(ids, schedule, logits="continuation", prompt_length=n, resume_from=start, protect_last=3)
+        assert (out.logits - alone.logits).abs().max() <= 1e-4
+        assert out.flops == pytest.approx(alone.flops)

@@ -197,3 +197,34 @@ def test_a_share_makes_that_part_of_the_needed_savings(env):
     assert info["flops_projected"] == pytest.approx(0.7, abs=0.02)
     _, _, _, _, info = env.step(spec.encode("prune", 0.5, "attention"))
     assert info["flops_projected"] == pytest.approx(0.55, abs=0.02)
+
+
+def test_the_vector_env_gives_each_row_the_single_envs_rewards(tmp_path):
+    """N episodes through one batched reducer score exactly as N single environments with the same seeds."""
+    from rlprune.envs import TokenReductionEnv, make_vector_env
+
+    vector = make_vector_env("smoke", num_envs=3, cache_dir=tmp_path)
+    singles = [
+        TokenReductionEnv("smoke", cache_dir=tmp_path, model=vector.reducer.model, tokenizer=vector.envs[0].tokenizer)
+        for _ in range(3)
+    ]
+    rng = np.random.default_rng(0)
+    obs, infos = vector.reset(seed=11)
+    single_obs = [env.reset(seed=11 + i)[0] for i, env in enumerate(singles)]
+    assert np.allclose(obs, np.stack(single_obs), atol=1e-4)
+    assert list(infos["task"]) == [env.episode_info()["task"] for env in singles]
+    totals, single_totals = np.zeros(3), np.zeros(3)
+    for _ in range(len(vector.envs[0].config.episode.decision_layers)):
+        masks = vector.action_masks()
+        assert masks.shape == (3, sum(vector.single_action_space.nvec))
+        actions = np.stack([vector.single_action_space.sample() for _ in range(3)])
+        actions[:, 0] = rng.integers(1, 3, size=3)  # prune or merge, so rows keep different tokens
+        obs, rewards, terminated, truncated, infos = vector.step(actions)
+        totals += rewards
+        for i, env in enumerate(singles):
+            single_totals[i] += env.step(actions[i])[1]
+    assert terminated.all() and not truncated.any()
+    assert np.allclose(totals, single_totals, atol=1e-4)
+    final = infos["final_info"]
+    assert final["_flops_ratio"].all() and np.all(final["flops_ratio"] <= 1.0)
+    assert obs.shape == (3, vector.single_observation_space.shape[0])  # the next episodes already began

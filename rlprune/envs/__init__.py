@@ -6,6 +6,7 @@ Importing this package registers the environment::
     import rlprune.envs
 
     env = gym.make("rlprune/TokenReduction-v0", preset="grounded-qa")
+    envs = rlprune.envs.make_vector_env("grounded-qa", num_envs=8)   # one model, batched
 """
 
 from gymnasium.envs.registration import register, registry
@@ -15,6 +16,7 @@ from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import Quality, RewardConfig, quality
 from rlprune.envs.tasks import KINDS, SPLITS, Task, answer_correct, generate_suite, generate_task, load_jsonl
 from rlprune.envs.token_env import TokenLevelEnv
+from rlprune.envs.vector_env import TokenReductionVectorEnv, make_vector_env
 
 ENV_ID = "rlprune/TokenReduction-v0"
 
@@ -35,9 +37,11 @@ __all__ = [
     "TaskConfig",
     "TokenLevelEnv",
     "TokenReductionEnv",
+    "TokenReductionVectorEnv",
     "answer_correct",
     "generate_suite",
     "generate_task",
     "load_jsonl",
+    "make_vector_env",
     "quality",
 ]

@@ -18,7 +18,7 @@ from rlprune.envs.tasks import KINDS, SPLITS, Task, generate_suite, load_jsonl
 from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, ActionSpec, Features, flops_projected, observe
 from rlprune.models import load_model
 from rlprune.reduction import LayerAction
-from rlprune.runner import Reducer, ReducerConfig, ReductionState
+from rlprune.runner import Reducer, ReducerConfig, ReductionOutput, ReductionState
 
 
 @dataclass(frozen=True)
@@ -163,37 +163,63 @@ class TokenReductionEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start an episode on a random task; ``options`` may fix ``task_index`` and ``budget``."""
         super().reset(seed=seed)
+        reference = self.draw_episode(options)
+        self.enter(self.reducer.start(reference.input_ids, **self.start_arguments(reference)))
+        return self._observation(), self.episode_info()
+
+    def step(self, action):
+        action, before = self.decide(action)
+        self._state = self.reducer.step(self._state, action)
+        reward, info = self.after_step(action, before)
+        if not self._state.done:
+            return self._observation(), reward, False, False, info
+        return self.conclude(self.reducer.finish(self._state, logits="continuation"), reward, info)
+
+    # -- the pieces of an episode, shared with the vector environment -----------------------
+
+    def draw_episode(self, options: dict[str, Any] | None = None) -> Reference:
+        """Choose the task and budget of a new episode; returns the full model's reference for it."""
         options = options or {}
         index = int(options.get("task_index", self.np_random.integers(len(self.tasks))))
         self._task = self.tasks[index % len(self.tasks)]
         budget = options.get("budget", self.fixed_budget)
         self.budget = float(budget) if budget is not None else self._draw_budget()
-        reference = self.references.get(self._task)
-        self._reference = reference
-        self._state = self.reducer.start(
-            reference.input_ids,
-            decision_layers=self.config.episode.decision_layers,
-            protect_last=reference.protect_last,
-            prompt_length=reference.prompt_length,
-            resume_from=reference.hidden,
-        )
-        return self._observation(), {"task": self._task.uid, "kind": self._task.kind, "budget": self.budget}
+        self._reference = self.references.get(self._task)
+        return self._reference
 
-    def step(self, action):
+    def start_arguments(self, reference: Reference) -> dict[str, Any]:
+        """How :meth:`Reducer.start` begins an episode on ``reference`` (after its cached early layers)."""
+        return {
+            "decision_layers": self.config.episode.decision_layers,
+            "protect_last": reference.protect_last,
+            "prompt_length": reference.prompt_length,
+            "resume_from": reference.hidden,
+        }
+
+    def enter(self, state: ReductionState) -> None:
+        self._state = state
+
+    def episode_info(self) -> dict[str, Any]:
+        return {"task": self._task.uid, "kind": self._task.kind, "budget": self.budget}
+
+    def decide(self, action) -> tuple[LayerAction, float]:
+        """The :class:`LayerAction` for ``action`` at the current layer, and the projected FLOPs before it."""
         if self._state is None or self._state.done:
             raise RuntimeError("call reset() before step()")
-        state = self._state
-        before = flops_projected(self.reducer, state)
+        before = flops_projected(self.reducer, self._state)
         if not isinstance(action, LayerAction):  # scripted callers may pass a LayerAction directly
-            action = self.action_spec.decode(action, Features(self.reducer, state, self.budget))
-        layer = state.layer
-        self._state = state = self.reducer.step(state, action)
-        after = flops_projected(self.reducer, state)
+            action = self.action_spec.decode(action, Features(self.reducer, self._state, self.budget))
+        return action, before
+
+    def after_step(self, action: LayerAction, before: float) -> tuple[float, dict[str, Any]]:
+        """The step's FLOPs reward and info, once the reducer has applied ``action``."""
+        after = flops_projected(self.reducer, self._state)
         reward = step_reward(before, after, self.budget, self.config.reward)
-        info: dict[str, Any] = {"layer": layer, "action": str(action), "flops_projected": after}
-        if not state.done:
-            return self._observation(), reward, False, False, info
-        out = self.reducer.finish(state, logits="continuation")
+        layer = max(self._state.actions)  # the layer the action was taken at
+        return reward, {"layer": layer, "action": str(action), "flops_projected": after}
+
+    def conclude(self, out: ReductionOutput, reward: float, info: dict[str, Any]):
+        """The final step's transition: quality of the finished episode's continuation logits."""
         q = quality(out.logits[0], self._reference)
         flops_ratio = out.flops / out.flops_full
         reward += final_reward(q, flops_ratio, self.budget, self.config.reward)

@@ -39,7 +39,8 @@ class RunConfig:
     """Length, parallelism, checkpoints and validation of a training run."""
 
     timesteps: int = 20_000
-    n_envs: int = 2  # sb3: environments in subprocesses (1: in this process); ray: env runners
+    n_envs: int = 2  # sb3: episodes run side by side; ray: env runners
+    envs: str = "batched"  # sb3: "batched" (one model, one batched forward) or "processes" (one model each)
     torch_threads: int = 1  # per environment process, so the cores are not oversubscribed
     seed: int = 0
     checkpoint_every: int = 1024  # timesteps between checkpoints (a kill loses at most this much)
@@ -50,6 +51,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if min(self.timesteps, self.n_envs, self.torch_threads, self.checkpoint_every, self.eval_every) < 1:
             raise ValueError("timesteps, n_envs, torch_threads, checkpoint_every and eval_every must be positive")
+        if self.envs not in ("batched", "processes"):
+            raise ValueError(f'run.envs must be "batched" or "processes", got {self.envs!r}')
         if self.eval_tasks < 1 or not self.eval_budgets or not all(0 < b <= 1 for b in self.eval_budgets):
             raise ValueError("eval_tasks must be positive and eval_budgets must lie in (0, 1]")
 

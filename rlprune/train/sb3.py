@@ -24,6 +24,7 @@ from torch import nn
 
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.envs.token_env import TokenLevelEnv
+from rlprune.envs.vector_env import TokenReductionVectorEnv
 from rlprune.policies import ReductionPolicy
 from rlprune.train.recipe import Recipe
 from rlprune.train.run import (
@@ -38,6 +39,7 @@ from rlprune.train.run import (
     training_progress,
 )
 from rlprune.train.sb3_tokens import SB3TokenPolicy
+from rlprune.train.sb3_vec import BatchedVecEnv
 from rlprune.train.teacher import teacher_warm_start
 from rlprune.train.warm_start import behaviour_clone
 
@@ -209,11 +211,18 @@ def train(
     recipe, env_config, run_dir, settings = run.recipe, run.env_config, run.folder, run.recipe.run
 
     token_level = recipe.policy == "token"
-    factories = [
-        make_env(env_config, "train", settings.seed + i, settings.torch_threads, cache_dir, token_level)
-        for i in range(settings.n_envs)
-    ]
-    vec_env = SubprocVecEnv(factories) if settings.n_envs > 1 else DummyVecEnv(factories)
+    if settings.envs == "batched" and not token_level:  # one model: all episodes in one batched forward
+        in_use = run.evaluator.env
+        vector = TokenReductionVectorEnv(
+            env_config, settings.n_envs, model=in_use.reducer.model, tokenizer=in_use.tokenizer, cache_dir=cache_dir
+        )
+        vec_env = BatchedVecEnv(vector, seed=settings.seed)
+    else:  # token-level policies, or envs = "processes": one model per process
+        factories = [
+            make_env(env_config, "train", settings.seed + i, settings.torch_threads, cache_dir, token_level)
+            for i in range(settings.n_envs)
+        ]
+        vec_env = SubprocVecEnv(factories) if settings.n_envs > 1 else DummyVecEnv(factories)
     ppo = recipe.ppo
     policy_kwargs: dict[str, Any] = {"hidden": ppo.hidden, "decision_layers": env_config.episode.decision_layers}
     if token_level:

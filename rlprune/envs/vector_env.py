@@ -1,0 +1,142 @@
+"""N episodes through one shared model: a Gymnasium ``VectorEnv`` that reduces them as one batch.
+
+Every episode of a preset has the same decision layers, so the N episodes move in lock step: one
+batched reduced forward per decision layer serves them all (each row keeping and choosing its
+own tokens), and they finish, are scored and restart together. Each row is a
+:class:`TokenReductionEnv` in all but the forward pass, so its rewards are exactly those the
+single environment gives for the same task, budget and actions. One model copy serves all rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from rlprune.envs.env import EnvConfig, TokenReductionEnv
+from rlprune.runner import ReductionBatch
+
+
+class TokenReductionVectorEnv(VectorEnv):
+    """``num_envs`` :class:`TokenReductionEnv` episodes stepped through one batched reducer.
+
+    Autoreset happens in the same step (``AutoresetMode.SAME_STEP``): the step that ends the
+    episodes returns the next episodes' first observations, with the final ones in
+    ``infos["final_obs"]`` and the final infos in ``infos["final_info"]``.
+
+    Args:
+        preset: a preset name or path, or an :class:`EnvConfig`.
+        num_envs: episodes run side by side.
+        split, budget, cache_dir: as for :class:`TokenReductionEnv`.
+        model, tokenizer: an already loaded model (default: the preset's, loaded once).
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        preset: str | Path | EnvConfig = "grounded-qa",
+        num_envs: int = 8,
+        *,
+        split: str = "train",
+        model=None,
+        tokenizer=None,
+        budget: float | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+        first = TokenReductionEnv(
+            preset, split=split, model=model, tokenizer=tokenizer, budget=budget, cache_dir=cache_dir
+        )
+        self.envs = [first] + [
+            TokenReductionEnv(
+                first.config,
+                split=split,
+                model=first.reducer.model,
+                tokenizer=first.tokenizer,
+                budget=budget,
+                tasks=first.tasks,
+                cache_dir=cache_dir,
+            )
+            for _ in range(num_envs - 1)
+        ]
+        self.reducer = first.reducer
+        self.num_envs = num_envs
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(first.observation_space, num_envs)
+        self.action_space = batch_space(first.action_space, num_envs)
+        self._batch: ReductionBatch | None = None
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        """Start ``num_envs`` episodes; ``seed`` seeds row ``i`` with ``seed + i`` (as ``SyncVectorEnv`` does)."""
+        seeds = seed if isinstance(seed, list) else [None if seed is None else seed + i for i in range(self.num_envs)]
+        for env, row_seed in zip(self.envs, seeds, strict=True):
+            if row_seed is not None:
+                gym.Env.reset(env, seed=row_seed)  # seeds the row's task and budget draws
+        return self._start(options)
+
+    def step(self, actions):
+        decided = [env.decide(action) for env, action in zip(self.envs, actions, strict=True)]
+        self._batch = self.reducer.step(self._batch, [action for action, _ in decided])
+        steps = [env.after_step(action, before) for env, (action, before) in zip(self.envs, decided, strict=True)]
+        rewards = np.array([reward for reward, _ in steps], dtype=np.float64)
+        infos = [info for _, info in steps]
+        if not self._batch.done:
+            observations = np.stack([env._observation() for env in self.envs])
+            false = np.zeros(self.num_envs, dtype=bool)
+            return observations, rewards, false, false.copy(), self._merge(infos)
+        finished = self.reducer.finish(self._batch, logits="continuation")
+        final_obs, final_infos = [], []
+        for i, (env, out) in enumerate(zip(self.envs, finished, strict=True)):
+            obs, rewards[i], _, _, info = env.conclude(out, rewards[i], infos[i])
+            final_obs.append(obs)
+            final_infos.append(info)
+        observations, infos = self._start(None)
+        done = np.ones(self.num_envs, dtype=bool)
+        infos["final_obs"] = np.stack(final_obs)
+        infos["_final_obs"] = done.copy()
+        infos["final_info"] = self._merge(final_infos)
+        infos["_final_info"] = done.copy()
+        return observations, rewards, done, np.zeros(self.num_envs, dtype=bool), infos
+
+    def action_masks(self) -> np.ndarray:
+        """Valid choices of every row, ``(num_envs, sum(nvec))`` (for MaskablePPO)."""
+        return np.stack([env.action_masks() for env in self.envs])
+
+    def close_extras(self, **kwargs) -> None:
+        self._batch = None
+
+    def _start(self, options: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """New episodes in every row, started as one batch."""
+        references = [env.draw_episode(options) for env in self.envs]
+        arguments = [env.start_arguments(reference) for env, reference in zip(self.envs, references, strict=True)]
+        per_row = {key: [a[key] for a in arguments] for key in ("protect_last", "prompt_length", "resume_from")}
+        self._batch = self.reducer.start(
+            [reference.input_ids[0] for reference in references],
+            decision_layers=arguments[0]["decision_layers"],
+            **per_row,
+        )
+        for env, row in zip(self.envs, self._batch, strict=True):
+            env.enter(row)
+        observations = np.stack([env._observation() for env in self.envs])
+        return observations, self._merge([env.episode_info() for env in self.envs])
+
+    def _merge(self, infos: list[dict[str, Any]]) -> dict[str, Any]:
+        """Per-row info dicts as one dict of arrays with ``_key`` presence masks (Gymnasium's layout)."""
+        merged: dict[str, Any] = {}
+        for i, info in enumerate(infos):
+            merged = self._add_info(merged, info, i)
+        return merged
+
+
+def make_vector_env(
+    preset: str | Path | EnvConfig = "grounded-qa", num_envs: int = 8, **kwargs
+) -> TokenReductionVectorEnv:
+    """``num_envs`` episodes of ``preset`` through one shared model (see :class:`TokenReductionVectorEnv`)."""
+    return TokenReductionVectorEnv(preset, num_envs, **kwargs)
