@@ -405,6 +405,9 @@ def evaluate(
     adapter: Annotated[
         Path | None, typer.Option(help="A LoRA adapter from `rlprune train-output`, merged into the model.")
     ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Items generated together (times are then each item's share of its batch).")
+    ] = 1,
 ) -> None:
     """Compare policies, baselines and the full model at matched FLOPs budgets (resumes in OUT)."""
     from rlprune.eval import EvalConfig, markdown_table, parse_baselines, parse_budgets
@@ -422,6 +425,7 @@ def evaluate(
         max_new_tokens=max_new_tokens,
         bootstrap_samples=bootstrap,
         adapter=None if adapter is None else str(adapter),
+        batch_size=batch_size,
     )
     rows = run_evaluation(config, out)
     console.print(markdown_table(rows), highlight=False)

@@ -271,3 +271,22 @@ def test_paired_differences_compare_the_same_items():
     assert rows["base"]["difference"] == pytest.approx(0.25) and rows["base"]["items"] == 120
     assert 0 < rows["base"]["difference_ci"][0] < 0.25 < rows["base"]["difference_ci"][1]
     assert rows[FULL]["difference"] == pytest.approx(-0.25) and rows[FULL]["difference_ci"][1] < 0
+
+
+def test_a_batched_evaluation_records_what_one_item_at_a_time_records(tiny, suite_file, tmp_path):
+    """Items generated together get the same answers and scores; each is still journalled on its own."""
+    model, tokenizer = tiny
+    records = {}
+    for size in (1, 3):
+        config = EvalConfig(
+            str(suite_file), model="tiny-random", baselines=("snapkv",), budgets=(0.6,), max_new_tokens=5,
+            bootstrap_samples=100, batch_size=size,
+        )  # fmt: skip
+        evaluate(config, tmp_path / str(size), model=model, tokenizer=tokenizer, show_progress=False)
+        records[size] = json.loads((tmp_path / str(size) / "results.json").read_text())["records"]
+    assert len(records[1]) == len(records[3]) == 3 * 2
+    for one, batched in zip(records[1], records[3], strict=True):
+        assert (one["item"], one["method"], one["answer"]) == (batched["item"], batched["method"], batched["answer"])
+        assert one["flops_ratio"] == pytest.approx(batched["flops_ratio"])
+        assert one["kl"] == pytest.approx(batched["kl"], abs=1e-4)
+        assert (one["batch"], batched["batch"]) == (1, 3)

@@ -50,6 +50,7 @@ class EvalConfig:
     max_new_tokens: int = 32
     bootstrap_samples: int = 1000
     adapter: str | None = None  # a LoRA adapter (rlprune train-output) merged into the model
+    batch_size: int = 1  # items generated together (each still journalled on its own)
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -58,6 +59,8 @@ class EvalConfig:
             check_budget(budget)
         if self.max_new_tokens < 1:
             raise RLPruneError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise RLPruneError(f"batch_size must be at least 1, got {self.batch_size}")
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:
@@ -189,8 +192,10 @@ class Evaluation:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, disable=not show_progress, transient=True) as progress:
             bar = progress.add_task(f"{self.suite}: evaluating", total=total)
-            for index, task in enumerate(self.tasks):
-                for record in self._evaluate_item(index, task):
+            items = list(enumerate(self.tasks))
+            size = self.config.batch_size
+            for start in range(0, len(items), size):
+                for record in self._evaluate_items(items[start : start + size]):
                     self.journal.add(record)
                     budget = "" if record["budget"] is None else f" @ {record['budget']}"
                     progress.update(bar, advance=1, description=f"{self.suite}: {record['method']}{budget}")
@@ -202,50 +207,74 @@ class Evaluation:
         self.reducer.generate(prompt.input_ids, max_new_tokens=2, protect_last=prompt.protect_last)
 
     @torch.no_grad()
-    def _evaluate_item(self, index: int, task: Task) -> Iterator[dict[str, Any]]:
-        missing = [(m, b) for m, b in self.runs()[1:] if self.journal.get(task.uid, m, b) is None]
-        full = self.journal.get(task.uid, FULL, None)
-        if full is not None and not missing:
+    def _evaluate_items(self, items: list[tuple[int, Task]]) -> Iterator[dict[str, Any]]:
+        """Every pending record of ``items``; each method generates for all of them as one batch."""
+        prompts = {task.uid: build_prompt(self.tokenizer, task.question, task.context) for _, task in items}
+        fulls = {task.uid: self.journal.get(task.uid, FULL, None) for _, task in items}
+        todo = [(i, t) for i, t in items if fulls[t.uid] is None]
+        for (index, task), result in zip(todo, self._generate(todo, prompts, None, None), strict=True):
+            fulls[task.uid] = self._record(index, task, FULL, None, result, batch=len(todo))
+            fulls[task.uid]["answer_tokens"] = result.tokens[0].tolist()
+        pending = {
+            (m, b): [(i, t) for i, t in items if self.journal.get(t.uid, m, b) is None] for m, b in self.runs()[1:]
+        }
+        scored = [(i, t) for i, t in items if self.journal.get(t.uid, FULL, None) is None or any(
+            (i, t) in rows for rows in pending.values())]  # fmt: skip
+        if not scored:
             return
-        prompt = build_prompt(self.tokenizer, task.question, task.context)
-        if full is None:
-            result = self.reducer.generate(
-                prompt.input_ids, max_new_tokens=self.config.max_new_tokens, protect_last=prompt.protect_last
-            )
-            full = self._record(index, task, FULL, None, result)
-            full["answer_tokens"] = result.tokens[0].tolist()
         # the full model's answer, teacher-forced through the full model and each method
-        ids = torch.cat((prompt.input_ids, torch.tensor([full["answer_tokens"]])), dim=1)
-        n = len(prompt)
-        allowed = torch.unique(ids[0])
-        forced = self.reducer.run(ids, None, logits="continuation", prompt_length=n, protect_last=prompt.protect_last)
-        full_logprobs = forced.logits[0].float().log_softmax(-1)
-        if self.journal.get(task.uid, FULL, None) is None:
-            full.update(kl=0.0, top1=1.0, out_of_context_mass=out_of_context_mass(full_logprobs, allowed))
-            yield full
+        forced = {t.uid: torch.cat((prompts[t.uid].input_ids, torch.tensor([fulls[t.uid]["answer_tokens"]])), 1)
+                  for _, t in scored}  # fmt: skip
+        reference = self._forced(scored, prompts, forced, None, None)
+        full_logprobs = {
+            t.uid: out.logits[0].float().log_softmax(-1) for (_, t), out in zip(scored, reference, strict=True)
+        }
+        allowed = {t.uid: torch.unique(forced[t.uid][0]) for _, t in scored}
+        for _, task in scored:
+            if self.journal.get(task.uid, FULL, None) is None:
+                fulls[task.uid].update(
+                    kl=0.0,
+                    top1=1.0,
+                    out_of_context_mass=out_of_context_mass(full_logprobs[task.uid], allowed[task.uid]),
+                )
+                yield fulls[task.uid]
         policies = {m.name: m.policy for m in self.methods}
-        for name, budget in missing:
+        for (name, budget), rows in pending.items():
+            if not rows:
+                continue
             policy = policies[name]
-            decide = decider(policy, self.reducer, budget)
-            layers = policy.decision_layers(self.reducer.dims.layers)
-            result = self.reducer.generate(
-                prompt.input_ids,
-                decide,
-                decision_layers=layers,
-                max_new_tokens=self.config.max_new_tokens,
-                protect_last=prompt.protect_last,
-            )
-            forced = self.reducer.run(
-                ids,
-                decide,
-                decision_layers=layers,
-                logits="continuation",
-                prompt_length=n,
-                protect_last=prompt.protect_last,
-            )
-            record = self._record(index, task, name, budget, result, full_text=full["answer"])
-            record.update(asdict(agreement(forced.logits[0], full_logprobs, allowed)))
-            yield record
+            results = self._generate(rows, prompts, policy, budget)
+            outs = self._forced(rows, prompts, forced, policy, budget)
+            for (index, task), result, out in zip(rows, results, outs, strict=True):
+                record = self._record(index, task, name, budget, result, fulls[task.uid]["answer"], len(rows))
+                record.update(asdict(agreement(out.logits[0], full_logprobs[task.uid], allowed[task.uid])))
+                yield record
+
+    def _generate(self, rows, prompts, policy, budget) -> list[GenerationResult]:
+        """Greedy answers of ``rows`` under ``policy`` (``None``: the full model), as one batch."""
+        if not rows:
+            return []
+        built = [prompts[task.uid] for _, task in rows]
+        results = self.reducer.generate(
+            [p.input_ids[0] for p in built],
+            None if policy is None else decider(policy, self.reducer, budget),
+            decision_layers=None if policy is None else policy.decision_layers(self.reducer.dims.layers),
+            max_new_tokens=self.config.max_new_tokens,
+            protect_last=[p.protect_last for p in built],
+        )
+        return results
+
+    def _forced(self, rows, prompts, forced, policy, budget) -> list:
+        """Continuation logits of the full model's answers under ``policy``, as one batch."""
+        built = [prompts[task.uid] for _, task in rows]
+        return self.reducer.run(
+            [forced[task.uid][0] for _, task in rows],
+            None if policy is None else decider(policy, self.reducer, budget),
+            decision_layers=None if policy is None else policy.decision_layers(self.reducer.dims.layers),
+            logits="continuation",
+            prompt_length=[len(p) for p in built],
+            protect_last=[p.protect_last for p in built],
+        )
 
     def _record(
         self,
@@ -255,8 +284,12 @@ class Evaluation:
         budget: float | None,
         result: GenerationResult,
         full_text: str | None = None,
+        batch: int = 1,
     ) -> dict[str, Any]:
-        """One finished run; ``full_text`` is the full model's answer (``None``: this is the full model)."""
+        """One finished run; ``full_text`` is the full model's answer (``None``: this is the full model).
+
+        In a batch of ``batch`` items the wall times are the batch's, shared equally among its items.
+        """
         text = self.tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip()
         full_text = text if full_text is None else full_text
         prefill = result.prefill
@@ -277,8 +310,9 @@ class Evaluation:
             "said_prior": answer_correct(text, _prior_task(task)) if task.prior else None,
             "flops_ratio": prefill.flops_ratio,
             "kv_ratio": prefill.kv_bytes / prefill.kv_bytes_full,
-            "prefill_s": result.prefill_seconds,
-            "decode_s": result.decode_seconds,
+            "prefill_s": result.prefill_seconds / batch,
+            "decode_s": result.decode_seconds / batch,
+            "batch": batch,
             "new_tokens": int(result.tokens.shape[1]),
         }
 
