@@ -86,7 +86,13 @@ def info(model: ModelOption = "smollm2-135m", device: DeviceOption = "cpu", dtyp
 @app.command()
 @user_errors
 def generate(
-    prompt: Annotated[str, typer.Argument(help="The question or instruction.")],
+    prompt: Annotated[
+        str,
+        typer.Argument(
+            help="The question or instruction, or @FILE.jsonl: one prompt per line ({question, context} or "
+            "{prompt}), answered in batches, one JSON line each."
+        ),
+    ],
     model: ModelOption = "smollm2-135m",
     device: DeviceOption = "cpu",
     dtype: DtypeOption = "float32",
@@ -121,6 +127,7 @@ def generate(
     adapter: Annotated[
         Path | None, typer.Option(help="A LoRA adapter from `rlprune train-output` (RUN/adapter), merged in.")
     ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts of an @FILE.jsonl generated together.")] = 8,
 ) -> None:
     """Generate with a reduced prefill and compare it with the full model."""
     from rlprune.inference import check_budget
@@ -142,10 +149,7 @@ def generate(
             raise InvalidPromptError(f"context file {path} does not exist")
         context = path.read_text()
     lm, tokenizer = load_model(model, device=device, dtype=dtype)
-    built = build_prompt(tokenizer, prompt, context, chat=not raw)
-    input_ids = built.input_ids.to(lm.device)
     reducer = Reducer(lm)
-    keep_last = built.protect_last if protect_last is None else protect_last
     chosen = resolve_policy(policy, lm) if policy is not None else None  # checked against the base weights
     if adapter is not None:
         from rlprune.output import apply_adapter
@@ -156,6 +160,13 @@ def generate(
         actions, layers = decider(chosen, reducer, budget), chosen.decision_layers(reducer.dims.layers)
     else:
         actions, layers = schedule_actions, None
+    sampling = {"do_sample": sample, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+    if prompt.startswith("@"):
+        _generate_file(Path(prompt[1:]), reducer, tokenizer, actions, layers, batch_size, max_new_tokens, sampling)
+        return
+    built = build_prompt(tokenizer, prompt, context, chat=not raw)
+    input_ids = built.input_ids.to(lm.device)
+    keep_last = built.protect_last if protect_last is None else protect_last
     result = reducer.generate(
         input_ids,
         actions,
@@ -430,6 +441,41 @@ def evaluate(
     rows = run_evaluation(config, out)
     console.print(markdown_table(rows), highlight=False)
     console.print(f"results in {out}/results.md, results.csv, results.json and pareto.png")
+
+
+def _generate_file(path: Path, reducer, tokenizer, actions, layers, batch_size: int, max_new_tokens: int, sampling):
+    """Answer every prompt of a JSONL file in batches; print one JSON line per prompt, in order."""
+    from rlprune.envs.tasks import load_jsonl
+    from rlprune.prompts import build_prompt
+
+    tasks = load_jsonl(path)
+    if not tasks:
+        raise InvalidPromptError(f"{path} holds no prompts")
+    for start in range(0, len(tasks), batch_size):
+        group = tasks[start : start + batch_size]
+        built = [build_prompt(tokenizer, task.question, task.context) for task in group]
+        results = reducer.generate(
+            [b.input_ids[0] for b in built],
+            actions,
+            decision_layers=layers,
+            protect_last=[b.protect_last for b in built],
+            max_new_tokens=max_new_tokens,
+            generator=torch.Generator(reducer.model.device).manual_seed(start),
+            **sampling,
+        )
+        for offset, (task, result) in enumerate(zip(group, results, strict=True)):
+            prefill = result.prefill
+            line = {
+                "index": start + offset,
+                "question": task.question,
+                "text": tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip(),
+                "prompt_tokens": int(prefill.state.prompt_length),
+                "tokens_per_layer": prefill.tokens_per_layer,
+                "flops_ratio": prefill.flops_ratio,
+                "kv_ratio": prefill.kv_bytes / prefill.kv_bytes_full,
+                "batch_prefill_s": result.prefill_seconds,
+            }
+            print(json.dumps(line), flush=True)
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

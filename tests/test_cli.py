@@ -169,3 +169,29 @@ def test_generate_with_a_checkpoint_folder(tmp_path):
 def test_bad_policy_options(args, message):
     result = invoke("generate", "What colour?", "--model", "tiny-random", *args)
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_generate_answers_a_jsonl_file_in_batches(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "\n".join(
+            json.dumps(item)
+            for item in (
+                {"question": "Who kept the boat?", "context": "The boat was kept by Ada. " * 6},
+                {"prompt": "Write one line about the sea."},
+                {"question": "What rests here?", "context": "Boats rest on the shingle. " * 4},
+            )
+        )
+    )
+    outputs = {}
+    for size in ("1", "3"):
+        result = CliRunner().invoke(
+            app,
+            ["generate", f"@{prompts}", "--model", "tiny-random", "--policy", "snapkv", "--budget", "0.5",
+             "--max-new-tokens", "6", "--batch-size", size],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[size] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["index"] for line in outputs["3"]] == [0, 1, 2]
+    assert [line["text"] for line in outputs["1"]] == [line["text"] for line in outputs["3"]]
+    assert all(outputs["3"][i]["flops_ratio"] <= 0.52 for i in (0, 2))  # a bare instruction has little to remove
