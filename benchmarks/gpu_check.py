@@ -5,7 +5,8 @@ For SmolLM2-135M, Gemma 3 270M and a Llama-3-8B-class config (few layers, to fit
      and greedy ``Reducer.generate`` yields ``model.generate``'s tokens; a layer-level and a
      token-level policy (random weights) decide from features computed on the device;
   2. prefill time full vs reduced (SnapKV-style selection at the budget) at 1k, 4k and 16k tokens,
-     the realised speedup against the FLOPs speedup, and peak memory of each.
+     the realised speedup against the FLOPs speedup, and peak memory of each;
+  3. batched reduced prefill: 8 prompts of 512 tokens as one batch against one at a time.
 
 Runs in a few minutes on one H100; prints a table and writes JSON. From the repository root:
 
@@ -33,7 +34,7 @@ from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig  # 
 from rlprune import Reducer, make_baseline  # noqa: E402
 from rlprune.models import resolve_device, resolve_dtype  # noqa: E402
 from rlprune.policies import ReductionPolicy, TokenReductionPolicy, decider  # noqa: E402
-from rlprune.timing import best_seconds, synchronize  # noqa: E402
+from rlprune.timing import best_seconds, best_seconds_interleaved, synchronize  # noqa: E402
 
 
 def configs(max_positions: int, big_layers: int) -> dict[str, object]:
@@ -92,11 +93,12 @@ def check_model(name, config, args, device, dtype, console) -> dict:
     hf = model.generate(ids[:, :64], max_new_tokens=16, do_sample=False, pad_token_id=0)
     ours = reducer.generate(ids[:, :64], max_new_tokens=16, eos_token_id=[]).sequences
     policies_ok = True
-    for policy in (ReductionPolicy(decision_layers=(2, 8)), TokenReductionPolicy(decision_layers=(2, 8))):
+    points = (2, max(3, reducer.dims.layers // 2))
+    for policy in (ReductionPolicy(decision_layers=points), TokenReductionPolicy(decision_layers=points)):
         torch.manual_seed(2)
         for parameter in policy.parameters():
             parameter.data.normal_(0, 0.5)
-        out = reducer.run(ids, decider(policy, reducer, args.budget), decision_layers=(2, 8), protect_last=16)
+        out = reducer.run(ids, decider(policy, reducer, args.budget), decision_layers=points, protect_last=16)
         policies_ok &= bool(torch.isfinite(out.logits.float()).all()) and out.flops_ratio <= 1.0
     result = {
         "model": name,
@@ -138,6 +140,23 @@ def check_model(name, config, args, device, dtype, console) -> dict:
             row = {"tokens": n, "error": "out of memory"}
             torch.cuda.empty_cache()
         result["lengths"].append(row)
+    rows = [torch.randint(10, vocab, (512,), generator=generator).to(device) for _ in range(args.batch)]
+
+    def one_at_a_time():
+        return [reducer.run(row, decider(method, reducer, args.budget), decision_layers=layers, protect_last=32)
+                for row in rows]  # fmt: skip
+
+    def batched():
+        return reducer.run(rows, decider(method, reducer, args.budget), decision_layers=layers, protect_last=32)
+
+    times = best_seconds_interleaved({"single": one_at_a_time, "batch": batched}, args.repeats, device)
+    tokens = 512 * args.batch
+    result["batch"] = {
+        "size": args.batch,
+        "single_tokens_per_s": tokens / times["single"],
+        "batch_tokens_per_s": tokens / times["batch"],
+        "speedup": times["single"] / times["batch"],
+    }
     result["seconds"] = time.perf_counter() - started
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -152,6 +171,7 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--big-layers", type=int, default=8, choices=range(4, 33), help="layers of the 8B config")
+    parser.add_argument("--batch", type=int, default=8, help="prompts in the batched-prefill check")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     args.lengths = [int(n) for n in args.lengths.split(",")]
@@ -160,7 +180,7 @@ def main() -> int:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     console.print(f"{gpu}, torch {torch.__version__}, {dtype}, budget {args.budget}")
     results = []
-    for name, config in configs(max(args.lengths) + 64, args.big_layers).items():
+    for name, config in configs(max(*args.lengths, 512) + 64, args.big_layers).items():
         result = check_model(name, config, args, device, dtype, console)
         results.append(result)
         console.print(
@@ -186,6 +206,14 @@ def main() -> int:
                 f"{row['kv_ratio']:.2f}",
             )  # fmt: skip
     console.print(table)
+    for result in results:
+        batch = result["batch"]
+        console.print(
+            f"{result['model']}: {batch['size']} prompts of 512 tokens at budget {args.budget}: "
+            f"{batch['batch_tokens_per_s']:,.0f} prompt tokens/s batched against {batch['single_tokens_per_s']:,.0f} "
+            f"one at a time ({batch['speedup']:.2f}x)",
+            highlight=False,
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"device": gpu, "dtype": str(dtype), "results": results}, indent=2))
