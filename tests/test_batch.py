@@ -108,8 +108,9 @@ def test_a_batch_resumes_from_cached_hidden_states_and_scores_continuations():
     model = tiny_model("llama")
     reducer = Reducer(model)
     rows = [torch.cat((ids, random_ids(4, seed=90 + i)[0])) for i, ids in enumerate(prompts(seed=85))]
-    lengths = [n for n in LENGTHS]
-    hidden = [reducer.start(ids, decision_layers=(1,), prompt_length=n).hidden for ids, n in zip(rows, lengths)]
+    lengths = list(LENGTHS)
+    starts = zip(rows, lengths, strict=True)
+    hidden = [reducer.start(ids, decision_layers=(1,), prompt_length=n).hidden for ids, n in starts]
     schedule = {1: LayerAction("prune", 0.5), 2: LayerAction("merge", 0.5)}
     batch = reducer.run(
         rows, schedule, logits="continuation", prompt_length=lengths, resume_from=hidden, protect_last=3

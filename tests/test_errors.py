@@ -50,8 +50,10 @@ def test_malformed_batches_are_refused_clearly(llama):
         reducer.run(torch.ones(2, 5, dtype=torch.long), attention_mask=torch.tensor([[1] * 5, [0] * 5]))
     with pytest.raises(InvalidActionError, match="protect_last has 3 items for 2 prompt"):
         reducer.run([[5, 6, 7], [8, 9]], protect_last=[1, 1, 1])
-    with pytest.raises(InvalidPromptError, match="one prompt, not a batch"):
-        reducer.run([[5, 6, 7], [8, 9]], prompt_length=2)
+    with pytest.raises(InvalidActionError, match="prompt_length has 1 items for 2 prompt"):
+        reducer.run([[5, 6, 7], [8, 9]], prompt_length=[2])
+    with pytest.raises(InvalidPromptError, match="prompt_length must lie in"):
+        reducer.run([[5, 6, 7], [8, 9]], prompt_length=3)
 
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.5, "half"])
