@@ -751,18 +751,14 @@ class Reducer:
         valid = torch.zeros(len(rows), width, dtype=torch.bool, device=positions.device)
         merged = any(row.merged for row in rows)
         log_sizes = hidden.new_zeros(len(rows), width, dtype=torch.float32) if merged else None
-        rope = {
-            kind: (hidden.new_zeros(len(rows), width, cos.shape[-1], dtype=cos.dtype),) * 2
-            for kind, (cos, _) in first.rope.items()
-        }
-        rope = {kind: (c.clone(), s.clone()) for kind, (c, s) in rope.items()}
         for b, row in enumerate(rows):
             n = row.n_tokens
             hidden[b, :n], positions[b, :n], valid[b, :n] = row.hidden[0], row.positions, True
             if merged and row.merged:
                 log_sizes[b, :n] = row.sizes.log()
-            for kind, (cos, sin) in row.rope.items():
-                rope[kind][0][b, :n], rope[kind][1][b, :n] = cos[0, row.positions], sin[0, row.positions]
+        # a rotary table depends on the position only: the longest prompt's covers every row
+        longest = max(rows, key=lambda row: row.input_ids.shape[1])
+        rope = {kind: (cos[0, positions], sin[0, positions]) for kind, (cos, sin) in longest.rope.items()}
         all_full = all(row.n_tokens == width for row in rows)
         return hidden, positions, None if all_full else valid, log_sizes, rope
 
