@@ -419,6 +419,9 @@ def evaluate(
     batch_size: Annotated[
         int, typer.Option(min=1, help="Items generated together (times are then each item's share of its batch).")
     ] = 1,
+    group_by: Annotated[
+        str, typer.Option(help="Also report every metric per value of this field (a JSONL field, or kind).")
+    ] = "kind",
 ) -> None:
     """Compare policies, baselines and the full model at matched FLOPs budgets (resumes in OUT)."""
     from rlprune.eval import EvalConfig, markdown_table, parse_baselines, parse_budgets
@@ -437,6 +440,7 @@ def evaluate(
         bootstrap_samples=bootstrap,
         adapter=None if adapter is None else str(adapter),
         batch_size=batch_size,
+        group_by=group_by,
     )
     rows = run_evaluation(config, out)
     console.print(markdown_table(rows), highlight=False)
@@ -445,7 +449,7 @@ def evaluate(
 
 def _generate_file(path: Path, reducer, tokenizer, actions, layers, batch_size: int, max_new_tokens: int, sampling):
     """Answer every prompt of a JSONL file in batches; print one JSON line per prompt, in order."""
-    from rlprune.envs.tasks import load_jsonl
+    from rlprune.data.tasks import load_jsonl
     from rlprune.prompts import build_prompt
 
     tasks = load_jsonl(path)

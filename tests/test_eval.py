@@ -290,3 +290,48 @@ def test_a_batched_evaluation_records_what_one_item_at_a_time_records(tiny, suit
         assert one["flops_ratio"] == pytest.approx(batched["flops_ratio"])
         assert one["kl"] == pytest.approx(batched["kl"], abs=1e-4)
         assert (one["batch"], batched["batch"]) == (1, 3)
+
+
+def test_jsonl_lines_with_extra_fields_evaluate_and_group_by_splits_the_tables(tiny, tmp_path):
+    model, tokenizer = tiny
+    lines = [
+        {"id": f"q{i}", "kind": "near" if i % 2 else "far", "source": "hand", "context": PASSAGE * (2 + i),
+         "question": "Who is the keeper?", "answer": "Ada"}
+        for i in range(4)
+    ]  # fmt: skip
+    suite = write_suite(tmp_path / "extra.jsonl", lines)
+    config = EvalConfig(str(suite), model="tiny-random", baselines=("snapkv",), budgets=(0.6,), max_new_tokens=3,
+                        bootstrap_samples=100, group_by="kind")  # fmt: skip
+    evaluate(config, tmp_path / "out", model=model, tokenizer=tokenizer, show_progress=False)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert sorted(results["by_kind"]) == ["far", "near"]  # the line's own kind, not the task type
+    assert all(row["items"] == 2 for rows in results["by_kind"].values() for row in rows)
+    assert {r["meta"]["id"] for r in results["records"]} == {"q0", "q1", "q2", "q3"}
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "near (2 items)" in text and "far (2 items)" in text
+    evaluate(
+        EvalConfig(**{**vars(config), "group_by": "source"}), tmp_path / "out", model=model, tokenizer=tokenizer,
+        show_progress=False,
+    )  # fmt: skip
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["by_source"] == {}  # one group: no split
+
+
+def test_evaluation_runs_without_gymnasium(tmp_path):
+    """Evaluation has nothing to do with RL: it imports and runs with gymnasium blocked."""
+    import subprocess
+    import sys
+
+    suite = write_suite(tmp_path / "s.jsonl", [{"context": PASSAGE * 2, "question": "Who?", "answer": "Ada"}])
+    args = ["eval", "--suite", str(suite), "--model", "tiny-random", "--baselines", "snapkv", "--budgets", "0.5",
+            "--max-new-tokens", "3", "--bootstrap", "100", "--out", str(tmp_path / "o")]  # fmt: skip
+    code = (
+        "import sys; sys.modules['gymnasium'] = None\n"
+        "from typer.testing import CliRunner\n"
+        "from rlprune.cli import app\n"
+        f"r = CliRunner().invoke(app, {args!r})\n"
+        "print(r.exit_code, r.output[-300:])\n"
+        "assert 'gymnasium' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith("0 "), done.stdout + done.stderr
+    assert (tmp_path / "o" / "results.json").is_file()

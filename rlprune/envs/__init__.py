@@ -11,10 +11,10 @@ Importing this package registers the environment::
 
 from gymnasium.envs.registration import register, registry
 
+from rlprune.data.tasks import KINDS, SPLITS, Task, answer_correct, generate_suite, generate_task, load_jsonl
 from rlprune.envs.env import EnvConfig, EpisodeConfig, TaskConfig, TokenReductionEnv
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import Quality, RewardConfig, quality
-from rlprune.envs.tasks import KINDS, SPLITS, Task, answer_correct, generate_suite, generate_task, load_jsonl
 from rlprune.envs.token_env import TokenLevelEnv
 from rlprune.envs.vector_env import TokenReductionVectorEnv, make_vector_env
 

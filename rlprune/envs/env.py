@@ -12,9 +12,9 @@ import numpy as np
 from gymnasium import spaces
 
 from rlprune.config import ConfigError, find_config, from_dict, load_toml
+from rlprune.data.tasks import KINDS, SPLITS, Task, generate_suite, load_jsonl
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward
-from rlprune.envs.tasks import KINDS, SPLITS, Task, generate_suite, load_jsonl
 from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, ActionSpec, Features, flops_projected, observe
 from rlprune.models import load_model
 from rlprune.reduction import LayerAction

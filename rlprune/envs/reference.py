@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from rlprune.envs.tasks import Task, answer_correct
+from rlprune.data.tasks import Task, answer_correct
 from rlprune.io import atomic_write
 from rlprune.models import fingerprint_id, rlprune_home
 from rlprune.prompts import build_prompt

@@ -36,7 +36,7 @@ def evaluate(
         "budgets": list(config.budgets),
         "max_new_tokens": config.max_new_tokens,
     }
-    return write_results(out, records, meta, samples=config.bootstrap_samples)
+    return write_results(out, records, meta, samples=config.bootstrap_samples, group_by=config.group_by)
 
 
 __all__ = [

@@ -19,7 +19,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlprune.envs.tasks import Task, answer_correct
+from rlprune.data.tasks import Task, answer_correct
 from rlprune.errors import RLPruneError
 from rlprune.eval.metrics import agreement, out_of_context_mass, unsupported_words
 from rlprune.eval.suites import load_suite
@@ -51,6 +51,7 @@ class EvalConfig:
     bootstrap_samples: int = 1000
     adapter: str | None = None  # a LoRA adapter (rlprune train-output) merged into the model
     batch_size: int = 1  # items generated together (each still journalled on its own)
+    group_by: str = "kind"  # also report every metric per value of this field (a JSONL line's own, or kind)
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -314,6 +315,7 @@ class Evaluation:
             "decode_s": result.decode_seconds / batch,
             "batch": batch,
             "new_tokens": int(result.tokens.shape[1]),
+            **({"meta": task.meta} if task.meta else {}),
         }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlprune.envs.tasks import normalize
+from rlprune.data.tasks import normalize
 
 # Function words and words an answer uses to talk about the text: never evidence of invention.
 STOPWORDS = frozenset(

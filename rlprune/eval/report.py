@@ -222,18 +222,35 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str) ->
     plt.close(figure)
 
 
+def group_of(record: dict[str, Any], field: str) -> str:
+    """The record's value of ``field``: its item's own metadata first (a JSONL line's extra fields),
+    then the record's (``kind``, ``method`` ...); ``"-"`` where it has none."""
+    meta = record.get("meta") or {}
+    value = meta.get(field, record.get(field))
+    return "-" if value is None else str(value)
+
+
 def write_results(
-    out: str | Path, records: Sequence[dict[str, Any]], meta: dict[str, Any], samples: int = 1000
+    out: str | Path,
+    records: Sequence[dict[str, Any]],
+    meta: dict[str, Any],
+    samples: int = 1000,
+    group_by: str = "kind",
 ) -> list[dict[str, Any]]:
-    """Write results.json, results.csv, results.md and pareto.png into ``out``; return the aggregates."""
+    """Write results.json, results.csv, results.md and pareto.png into ``out``; return the aggregates.
+
+    With more than one value of ``group_by`` among the records, every metric is also reported per group.
+    """
     out = Path(out)
     rows = aggregate(records, samples=samples)
     title = f"{meta['suite']}: {meta['items']} items, {meta['model']}"
-    kinds = sorted({r["kind"] for r in records})
-    by_kind = {kind: aggregate([r for r in records if r["kind"] == kind], samples=samples) for kind in kinds}
+    groups = sorted({group_of(r, group_by) for r in records})
+    by_group = {
+        group: aggregate([r for r in records if group_of(r, group_by) == group], samples=samples) for group in groups
+    }
     policies = [m for m in meta.get("policies", []) if any(r["method"] == m for r in records)]
     compared = [row for policy in policies for row in differences(records, policy, samples)]
-    extra = {"by_kind": by_kind if len(kinds) > 1 else {}, "differences": compared}
+    extra = {f"by_{group_by}": by_group if len(groups) > 1 else {}, "differences": compared}
     atomic_write_text(
         out / "results.json", json.dumps({**meta, "aggregates": rows, **extra, "records": list(records)}, indent=1)
     )
@@ -241,8 +258,9 @@ def write_results(
     text = markdown_table(rows, title)
     if compared:
         text += "\n### Paired accuracy differences\n\n" + differences_table(compared)
-    for kind, kind_rows in extra["by_kind"].items():
-        text += "\n" + markdown_table(kind_rows, f"{kind} ({kind_rows[0]['items']} items)")
+    for group, group_rows in extra[f"by_{group_by}"].items():
+        label = group if group_by == "kind" else f"{group_by} = {group}"
+        text += "\n" + markdown_table(group_rows, f"{label} ({group_rows[0]['items']} items)")
     atomic_write_text(out / "results.md", text)
     pareto_plot(rows, out / "pareto.png", title)
     return rows

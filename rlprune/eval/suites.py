@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlprune.envs.tasks import Task, generate_suite, load_jsonl
+from rlprune.data.tasks import Task, generate_suite, load_jsonl
 from rlprune.errors import RLPruneError
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rlprune.envs.tasks import Task, answer_correct
+from rlprune.data.tasks import Task, answer_correct
 from rlprune.eval.metrics import unsupported_words
 
 

@@ -18,7 +18,7 @@ import torch
 from rich.progress import Progress
 from transformers import PrinterCallback, TrainerCallback
 
-from rlprune.envs.tasks import Task, generate_suite, load_jsonl
+from rlprune.data.tasks import Task, generate_suite, load_jsonl
 from rlprune.errors import RLPruneError
 from rlprune.eval.suites import SUITES
 from rlprune.io import atomic_write_text

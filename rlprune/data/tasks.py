@@ -10,7 +10,7 @@ Kinds:
 - ``arithmetic``: a one-step word problem with a number for an answer (no context), where a
   small chat model tends to explain at length what one number says.
 
-Hard kinds (the ``mixed-hard`` preset), set in real prose (essays, see :mod:`rlprune.envs.essays`),
+Hard kinds (the ``mixed-hard`` preset), set in real prose (essays, see :mod:`rlprune.data.essays`),
 each with sentence templates of its own per split, so the test split differs from training by
 template, entity names and source text, not only by answer:
 - ``paraphrase``: the question paraphrases the fact with few shared words, among look-alike facts.
@@ -250,7 +250,7 @@ class _Writer:
 
     def prose(self, facts: Sequence[str], distractors: Sequence[str] = ()) -> tuple[str, list[float]]:
         """A run of the split's essays up to the length, distractors and facts at random sentence breaks."""
-        from rlprune.envs.essays import essays  # the package is only needed for the hard kinds
+        from rlprune.data.essays import essays  # the package is only needed for the hard kinds
 
         pool = essays(self.split)
         sentences: list[str] = []
@@ -587,8 +587,13 @@ def generate_suite(
     return list(tasks.values())
 
 
+JSONL_FIELDS = ("prompt", "context", "question", "answer", "answers")
+"""What a JSONL line may say about its prompt; any other field is kept as the task's metadata."""
+
+
 def load_jsonl(path: str | Path) -> list[Task]:
-    """Tasks from JSONL: ``{"context", "question", "answer", "answers"}`` or ``{"prompt"}`` per line.
+    """Tasks from JSONL: ``{"context", "question", "answer", "answers"}`` or ``{"prompt"}`` per line,
+    plus any other fields (``id``, ``kind``, ``source`` ...), which are kept in ``Task.meta``.
 
     Every malformed line is reported, with its number, in one error.
     """
@@ -608,12 +613,13 @@ def load_jsonl(path: str | Path) -> list[Task]:
         if problem:
             problems.append(f"line {number}: {problem}")
             continue
+        meta = {k: v for k, v in item.items() if k not in JSONL_FIELDS}  # kept for --group-by and reports
         if "prompt" in item:
-            tasks.append(Task("instruction", item["prompt"]))
+            tasks.append(Task("instruction", item["prompt"], meta=meta))
             continue
         answers = tuple(item.get("answers") or ([item["answer"]] if item.get("answer") else []))
         kind = "grounded" if item.get("context") and answers else "instruction"
-        tasks.append(Task(kind, item["question"], item.get("context"), item.get("answer"), answers))
+        tasks.append(Task(kind, item["question"], item.get("context"), item.get("answer"), answers, meta=meta))
     if problems:
         shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise RLPruneError(f"{path} has {len(problems)} malformed line(s):\n  {shown}")
@@ -625,12 +631,8 @@ def load_jsonl(path: str | Path) -> list[Task]:
 def _jsonl_problem(item: object) -> str | None:
     if not isinstance(item, dict):
         return "expected a JSON object"
-    allowed = {"prompt", "context", "question", "answer", "answers"}
-    unknown = sorted(set(item) - allowed)
-    if unknown:
-        return f"unknown key(s) {', '.join(unknown)}; use {', '.join(sorted(allowed))}"
     if "prompt" in item:
-        if set(item) != {"prompt"}:
+        if set(item) & {"context", "question", "answer", "answers"}:
             return '"prompt" stands alone; use "question" with "context" instead'
         return None if isinstance(item["prompt"], str) and item["prompt"].strip() else '"prompt" must be non-empty text'
     if not isinstance(item.get("question"), str) or not item["question"].strip():
