@@ -335,3 +335,20 @@ def test_evaluation_runs_without_gymnasium(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("0 "), done.stdout + done.stderr
     assert (tmp_path / "o" / "results.json").is_file()
+
+
+def test_a_long_context_grid_gets_a_heatmap_and_groups_by_length(tiny, tmp_path, monkeypatch):
+    from rlprune.data.long import LongSuite
+    from rlprune.eval import suites
+
+    monkeypatch.setitem(
+        suites.SUITES, "niah-tiny", LongSuite("niah", lengths=(150, 300), depths=(0.0, 1.0), per_cell=1)
+    )
+    model, tokenizer = tiny
+    config = EvalConfig("niah-tiny", model="tiny-random", baselines=("snapkv",), budgets=(0.6,), max_new_tokens=3,
+                        bootstrap_samples=100, group_by="length")  # fmt: skip
+    evaluate(config, tmp_path, model=model, tokenizer=tokenizer, show_progress=False)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(results["by_length"]) == ["150", "300"]
+    assert {r["meta"]["depth"] for r in results["records"]} == {0.0, 1.0}
+    assert (tmp_path / "heatmap.png").stat().st_size > 10_000

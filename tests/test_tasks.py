@@ -147,3 +147,28 @@ def test_hard_kinds_hold_out_templates_names_and_essays():
         sentences = {s for t in train for s in re.split(r"(?<=[.!?]) ", t.context)}
         shared = [s for t in test for s in re.split(r"(?<=[.!?]) ", t.context) if s in sentences and len(s) > 60]
         assert not shared, shared[:2]
+
+
+@pytest.mark.parametrize("kind", ["niah", "niah-multikey", "niah-multivalue", "variable-tracking"])
+def test_long_context_grids_hide_their_facts_at_the_asked_depth(kind):
+    from rlprune.data.long import LongSuite
+
+    suite = LongSuite(kind, lengths=(300, 600), depths=(0.0, 0.5, 1.0), per_cell=2)
+    tasks = suite.tasks()
+    assert len(tasks) == 2 * 3 * 2 and [t.meta["length"] for t in tasks[:6]] == [300] * 6  # shortest first
+    for task in tasks:
+        words = len(task.context.split())
+        assert task.meta["length"] / 1.3 <= words <= task.meta["length"] / 1.3 + 120
+        first = task.answers[0]
+        where = task.context.index(f"VAR {first} =" if kind == "variable-tracking" else first) / len(task.context)
+        assert abs(where - task.meta["depth"]) < 0.15  # the asked fact (a chain's start) sits at the depth
+        assert all(answer in task.context for answer in task.answers)
+        assert answer_correct(" and ".join(task.answers), task)
+    if kind in ("niah-multivalue", "variable-tracking"):  # every answer is needed
+        assert not answer_correct(tasks[0].answers[0], tasks[0])
+    if kind == "variable-tracking":  # the chain reads in order
+        names = tasks[0].answers
+        spots = [tasks[0].context.index(f"VAR {name} =") for name in names]
+        assert spots == sorted(spots)
+    train = LongSuite(kind, lengths=(300,), depths=(0.5,), per_cell=4, split="train").tasks()
+    assert not {t.context[:200] for t in train} & {t.context[:200] for t in tasks}  # other essays

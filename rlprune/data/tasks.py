@@ -81,12 +81,14 @@ def normalize(text: str) -> str:
 
 
 def answer_correct(output: str, task: Task) -> bool | None:
-    """Whether ``output`` contains one of the task's answers (``None`` when it has none)."""
+    """Whether ``output`` contains one of the task's answers (all of them where ``task.meta["match"]``
+    is ``"all"``: questions with several answers); ``None`` when it has none."""
     aliases = task.answers or ((task.answer,) if task.answer else ())
     if not aliases:
         return None
     said = f" {normalize(output)} "
-    return any(f" {normalize(alias)} " in said for alias in aliases if normalize(alias))
+    found = [f" {normalize(alias)} " in said for alias in aliases if normalize(alias)]
+    return all(found) if task.meta.get("match") == "all" else any(found)
 
 
 # -- vocabularies ------------------------------------------------------------------------------

@@ -222,6 +222,49 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str) ->
     plt.close(figure)
 
 
+def heatmap_plot(records: Sequence[dict[str, Any]], path: str | Path, title: str) -> bool:
+    """Accuracy by depth x length (long-context suites), one panel per method and budget, the full
+    model first. Returns whether the records had depths and lengths to plot."""
+    cells = [r for r in records if r.get("correct") is not None and {"depth", "length"} <= set(r.get("meta") or {})]
+    if not cells:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depths = sorted({r["meta"]["depth"] for r in cells})
+    lengths = sorted({r["meta"]["length"] for r in cells})
+    runs = sorted({(r["method"], r["budget"]) for r in cells}, key=lambda run: (run[0] != FULL, run[1] or 0, run[0]))
+    columns = min(4, len(runs))
+    rows = math.ceil(len(runs) / columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.9 * rows), squeeze=False)
+    for axes, (method, budget) in zip(grid.flat, runs, strict=False):
+        accuracy = np.full((len(depths), len(lengths)), np.nan)
+        for i, depth in enumerate(depths):
+            for j, length in enumerate(lengths):
+                hits = [r["correct"] for r in cells if (r["method"], r["budget"]) == (method, budget)
+                        and (r["meta"]["depth"], r["meta"]["length"]) == (depth, length)]  # fmt: skip
+                if hits:
+                    accuracy[i, j] = float(np.mean(hits))
+        axes.imshow(accuracy, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+        for (i, j), value in np.ndenumerate(accuracy):
+            if not np.isnan(value):
+                axes.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=7)
+        axes.set_title(method if budget is None else f"{method} @ {budget}", fontsize=9)
+        axes.set_xticks(range(len(lengths)), [str(n) for n in lengths], fontsize=7)
+        axes.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths], fontsize=7)
+        axes.set_xlabel("prompt tokens", fontsize=8)
+        axes.set_ylabel("needle depth", fontsize=8)
+    for axes in list(grid.flat)[len(runs) :]:
+        axes.axis("off")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    atomic_write(path, lambda staging: figure.savefig(staging, dpi=130, format="png"))
+    plt.close(figure)
+    return True
+
+
 def group_of(record: dict[str, Any], field: str) -> str:
     """The record's value of ``field``: its item's own metadata first (a JSONL line's extra fields),
     then the record's (``kind``, ``method`` ...); ``"-"`` where it has none."""
@@ -237,7 +280,8 @@ def write_results(
     samples: int = 1000,
     group_by: str = "kind",
 ) -> list[dict[str, Any]]:
-    """Write results.json, results.csv, results.md and pareto.png into ``out``; return the aggregates.
+    """Write results.json, results.csv, results.md, pareto.png (and heatmap.png for suites with depths
+    and lengths) into ``out``; return the aggregates.
 
     With more than one value of ``group_by`` among the records, every metric is also reported per group.
     """
@@ -263,4 +307,5 @@ def write_results(
         text += "\n" + markdown_table(group_rows, f"{label} ({group_rows[0]['items']} items)")
     atomic_write_text(out / "results.md", text)
     pareto_plot(rows, out / "pareto.png", title)
+    heatmap_plot(records, out / "heatmap.png", title)  # long-context suites: accuracy by depth x length
     return rows

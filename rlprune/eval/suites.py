@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task, generate_suite, load_jsonl
 from rlprune.errors import RLPruneError
 
@@ -23,7 +24,7 @@ class SuiteSpec:
         return generate_suite(self.mix, "test", self.size, seed=self.seed, tokens=self.tokens)
 
 
-SUITES: dict[str, SuiteSpec] = {
+SUITES: dict[str, SuiteSpec | LongSuite] = {
     # the test split of the grounded-qa environment preset, which the shipped policy never saw
     "grounded-qa": SuiteSpec(
         "questions about a passage (grounded 70%, counterfactual, key-value, two-hop 10% each)",
@@ -52,6 +53,13 @@ SUITES: dict[str, SuiteSpec] = {
     ),
     "instructions": SuiteSpec(
         "open instructions without gold answers, judged against the full model", {"instruction": 1.0}
+    ),
+    # real-text long-context grids (test essays): 3 lengths x 5 depths x 2 items, shortest first
+    "niah": LongSuite("niah", "one magic number hidden in 1k-4k tokens of essays, at depths 0 to 1"),
+    "niah-multikey": LongSuite("niah-multikey", "four magic numbers under different keys; one is asked"),
+    "niah-multivalue": LongSuite("niah-multivalue", "three magic numbers under one key; all are asked"),
+    "variable-tracking": LongSuite(
+        "variable-tracking", "a chain of four variable assignments in the essays; all names are asked"
     ),
 }
 

