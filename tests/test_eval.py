@@ -352,3 +352,28 @@ def test_a_long_context_grid_gets_a_heatmap_and_groups_by_length(tiny, tmp_path,
     assert sorted(results["by_length"]) == ["150", "300"]
     assert {r["meta"]["depth"] for r in results["records"]} == {0.0, 1.0}
     assert (tmp_path / "heatmap.png").stat().st_size > 10_000
+
+
+def test_time_to_first_token_is_reported_by_prompt_length():
+    from rlprune.eval.report import length_bucket, speed_by_length
+
+    assert [length_bucket(n) for n in (10, 512, 513, 4096, 9000)] == [
+        "1-512",
+        "1-512",
+        "513-1024",
+        "2049-4096",
+        ">8192",
+    ]
+    records = [
+        {"item": i, "method": method, "budget": budget, "prompt_tokens": tokens, "prefill_s": seconds,
+         "decode_s": 1.0, "new_tokens": 11}
+        for i, tokens in enumerate((300, 400, 1500))
+        for method, budget, seconds in ((FULL, None, tokens / 1000), ("snapkv", 0.5, tokens / 2000))
+    ]  # fmt: skip
+    rows = speed_by_length(records)
+    assert [(r["bucket"], r["method"]) for r in rows] == [
+        ("1-512", FULL), ("1-512", "snapkv"), ("1025-2048", FULL), ("1025-2048", "snapkv")
+    ]  # fmt: skip
+    assert rows[0]["items"] == 2 and rows[0]["ttft_ms"] == pytest.approx(350.0)
+    assert rows[1]["ttft_speedup"] == pytest.approx(2.0) and rows[0]["ttft_speedup"] == pytest.approx(1.0)
+    assert rows[3]["decode_tok_s"] == pytest.approx(10.0)

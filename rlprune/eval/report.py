@@ -265,6 +265,70 @@ def heatmap_plot(records: Sequence[dict[str, Any]], path: str | Path, title: str
     return True
 
 
+LENGTH_BUCKETS = (512, 1024, 2048, 4096, 8192)
+"""Upper bounds (prompt tokens) of the buckets time to first token is reported in."""
+
+
+def length_bucket(tokens: int) -> str:
+    """``"513-1024"``-style label of the bucket ``tokens`` falls in."""
+    low = 1
+    for high in LENGTH_BUCKETS:
+        if tokens <= high:
+            return f"{low}-{high}"
+        low = high + 1
+    return f">{LENGTH_BUCKETS[-1]}"
+
+
+def speed_by_length(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per prompt-length bucket and method: median prefill time (time to first token), its speedup
+    over the full model on the same items, and median decoding speed."""
+    rows = []
+
+    def bucket_of(record: dict[str, Any]) -> str:  # a long-context grid's own target length, else a range
+        target = (record.get("meta") or {}).get("length")
+        return f"~{target}" if target is not None else length_bucket(record["prompt_tokens"])
+
+    buckets = sorted({bucket_of(r) for r in records}, key=lambda b: int(b.strip(">~").split("-")[0]))
+    for bucket in buckets:
+        inside = [r for r in records if bucket_of(r) == bucket]
+        full = {r["item"]: r for r in inside if r["method"] == FULL}
+        runs = sorted(
+            {(r["method"], r["budget"]) for r in inside}, key=lambda run: (run[0] != FULL, run[1] or 0, run[0])
+        )
+        for method, budget in runs:
+            group = [r for r in inside if (r["method"], r["budget"]) == (method, budget)]
+            paired = [(full[r["item"]], r) for r in group if r["item"] in full]
+            decoding = [
+                (r["new_tokens"] - 1) / r["decode_s"] for r in group if r["new_tokens"] > 1 and r["decode_s"] > 0
+            ]
+            speedups = [f["prefill_s"] / r["prefill_s"] for f, r in paired]
+            rows.append({
+                "bucket": bucket, "method": method, "budget": budget, "items": len(group),
+                "prompt_tokens": float(np.median([r["prompt_tokens"] for r in group])),
+                "ttft_ms": 1000 * float(np.median([r["prefill_s"] for r in group])),
+                "ttft_speedup": float(np.median(speedups)) if speedups else None,
+                "decode_tok_s": float(np.median(decoding)) if decoding else None,
+            })  # fmt: skip
+    return rows
+
+
+def speed_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: time to first token and decoding speed by prompt length."""
+    lines = [
+        "| prompt tokens | method | budget | items | median tokens | TTFT ms | TTFT speedup | decode tok/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        speedup = "" if r["ttft_speedup"] is None else f"{r['ttft_speedup']:.2f}x"
+        decode = "" if r["decode_tok_s"] is None else f"{r['decode_tok_s']:.1f}"
+        budget = "–" if r["budget"] is None else f"{r['budget']}"
+        lines.append(
+            f"| {r['bucket']} | {r['method']} | {budget} | {r['items']} | {r['prompt_tokens']:.0f} | "
+            f"{r['ttft_ms']:.0f} | {speedup} | {decode} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def group_of(record: dict[str, Any], field: str) -> str:
     """The record's value of ``field``: its item's own metadata first (a JSONL line's extra fields),
     then the record's (``kind``, ``method`` ...); ``"-"`` where it has none."""
@@ -294,7 +358,8 @@ def write_results(
     }
     policies = [m for m in meta.get("policies", []) if any(r["method"] == m for r in records)]
     compared = [row for policy in policies for row in differences(records, policy, samples)]
-    extra = {f"by_{group_by}": by_group if len(groups) > 1 else {}, "differences": compared}
+    speed = speed_by_length(records)
+    extra = {f"by_{group_by}": by_group if len(groups) > 1 else {}, "differences": compared, "speed_by_length": speed}
     atomic_write_text(
         out / "results.json", json.dumps({**meta, "aggregates": rows, **extra, "records": list(records)}, indent=1)
     )
@@ -305,6 +370,7 @@ def write_results(
     for group, group_rows in extra[f"by_{group_by}"].items():
         label = group if group_by == "kind" else f"{group_by} = {group}"
         text += "\n" + markdown_table(group_rows, f"{label} ({group_rows[0]['items']} items)")
+    text += "\n### Time to first token by prompt length\n\n" + speed_table(speed)
     atomic_write_text(out / "results.md", text)
     pareto_plot(rows, out / "pareto.png", title)
     heatmap_plot(records, out / "heatmap.png", title)  # long-context suites: accuracy by depth x length
