@@ -162,6 +162,10 @@ def generate(
         actions, layers = schedule_actions, None
     sampling = {"do_sample": sample, "temperature": temperature, "top_k": top_k, "top_p": top_p}
     if prompt.startswith("@"):
+        if context is not None or protect_last is not None or raw:
+            raise InvalidActionError(
+                "with @FILE.jsonl, each line gives its own context; drop --context, --protect-last, --raw"
+            )
         _generate_file(Path(prompt[1:]), reducer, tokenizer, actions, layers, batch_size, max_new_tokens, sampling)
         return
     built = build_prompt(tokenizer, prompt, context, chat=not raw)

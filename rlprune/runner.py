@@ -641,6 +641,7 @@ class Reducer:
         stop_ids = torch.tensor(sorted(stop), device=prompts[0].device)
         warpers = self._warpers(temperature, top_k, top_p) if do_sample else None
         logits = torch.cat([out.logits[:, -1] for out in prefills])
+        state = ReductionBatch([out.state for out in prefills]) if batched else prefills[0].state
         new: list[Tensor] = []
         finished = torch.zeros(len(prompts), dtype=torch.bool, device=logits.device)
         for i in range(max_new_tokens):
@@ -652,7 +653,7 @@ class Reducer:
                 finished |= torch.isin(token, stop_ids)
             if i == max_new_tokens - 1 or (stop and bool(finished.all())):  # no device sync without an EOS
                 break
-            logits = self.extend(self._batch_of(prefills, batched), token[:, None])[:, -1]
+            logits = self.extend(state, token[:, None])[:, -1]
         decode_seconds = clock.lap()
         tokens = torch.stack(new, dim=1)
         results = [
@@ -660,10 +661,6 @@ class Reducer:
             for b, out in enumerate(prefills)
         ]
         return results if batched else results[0]
-
-    @staticmethod
-    def _batch_of(prefills: list[ReductionOutput], batched: bool) -> ReductionState | ReductionBatch:
-        return ReductionBatch([out.state for out in prefills]) if batched else prefills[0].state
 
     @staticmethod
     def _result(
@@ -675,7 +672,7 @@ class Reducer:
         return GenerationResult(
             tokens=tokens[:, :end],
             prefill=prefill,
-            stopped_at_eos=end <= len(ids) and bool(stop) and ids[end - 1] in stop,
+            stopped_at_eos=ids[end - 1] in stop,
             prefill_seconds=prefill_seconds,
             decode_seconds=decode_seconds,
         )

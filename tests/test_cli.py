@@ -194,6 +194,8 @@ def test_generate_answers_a_jsonl_file_in_batches(tmp_path):
         outputs[size] = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["index"] for line in outputs["3"]] == [0, 1, 2]
     assert [line["text"] for line in outputs["1"]] == [line["text"] for line in outputs["3"]]
+    refused = CliRunner().invoke(app, ["generate", f"@{prompts}", "--model", "tiny-random", "--context", "x"])
+    assert refused.exit_code == 1 and "each line gives its own context" in refused.output
     assert all(
         line["flops_ratio"] < 0.8 and line["tokens_per_layer"][-1] < line["prompt_tokens"] for line in outputs["3"]
     )

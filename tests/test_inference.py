@@ -8,6 +8,7 @@ from transformers import pipeline
 
 import rlprune
 from rlprune import InvalidPromptError, RLPruneError, build_prompt, load_model
+from rlprune.runner import ReductionBatch
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,12 @@ def test_a_pipeline_with_batch_size_runs_reduced(tiny):
     with rlprune.apply(model, "none"):
         same = [o[0]["generated_text"] for o in generator(texts, max_new_tokens=6, do_sample=False, batch_size=3)]
     assert same == plain
+    with rlprune.apply(model, "snapkv", budget=0.5):
+        reduced = [o[0]["generated_text"] for o in generator(texts, max_new_tokens=6, do_sample=False, batch_size=3)]
+        batch = model.forward.state
+    assert isinstance(batch, ReductionBatch) and len(batch) == 3  # the three prompts ran as one reduced batch
+    assert all(row.tokens_per_layer[-1] < row.prompt_length for row in batch.rows[:2])  # the long prompts shrank
+    assert all(text.startswith(prompt) for text, prompt in zip(reduced, texts, strict=True))
 
 
 def test_explicit_generate_takes_a_list_of_prompts(tiny):

@@ -65,6 +65,8 @@ class TokenReductionVectorEnv(VectorEnv):
             )
             for _ in range(num_envs - 1)
         ]
+        for env in self.envs[1:]:  # one reducer and one reference cache (memory included) for every row
+            env.reducer, env.references = first.reducer, first.references
         self.reducer = first.reducer
         self.num_envs = num_envs
         self.single_observation_space = first.observation_space
