@@ -11,7 +11,7 @@ DEMO_QUESTION := What was the name of the last lighthouse keeper?
 DEMO_RUN := runs/demo
 DEMO_BUDGET := 0.5
 
-.PHONY: install gemma demo test lint bench clean
+.PHONY: install gemma demo test lint bench long-suites clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,20 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/prefill_speed.py
+
+# The published long-context results (docs/results.md): the full model, both shipped policies, the
+# strongest fixed schedule and four baselines at budgets 0.3 and 0.5 on the four real-essay suites,
+# one item per depth x length cell (3 depths x 1k/2k/4k tokens). About an hour on 2 CPU cores;
+# an interrupted run resumes where it stopped.
+LONG_SUITES := niah niah-multikey niah-multivalue variable-tracking
+LONG_METHODS := --policy policies/smollm2-135m-grounded --policy policies/smollm2-135m-mixed \
+	--policy best-static:mixed-hard --baselines snapkv,pyramid,fastv,tome --budgets 0.3,0.5
+long-suites: install
+	for suite in $(LONG_SUITES); do \
+		tokens=$$(case $$suite in niah|niah-multikey) echo 32;; *) echo 48;; esac); \
+		$(BIN)/rlprune eval --suite $$suite --per-cell 1 --depths 0,0.5,1 --no-agreement \
+			--max-new-tokens $$tokens $(LONG_METHODS) --out eval/results/$$suite || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

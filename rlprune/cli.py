@@ -398,7 +398,8 @@ def evaluate(
     suite: Annotated[
         str,
         typer.Option(
-            help="grounded-qa, counterfactual, kv-retrieval, long-context, instructions (test splits) or a .jsonl file."
+            help="A built-in suite (test split: grounded-qa, mixed-hard, counterfactual, kv-retrieval, long-context, "
+            "instructions; real-text grids: niah, niah-multikey, niah-multivalue, variable-tracking) or a .jsonl file."
         ),
     ] = "grounded-qa",
     model: ModelOption = "smollm2-135m",
@@ -426,9 +427,19 @@ def evaluate(
     group_by: Annotated[
         str, typer.Option(help="Also report every metric per value of this field (a JSONL field, or kind).")
     ] = "kind",
+    per_cell: Annotated[
+        int | None, typer.Option(min=1, help="Items per depth x length cell of a long-context suite (niah, ...).")
+    ] = None,
+    depths: Annotated[
+        str | None, typer.Option(help="Needle depths of a long-context suite, e.g. 0,0.5,1 (default 0 to 1 by 0.25).")
+    ] = None,
+    agreement: Annotated[
+        bool,
+        typer.Option(help="Teacher-force the full answer through every method (KL, top-1); off halves the time."),
+    ] = True,
 ) -> None:
     """Compare policies, baselines and the full model at matched FLOPs budgets (resumes in OUT)."""
-    from rlprune.eval import EvalConfig, markdown_table, parse_baselines, parse_budgets
+    from rlprune.eval import EvalConfig, markdown_table, parse_baselines, parse_budgets, parse_depths
     from rlprune.eval import evaluate as run_evaluation
 
     config = EvalConfig(
@@ -445,6 +456,9 @@ def evaluate(
         adapter=None if adapter is None else str(adapter),
         batch_size=batch_size,
         group_by=group_by,
+        per_cell=per_cell,
+        depths=None if depths is None else parse_depths(depths),
+        agreement=agreement,
     )
     rows = run_evaluation(config, out)
     console.print(markdown_table(rows), highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -352,6 +353,29 @@ def test_a_long_context_grid_gets_a_heatmap_and_groups_by_length(tiny, tmp_path,
     assert sorted(results["by_length"]) == ["150", "300"]
     assert {r["meta"]["depth"] for r in results["records"]} == {0.0, 1.0}
     assert (tmp_path / "heatmap.png").stat().st_size > 10_000
+
+
+def test_per_cell_and_depths_reshape_a_long_grid_and_agreement_can_be_skipped(tiny, tmp_path, monkeypatch):
+    from rlprune.data.long import LongSuite
+    from rlprune.eval import suites
+
+    monkeypatch.setitem(suites.SUITES, "niah-tiny", LongSuite("niah", lengths=(150, 300), per_cell=2))
+    _, tasks = suites.load_suite("niah-tiny", per_cell=1, depths=(0.0, 1.0))
+    assert [(t.meta["length"], t.meta["depth"]) for t in tasks] == [(150, 0.0), (150, 1.0), (300, 0.0), (300, 1.0)]
+    for bad in ({"per_cell": 1, "spec": "grounded-qa"}, {"depths": (0.5, 1.5)}, {"per_cell": 0}):
+        with pytest.raises(RLPruneError, match="per-cell|depths"):
+            suites.load_suite(bad.pop("spec", "niah-tiny"), **bad)
+
+    model, tokenizer = tiny
+    config = EvalConfig("niah-tiny", model="tiny-random", baselines=("snapkv",), budgets=(0.6,), max_new_tokens=3,
+                        bootstrap_samples=100, per_cell=1, depths=(0.5,), agreement=False)  # fmt: skip
+    rows = evaluate(config, tmp_path, model=model, tokenizer=tokenizer, show_progress=False)
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert len(records) == 4 and all(r["kl"] is None and r["top1"] is None for r in records)
+    assert all(r["kl"] is None and r["flops_ratio"] is not None for r in rows)
+    agreeing = replace(config, agreement=True)
+    with pytest.raises(RLPruneError, match="other settings.*agreement"):  # records of both kinds never mix
+        evaluate(agreeing, tmp_path, model=model, tokenizer=tokenizer, show_progress=False)
 
 
 def test_time_to_first_token_is_reported_by_prompt_length():

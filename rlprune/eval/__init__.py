@@ -11,7 +11,15 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlprune.eval.harness import ALL_BASELINES, FULL, EvalConfig, Evaluation, parse_baselines, parse_budgets
+from rlprune.eval.harness import (
+    ALL_BASELINES,
+    FULL,
+    EvalConfig,
+    Evaluation,
+    parse_baselines,
+    parse_budgets,
+    parse_depths,
+)
 from rlprune.eval.report import aggregate, markdown_table, write_results
 from rlprune.eval.suites import SUITES, SuiteSpec, load_suite
 
@@ -52,5 +60,6 @@ __all__ = [
     "markdown_table",
     "parse_baselines",
     "parse_budgets",
+    "parse_depths",
     "write_results",
 ]

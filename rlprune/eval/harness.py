@@ -52,6 +52,9 @@ class EvalConfig:
     adapter: str | None = None  # a LoRA adapter (rlprune train-output) merged into the model
     batch_size: int = 1  # items generated together (each still journalled on its own)
     group_by: str = "kind"  # also report every metric per value of this field (a JSONL line's own, or kind)
+    per_cell: int | None = None  # items per depth x length cell of a long-context suite (None: the suite's own)
+    depths: tuple[float, ...] | None = None  # a long-context suite's needle depths (None: the suite's own)
+    agreement: bool = True  # teacher-force the full model's answer through each method (KL, top-1, OOC mass)
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -72,6 +75,14 @@ def parse_baselines(text: str) -> tuple[str, ...]:
     if text in ("", "none"):
         return ()
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_depths(text: str) -> tuple[float, ...]:
+    """``"0,0.5,1"`` as numbers (checked by the suite to lie in [0, 1])."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise RLPruneError(f"--depths {text!r} must be comma-separated numbers from 0 to 1 such as 0,0.5,1") from None
 
 
 def parse_budgets(text: str) -> tuple[float, ...]:
@@ -149,7 +160,7 @@ class Evaluation:
         tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         self.config, self.out = config, Path(out)
-        self.suite, self.tasks = load_suite(config.suite, config.limit)
+        self.suite, self.tasks = load_suite(config.suite, config.limit, config.per_cell, config.depths)
         if model is None or tokenizer is None:
             model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype)
         self.model, self.tokenizer = model, tokenizer
@@ -170,6 +181,7 @@ class Evaluation:
             "max_new_tokens": config.max_new_tokens,
             "protect_first": self.reducer.config.protect_first,
             "adapter": config.adapter,
+            **({} if config.agreement else {"agreement": False}),
         }
         self.journal = Journal(self.out / JOURNAL, settings)
 
@@ -223,21 +235,19 @@ class Evaluation:
             (i, t) in rows for rows in pending.values())]  # fmt: skip
         if not scored:
             return
-        # the full model's answer, teacher-forced through the full model and each method
-        forced = {t.uid: torch.cat((prompts[t.uid].input_ids, torch.tensor([fulls[t.uid]["answer_tokens"]])), 1)
-                  for _, t in scored}  # fmt: skip
-        reference = self._forced(scored, prompts, forced, None, None)
-        full_logprobs = {
-            t.uid: out.logits[0].float().log_softmax(-1) for (_, t), out in zip(scored, reference, strict=True)
-        }
-        allowed = {t.uid: torch.unique(forced[t.uid][0]) for _, t in scored}
+        agree = self.config.agreement
+        if agree:  # the full model's answer, teacher-forced through the full model and each method
+            forced = {t.uid: torch.cat((prompts[t.uid].input_ids, torch.tensor([fulls[t.uid]["answer_tokens"]])), 1)
+                      for _, t in scored}  # fmt: skip
+            reference = self._forced(scored, prompts, forced, None, None)
+            full_logprobs = {
+                t.uid: out.logits[0].float().log_softmax(-1) for (_, t), out in zip(scored, reference, strict=True)
+            }
+            allowed = {t.uid: torch.unique(forced[t.uid][0]) for _, t in scored}
         for _, task in scored:
             if self.journal.get(task.uid, FULL, None) is None:
-                fulls[task.uid].update(
-                    kl=0.0,
-                    top1=1.0,
-                    out_of_context_mass=out_of_context_mass(full_logprobs[task.uid], allowed[task.uid]),
-                )
+                ooc = out_of_context_mass(full_logprobs[task.uid], allowed[task.uid]) if agree else None
+                fulls[task.uid].update(kl=0.0 if agree else None, top1=1.0 if agree else None, out_of_context_mass=ooc)
                 yield fulls[task.uid]
         policies = {m.name: m.policy for m in self.methods}
         for (name, budget), rows in pending.items():
@@ -245,10 +255,13 @@ class Evaluation:
                 continue
             policy = policies[name]
             results = self._generate(rows, prompts, policy, budget)
-            outs = self._forced(rows, prompts, forced, policy, budget)
+            outs = self._forced(rows, prompts, forced, policy, budget) if agree else [None] * len(rows)
             for (index, task), result, out in zip(rows, results, outs, strict=True):
                 record = self._record(index, task, name, budget, result, fulls[task.uid]["answer"], len(rows))
-                record.update(asdict(agreement(out.logits[0], full_logprobs[task.uid], allowed[task.uid])))
+                if out is None:
+                    record.update(kl=None, top1=None, out_of_context_mass=None)
+                else:
+                    record.update(asdict(agreement(out.logits[0], full_logprobs[task.uid], allowed[task.uid])))
                 yield record
 
     def _generate(self, rows, prompts, policy, budget) -> list[GenerationResult]:

@@ -72,8 +72,8 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
             "unsupported": ([[float(bool(r["unsupported"])) for r in group if r["unsupported"] is not None]], _mean),
             "said_prior": ([[float(r["said_prior"]) for r in group if r["said_prior"] is not None]], _mean),
             "degeneration": ([[float(degenerate(r["answer"])) for r in group]], _mean),
-            **{
-                key: ([[float(r[key]) for r in group]], _mean)
+            **{  # the agreement measures are None in a run without teacher forcing
+                key: ([[float(r[key]) for r in group if r.get(key) is not None]], _mean)
                 for key in ("out_of_context_mass", "kl", "top1", "flops_ratio", "kv_ratio")
             },
             "mean_new_tokens": ([[float(r["new_tokens"]) for r in group]], _mean),  # what output-side reduction cuts
@@ -189,6 +189,8 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str) ->
     import matplotlib.pyplot as plt
 
     metric = "accuracy" if any(r["accuracy"] is not None for r in rows) else "top1"
+    if not any(r[metric] is not None for r in rows):
+        return  # no gold answers and no agreement measured: nothing to plot
     label = "answer accuracy" if metric == "accuracy" else "top-1 agreement with the full model"
     figure, axes = plt.subplots(figsize=(7.5, 5))
     markers = "osD^vP*Xh<>"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlprune.data.long import LongSuite
@@ -64,13 +64,32 @@ SUITES: dict[str, SuiteSpec | LongSuite] = {
 }
 
 
-def load_suite(spec: str | Path, limit: int | None = None) -> tuple[str, list[Task]]:
-    """``(name, tasks)`` for a built-in suite name or a JSONL file, cut to the first ``limit`` tasks."""
+def load_suite(
+    spec: str | Path,
+    limit: int | None = None,
+    per_cell: int | None = None,
+    depths: tuple[float, ...] | None = None,
+) -> tuple[str, list[Task]]:
+    """``(name, tasks)`` for a built-in suite name or a JSONL file, cut to the first ``limit`` tasks.
+
+    ``per_cell`` and ``depths`` reshape a long-context suite's grid: items per depth x length cell,
+    and the depths (0 = start of the context, 1 = its end) facts are hidden at.
+    """
     if limit is not None and limit < 1:
         raise RLPruneError(f"--limit must be at least 1, got {limit}")
+    if per_cell is not None and per_cell < 1:
+        raise RLPruneError(f"--per-cell must be at least 1, got {per_cell}")
+    if depths is not None and (not depths or not all(0.0 <= d <= 1.0 for d in depths)):
+        raise RLPruneError(f"--depths must be numbers from 0 to 1 such as 0,0.5,1, got {depths}")
     text = str(spec)
-    if text in SUITES:
-        name, tasks = text, SUITES[text].tasks()
+    suite = SUITES.get(text)
+    if (per_cell is not None or depths is not None) and not isinstance(suite, LongSuite):
+        long = ", ".join(name for name, s in SUITES.items() if isinstance(s, LongSuite))
+        raise RLPruneError(f"--per-cell and --depths apply to the depth x length suites ({long}), not to {text!r}")
+    if isinstance(suite, LongSuite):
+        suite = replace(suite, per_cell=per_cell or suite.per_cell, depths=tuple(depths or suite.depths))
+    if suite is not None:
+        name, tasks = text, suite.tasks()
     elif text.endswith(".jsonl") or Path(text).is_file():
         name, tasks = Path(text).stem, load_jsonl(text)
     else:
