@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class RLPruneError(Exception):
     """Base class for errors caused by user input or the environment, not by a bug.
@@ -24,3 +26,19 @@ class InvalidPromptError(RLPruneError):
 
 class InvalidActionError(RLPruneError):
     """A reduction action or schedule is malformed (unknown op or scorer, ratio out of range)."""
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a fault of the machine rather than of rlprune: what failed and what to do."""
+    where = f" {error.filename}" if error.filename else ""
+    if error.errno == errno.ENOSPC:
+        return f"the disk is full (writing{where}); free some space and run again: finished work is kept"
+    if error.errno == errno.EROFS:
+        return f"cannot write{where}: the file system is read-only; choose a writable --out (or RLPRUNE_HOME)"
+    if isinstance(error, PermissionError):
+        return f"permission denied:{where}; choose a folder you can write to (--out, or RLPRUNE_HOME for caches)"
+    if isinstance(error, (NotADirectoryError, FileExistsError)):
+        return f"{where.strip() or 'a path'} is in the way: a file stands where a folder is needed; choose another path"
+    if isinstance(error, IsADirectoryError):
+        return f"{where.strip() or 'a path'} is a folder where a file is needed; choose another path"
+    return f"{error.strerror or error}{':' + where if where else ''}"

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from numbers import Real
 
 import numpy as np
 import torch
@@ -64,9 +65,19 @@ class ActionSpec:
     scorers: tuple[str, ...] = SCORER_CHOICES
 
     def __post_init__(self) -> None:
+        # checked here too, not only when a checkpoint is read: a share outside (0, 1] silently
+        # breaks the FLOPs budget, and an action head without "keep" cannot start by keeping
+        if not self.ops or "keep" not in self.ops or len(set(self.ops)) != len(self.ops):
+            raise ValueError(f"the action spec's ops {self.ops} must be distinct and include 'keep'")
+        unknown = [op for op in self.ops if op not in OPS]
+        if unknown:
+            raise ValueError(f"unknown op(s) {unknown} in the action spec; ops are {', '.join(OPS)}")
+        bad = [s for s in self.shares if isinstance(s, bool) or not isinstance(s, Real) or not 0 < s <= 1]
+        if not self.shares or bad:
+            raise ValueError(f"the action spec's shares {self.shares} must be numbers in (0, 1]")
         missing = [s for s in self.scorers if s not in SCORERS]
-        if missing:
-            raise ValueError(f"unknown scorer(s) {missing} in the action spec")
+        if not self.scorers or missing:
+            raise ValueError(f"unknown scorer(s) {missing} in the action spec (or no scorer at all)")
 
     @property
     def nvec(self) -> list[int]:

@@ -31,6 +31,15 @@ def check_budget(budget: float | None) -> None:
         raise RLPruneError(f"budget {budget!r} must lie in (0, 1]: it is the target prefill FLOPs ratio")
 
 
+BUDGET_TOLERANCE = 0.05
+"""How far a realised FLOPs ratio may sit from the asked budget before it is reported as a miss."""
+
+
+def budget_missed(budget: float | None, flops_ratio: float) -> bool:
+    """Whether ``flops_ratio`` misses ``budget`` by more than :data:`BUDGET_TOLERANCE` (either way)."""
+    return budget is not None and abs(flops_ratio - budget) > BUDGET_TOLERANCE + 1e-9
+
+
 class _ReducedForward:
     """The forward that replaces the model's own inside :func:`apply`."""
 

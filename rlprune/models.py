@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -21,6 +22,7 @@ from transformers.utils import logging as hf_logging
 
 from rlprune.adapters import check_supported
 from rlprune.errors import ModelNotFoundError, RLPruneError
+from rlprune.io import atomic_write_text
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -197,9 +199,35 @@ def _load_folder(folder: str | Path, dtype: torch.dtype, attn_implementation: st
 
 
 def converted_folder(gguf: Path) -> Path:
-    """Where the safetensors copy of a GGUF file lives, keyed by its name and size."""
-    key = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
-    return rlprune_home() / "models" / f"{gguf.stem}-{key}"
+    """Where the safetensors copy of a GGUF file lives, keyed by a hash of the file's content, so two
+    files with one name and size never share a copy."""
+    return rlprune_home() / "models" / f"{gguf.stem}-{content_hash(gguf)[:16]}"
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a file, computed once and remembered by path, size and modification time."""
+    stat = path.stat()
+    index = rlprune_home() / "models" / "hashes.json"
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        known = json.loads(index.read_text())
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), str):
+        return known[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    known[key] = digest.hexdigest()
+    try:  # remembering is an optimisation: a read-only cache only costs the hash next time
+        index.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(index, json.dumps(known, indent=1))
+    except OSError:
+        pass
+    return known[key]
 
 
 def _converted_folder(gguf: Path) -> Path:

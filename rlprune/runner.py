@@ -17,6 +17,7 @@ one with nothing padded, so it takes exactly the path it always took.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -57,6 +58,18 @@ ActionSource = Mapping[int, LayerAction] | Callable[["ReductionState"], LayerAct
 Prompts = Tensor | Sequence[int] | Sequence[Sequence[int] | Tensor]
 """One prompt (ids, shape ``(n,)`` or ``(1, n)``) or several: a list of id sequences, or a
 ``(B, n)`` tensor (with an ``attention_mask`` where it is padded, on either side)."""
+
+
+def check_schedule(schedule: Mapping[int, LayerAction], num_layers: int) -> None:
+    """A schedule maps layer numbers (ints) to :class:`LayerAction`: say so before a layer runs."""
+    for layer, action in schedule.items():
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise InvalidActionError(
+                f"schedule keys are layer numbers (ints), got {layer!r}; write {{2: LayerAction('prune', 0.5)}} "
+                "or use parse_schedule('2:prune:0.5')"
+            )
+        if not isinstance(action, LayerAction):
+            raise InvalidActionError(f"the schedule's action at layer {layer} is {action!r}, not a LayerAction")
 
 
 @dataclass(frozen=True)
@@ -545,6 +558,7 @@ class Reducer:
         if isinstance(actions, Mapping):
             if decision_layers is not None:
                 raise ValueError("a schedule fixes its own decision layers; do not pass decision_layers")
+            check_schedule(actions, self.dims.layers)
             decision_layers = sorted(actions)
             decide: Callable[[ReductionState], LayerAction] = lambda s: actions[s.layer]  # noqa: E731
         elif actions is None:
@@ -631,6 +645,7 @@ class Reducer:
                 f"prompt ({longest} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the model's "
                 f"{self.max_positions} positions; shorten the prompt or ask for fewer tokens"
             )
+        warpers = self._warpers(temperature, top_k, top_p) if do_sample else None  # bad settings fail first
         clock = Stopwatch(self.model.device)
         prefills = self.run(
             prompts if batched else prompts[0], actions, decision_layers=decision_layers, protect_last=protect_last
@@ -639,7 +654,6 @@ class Reducer:
         prefill_seconds = clock.lap()
         stop = set(self._eos_ids(eos_token_id))
         stop_ids = torch.tensor(sorted(stop), device=prompts[0].device)
-        warpers = self._warpers(temperature, top_k, top_p) if do_sample else None
         logits = torch.cat([out.logits[:, -1] for out in prefills])
         state = ReductionBatch([out.state for out in prefills]) if batched else prefills[0].state
         new: list[Tensor] = []
@@ -891,8 +905,13 @@ class Reducer:
 
     @staticmethod
     def _warpers(temperature: float, top_k: int, top_p: float) -> LogitsProcessorList:
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        if not temperature > 0 or not math.isfinite(temperature):
+            raise InvalidActionError(
+                f"temperature must be a positive number when sampling, got {temperature}; "
+                "for greedy decoding do not sample (no --sample)"
+            )
+        if top_k < 0 or not 0.0 < top_p <= 1.0:
+            raise InvalidActionError(f"top_k must be >= 0 and top_p in (0, 1], got top_k={top_k}, top_p={top_p}")
         warpers = LogitsProcessorList()
         if temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(temperature))

@@ -599,11 +599,11 @@ def load_jsonl(path: str | Path) -> list[Task]:
 
     Every malformed line is reported, with its number, in one error.
     """
+    from rlprune.io import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise RLPruneError(f"{path} does not exist")
     tasks, problems = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "suite file").splitlines(), start=1):
         if not line.strip():
             continue
         try:

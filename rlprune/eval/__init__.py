@@ -31,11 +31,19 @@ def evaluate(
     model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
     show_progress: bool = True,
+    fresh: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) an evaluation into ``out`` and write its reports; returns the aggregate rows."""
-    evaluation = Evaluation(config, out, model=model, tokenizer=tokenizer)
-    records = evaluation.run(show_progress)
-    meta = {
+    """Run (or resume) an evaluation into ``out`` and write its reports; returns the aggregate rows.
+
+    With ``fresh``, records already in ``out`` are set aside and everything is evaluated again.
+    """
+    with Evaluation(config, out, model=model, tokenizer=tokenizer, fresh=fresh) as evaluation:
+        records = evaluation.run(show_progress)
+        return write_results(out, records, _meta(config, evaluation), config.bootstrap_samples, config.group_by)
+
+
+def _meta(config: EvalConfig, evaluation: Evaluation) -> dict[str, Any]:
+    return {
         "suite": evaluation.suite,
         "items": len(evaluation.tasks),
         "model": config.model,
@@ -44,7 +52,6 @@ def evaluate(
         "budgets": list(config.budgets),
         "max_new_tokens": config.max_new_tokens,
     }
-    return write_results(out, records, meta, samples=config.bootstrap_samples, group_by=config.group_by)
 
 
 __all__ = [

@@ -8,6 +8,7 @@ records go to an append-only journal, so an interrupted run resumes where it sto
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -25,14 +26,16 @@ from rlprune.eval.metrics import agreement, out_of_context_mass, unsupported_wor
 from rlprune.eval.suites import load_suite
 from rlprune.inference import check_budget
 from rlprune.models import DEFAULT_MODEL, fingerprint_id, load_model
-from rlprune.policies import Policy, decider, resolve_policy
+from rlprune.policies import BestStatic, Policy, decider, resolve_policy
+from rlprune.policies.baselines import table_path
 from rlprune.prompts import build_prompt
 from rlprune.runner import GenerationResult, Reducer
 
 FULL = "full model"
 ALL_BASELINES = ("random", "fastv", "snapkv", "pyramid", "tome")
 JOURNAL = "records.jsonl"
-FORMAT = 1
+LOCK = ".lock"
+FORMAT = 2  # records carry their method's identity
 
 
 @dataclass(frozen=True)
@@ -103,16 +106,33 @@ class Method:
 
 
 class Journal:
-    """Append-only JSONL of finished records; its first line fixes the settings they were made with."""
+    """Append-only JSONL of finished records; its first line fixes the settings they were made with.
 
-    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
-        self.path = path
+    Every record carries its method's identity (a hash of the checkpoint files or of the baseline
+    spec), so records of another checkpoint under the same name are refused, never mixed. A lock
+    file keeps a second evaluation out of the folder while this one writes to it.
+    """
+
+    def __init__(self, path: Path, settings: dict[str, Any], identities: dict[str, str], fresh: bool = False) -> None:
+        self.path, self.identities = path, identities
         self.records: dict[tuple[str, str, float | None], dict[str, Any]] = {}
-        if path.is_file() and path.stat().st_size:
-            self._read(settings)
-        else:
-            with path.open("w") as handle:
-                handle.write(json.dumps({"settings": settings}) + "\n")
+        self._lock = _lock(path.with_name(LOCK))
+        try:
+            if fresh and path.exists():
+                os.replace(path, path.with_name(JOURNAL + ".old"))  # kept until the next fresh start
+            if path.is_file() and path.stat().st_size:
+                self._read(settings)
+            else:
+                with path.open("w") as handle:
+                    handle.write(json.dumps({"settings": settings}) + "\n")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Let another evaluation use the folder."""
+        if not self._lock.closed:
+            self._lock.close()
 
     @staticmethod
     def key(uid: str, method: str, budget: float | None) -> tuple[str, str, float | None]:
@@ -122,6 +142,7 @@ class Journal:
         return self.records.get(self.key(uid, method, budget))
 
     def add(self, record: dict[str, Any]) -> None:
+        record = {**record, "method_id": self.identities[record["method"]]}
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
@@ -129,23 +150,68 @@ class Journal:
         self.records[self.key(record["item"], record["method"], record["budget"])] = record
 
     def _read(self, settings: dict[str, Any]) -> None:
-        lines = self.path.read_text().splitlines()
+        data = self.path.read_bytes()
+        if not data.endswith(b"\n"):  # a line torn by an interruption: cut it, so the next record starts clean
+            with self.path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+            data = data[: data.rfind(b"\n") + 1]
+        lines = data.decode("utf-8", errors="replace").splitlines()
         try:
             header = json.loads(lines[0])["settings"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise RLPruneError(f"{self.path} is not an rlprune evaluation journal; choose another --out") from None
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+            raise RLPruneError(
+                f"{self.path} is not an rlprune evaluation journal; choose another --out or pass --force-new"
+            ) from None
         changed = sorted(k for k in settings.keys() | header.keys() if settings.get(k) != header.get(k))
         if changed:  # a setting missing on one side counts as None there
             raise RLPruneError(
                 f"{self.path.parent} holds results made with other settings ({', '.join(changed)}); "
-                "use another --out folder or delete this one"
+                "use another --out folder or pass --force-new to start it over"
             )
         for line in lines[1:]:
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by an interruption: that record is redone
-            self.records[self.key(record["item"], record["method"], record["budget"])] = record
+                key = self.key(record["item"], record["method"], record["budget"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a damaged line: that record is redone
+            expected = self.identities.get(record["method"])
+            if expected is not None and record.get("method_id") != expected:
+                raise RLPruneError(
+                    f"{self.path.parent} holds results of {record['method']!r} made from another checkpoint or "
+                    "spec under the same name; use another --out folder or pass --force-new to start it over"
+                )
+            self.records[key] = record
+
+
+def _lock(path: Path):
+    """An exclusive lock on ``path``, held while the returned file stays open."""
+    import fcntl
+
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RLPruneError(
+            f"another evaluation is writing to {path.parent}; wait for it to finish or use another --out"
+        ) from None
+    return handle
+
+
+def method_identity(spec: str) -> str:
+    """A hash of what a method is: a checkpoint folder's files, a best-static table's content, or
+    the baseline spec itself. Equal names with other contents get other identities."""
+    digest = hashlib.sha256()
+    path = Path(spec)
+    if path.is_dir():
+        for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+            digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+        return digest.hexdigest()
+    digest.update(spec.strip().encode())
+    name, _, params = spec.strip().partition(":")
+    if name == "best-static":
+        digest.update(table_path(params or BestStatic.table).read_bytes())
+    return digest.hexdigest()
 
 
 class Evaluation:
@@ -158,7 +224,9 @@ class Evaluation:
         *,
         model: PreTrainedModel | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        fresh: bool = False,
     ) -> None:
+        """With ``fresh``, records already in ``out`` are set aside (``records.jsonl.old``) and all is redone."""
         self.config, self.out = config, Path(out)
         self.suite, self.tasks = load_suite(config.suite, config.limit, config.per_cell, config.depths)
         if model is None or tokenizer is None:
@@ -183,7 +251,18 @@ class Evaluation:
             "adapter": config.adapter,
             **({} if config.agreement else {"agreement": False}),
         }
-        self.journal = Journal(self.out / JOURNAL, settings)
+        identities = {FULL: FULL} | {name: method_identity(spec) for name, spec in zip(names, specs, strict=True)}
+        self.journal = Journal(self.out / JOURNAL, settings, identities, fresh=fresh)
+
+    def close(self) -> None:
+        """Release ``out`` for other evaluations."""
+        self.journal.close()
+
+    def __enter__(self) -> Evaluation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def runs(self) -> list[tuple[str, float | None]]:
         """Every (method, budget) pair, the full model first."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from rlprune.eval.harness import FULL
 from rlprune.eval.metrics import bootstrap_interval, degenerate
+from rlprune.inference import BUDGET_TOLERANCE, budget_missed
 from rlprune.io import atomic_write, atomic_write_text
 
 # (key, heading, format) for the table: "%" prints a share as a percentage, otherwise a number format
@@ -87,6 +88,7 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
         for key, (columns, statistic) in measures.items():
             row[key], row[f"{key}_ci"] = _summary(columns, statistic, samples, seed)
         row["prefill_ms"] = 1000 * _mean(np.array([r["prefill_s"] for r in group]))
+        row["budget_missed"] = row["flops_ratio"] is not None and budget_missed(budget, row["flops_ratio"])
         rows.append(row)
     return rows
 
@@ -158,9 +160,17 @@ def markdown_table(rows: Sequence[dict[str, Any]], title: str = "") -> str:
     lines.append("|---|---:|---:|" + "---:|" * len(shown))
     for r in rows:
         budget = "–" if r["budget"] is None else f"{r['budget']:g}"
-        cells = [_cell(r[k], form, r.get(f"{k}_ci")) for k, _, form in shown]
+        cells = [_cell(r[k], form, r.get(f"{k}_ci")) + (" ⚠" if k == "flops_ratio" and r.get("budget_missed") else "")
+                 for k, _, form in shown]  # fmt: skip
         lines.append(f"| {r['method']} | {budget} | {r['items']} | " + " | ".join(cells) + " |")
+    if any(r.get("budget_missed") for r in rows):
+        lines += ["", f"⚠ the mean FLOPs ratio misses the budget by more than {BUDGET_TOLERANCE}: compare with care."]
     return "\n".join(lines) + "\n"
+
+
+def budget_misses(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """``"snapkv @ 0.3: FLOPs 0.718"`` for every row whose FLOPs ratio misses its budget."""
+    return [f"{r['method']} @ {r['budget']:g}: FLOPs {r['flops_ratio']:.3f}" for r in rows if r.get("budget_missed")]
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:

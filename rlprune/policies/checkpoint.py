@@ -2,25 +2,41 @@
 
 Nothing is ever unpickled: the weights are safetensors, everything else is JSON. Each file is
 written to a temporary name and moved into place, so a checkpoint is never half-written.
+Loading trusts nothing: the config is checked field by field (types, ranges, this release's
+observation and action spaces, a bound on the network's size) before any tensor is allocated,
+and the weights are checked for names, shapes, dtypes and finite values before they are used.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
 from rlprune.errors import RLPruneError
-from rlprune.features import OBSERVATION_FIELDS, SPEC_VERSION, TOKEN_FEATURE_FIELDS, ActionSpec
+from rlprune.features import (
+    OBSERVATION_FIELDS,
+    OBSERVATION_SIZE,
+    SPEC_VERSION,
+    TOKEN_FEATURE_FIELDS,
+    TOKEN_FEATURE_SIZE,
+    ActionSpec,
+)
 from rlprune.io import atomic_write, atomic_write_text
 from rlprune.models import model_fingerprint
 from rlprune.policies.network import ReductionPolicy
 from rlprune.policies.token_network import TOKEN_SPEC_VERSION, TokenReductionPolicy
+from rlprune.reduction import OPS, SCORERS
 
 SPEC_VERSIONS = {SPEC_VERSION: "layer", TOKEN_SPEC_VERSION: "token"}
 """Spec versions this release reads, and the policy kind each one is."""
@@ -28,6 +44,21 @@ SPEC_VERSIONS = {SPEC_VERSION: "layer", TOKEN_SPEC_VERSION: "token"}
 FORMAT = "rlprune-policy"
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "policy.safetensors", "config.json"
+
+MAX_CONFIG_BYTES = 4 << 20
+"""A config is a few kilobytes; a bigger one is not read."""
+MAX_WIDTH, MAX_DEPTH = 4096, 16
+"""Bounds on each hidden layer's width and on the number of hidden layers of a network."""
+MAX_PARAMETERS = 50_000_000
+"""Bound on a policy's parameters, worked out from the config before anything is allocated."""
+MAX_LAYER = 1024
+"""Decision layers are below this (no supported model is deeper)."""
+FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+"""safetensors dtypes a policy's weights may have (they are cast to the network's float32)."""
+
+NETWORK_KEYS = {"observation_size", "hidden", "nvec", "parameters"}
+TOKEN_NETWORK_KEYS = {"token_feature_size", "token_hidden"}
+FINGERPRINT_TYPES = {"architecture": str, "layers": int, "hidden_size": int, "vocab_size": int, "weights_sha256": str}
 
 
 class PolicyError(RLPruneError):
@@ -42,7 +73,11 @@ def save_policy(
     reward_preset: str | None = None,
     training: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``policy`` to ``folder`` (created if needed) with what it was trained for."""
+    """Write ``policy`` to ``folder`` (created if needed) with what it was trained for.
+
+    Without ``model`` the checkpoint records no model fingerprint: it loads only without a model
+    (training's own checkpoints); give ``model`` for a checkpoint meant to be used.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     token_level = isinstance(policy, TokenReductionPolicy)
@@ -76,65 +111,210 @@ def save_policy(
 
 
 def load_policy(folder: str | Path, model: PreTrainedModel | None = None) -> ReductionPolicy | TokenReductionPolicy:
-    """Read a checkpoint; with ``model``, refuse one trained for a different model."""
+    """Read a checkpoint; with ``model``, refuse one trained for a different model or for no recorded model.
+
+    Without ``model`` (resuming training's own checkpoints) a checkpoint without a fingerprint loads.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise PolicyError(f"no policy checkpoint at {folder} (expected a folder with {CONFIG} and {WEIGHTS})")
     config = read_config(folder)
-    if model is not None and config.get("model"):
+    if model is not None:
+        if config.get("model") is None:
+            raise PolicyError(
+                f"the policy in {folder} does not say which model it is for (its {CONFIG} has no model "
+                "fingerprint), so it cannot be checked against this model. Export it with `rlprune export RUN "
+                "--out FOLDER` or save it with save_policy(..., model=model), using the model it was trained for"
+            )
         check_model(config["model"], model_fingerprint(model), folder)
-    network = config["network"]
-    spec = config.get("action_spec") or {}
-    try:
-        kwargs = {
-            "observation_size": network["observation_size"],
-            "hidden": network["hidden"],
-            "decision_layers": config["decision_layers"],
-            "action_spec": ActionSpec(tuple(spec["ops"]), tuple(spec["shares"]), tuple(spec["scorers"])),
-        }
-        if SPEC_VERSIONS[config["spec_version"]] == "token":
-            kwargs |= {"token_feature_size": network["token_feature_size"], "token_hidden": network["token_hidden"]}
-            policy = TokenReductionPolicy(**kwargs)
-        else:
-            policy = ReductionPolicy(**kwargs)
-    except (KeyError, TypeError, ValueError) as error:
-        raise PolicyError(f"{folder / CONFIG} describes no valid network ({error})") from None
-    path = folder / WEIGHTS
-    try:
-        state = load_file(path)
-    except FileNotFoundError:
-        raise PolicyError(f"{path} is missing; the checkpoint is incomplete") from None
-    except (SafetensorError, OSError) as error:
-        raise PolicyError(f"{path} is corrupt or truncated ({error}); export the policy again") from None
-    try:
-        policy.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise PolicyError(f"{path} does not match the network in {CONFIG}: {error}") from None
+    policy = build_policy(config, folder)
+    policy.load_state_dict(read_weights(folder / WEIGHTS, policy.state_dict()), strict=True)
     return policy.eval()
 
 
 def read_config(folder: Path) -> dict[str, Any]:
+    """``folder``'s config, checked by :func:`validate_config`; a :class:`PolicyError` if it is not valid."""
     path = folder / CONFIG
     try:
-        config = json.loads(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise PolicyError(f"{path} is {size} bytes, too big for a policy config; the checkpoint is corrupt")
+        config = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise PolicyError(f"{path} is missing; the checkpoint is incomplete") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         raise PolicyError(f"{path} is not valid JSON ({error}); the checkpoint is corrupt") from None
+    except OSError as error:
+        raise PolicyError(f"{path} cannot be read ({error})") from None
+    validate_config(config, folder)
+    return config
+
+
+def validate_config(config: Any, folder: Path) -> None:
+    """Raise :class:`PolicyError` unless ``config`` describes a policy this release can run as recorded.
+
+    Every field the network is built from is checked for type and range, against this release's
+    observation and action spaces, and against size bounds: nothing is allocated for a config that
+    fails, and no value is silently coerced, ignored or mixed with another policy kind's.
+    """
+    path = folder / CONFIG
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise PolicyError(f"{path} is not an rlprune policy checkpoint")
     version = config.get("format_version")
-    if version != FORMAT_VERSION:
+    if not _is_int(version) or version != FORMAT_VERSION:
         raise PolicyError(
-            f"{folder} has checkpoint format version {version!r}; this rlprune reads version {FORMAT_VERSION}"
+            f"{folder} has checkpoint format version {_show(version)}; this rlprune reads version {FORMAT_VERSION}"
         )
-    if config.get("spec_version") not in SPEC_VERSIONS:
+    spec_version = config.get("spec_version")
+    if not _is_int(spec_version) or spec_version not in SPEC_VERSIONS:
         known = ", ".join(f"{v} ({kind}-level policies)" for v, kind in SPEC_VERSIONS.items())
         raise PolicyError(
-            f"{folder} was trained on observation/action spec {config.get('spec_version')!r}; this rlprune "
+            f"{folder} was trained on observation/action spec {_show(spec_version)}; this rlprune "
             f"reads specs {known}: retrain or use a matching rlprune version"
         )
-    return config
+    kind = SPEC_VERSIONS[spec_version]
+    token = kind == "token"
+    if "kind" in config and config["kind"] != kind:
+        problem = f"kind is {_show(config['kind'])} but spec_version {spec_version} is a {kind}-level policy"
+        raise _invalid(folder, problem)
+
+    network = config.get("network")
+    if not isinstance(network, dict):
+        raise _invalid(folder, f"network is {_show(network)}, not an object with observation_size and hidden")
+    allowed = NETWORK_KEYS | (TOKEN_NETWORK_KEYS if token else set())
+    unknown = sorted(set(network) - allowed)
+    if unknown:
+        raise _invalid(folder, f"network has key(s) {unknown} that a {kind}-level policy does not have")
+    _check_size(folder, "network.observation_size", network.get("observation_size"), OBSERVATION_SIZE, "observation")
+    hidden = _check_widths(folder, "network.hidden", network.get("hidden"))
+    if token:
+        _check_size(
+            folder, "network.token_feature_size", network.get("token_feature_size"), TOKEN_FEATURE_SIZE, "token feature"
+        )
+        token_hidden = _check_widths(folder, "network.token_hidden", network.get("token_hidden"))
+
+    spec = config.get("action_spec")
+    if not isinstance(spec, dict):
+        raise _invalid(folder, f"action_spec is {_show(spec)}, not an object with ops, shares and scorers")
+    unknown = sorted(set(spec) - {"ops", "shares", "scorers"})
+    if unknown:
+        raise _invalid(folder, f"action_spec has unknown key(s) {unknown}")
+    ops = _check_names(folder, "action_spec.ops", spec.get("ops"), OPS)
+    if "keep" not in ops:
+        raise _invalid(folder, f"action_spec.ops is {_show(ops)}: it must include 'keep'")
+    shares = _check_list(folder, "action_spec.shares", spec.get("shares"))
+    for i, share in enumerate(shares):
+        if not _is_number(share) or not 0 < share <= 1:
+            raise _invalid(folder, f"action_spec.shares[{i}] is {_show(share)}; shares are numbers in (0, 1]")
+    if len(set(shares)) != len(shares):
+        raise _invalid(folder, f"action_spec.shares {_show(shares)} repeats a share")
+    scorer_names = ("learned",) if token else tuple(sorted(set(SCORERS) - {"learned"}))
+    scorers = _check_names(folder, "action_spec.scorers", spec.get("scorers"), scorer_names)
+    if token and scorers != ["learned"]:
+        raise _invalid(folder, "action_spec.scorers of a token-level policy must be ['learned']")
+    nvec = [len(ops), len(shares), len(scorers)]
+    if "nvec" in network and not _same_ints(network["nvec"], nvec):
+        raise _invalid(folder, f"network.nvec is {_show(network['nvec'])} but the action_spec has {nvec} choices")
+
+    parameters = _count_parameters(OBSERVATION_SIZE, hidden, sum(nvec))
+    if token:
+        parameters += _count_parameters(TOKEN_FEATURE_SIZE, token_hidden, 0)
+    if parameters > MAX_PARAMETERS:
+        raise _invalid(folder, f"the network would have {parameters:,} parameters, over the {MAX_PARAMETERS:,} allowed")
+    if "parameters" in network and not _same_ints(network["parameters"], parameters):
+        raise _invalid(folder, f"network.parameters is {_show(network['parameters'])} but its layers have {parameters}")
+
+    fingerprint = config.get("model")
+    if fingerprint is not None:
+        if (
+            not isinstance(fingerprint, dict)
+            or any(
+                not isinstance(fingerprint.get(key), expected) or isinstance(fingerprint.get(key), bool)
+                for key, expected in FINGERPRINT_TYPES.items()
+            )
+            or fingerprint["layers"] < 1
+        ):
+            raise _invalid(
+                folder,
+                f"model is {_show(fingerprint)}, not a model fingerprint ({', '.join(FINGERPRINT_TYPES)}), so the "
+                "checkpoint does not say which model it is for",
+            )
+    layers = _check_list(folder, "decision_layers", config.get("decision_layers"))
+    for i, layer in enumerate(layers):  # whether the model has these layers is checked where the policy acts
+        if not _is_int(layer) or not 0 <= layer < MAX_LAYER:
+            raise _invalid(folder, f"decision_layers[{i}] is {_show(layer)}; layers are integers in 0..{MAX_LAYER - 1}")
+    if any(a >= b for a, b in pairwise(layers)):
+        raise _invalid(folder, f"decision_layers {_show(layers)} are not distinct and in increasing order")
+
+    _check_fields(folder, config, "observation_fields", OBSERVATION_FIELDS)
+    if token:
+        _check_fields(folder, config, "token_feature_fields", TOKEN_FEATURE_FIELDS)
+    elif config.get("token_feature_fields") is not None:
+        raise _invalid(folder, "token_feature_fields is set but spec_version is that of a layer-level policy")
+    if not isinstance(config.get("reward_preset"), (str, type(None))):
+        raise _invalid(folder, f"reward_preset is {_show(config['reward_preset'])}, not a name")
+    if not isinstance(config.get("training", {}), dict):
+        raise _invalid(folder, f"training is {_show(config['training'])}, not an object")
+
+
+def build_policy(config: dict[str, Any], folder: Path) -> ReductionPolicy | TokenReductionPolicy:
+    """A fresh network of the shape a validated ``config`` describes."""
+    network, spec = config["network"], config["action_spec"]
+    kwargs = {
+        "observation_size": network["observation_size"],
+        "hidden": network["hidden"],
+        "decision_layers": config["decision_layers"],
+        "action_spec": ActionSpec(tuple(spec["ops"]), tuple(float(s) for s in spec["shares"]), tuple(spec["scorers"])),
+    }
+    try:
+        if SPEC_VERSIONS[config["spec_version"]] == "token":
+            kwargs |= {"token_feature_size": network["token_feature_size"], "token_hidden": network["token_hidden"]}
+            return TokenReductionPolicy(**kwargs)
+        return ReductionPolicy(**kwargs)
+    except (KeyError, TypeError, ValueError) as error:  # validate_config should have caught it
+        raise PolicyError(f"{folder / CONFIG} describes no valid network ({error})") from None
+
+
+def read_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors in ``path``, refused unless names, shapes and float dtypes match ``expected`` and all are finite.
+
+    The safetensors header is checked before any tensor is read.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            names = set(file.keys())
+            missing, extra = sorted(expected.keys() - names), sorted(names - expected.keys())
+            if missing or extra:
+                parts = [f"missing tensors {_show(missing)}"] * bool(missing) + [
+                    f"unexpected tensors {_show(extra)}"
+                ] * bool(extra)
+                raise PolicyError(
+                    f"{path} does not match the network in {CONFIG} ({', '.join(parts)}); export the policy again"
+                )
+            for name in sorted(names):
+                view = file.get_slice(name)
+                if view.get_dtype() not in FLOAT_DTYPES:
+                    raise PolicyError(
+                        f"{path} stores {name} as {view.get_dtype()}; policy weights are floating point: "
+                        "the file is not a policy's, export the policy again"
+                    )
+                if tuple(view.get_shape()) != tuple(expected[name].shape):
+                    raise PolicyError(
+                        f"{path} does not match the network in {CONFIG}: {name} has shape "
+                        f"{tuple(view.get_shape())}, the network {tuple(expected[name].shape)}"
+                    )
+            state = {name: file.get_tensor(name) for name in sorted(names)}
+    except FileNotFoundError:
+        raise PolicyError(f"{path} is missing; the checkpoint is incomplete") from None
+    except (SafetensorError, OSError) as error:
+        raise PolicyError(f"{path} is corrupt or truncated ({error}); export the policy again") from None
+    bad = [name for name, tensor in state.items() if not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise PolicyError(
+            f"{path} holds NaN or infinite weights in {', '.join(bad)}: training diverged or the file is "
+            "damaged; use an earlier checkpoint or retrain"
+        )
+    return state
 
 
 def check_model(expected: dict[str, Any], actual: dict[str, Any], folder: Path) -> None:
@@ -151,3 +331,99 @@ def check_model(expected: dict[str, Any], actual: dict[str, Any], folder: Path) 
             f"the policy in {folder} was trained for another model ({describe(expected)}); this model is "
             f"{describe(actual)}. Load the model it was trained for, or train a policy for this one"
         )
+
+
+# -- config checks -------------------------------------------------------------------------------
+
+
+def _invalid(folder: Path, problem: str) -> PolicyError:
+    return PolicyError(
+        f"{folder / CONFIG} is not a valid policy config: {problem}. The checkpoint is damaged or was edited "
+        "by hand: export or train the policy again"
+    )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused if it repeats a key (``json`` would silently keep the last one)."""
+    config = dict(pairs)
+    if len(config) != len(pairs):
+        repeated = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+        raise ValueError(f"key(s) {_show(repeated)} appear more than once in one object")
+    return config
+
+
+def _incompatible(folder: Path, problem: str) -> PolicyError:
+    return PolicyError(
+        f"{folder / CONFIG}: {problem}, so the policy was trained for another rlprune version; retrain it or use "
+        "the rlprune version it was trained with"
+    )
+
+
+def _show(value: Any) -> str:
+    """``value`` for a message, cut short (a hostile config may hold huge values)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _same_ints(value: Any, expected: int | list[int]) -> bool:
+    """``value == expected`` with every number an int (JSON's ``3.0`` and ``true`` compare equal to ints)."""
+    numbers = value if isinstance(value, list) else [value]
+    return all(_is_int(n) for n in numbers) and value == expected
+
+
+def _check_list(folder: Path, name: str, value: Any) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise _invalid(folder, f"{name} is {_show(value)}, not a non-empty list")
+    return value
+
+
+def _check_size(folder: Path, name: str, value: Any, expected: int, what: str) -> None:
+    if not _is_int(value):
+        raise _invalid(folder, f"{name} is {_show(value)}, not an integer")
+    if value != expected:
+        raise _incompatible(folder, f"{name} is {value}, which does not match this release's {expected} {what} fields")
+
+
+def _check_widths(folder: Path, name: str, value: Any) -> list[int]:
+    widths = _check_list(folder, name, value)
+    if len(widths) > MAX_DEPTH:
+        raise _invalid(folder, f"{name} has {len(widths)} layers; at most {MAX_DEPTH} are allowed")
+    for i, width in enumerate(widths):
+        if not _is_int(width) or not 1 <= width <= MAX_WIDTH:
+            raise _invalid(folder, f"{name}[{i}] is {_show(width)}; layer widths are integers in 1..{MAX_WIDTH}")
+    return widths
+
+
+def _check_names(folder: Path, name: str, value: Any, known: Sequence[str]) -> list[str]:
+    names = _check_list(folder, name, value)
+    for i, entry in enumerate(names):
+        if not isinstance(entry, str) or entry not in known:
+            raise _invalid(folder, f"{name}[{i}] is {_show(entry)}; known: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise _invalid(folder, f"{name} {_show(names)} repeats an entry")
+    return names
+
+
+def _check_fields(folder: Path, config: dict[str, Any], key: str, fields: Sequence[tuple[str, str]]) -> None:
+    """A recorded list of field names, when present, must be this release's."""
+    value = config.get(key)
+    if value is not None and value != [name for name, _ in fields]:
+        raise _incompatible(
+            folder, f"{key} differ from this release's (the policy reads other inputs than it computes)"
+        )
+
+
+def _count_parameters(inputs: int, hidden: Sequence[int], choices: int) -> int:
+    """Parameters of a tanh MLP over ``hidden`` and its heads: ``choices`` logits and a value (or one score)."""
+    widths = [inputs, *hidden]
+    trunk = sum(a * b + b for a, b in pairwise(widths))
+    heads = widths[-1] * choices + choices + widths[-1] + 1
+    return trunk + heads
