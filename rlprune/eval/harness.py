@@ -158,6 +158,8 @@ class Journal:
         lines = data.decode("utf-8", errors="replace").splitlines()
         try:
             header = json.loads(lines[0])["settings"]
+            if not isinstance(header, dict):
+                raise TypeError
         except (json.JSONDecodeError, KeyError, TypeError, IndexError):
             raise RLPruneError(
                 f"{self.path} is not an rlprune evaluation journal; choose another --out or pass --force-new"
