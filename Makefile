@@ -34,7 +34,7 @@ gemma: install
 # grounded questions with it and with the full model, side by side.
 demo: install
 	$(BIN)/rlprune train --env demo --recipe demo --out $(DEMO_RUN) $(if $(wildcard $(DEMO_RUN)/run.json),--resume)
-	$(BIN)/rlprune export $(DEMO_RUN) --out $(DEMO_RUN)/exported
+	$(BIN)/rlprune export $(DEMO_RUN) --out $(DEMO_RUN)/exported --force
 	$(BIN)/python benchmarks/compare.py --policy $(DEMO_RUN)/exported --baselines snapkv --preset demo --budget $(DEMO_BUDGET)
 	$(BIN)/rlprune generate "$(DEMO_QUESTION)" --context @$(DEMO_CONTEXT) --policy $(DEMO_RUN)/exported --budget $(DEMO_BUDGET)
 

@@ -14,9 +14,10 @@ from typing import Annotated, TypeVar
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from rlprune.errors import InvalidActionError, InvalidPromptError, RLPruneError
+from rlprune.errors import InvalidActionError, InvalidPromptError, RLPruneError, describe_os_error
 
 app = typer.Typer(
     name="rlprune",
@@ -47,8 +48,13 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except RLPruneError as error:
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False)
-            raise typer.Exit(1) from None
+            message = str(error)
+        except OSError as error:  # the machine's fault (permissions, full disk, a file in the way)
+            message = describe_os_error(error)
+        except UnicodeDecodeError as error:
+            message = f"a file is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -144,10 +150,9 @@ def generate(
     check_budget(budget)
     schedule_actions = parse_schedule(schedule)
     if context is not None and context.startswith("@"):
-        path = Path(context[1:])
-        if not path.is_file():
-            raise InvalidPromptError(f"context file {path} does not exist")
-        context = path.read_text()
+        from rlprune.io import read_text
+
+        context = read_text(context[1:], "context file")
     lm, tokenizer = load_model(model, device=device, dtype=dtype)
     reducer = Reducer(lm)
     chosen = resolve_policy(policy, lm) if policy is not None else None  # checked against the base weights
@@ -166,7 +171,9 @@ def generate(
             raise InvalidActionError(
                 "with @FILE.jsonl, each line gives its own context; drop --context, --protect-last, --raw"
             )
-        _generate_file(Path(prompt[1:]), reducer, tokenizer, actions, layers, batch_size, max_new_tokens, sampling)
+        _generate_file(
+            Path(prompt[1:]), reducer, tokenizer, actions, layers, batch_size, max_new_tokens, sampling, budget
+        )
         return
     built = build_prompt(tokenizer, prompt, context, chat=not raw)
     input_ids = built.input_ids.to(lm.device)
@@ -208,6 +215,7 @@ def generate(
         "budget": budget,
         "adapter": None if adapter is None else str(adapter),
     }
+    _warn_budget(budget, prefill.flops_ratio)
     if as_json:
         print(json.dumps(report))
         return
@@ -219,8 +227,16 @@ def generate(
 @app.command()
 @user_errors
 def train(
-    env: Annotated[str, typer.Option("--env", help="Environment preset name or path (envs/*.toml).")] = "grounded-qa",
-    recipe: Annotated[str, typer.Option(help="Training recipe name or path (train/*.toml).")] = "ppo-local",
+    env: Annotated[
+        str | None,
+        typer.Option(
+            "--env", help="Environment preset name or path (envs/*.toml); default: grounded-qa, on --resume the run's."
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Training recipe name or path (train/*.toml); default: ppo-local, on --resume the run's."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Run folder: checkpoints, logs, summary, exported policy.")] = Path(
         "runs/latest"
     ),
@@ -237,20 +253,37 @@ def train(
     timesteps: Annotated[int | None, typer.Option(min=1, help="Override the recipe's timesteps.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out from its last checkpoint (or finish it), with the run's recipe and preset.",
+        ),
     ] = False,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--override",
+            help="On --resume, let this field differ from the run's (repeatable). Safe: run.timesteps, run.n_envs "
+            "(workers), run.envs, run.torch_threads, run.checkpoint_every, run.eval_every, ray.address, "
+            "ray.sample_timeout_s, env.device, env.dtype. --timesteps/--workers/--device/--dtype need none.",
+        ),
+    ] = None,
     device: PlacementOption = None,
     dtype: PlacementOption = None,
 ) -> None:
     """Train a reduction policy with PPO, then export it to OUT/policy."""
     from rlprune.envs import EnvConfig
     from rlprune.train.recipe import BACKENDS, Recipe
+    from rlprune.train.run import read_run_meta
 
-    preset = EnvConfig.load(env)
-    if model is not None and model != preset.model:
-        raise InvalidActionError(f"--model {model} differs from the preset's model {preset.model}; edit the preset")
-    loaded = Recipe.load(recipe)
-    chosen = backend or loaded.backend
+    stored = read_run_meta(out) if resume else None  # on --resume, what is not given is the run's
+    if stored is None:
+        env, recipe = env or "grounded-qa", recipe or "ppo-local"
+    preset_model = EnvConfig.load(env).model if env is not None else stored.get("model")
+    if model is not None and model != preset_model:
+        raise InvalidActionError(f"--model {model} differs from the preset's model {preset_model}; edit the preset")
+    loaded = Recipe.load(recipe) if recipe is not None else None
+    chosen = backend or (loaded.backend if loaded is not None else stored.get("backend", "sb3"))
     if chosen not in BACKENDS:
         raise InvalidActionError(f"unknown backend {chosen!r}; use one of {', '.join(BACKENDS)}")
     if address is not None and chosen != "ray":
@@ -269,13 +302,25 @@ def train(
             resume=resume,
             device=device,
             dtype=dtype,
+            override=override or (),
         )
     else:
         from rlprune.train.sb3 import train as run_training
 
         summary = run_training(
-            env, loaded, out, timesteps=timesteps, seed=seed, workers=workers, resume=resume, device=device, dtype=dtype
+            env,
+            loaded,
+            out,
+            timesteps=timesteps,
+            seed=seed,
+            workers=workers,
+            resume=resume,
+            device=device,
+            dtype=dtype,
+            override=override or (),
         )
+    if summary.get("already_finished"):
+        console.print(f"{out} already finished: {summary['timesteps']} steps; nothing to train (--timesteps for more)")
     final = summary["final_validation"]
     out_table = Table(title=f"Trained {summary['timesteps']} steps in {summary['seconds']:.0f} s ({chosen})")
     for column in ("validation", "value"):
@@ -355,10 +400,13 @@ def train_output(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A training run folder.")],
     out: Annotated[Path, typer.Option(help="Where to write the policy checkpoint.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace what OUT already holds.")] = False,
 ) -> None:
     """Export a run's best policy (or its last) as a checkpoint folder."""
     from rlprune.train.run import export as export_run
 
+    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
+        raise RLPruneError(f"{out} already exists and is not empty; choose another --out or pass --force to replace it")
     folder = export_run(run_dir, out)
     console.print(f"policy written to {folder}")
 
@@ -433,6 +481,9 @@ def evaluate(
     depths: Annotated[
         str | None, typer.Option(help="Needle depths of a long-context suite, e.g. 0,0.5,1 (default 0 to 1 by 0.25).")
     ] = None,
+    force_new: Annotated[
+        bool, typer.Option("--force-new", help="Set aside the records already in OUT and evaluate everything again.")
+    ] = False,
     agreement: Annotated[
         bool,
         typer.Option(help="Teacher-force the full answer through every method (KL, top-1); off halves the time."),
@@ -441,6 +492,7 @@ def evaluate(
     """Compare policies, baselines and the full model at matched FLOPs budgets (resumes in OUT)."""
     from rlprune.eval import EvalConfig, markdown_table, parse_baselines, parse_budgets, parse_depths
     from rlprune.eval import evaluate as run_evaluation
+    from rlprune.eval.report import budget_misses
 
     config = EvalConfig(
         suite=suite,
@@ -460,12 +512,29 @@ def evaluate(
         depths=None if depths is None else parse_depths(depths),
         agreement=agreement,
     )
-    rows = run_evaluation(config, out)
+    rows = run_evaluation(config, out, fresh=force_new)
     console.print(markdown_table(rows), highlight=False)
+    for miss in budget_misses(rows):
+        err_console.print(f"[yellow]warning:[/] {escape(miss)} misses its budget by more than 0.05", highlight=False)
     console.print(f"results in {out}/results.md, results.csv, results.json and pareto.png")
 
 
-def _generate_file(path: Path, reducer, tokenizer, actions, layers, batch_size: int, max_new_tokens: int, sampling):
+def _warn_budget(budget: float | None, flops_ratio: float, where: str = "") -> None:
+    """Say so on stderr when the realised FLOPs ratio misses the asked budget by more than 0.05."""
+    from rlprune.inference import BUDGET_TOLERANCE, budget_missed
+
+    if budget_missed(budget, flops_ratio):
+        err_console.print(
+            f"[yellow]warning:[/] {where}the prefill ran at FLOPs ratio {flops_ratio:.3f}, "
+            f"more than {BUDGET_TOLERANCE} from the budget {budget:g} "
+            "(a short prompt leaves little to remove; a policy may keep more)",
+            highlight=False,
+        )
+
+
+def _generate_file(
+    path: Path, reducer, tokenizer, actions, layers, batch_size: int, max_new_tokens: int, sampling, budget=None
+):
     """Answer every prompt of a JSONL file in batches; print one JSON line per prompt, in order."""
     from rlprune.data.tasks import load_jsonl
     from rlprune.prompts import build_prompt
@@ -497,6 +566,7 @@ def _generate_file(path: Path, reducer, tokenizer, actions, layers, batch_size: 
                 "kv_ratio": prefill.kv_bytes / prefill.kv_bytes_full,
                 "batch_prefill_s": result.prefill_seconds,
             }
+            _warn_budget(budget, prefill.flops_ratio, f"prompt {start + offset}: ")
             print(json.dumps(line), flush=True)
 
 

@@ -207,7 +207,7 @@ def converted_folder(gguf: Path) -> Path:
 def content_hash(path: Path) -> str:
     """SHA-256 of a file, computed once and remembered by path, size and modification time."""
     stat = path.stat()
-    index = rlprune_home() / "models" / "hashes.json"
+    index = rlprune_home() / "gguf-hashes.json"
     key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     try:
         known = json.loads(index.read_text())

@@ -45,7 +45,7 @@ def test_gguf_files_with_one_name_and_size_never_share_a_converted_copy(tmp_path
     first.write_bytes(b"2" * 1000)  # same path and size, new content (and modification time)
     os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))
     assert models.converted_folder(first) != before
-    (tmp_path / "home" / "models" / "hashes.json").write_text("not json")  # a damaged index is recomputed
+    (tmp_path / "home" / "gguf-hashes.json").write_text("not json")  # a damaged index is recomputed
     assert models.converted_folder(second).name.startswith("model-")
 
 

@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlprune.config import find_config, from_dict, load_toml
+
+
+def check_number(name: str, value: object, low: float, high: float = math.inf, *, low_open: bool = True) -> None:
+    """``value`` must be a finite number in ``(low, high]`` (``[low, high]`` without ``low_open``):
+    a NaN or a wrong sign fails here, naming the field, rather than deep inside PyTorch."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} = {value!r} must be a finite number")
+    if value < low or (low_open and value == low) or value > high:
+        above = f"above {low:g}" if low_open else f"at least {low:g}"
+        raise ValueError(f"{name} = {value!r} must be {above}" + (f" and at most {high:g}" if high < math.inf else ""))
+
+
+def check_count(name: str, value: object, low: int = 1) -> None:
+    """``value`` must be a whole number of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} = {value!r} must be a whole number")
+    if value < low:
+        raise ValueError(f"{name} = {value} must be at least {low}")
+
+
+def check_widths(name: str, value: object) -> None:
+    """``value`` must list one or more positive layer widths."""
+    if not isinstance(value, (tuple, list)) or not value:
+        raise ValueError(f"{name} = {value!r} must list positive layer widths, e.g. [64, 64]")
+    for index, width in enumerate(value):
+        check_count(f"{name}[{index}]", width)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} = {value!r} is unknown; use one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -26,12 +59,18 @@ class PPOConfig:
     token_hidden: tuple[int, ...] = (32, 32)  # token-level policies: the per-token scoring MLP
 
     def __post_init__(self) -> None:
-        if self.learning_rate <= 0 or self.n_steps < 1 or self.batch_size < 1 or self.n_epochs < 1:
-            raise ValueError("learning_rate, n_steps, batch_size and n_epochs must be positive")
-        if not 0 < self.gamma <= 1 or not 0 < self.gae_lambda <= 1:
-            raise ValueError("gamma and gae_lambda must lie in (0, 1]")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError("hidden must list positive layer widths")
+        check_number("learning_rate", self.learning_rate, 0)
+        check_count("n_steps", self.n_steps)
+        check_count("batch_size", self.batch_size, 2)  # advantages are normalised per mini-batch
+        check_count("n_epochs", self.n_epochs)
+        check_number("gamma", self.gamma, 0, 1)
+        check_number("gae_lambda", self.gae_lambda, 0, 1)
+        check_number("clip_range", self.clip_range, 0)
+        check_number("ent_coef", self.ent_coef, 0, low_open=False)
+        check_number("vf_coef", self.vf_coef, 0, low_open=False)
+        check_number("max_grad_norm", self.max_grad_norm, 0)
+        check_widths("hidden", self.hidden)
+        check_widths("token_hidden", self.token_hidden)
 
 
 @dataclass(frozen=True)
@@ -49,12 +88,16 @@ class RunConfig:
     eval_budgets: tuple[float, ...] = (0.4, 0.6, 0.8)
 
     def __post_init__(self) -> None:
-        if min(self.timesteps, self.n_envs, self.torch_threads, self.checkpoint_every, self.eval_every) < 1:
-            raise ValueError("timesteps, n_envs, torch_threads, checkpoint_every and eval_every must be positive")
-        if self.envs not in ("batched", "processes"):
-            raise ValueError(f'run.envs must be "batched" or "processes", got {self.envs!r}')
-        if self.eval_tasks < 1 or not self.eval_budgets or not all(0 < b <= 1 for b in self.eval_budgets):
-            raise ValueError("eval_tasks must be positive and eval_budgets must lie in (0, 1]")
+        for name in ("timesteps", "n_envs", "torch_threads", "checkpoint_every", "eval_every", "eval_tasks"):
+            check_count(name, getattr(self, name))
+        check_choice("envs", self.envs, ("batched", "processes"))
+        check_count("seed", self.seed, 0)
+        if self.seed >= 2**32:
+            raise ValueError(f"seed = {self.seed} must be below 2**32")
+        if not isinstance(self.eval_budgets, (tuple, list)) or not self.eval_budgets:
+            raise ValueError(f"eval_budgets = {self.eval_budgets!r} must list budgets in (0, 1], e.g. [0.5]")
+        for index, budget in enumerate(self.eval_budgets):
+            check_number(f"eval_budgets[{index}]", budget, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -71,8 +114,11 @@ class WarmStart:
     learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
-        if self.episodes < 1 or self.epochs < 1 or self.learning_rate <= 0:
-            raise ValueError("warm_start episodes, epochs and learning_rate must be positive")
+        if not isinstance(self.baseline, str):
+            raise ValueError(f"baseline = {self.baseline!r} must be a string")
+        check_count("episodes", self.episodes)
+        check_count("epochs", self.epochs)
+        check_number("learning_rate", self.learning_rate, 0)
 
 
 @dataclass(frozen=True)
@@ -83,8 +129,9 @@ class RayConfig:
     sample_timeout_s: float = 600.0  # how long one env runner may take for its share of a rollout
 
     def __post_init__(self) -> None:
-        if self.sample_timeout_s <= 0:
-            raise ValueError("sample_timeout_s must be positive")
+        if not isinstance(self.address, str):
+            raise ValueError(f"address = {self.address!r} must be a string")
+        check_number("sample_timeout_s", self.sample_timeout_s, 0)
 
 
 BACKENDS = ("sb3", "ray")
@@ -103,10 +150,15 @@ class Recipe:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; available: {', '.join(BACKENDS)}")
-        if self.policy not in POLICY_KINDS:
-            raise ValueError(f"unknown policy kind {self.policy!r}; available: {', '.join(POLICY_KINDS)}")
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("policy", self.policy, POLICY_KINDS)
+        parts = {"ppo": (self.ppo, PPOConfig), "run": (self.run, RunConfig)}
+        parts |= {"warm_start": (self.warm_start, WarmStart), "ray": (self.ray, RayConfig)}
+        for name, (part, kind) in parts.items():
+            if not isinstance(part, kind):
+                raise ValueError(f"{name} must be a {kind.__name__}, got {type(part).__name__}")
+        if self.ppo.n_steps * self.run.n_envs < 2:  # one sample per rollout cannot be normalised
+            raise ValueError("ppo.n_steps * run.n_envs must be at least 2 (samples per rollout)")
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Recipe:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.tune.registry import register_env
 from torch.utils.tensorboard import SummaryWriter
 
+from rlprune.config import from_dict
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.errors import RLPruneError
 from rlprune.policies import ReductionPolicy
@@ -39,8 +40,8 @@ from rlprune.train.recipe import Recipe
 from rlprune.train.run import (
     BestKeeper,
     EpisodeWindow,
+    conclude_run,
     finish_run,
-    last_checkpoint,
     load_checkpoint,
     next_multiple,
     save_checkpoint,
@@ -73,7 +74,10 @@ class MaskedObservation(gym.ObservationWrapper):
 def make_env(config: dict[str, Any]) -> gym.Env:
     """Build the environment inside an env runner: the model is loaded here, with its own threads."""
     torch.set_num_threads(int(config.get("torch_threads", 1)))
-    preset = EnvConfig.load(config["preset"])
+    if isinstance(config.get("preset_config"), dict):  # the preset as resolved (and checked) by the driver
+        preset = from_dict(EnvConfig, config["preset_config"], "the env preset")
+    else:
+        preset = EnvConfig.load(config["preset"])
     preset = dataclasses.replace(
         preset, device=config.get("device", preset.device), dtype=config.get("dtype", preset.dtype)
     )
@@ -126,6 +130,7 @@ def algorithm_config(
     ppo, settings = recipe.ppo, recipe.run
     env_settings = {
         "preset": str(env_preset),
+        "preset_config": dataclasses.asdict(env_config),
         "device": env_config.device,
         "dtype": env_config.dtype,
         "cache_dir": cache_dir,
@@ -197,8 +202,8 @@ def _cpus_per_runner(workers: int, address: str | None) -> float:
 
 
 def train(
-    env_preset: str | Path,
-    recipe: Recipe | str | Path,
+    env_preset: str | Path | None,
+    recipe: Recipe | str | Path | None,
     out: str | Path,
     *,
     timesteps: int | None = None,
@@ -211,15 +216,13 @@ def train(
     on_iteration: Callable[[Algorithm, dict[str, Any]], None] | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    override: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train a reduction policy with RLlib PPO on Ray env runners; returns the summary (also in ``summary.json``).
 
     ``on_iteration(algo, result)`` is called after every training iteration (monitoring, tests).
+    ``resume`` and ``override`` work as in :func:`rlprune.train.sb3.train`.
     """
-    if (recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)).policy != "layer":
-        raise RLPruneError(
-            'token-level policies (policy = "token" in the recipe) train with the sb3 backend; use --backend sb3'
-        )
     overrides = {"timesteps": timesteps, "seed": seed, "n_envs": workers}
     run = start_run(
         env_preset,
@@ -231,18 +234,26 @@ def train(
         cache_dir=cache_dir,
         device=device,
         dtype=dtype,
+        allow=override,
     )
+    if run.recipe.policy != "layer":
+        raise RLPruneError(
+            'token-level policies (policy = "token" in the recipe) train with the sb3 backend; use --backend sb3'
+        )
+    if run.finished:
+        return conclude_run(run)
+    run.warm()
     recipe, env_config, run_dir, settings = run.recipe, run.env_config, run.folder, run.recipe.run
     address = address if address is not None else (recipe.ray.address or None)
     started_ray, cpus = init_ray(address, settings.n_envs)
     register_env(ENV_NAME, make_env)
     policy = ReductionPolicy(hidden=recipe.ppo.hidden, decision_layers=env_config.episode.decision_layers)
     best = BestKeeper(run_dir, run.meta)
-    history: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = list(run.history)
     counters = {"timesteps": 0, "iterations": 0}
     cloned = None
-    algo = algorithm_config(env_preset, env_config, recipe, cache_dir, cpus).build_algo()
-    writer = SummaryWriter(str(run_dir / "tensorboard" / "ray"))
+    algo = algorithm_config(run.env_preset, env_config, recipe, cache_dir, cpus).build_algo()
+    writer: SummaryWriter | None = None  # created as training begins, when the run folder is written
 
     def validate() -> dict[str, Any]:
         result = {**run.evaluator(learner_policy(algo, policy)), "timesteps": counters["timesteps"]}
@@ -253,9 +264,8 @@ def train(
         return result
 
     try:
-        last = last_checkpoint(run_dir)
-        if resume and last is not None:
-            _, state, saved = load_checkpoint(last)
+        if run.last is not None:
+            _, state, saved = load_checkpoint(run.last)
             algo.learner_group.set_state(state)
             algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group)
             counters = {"timesteps": int(saved["timesteps"]), "iterations": int(saved["iterations"])}
@@ -267,7 +277,8 @@ def train(
         start_steps, started = counters["timesteps"], time.time()
         next_checkpoint = next_multiple(start_steps, settings.checkpoint_every)
         next_eval = next_multiple(start_steps, settings.eval_every)
-        with training_progress(quiet) as progress:
+        with run.training(), training_progress(quiet) as progress:
+            writer = SummaryWriter(str(run_dir / "tensorboard" / "ray"))
             bar = progress.add_task("training (ray)", total=settings.timesteps, completed=start_steps, stats="")
             while counters["timesteps"] < settings.timesteps:
                 result = algo.train()
@@ -281,17 +292,18 @@ def train(
                 progress.update(bar, completed=min(counters["timesteps"], settings.timesteps), stats=stats)
                 if on_iteration is not None:
                     on_iteration(algo, result)
-                if counters["timesteps"] >= next_checkpoint:
-                    _save(algo, policy, run_dir, counters, run.meta)
-                    next_checkpoint = next_multiple(counters["timesteps"], settings.checkpoint_every)
-                if counters["timesteps"] >= next_eval:
+                if counters["timesteps"] >= next_eval:  # validate first: the checkpoint keeps the history
                     validate()
                     next_eval = next_multiple(counters["timesteps"], settings.eval_every)
-        _save(algo, policy, run_dir, counters, run.meta)
-        final = history[-1] if history and history[-1]["timesteps"] == counters["timesteps"] else validate()
+                if counters["timesteps"] >= next_checkpoint:
+                    _save(algo, policy, run_dir, counters, run.meta, history)
+                    next_checkpoint = next_multiple(counters["timesteps"], settings.checkpoint_every)
+            final = history[-1] if history and history[-1]["timesteps"] == counters["timesteps"] else validate()
+            _save(algo, policy, run_dir, counters, run.meta, history)
         restarts = algo.env_runner_group.num_remote_worker_restarts()
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         algo.stop()
         if started_ray:
             ray.shutdown()
@@ -316,6 +328,13 @@ def _episode_means(runners: dict[str, Any]) -> dict[str, float]:
     return {key: float(runners[source]) for key, source in keys.items()}
 
 
-def _save(algo: Algorithm, policy: ReductionPolicy, run_dir: Path, counters: dict[str, int], run: dict) -> None:
+def _save(
+    algo: Algorithm,
+    policy: ReductionPolicy,
+    run_dir: Path,
+    counters: dict[str, int],
+    run: dict,
+    history: list[dict[str, Any]],
+) -> None:
     state = algo.learner_group.get_state()
-    save_checkpoint(run_dir / "last", learner_policy(algo, policy), state, dict(counters), run)
+    save_checkpoint(run_dir / "last", learner_policy(algo, policy), state, dict(counters), run, history)

@@ -10,6 +10,7 @@ is laid out as :mod:`rlprune.train.run` describes.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from torch import nn
 
 from rlprune.envs import EnvConfig, TokenReductionEnv
@@ -30,8 +31,9 @@ from rlprune.train.recipe import Recipe
 from rlprune.train.run import (
     BestKeeper,
     EpisodeWindow,
+    Run,
+    conclude_run,
     finish_run,
-    last_checkpoint,
     load_checkpoint,
     next_multiple,
     save_checkpoint,
@@ -105,10 +107,12 @@ def make_env(
 # -- checkpoints -------------------------------------------------------------------------------
 
 
-def save_sb3_checkpoint(model: MaskablePPO | PPO, folder: Path, *, run: dict[str, Any]) -> None:
-    """The policy, its optimizer state and the step counts, replacing ``folder`` atomically."""
+def save_sb3_checkpoint(
+    model: MaskablePPO | PPO, folder: Path, *, run: dict[str, Any], history: list[dict[str, Any]] | None = None
+) -> None:
+    """The policy, its optimizer state, the step counts and the validation history, replacing ``folder`` atomically."""
     state = {"optimizer": model.policy.optimizer.state_dict()}
-    save_checkpoint(folder, model.policy.reduction, state, _progress(model), run)
+    save_checkpoint(folder, model.policy.reduction, state, _progress(model), run, history)
 
 
 def load_sb3_checkpoint(model: MaskablePPO | PPO, folder: Path) -> None:
@@ -128,16 +132,28 @@ def _progress(model: MaskablePPO | PPO) -> dict[str, Any]:
 
 
 class RunCallback(BaseCallback):
-    """Progress bar, periodic checkpoints and validation with the best policy kept."""
+    """Progress bar, periodic checkpoints and validation with the best policy kept.
 
-    def __init__(self, run_dir: Path, run: dict[str, Any], recipe: Recipe, total: int, evaluator, progress) -> None:
+    ``history`` is the validation history before this process (a resumed run's), continued here.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        run: dict[str, Any],
+        recipe: Recipe,
+        total: int,
+        evaluator,
+        progress,
+        history: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__()
         self.run_dir, self.run, self.recipe, self.total = run_dir, run, recipe, total
         self.evaluator, self.progress = evaluator, progress
         self.episodes = EpisodeWindow()
         self.best = BestKeeper(run_dir, run)
         self.next_checkpoint = self.next_eval = 0
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = list(history or [])
         self.task = None
 
     def _on_training_start(self) -> None:
@@ -156,14 +172,16 @@ class RunCallback(BaseCallback):
         self.progress.update(self.task, completed=min(self.num_timesteps, self.total), stats=stats)
         return True
 
-    def _on_rollout_end(self) -> None:
+    def _on_rollout_start(self) -> None:
+        """Here, after the previous rollout's update, the policy matches the step count: validate,
+        then checkpoint (with that validation in its history)."""
         run = self.recipe.run
-        if self.num_timesteps >= self.next_checkpoint:
-            save_sb3_checkpoint(self.model, self.run_dir / "last", run=self.run)
-            self.next_checkpoint = next_multiple(self.num_timesteps, run.checkpoint_every)
         if self.num_timesteps >= self.next_eval:
             self.validate()
             self.next_eval = next_multiple(self.num_timesteps, run.eval_every)
+        if self.num_timesteps >= self.next_checkpoint:
+            save_sb3_checkpoint(self.model, self.run_dir / "last", run=self.run, history=self.history)
+            self.next_checkpoint = next_multiple(self.num_timesteps, run.checkpoint_every)
 
     def validate(self) -> dict[str, Any]:
         result = self.evaluator(self.model.policy.reduction)
@@ -179,8 +197,8 @@ class RunCallback(BaseCallback):
 
 
 def train(
-    env_preset: str | Path,
-    recipe: Recipe | str | Path,
+    env_preset: str | Path | None,
+    recipe: Recipe | str | Path | None,
     out: str | Path,
     *,
     timesteps: int | None = None,
@@ -191,10 +209,14 @@ def train(
     quiet: bool = False,
     device: str | None = None,
     dtype: str | None = None,
+    override: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train a reduction policy with MaskablePPO; returns the summary (also in ``summary.json``).
 
     ``device`` and ``dtype`` place the frozen model (default: the preset's); the policy trains on the CPU.
+    On ``resume``, ``None`` for the preset or recipe means the run's own; ``override`` names the safe
+    fields allowed to differ from the run's (see :func:`rlprune.train.run.start_run`). A run whose last
+    checkpoint holds all its steps is finished without training (``already_finished`` if it was).
     """
     overrides = {"timesteps": timesteps, "seed": seed, "n_envs": workers}
     run = start_run(
@@ -207,27 +229,70 @@ def train(
         cache_dir=cache_dir,
         device=device,
         dtype=dtype,
+        allow=override,
     )
-    recipe, env_config, run_dir, settings = run.recipe, run.env_config, run.folder, run.recipe.run
-
+    if run.finished:
+        return conclude_run(run)
+    run.warm()
+    recipe, run_dir, settings = run.recipe, run.folder, run.recipe.run
     token_level = recipe.policy == "token"
+    vec_env = _vec_env(run, token_level)
+    try:
+        model = _ppo(run, vec_env, token_level)
+        cloned = None
+        if run.last is not None:
+            load_sb3_checkpoint(model, run.last)
+        elif token_level:
+            cloned = teacher_warm_start(model.policy.reduction, run.trainer_env, recipe)
+        elif recipe.warm_start.baseline:
+            cloned = behaviour_clone(model.policy.reduction, run.trainer_env, recipe)
+        start_steps, started = model.num_timesteps, time.time()
+        with run.training(), training_progress(quiet) as progress:
+            callback = RunCallback(run_dir, run.meta, recipe, settings.timesteps, run.evaluator, progress, run.history)
+            model.learn(
+                settings.timesteps - start_steps, callback=callback, reset_num_timesteps=False, tb_log_name="ppo"
+            )
+            history = callback.history
+            final = history[-1] if history and history[-1]["timesteps"] == model.num_timesteps else callback.validate()
+            save_sb3_checkpoint(model, run_dir / "last", run=run.meta, history=history)
+    finally:
+        vec_env.close()
+    return finish_run(
+        run,
+        timesteps=model.num_timesteps,
+        start_steps=start_steps,
+        seconds=time.time() - started,
+        final=final,
+        best=callback.best.best,
+        history=history,
+        cloned=cloned,
+    )
+
+
+def _vec_env(run: Run, token_level: bool) -> VecEnv:
+    """The training episodes: batched in this process, or one model per process."""
+    settings, cache_dir = run.recipe.run, run.cache_dir
     if settings.envs == "batched" and not token_level:  # one model: all episodes in one batched forward
         in_use = run.evaluator.env
         vector = TokenReductionVectorEnv(
-            env_config, settings.n_envs, model=in_use.reducer.model, tokenizer=in_use.tokenizer, cache_dir=cache_dir
+            run.env_config, settings.n_envs, model=in_use.reducer.model, tokenizer=in_use.tokenizer, cache_dir=cache_dir
         )
-        vec_env = BatchedVecEnv(vector, seed=settings.seed)
-    else:  # token-level policies, or envs = "processes": one model per process
-        factories = [
-            make_env(env_config, "train", settings.seed + i, settings.torch_threads, cache_dir, token_level)
-            for i in range(settings.n_envs)
-        ]
-        vec_env = SubprocVecEnv(factories) if settings.n_envs > 1 else DummyVecEnv(factories)
-    ppo = recipe.ppo
-    policy_kwargs: dict[str, Any] = {"hidden": ppo.hidden, "decision_layers": env_config.episode.decision_layers}
+        return BatchedVecEnv(vector, seed=settings.seed)
+    # token-level policies, or envs = "processes": one model per process
+    factories = [
+        make_env(run.env_config, "train", settings.seed + i, settings.torch_threads, cache_dir, token_level)
+        for i in range(settings.n_envs)
+    ]
+    return SubprocVecEnv(factories) if settings.n_envs > 1 else DummyVecEnv(factories)
+
+
+def _ppo(run: Run, vec_env: VecEnv, token_level: bool) -> MaskablePPO | PPO:
+    """A PPO model with the recipe's settings and a :class:`ReductionPolicy` inside."""
+    ppo = run.recipe.ppo
+    policy_kwargs: dict[str, Any] = {"hidden": ppo.hidden, "decision_layers": run.env_config.episode.decision_layers}
     if token_level:
         policy_kwargs["token_hidden"] = ppo.token_hidden
-    model = (PPO if token_level else MaskablePPO)(
+    return (PPO if token_level else MaskablePPO)(
         SB3TokenPolicy if token_level else SB3ReductionPolicy,
         vec_env,
         learning_rate=ppo.learning_rate,
@@ -241,38 +306,8 @@ def train(
         vf_coef=ppo.vf_coef,
         max_grad_norm=ppo.max_grad_norm,
         policy_kwargs=policy_kwargs,
-        tensorboard_log=str(run_dir / "tensorboard"),
-        seed=settings.seed,
+        tensorboard_log=str(run.folder / "tensorboard"),
+        seed=run.recipe.run.seed,
         device="cpu",
         verbose=0,
-    )
-    last = last_checkpoint(run_dir)
-    cloned = None
-    if resume and last is not None:
-        load_sb3_checkpoint(model, last)
-    elif token_level:
-        cloned = teacher_warm_start(model.policy.reduction, run.trainer_env, recipe)
-    elif recipe.warm_start.baseline:
-        cloned = behaviour_clone(model.policy.reduction, run.trainer_env, recipe)
-    start_steps, started = model.num_timesteps, time.time()
-    try:
-        with training_progress(quiet) as progress:
-            callback = RunCallback(run_dir, run.meta, recipe, settings.timesteps, run.evaluator, progress)
-            remaining = settings.timesteps - model.num_timesteps
-            if remaining > 0:
-                model.learn(remaining, callback=callback, reset_num_timesteps=False, tb_log_name="ppo")
-            save_sb3_checkpoint(model, run_dir / "last", run=run.meta)
-            history = callback.history
-            final = history[-1] if history and history[-1]["timesteps"] == model.num_timesteps else callback.validate()
-    finally:
-        vec_env.close()
-    return finish_run(
-        run,
-        timesteps=model.num_timesteps,
-        start_steps=start_steps,
-        seconds=time.time() - started,
-        final=final,
-        best=callback.best.best,
-        history=callback.history,
-        cloned=cloned,
     )
