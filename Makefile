@@ -50,8 +50,8 @@ bench: install
 
 # The published long-context results (docs/results.md): the full model, both shipped policies, the
 # strongest fixed schedule and four baselines at budgets 0.3 and 0.5 on the four real-essay suites,
-# one item per depth x length cell (3 depths x 1k/2k/4k tokens). About an hour on 2 CPU cores;
-# an interrupted run resumes where it stopped.
+# one item per depth x length cell (3 depths x 1k/2k/4k tokens), then one pooled heatmap and table
+# (eval/results/long-context-grids). About an hour on 2 CPU cores; an interrupted run resumes.
 LONG_SUITES := niah niah-multikey niah-multivalue variable-tracking
 LONG_METHODS := --policy policies/smollm2-135m-grounded --policy policies/smollm2-135m-mixed \
 	--policy best-static:mixed-hard --baselines snapkv,pyramid,fastv,tome --budgets 0.3,0.5
@@ -61,6 +61,7 @@ long-suites: install
 		$(BIN)/rlprune eval --suite $$suite --per-cell 1 --depths 0,0.5,1 --no-agreement \
 			--max-new-tokens $$tokens $(LONG_METHODS) --out eval/results/$$suite || exit 1; \
 	done
+	$(BIN)/python benchmarks/long_context_summary.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -291,34 +291,24 @@ def train(
     if chosen == "ray":
         from rlprune.train.rllib import train as run_training
 
-        summary = run_training(
-            env,
-            loaded,
-            out,
-            timesteps=timesteps,
-            seed=seed,
-            workers=workers,
-            address=address,
-            resume=resume,
-            device=device,
-            dtype=dtype,
-            override=override or (),
-        )
+        backend_options = {"address": address}
     else:
         from rlprune.train.sb3 import train as run_training
 
-        summary = run_training(
-            env,
-            loaded,
-            out,
-            timesteps=timesteps,
-            seed=seed,
-            workers=workers,
-            resume=resume,
-            device=device,
-            dtype=dtype,
-            override=override or (),
-        )
+        backend_options = {}
+    summary = run_training(
+        env,
+        loaded,
+        out,
+        timesteps=timesteps,
+        seed=seed,
+        workers=workers,
+        resume=resume,
+        device=device,
+        dtype=dtype,
+        override=override or (),
+        **backend_options,
+    )
     if summary.get("already_finished"):
         console.print(f"{out} already finished: {summary['timesteps']} steps; nothing to train (--timesteps for more)")
     final = summary["final_validation"]

@@ -302,12 +302,18 @@ def test_two_evaluations_never_share_a_folder(llama_pair, tmp_path, suite_file):
     Evaluation(config, tmp_path, model=model, tokenizer=tokenizer).close()  # free again once the first is done
 
 
-def test_a_torn_last_line_never_swallows_the_next_record(llama_pair, tmp_path, suite_file):
+def _journal(llama_pair, folder: Path, suite_file) -> tuple[EvalConfig, Path, list[str]]:
+    """A finished evaluation in ``folder``: its config, journal path and journal lines."""
     model, tokenizer = llama_pair
     config = _config(suite_file, baselines=("random",))
-    evaluate(config, tmp_path, model=model, tokenizer=tokenizer, show_progress=False)
-    journal = tmp_path / "records.jsonl"
-    lines = journal.read_text().splitlines()
+    evaluate(config, folder, model=model, tokenizer=tokenizer, show_progress=False)
+    journal = folder / "records.jsonl"
+    return config, journal, journal.read_text().splitlines()
+
+
+def test_a_torn_last_line_never_swallows_the_next_record(llama_pair, tmp_path, suite_file):
+    model, tokenizer = llama_pair
+    config, journal, lines = _journal(llama_pair, tmp_path, suite_file)
     journal.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])  # killed while writing the last record
     evaluate(config, tmp_path, model=model, tokenizer=tokenizer, show_progress=False)
     again = journal.read_text().splitlines()
@@ -326,10 +332,7 @@ def test_a_folder_holding_something_else_is_not_taken_for_a_journal(llama_pair, 
 
 def test_a_journal_of_an_earlier_format_is_refused(llama_pair, tmp_path, suite_file):
     model, tokenizer = llama_pair
-    config = _config(suite_file, baselines=("random",))
-    evaluate(config, tmp_path, model=model, tokenizer=tokenizer, show_progress=False)
-    journal = tmp_path / "records.jsonl"
-    lines = journal.read_text().splitlines()
+    config, journal, lines = _journal(llama_pair, tmp_path, suite_file)
     header = json.loads(lines[0])
     header["settings"]["format"] = 1
     journal.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
