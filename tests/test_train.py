@@ -40,6 +40,8 @@ def test_a_smoke_run_exports_a_policy_that_loads_and_runs(smoke_run):
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
     model, tokenizer = load_model("tiny-random")
     policy = load_policy(run / "policy", model)
+    for checkpoint in ("best", "last"):  # training's own checkpoints name the model too, so they load onto it
+        load_policy(run / checkpoint, model)
     config = json.loads((run / "policy" / "config.json").read_text())
     assert config["model"]["architecture"] == "llama" and config["training"]["run"]["timesteps"] == 256
     reducer = Reducer(model)

@@ -72,8 +72,12 @@ def save_policy(
     model: PreTrainedModel | None = None,
     reward_preset: str | None = None,
     training: dict[str, Any] | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``policy`` to ``folder`` (created if needed) with what it was trained for.
+
+    ``fingerprint`` is the model's :func:`~rlprune.models.model_fingerprint`, already computed
+    (training passes it to every checkpoint instead of hashing the weights each time).
 
     Without ``model`` the checkpoint records no model fingerprint: it loads only without a model
     (training's own checkpoints); give ``model`` for a checkpoint meant to be used.
@@ -99,7 +103,7 @@ def save_policy(
         "action_spec": policy.action_spec.to_dict(),
         "observation_fields": [name for name, _ in OBSERVATION_FIELDS],
         "token_feature_fields": [name for name, _ in TOKEN_FEATURE_FIELDS] if token_level else None,
-        "model": model_fingerprint(model) if model is not None else None,
+        "model": model_fingerprint(model) if model is not None else fingerprint,
         "reward_preset": reward_preset,
         "training": training or {},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -45,12 +45,14 @@ from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.errors import RLPruneError
 from rlprune.features import Features
 from rlprune.io import atomic_write_text
+from rlprune.models import model_fingerprint
 from rlprune.policies import ReductionPolicy, load_policy, save_policy
 from rlprune.train.recipe import Recipe
 
 TRAINER_TENSORS = "trainer.safetensors"
 STATE = "state.json"
 HISTORY = "validation_history"
+FINGERPRINT = "model_fingerprint"
 RUN_META = "run.json"
 SUMMARY = "summary.json"
 ARTEFACTS = ("last", ".last.old", "best", "policy", SUMMARY)  # what a run leaves in its folder, besides run.json
@@ -117,7 +119,7 @@ def save_checkpoint(
     far (so a resumed run's summary holds all of it); replaces ``folder`` atomically."""
 
     def write(staging: Path) -> None:
-        save_policy(policy, staging, reward_preset=run.get("env"), training=counters)
+        save_policy(policy, staging, reward_preset=run.get("env"), training=counters, fingerprint=run.get(FINGERPRINT))
         skeleton, tensors = split_tree(trainer_state)
         save_file(tensors, str(staging / TRAINER_TENSORS))
         state = {**counters, HISTORY: list(history or []), "trainer": skeleton}
@@ -324,6 +326,8 @@ class Run:
         """Write ``run.json`` as training begins; a new run that fails before its first checkpoint
         is taken back out of the folder, so that it can simply be started again."""
         created = not self.folder.exists()
+        # every checkpoint names the model it was trained on, so RUN/best and RUN/last load onto it
+        self.meta[FINGERPRINT] = model_fingerprint(self.evaluator.env.reducer.model)
         self.write_meta()
         try:
             yield
@@ -590,7 +594,14 @@ class BestKeeper:
             self.best = result["reward"]
             training = {**counters, "validation_reward": result["reward"], "validation": result}
             replace_folder(
-                self.folder, lambda d: save_policy(policy, d, reward_preset=self.run.get("env"), training=training)
+                self.folder,
+                lambda d: save_policy(
+                    policy,
+                    d,
+                    reward_preset=self.run.get("env"),
+                    training=training,
+                    fingerprint=self.run.get(FINGERPRINT),
+                ),
             )
 
 
