@@ -483,6 +483,7 @@ def evaluate(
     from rlprune.eval import EvalConfig, markdown_table, parse_baselines, parse_budgets, parse_depths
     from rlprune.eval import evaluate as run_evaluation
     from rlprune.eval.report import budget_misses
+    from rlprune.inference import BUDGET_TOLERANCE
 
     config = EvalConfig(
         suite=suite,
@@ -505,12 +506,14 @@ def evaluate(
     rows = run_evaluation(config, out, fresh=force_new)
     console.print(markdown_table(rows), highlight=False)
     for miss in budget_misses(rows):
-        err_console.print(f"[yellow]warning:[/] {escape(miss)} misses its budget by more than 0.05", highlight=False)
+        err_console.print(
+            f"[yellow]warning:[/] {escape(miss)} misses its budget by more than {BUDGET_TOLERANCE}", highlight=False
+        )
     console.print(f"results in {out}/results.md, results.csv, results.json and pareto.png")
 
 
 def _warn_budget(budget: float | None, flops_ratio: float, where: str = "") -> None:
-    """Say so on stderr when the realised FLOPs ratio misses the asked budget by more than 0.05."""
+    """Say so on stderr when the realised FLOPs ratio misses the asked budget by more than the tolerance."""
     from rlprune.inference import BUDGET_TOLERANCE, budget_missed
 
     if budget_missed(budget, flops_ratio):

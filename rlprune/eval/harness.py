@@ -251,7 +251,7 @@ class Evaluation:
             "max_new_tokens": config.max_new_tokens,
             "protect_first": self.reducer.config.protect_first,
             "adapter": config.adapter,
-            **({} if config.agreement else {"agreement": False}),
+            "agreement": config.agreement,
         }
         identities = {FULL: FULL} | {name: method_identity(spec) for name, spec in zip(names, specs, strict=True)}
         self.journal = Journal(self.out / JOURNAL, settings, identities, fresh=fresh)

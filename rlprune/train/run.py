@@ -455,7 +455,7 @@ def finish_run(
         "warm_start": {"baseline": run.recipe.warm_start.baseline, **cloned} if cloned else None,
     }
     atomic_write_text(run.folder / SUMMARY, json.dumps(summary, indent=2))
-    export_policy(run.folder, model_for_fingerprint=run.evaluator.env.reducer.model)
+    export_policy(run.folder)
     return summary
 
 
@@ -504,11 +504,9 @@ def _read_summary(run_dir: Path) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) else None
 
 
-def export_policy(run_dir: Path, *, model_for_fingerprint=None) -> None:
+def export_policy(run_dir: Path) -> None:
     """Export the run's policy to ``policy/``, replacing it whole (a kill never leaves half an export)."""
-    replace_folder(
-        run_dir / "policy", lambda staging: export(run_dir, staging, model_for_fingerprint=model_for_fingerprint)
-    )
+    replace_folder(run_dir / "policy", lambda staging: export(run_dir, staging))
 
 
 # -- validation, progress, summary -------------------------------------------------------------
@@ -605,7 +603,7 @@ class BestKeeper:
             )
 
 
-def export(run_dir: str | Path, out: str | Path, *, model_for_fingerprint=None) -> Path:
+def export(run_dir: str | Path, out: str | Path) -> Path:
     """Write a run's best policy (or its last, without validation) as a policy checkpoint."""
     run_dir = Path(run_dir)
     source = run_dir / "best" if (run_dir / "best" / "config.json").is_file() else run_dir / "last"
@@ -620,8 +618,12 @@ def export(run_dir: str | Path, out: str | Path, *, model_for_fingerprint=None) 
         keys = ("timesteps", "seconds", "steps_per_second", "seed", "backend")
         training["run"] = {k: summary[k] for k in keys if k in summary}
     run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    if model_for_fingerprint is None and run.get("model"):
+    fingerprint = config.get("model") or run.get(FINGERPRINT)
+    model = None
+    if fingerprint is None and run.get("model"):  # a run from before checkpoints named their model
         from rlprune.models import load_model
 
-        model_for_fingerprint, _ = load_model(run["model"])
-    return save_policy(policy, out, model=model_for_fingerprint, reward_preset=run.get("env"), training=training)
+        model, _ = load_model(run["model"])
+    return save_policy(
+        policy, out, model=model, fingerprint=fingerprint, reward_preset=run.get("env"), training=training
+    )

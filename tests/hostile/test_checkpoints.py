@@ -11,7 +11,6 @@ import json
 import math
 import pickle
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -284,10 +283,8 @@ def test_hostile_checkpoints_are_refused_clearly(
         monkeypatch.setattr(checkpoint_module, "build_policy", forbidden)
     for target, name in ((pickle, "load"), (pickle, "loads"), (torch, "load")):
         monkeypatch.setattr(target, name, lambda *a, **k: pytest.fail("a checkpoint load tried to unpickle"))
-    started = time.perf_counter()
-    with pytest.raises(PolicyError) as raised:
+    with pytest.raises(PolicyError) as raised:  # config faults: before any network is built (see above)
         load_policy(folder, llama if with_model else None)
-    assert time.perf_counter() - started < 1.0
     assert isinstance(raised.value, RLPruneError)
     assert message in str(raised.value), str(raised.value)
     assert "\n" not in str(raised.value)  # the CLI prints it as one `error:` line

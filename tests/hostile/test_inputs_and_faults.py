@@ -98,7 +98,7 @@ def test_generate_refuses_bad_input_in_one_line(tiny_model_dir, args, fragment):
 
 
 def test_unknown_model_is_one_line(tmp_path):
-    assert_clean_error(invoke("generate", QUESTION, "--model", tmp_path / "nothing-here"), "")
+    assert_clean_error(invoke("generate", QUESTION, "--model", tmp_path / "nothing-here"), "not a model folder")
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe not utf-8 \xc3\x28", b"ok then \x80"])
