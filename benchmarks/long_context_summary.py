@@ -3,7 +3,8 @@
 Reads ``eval/results/{niah,niah-multikey,niah-multivalue,variable-tracking}/results.json`` and
 writes ``eval/results/long-context-grids/``: ``heatmap.png`` (accuracy by depth x length over all
 four suites, one panel per method and budget, the full model first) and ``summary.md`` (accuracy
-per suite and method, then time to first token by prompt length over every item).
+per suite and method, reduced methods' accuracy by needle depth, then time to first token by
+prompt length over every item).
 
     python benchmarks/long_context_summary.py [--results eval/results]
 """
@@ -46,6 +47,21 @@ def accuracy_table(by_suite: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def depth_table(records: list[dict]) -> str:
+    """Correct answers of all reduced methods together, per budget and needle depth."""
+    reduced = [r for r in records if r["method"] != FULL]
+    budgets = sorted({r["budget"] for r in reduced})
+    depths = sorted({r["meta"]["depth"] for r in reduced})
+    lines = ["| budget | " + " | ".join(f"depth {d:g}" for d in depths) + " |", "|---:|" + "---:|" * len(depths)]
+    for budget in budgets:
+        cells = []
+        for depth in depths:
+            hits = [bool(r["correct"]) for r in reduced if r["budget"] == budget and r["meta"]["depth"] == depth]
+            cells.append(f"{sum(hits)}/{len(hits)}")
+        lines.append(f"| {budget:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("eval/results"))
@@ -66,6 +82,8 @@ def main() -> None:
         f"# Long-context grids: {len(items)} items\n\n"
         "Correct answers per suite (items answered correctly / items), pooled accuracy and mean FLOPs ratio:\n\n"
         + accuracy_table(by_suite)
+        + "\nCorrect answers of all reduced methods together, by needle depth (0: start of the context):\n\n"
+        + depth_table(records)
         + "\n## Time to first token by prompt length (all four suites)\n\n"
         + speed_table(speed_by_length(records))
     )
