@@ -478,6 +478,13 @@ def evaluate(
         bool,
         typer.Option(help="Teacher-force the full answer through every method (KL, top-1); off halves the time."),
     ] = True,
+    evidence_only: Annotated[
+        bool,
+        typer.Option(
+            "--evidence-only",
+            help="No generation: only whether each method keeps the gold answer's tokens (minutes for hundreds).",
+        ),
+    ] = False,
 ) -> None:
     """Compare policies, baselines and the full model at matched FLOPs budgets (resumes in OUT)."""
     from rlprune.eval import EvalConfig, markdown_table, parse_baselines, parse_budgets, parse_depths
@@ -502,6 +509,7 @@ def evaluate(
         per_cell=per_cell,
         depths=None if depths is None else parse_depths(depths),
         agreement=agreement,
+        evidence_only=evidence_only,
     )
     rows = run_evaluation(config, out, fresh=force_new)
     console.print(markdown_table(rows), highlight=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -20,6 +20,7 @@ class Prompt:
     input_ids: torch.Tensor  # (1, n)
     protect_last: int
     text: str
+    offsets: tuple[tuple[int, int], ...] | None = field(default=None, compare=False, repr=False)  # chars per token
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[1])
@@ -63,4 +64,5 @@ def build_prompt(
     else:  # a bare instruction: protect its last words and the generation prompt after it
         user_end = text.rfind(user) + len(user)
         protect_last = sum(1 for start, _ in offsets if start >= user_end) + INSTRUCTION_TAIL
-    return Prompt(torch.tensor([ids]), min(max(protect_last, 1), len(ids)), text)
+    spans = tuple((int(start), int(end)) for start, end in offsets)
+    return Prompt(torch.tensor([ids]), min(max(protect_last, 1), len(ids)), text, spans)

@@ -43,6 +43,9 @@ from rlprune.reduction import (
     apply_plan,
     match_merge_targets,
     select_least_important,
+    track_owners,
+    unit_ids,
+    unit_ranking,
 )
 from rlprune.timing import Stopwatch
 
@@ -82,9 +85,12 @@ class ReducerConfig:
             a prompt can override it in :meth:`Reducer.start`.
         window: how many final tokens act as queries for the ``attention`` scorer; ``None`` uses
             the protected tail.
-        pool: max-pooling width over attention scores, so whole spans survive together.
+        pool: max-pooling width over attention scores, so whole spans survive together (an
+            action's own :class:`~rlprune.reduction.Pool` overrides it).
         merge_window: how many of the following receivable tokens a merged token may join.
         decision_layers: layers where a policy decides; ``None`` means every layer from 1.
+        sentence_ends: token ids that end a sentence or a line, for actions with ``unit="sentence"``
+            (:func:`~rlprune.reduction.sentence_end_ids` finds them in a tokenizer).
     """
 
     protect_first: int = 1
@@ -93,6 +99,7 @@ class ReducerConfig:
     pool: int = 9
     merge_window: int = 8
     decision_layers: tuple[int, ...] | None = None
+    sentence_ends: tuple[int, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("protect_first", "protect_last", "pool", "merge_window"):
@@ -130,6 +137,14 @@ class ReductionState:
     flops: float = 0.0  # prefill FLOPs so far, scoring included
     decode_flops: float = 0.0
     next_position: int = 0  # position id of the next token fed after the prompt
+    owners: Tensor | None = None  # (sequence,) per input token: position of the carried token holding it, or -1
+
+    def reaches_top(self) -> Tensor:
+        """Bool ``(sequence,)``: whether each input token's content is still carried (kept, or merged
+        into a kept token). After :meth:`Reducer.finish` it says what reached the last layer."""
+        if self.owners is None:
+            return torch.ones(self.input_ids.shape[1], dtype=torch.bool, device=self.input_ids.device)
+        return self.owners >= 0
 
     @property
     def continuation_length(self) -> int:
@@ -311,6 +326,8 @@ class Reducer:
         self.layers = self.adapter.layers
         self.dims = self.adapter.dims()
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        ends = self.config.sentence_ends
+        self._sentence_ends = None if ends is None else torch.tensor(ends, dtype=torch.long)
 
     # -- prefill ---------------------------------------------------------------------------
 
@@ -368,6 +385,7 @@ class Reducer:
                 prompt_length=length,
                 next_position=n,
                 row=row,
+                owners=positions.clone(),
             )
             if state.protect_last < 0:
                 raise InvalidActionError(f"protect_last must be >= 0, got {state.protect_last}")
@@ -386,10 +404,13 @@ class Reducer:
         self,
         state: ReductionState | ReductionBatch,
         action: LayerAction | Sequence[LayerAction] | None = None,
+        *,
+        advance: bool = True,
     ) -> ReductionState | ReductionBatch:
         """Apply ``action`` before the next decision layer, then run up to the following one.
 
-        For a batch, ``action`` is one action for every row or a sequence with one per row.
+        For a batch, ``action`` is one action for every row or a sequence with one per row. With
+        ``advance=False`` the layers after the *last* decision are left for :meth:`finish`.
         """
         rows = self._rows(state)
         if rows[0].done:
@@ -401,12 +422,14 @@ class Reducer:
                 raise InvalidActionError(f"expected a LayerAction, got {type(chosen).__name__}")
             plan = self.plan(row, chosen)
             if len(plan):
+                row.owners = track_owners(row.owners, row.positions, plan)
                 row.hidden, row.positions, row.sizes = apply_plan(row.hidden, row.positions, row.sizes, plan)
                 row.merged |= plan.into is not None
             row.flops += plan.flops
             row.actions[row.layer] = chosen
             row.decisions_made += 1
-        self._advance(rows, rows[0].next_decision if not rows[0].done else self.dims.layers)
+        if not rows[0].done or advance:
+            self._advance(rows, rows[0].next_decision if not rows[0].done else self.dims.layers)
         return state
 
     @torch.no_grad()
@@ -425,9 +448,12 @@ class Reducer:
                     f"token_scores has shape {tuple(scores.shape)}; expected ({state.n_prompt_tokens},), one per "
                     "prompt token carried into the layer"
                 )
+            scores = scores if action.pool is None else action.pool.apply(scores)
         else:
-            scores = SCORERS[action.scorer].score(context)
-        remove = select_least_important(torch.cat((scores, tail)), removable, count)
+            scores = SCORERS[action.scorer].score(context, action.pool)
+        units = unit_ids(action.unit, context.positions, state.input_ids[0], self._sentence_ends)
+        scores = unit_ranking(scores, units)
+        remove = select_least_important(torch.cat((scores.to(tail.dtype), tail)), removable, count)
         cost = self.choice_flops(action, state.n_prompt_tokens, len(remove), context.window)
         if action.op == "prune":
             return ReductionPlan(remove, flops=cost)
@@ -484,6 +510,13 @@ class Reducer:
             window=self.config.window or max(state.protect_last, 1),
             pool=self.config.pool,
         )
+
+    def projected_kv_ratio(self, state: ReductionState) -> float:
+        """The prompt's KV-cache size over the full model's if nothing else is removed from now on."""
+        run = [n - state.continuation_length for n in state.tokens_per_layer]
+        tokens = run + [state.n_prompt_tokens] * (self.dims.layers - len(run))
+        full = [state.prompt_length] * self.dims.layers
+        return flops.kv_cache_bytes(self.dims, tokens) / flops.kv_cache_bytes(self.dims, full)
 
     def projected_flops(self, state: ReductionState) -> float:
         """Prefill FLOPs of the prompt if no further token is removed (spent so far plus the rest)."""
@@ -555,6 +588,35 @@ class Reducer:
 
         Keyword arguments are those of :meth:`start` and :meth:`finish`.
         """
+        state = self.select(
+            input_ids,
+            actions,
+            attention_mask=attention_mask,
+            decision_layers=decision_layers,
+            protect_last=protect_last,
+            prompt_length=prompt_length,
+            resume_from=resume_from,
+        )
+        return self.finish(state, logits=logits)
+
+    @torch.no_grad()
+    def select(
+        self,
+        input_ids: Prompts,
+        actions: ActionSource = None,
+        *,
+        attention_mask: Tensor | None = None,
+        decision_layers: Sequence[int] | None = None,
+        protect_last: int | Sequence[int] | None = None,
+        prompt_length: int | None = None,
+        resume_from: Tensor | None = None,
+    ) -> ReductionState | ReductionBatch:
+        """Every decision of :meth:`run`, without the layers after the last one.
+
+        The state then says which tokens survive (:meth:`ReductionState.reaches_top`) and what the
+        whole prefill costs (:meth:`project_flops`): all an evidence measure needs, at a fraction of
+        the time. :meth:`finish` completes it into exactly what :meth:`run` returns.
+        """
         if isinstance(actions, Mapping):
             if decision_layers is not None:
                 raise ValueError("a schedule fixes its own decision layers; do not pass decision_layers")
@@ -578,8 +640,8 @@ class Reducer:
             resume_from=resume_from,
         )
         while not state.done:
-            state = self.step(state, [decide(row) for row in self._rows(state)])
-        return self.finish(state, logits=logits)
+            state = self.step(state, [decide(row) for row in self._rows(state)], advance=False)
+        return state
 
     # -- decoding --------------------------------------------------------------------------
 

@@ -18,8 +18,10 @@ from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlprune.data.evidence import Evidence, locate_evidence, partial_answer
 from rlprune.data.tasks import Task, answer_correct
 from rlprune.errors import RLPruneError
 from rlprune.eval.metrics import agreement, out_of_context_mass, unsupported_words
@@ -29,7 +31,8 @@ from rlprune.models import DEFAULT_MODEL, fingerprint_id, load_model
 from rlprune.policies import BestStatic, Policy, decider, resolve_policy
 from rlprune.policies.baselines import table_path
 from rlprune.prompts import build_prompt
-from rlprune.runner import GenerationResult, Reducer
+from rlprune.reduction import sentence_end_ids
+from rlprune.runner import GenerationResult, Reducer, ReducerConfig, ReductionBatch, ReductionState
 
 FULL = "full model"
 ALL_BASELINES = ("random", "fastv", "snapkv", "pyramid", "tome")
@@ -58,6 +61,7 @@ class EvalConfig:
     per_cell: int | None = None  # items per depth x length cell of a long-context suite (None: the suite's own)
     depths: tuple[float, ...] | None = None  # a long-context suite's needle depths (None: the suite's own)
     agreement: bool = True  # teacher-force the full model's answer through each method (KL, top-1, OOC mass)
+    evidence_only: bool = False  # no generation: only whether each method keeps the gold answer's tokens
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -230,6 +234,7 @@ class Evaluation:
     ) -> None:
         """With ``fresh``, records already in ``out`` are set aside (``records.jsonl.old``) and all is redone."""
         self.config, self.out = config, Path(out)
+        self._evidence: dict[str, Evidence | None] = {}
         self.suite, self.tasks = load_suite(config.suite, config.limit, config.per_cell, config.depths)
         if model is None or tokenizer is None:
             model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype)
@@ -243,7 +248,7 @@ class Evaluation:
             from rlprune.output import apply_adapter
 
             model = self.model = apply_adapter(model, config.adapter)
-        self.reducer = Reducer(model)
+        self.reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
         self.out.mkdir(parents=True, exist_ok=True)
         settings = {
             "format": FORMAT,
@@ -253,6 +258,8 @@ class Evaluation:
             "adapter": config.adapter,
             "agreement": config.agreement,
         }
+        if config.evidence_only:  # records without answers never mix with generated ones
+            settings["evidence_only"] = True
         identities = {FULL: FULL} | {name: method_identity(spec) for name, spec in zip(names, specs, strict=True)}
         self.journal = Journal(self.out / JOURNAL, settings, identities, fresh=fresh)
 
@@ -281,7 +288,7 @@ class Evaluation:
     def run(self, show_progress: bool = True) -> list[dict[str, Any]]:
         """Evaluate every pending record, then return all of them."""
         total = self.pending()
-        if total:
+        if total and not self.config.evidence_only:
             self._warm_up()
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, disable=not show_progress, transient=True) as progress:
@@ -304,6 +311,10 @@ class Evaluation:
     def _evaluate_items(self, items: list[tuple[int, Task]]) -> Iterator[dict[str, Any]]:
         """Every pending record of ``items``; each method generates for all of them as one batch."""
         prompts = {task.uid: build_prompt(self.tokenizer, task.question, task.context) for _, task in items}
+        self._evidence = {task.uid: locate_evidence(prompts[task.uid], task) for _, task in items}
+        if self.config.evidence_only:
+            yield from self._evidence_records(items, prompts)
+            return
         fulls = {task.uid: self.journal.get(task.uid, FULL, None) for _, task in items}
         todo = [(i, t) for i, t in items if fulls[t.uid] is None]
         for (index, task), result in zip(todo, self._generate(todo, prompts, None, None), strict=True):
@@ -344,6 +355,65 @@ class Evaluation:
                 else:
                     record.update(asdict(agreement(out.logits[0], full_logprobs[task.uid], allowed[task.uid])))
                 yield record
+
+    def _evidence_records(self, items: list[tuple[int, Task]], prompts) -> Iterator[dict[str, Any]]:
+        """Prefill decisions only: for each method, which of the gold answer's tokens reach the last
+        layer. The layers after a method's last decision change nothing removed, so they never run."""
+        policies = {m.name: m.policy for m in self.methods}
+        for name, budget in self.runs():
+            rows = [(i, t) for i, t in items if self.journal.get(t.uid, name, budget) is None]
+            if not rows:
+                continue
+            built = [prompts[task.uid] for _, task in rows]
+            if name == FULL:  # nothing is removed: no need to run it
+                states: list[ReductionState | None] = [None] * len(rows)
+            else:
+                policy = policies[name]
+                selected = self.reducer.select(
+                    [p.input_ids[0] for p in built],
+                    decider(policy, self.reducer, budget),
+                    decision_layers=policy.decision_layers(self.reducer.dims.layers),
+                    protect_last=[p.protect_last for p in built],
+                )
+                states = list(selected) if isinstance(selected, ReductionBatch) else [selected]
+            for (index, task), prompt, state in zip(rows, built, states, strict=True):
+                if state is None:
+                    ratios, reaches = (1.0, 1.0), torch.ones(len(prompt), dtype=torch.bool)
+                else:
+                    ratios = (self.reducer.projected_flops(state) / self.reducer.full_flops(state),
+                              self.reducer.projected_kv_ratio(state))  # fmt: skip
+                    reaches = state.reaches_top()
+                yield self._base_record(index, task, name, budget, len(prompt), ratios, reaches) | {
+                    "answer": None, "correct": None, "hallucinated": None, "unsupported": None, "said_prior": None,
+                    "partial": None, "prefill_s": None, "decode_s": None, "batch": len(rows), "new_tokens": None,
+                }  # fmt: skip
+
+    def _base_record(
+        self,
+        index: int,
+        task: Task,
+        method: str,
+        budget: float | None,
+        prompt_tokens: int,
+        ratios: tuple[float, float],
+        reaches_top: Tensor,
+    ) -> dict[str, Any]:
+        """What every record says: the item, the method, its FLOPs and KV ratios, and the evidence kept."""
+        evidence: Evidence | None = self._evidence.get(task.uid)
+        whole, share = evidence.kept(reaches_top) if evidence is not None else (None, None)
+        return {
+            "item": task.uid,
+            "index": index,
+            "kind": task.kind,
+            "method": method,
+            "budget": budget,
+            "prompt_tokens": prompt_tokens,
+            "flops_ratio": ratios[0],
+            "kv_ratio": ratios[1],
+            "evidence": whole,  # every token of one occurrence of the gold answer reached the last layer
+            "evidence_share": share,
+            **({"meta": task.meta} if task.meta else {}),
+        }
 
     def _generate(self, rows, prompts, policy, budget) -> list[GenerationResult]:
         """Greedy answers of ``rows`` under ``policy`` (``None``: the full model), as one batch."""
@@ -387,29 +457,23 @@ class Evaluation:
         """
         text = self.tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip()
         full_text = text if full_text is None else full_text
-        prefill = result.prefill
         grounded = task.context is not None and task.kind != "instruction"
-        return {
-            "item": task.uid,
-            "index": index,
-            "kind": task.kind,
-            "method": method,
-            "budget": budget,
-            "prompt_tokens": prefill.state.input_ids.shape[1],
+        prefill = result.prefill
+        ratios = (prefill.flops_ratio, prefill.kv_bytes / prefill.kv_bytes_full)
+        reaches = prefill.state.reaches_top()
+        return self._base_record(index, task, method, budget, prefill.state.prompt_length, ratios, reaches) | {
             "answer": text,
             "correct": answer_correct(text, task),
+            "partial": partial_answer(text, task),  # a strict part of the gold answer (a number's prefix)
             # content words in neither the context, the question nor the full model's answer
             "hallucinated": bool(unsupported_words(text, task.context, task.question, full_text)) if grounded else None,
             # content words in neither the context nor the question (comparable with the full model)
             "unsupported": unsupported_words(text, task.context, task.question) if grounded else None,
             "said_prior": answer_correct(text, _prior_task(task)) if task.prior else None,
-            "flops_ratio": prefill.flops_ratio,
-            "kv_ratio": prefill.kv_bytes / prefill.kv_bytes_full,
             "prefill_s": result.prefill_seconds / batch,
             "decode_s": result.decode_seconds / batch,
             "batch": batch,
             "new_tokens": int(result.tokens.shape[1]),
-            **({"meta": task.meta} if task.meta else {}),
         }
 
 

@@ -20,6 +20,8 @@ from rlprune.io import atomic_write, atomic_write_text
 # (key, heading, format) for the table: "%" prints a share as a percentage, otherwise a number format
 COLUMNS = (
     ("accuracy", "accuracy", "%"),
+    ("evidence", "evidence kept", "%"),
+    ("partial", "partial", "%"),
     ("hallucination", "halluc.", "%"),
     ("unsupported", "unsupported", "%"),
     ("said_prior", "prior", "%"),
@@ -65,19 +67,28 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
         groups.setdefault((record["method"], record["budget"]), []).append(record)
     rows = []
     for (method, budget), group in groups.items():
-        paired = [(full[r["item"]], r) for r in group if r["item"] in full]
+        generated = [r for r in group if r.get("answer") is not None]  # none in an evidence-only run
+        paired = [(full[r["item"]], r) for r in generated if r["item"] in full and full[r["item"]].get("prefill_s")]
         decoded = [(f, r) for f, r in paired if f["new_tokens"] > 1 and r["new_tokens"] > 1]
         measures: dict[str, tuple[list[list[float]], Any]] = {
-            "accuracy": ([[float(r["correct"]) for r in group if r["correct"] is not None]], _mean),
-            "hallucination": ([[float(r["hallucinated"]) for r in group if r["hallucinated"] is not None]], _mean),
-            "unsupported": ([[float(bool(r["unsupported"])) for r in group if r["unsupported"] is not None]], _mean),
-            "said_prior": ([[float(r["said_prior"]) for r in group if r["said_prior"] is not None]], _mean),
-            "degeneration": ([[float(degenerate(r["answer"])) for r in group]], _mean),
+            "accuracy": ([[float(r["correct"]) for r in group if r.get("correct") is not None]], _mean),
+            "evidence": ([[float(r["evidence"]) for r in group if r.get("evidence") is not None]], _mean),
+            "partial": ([[float(r["partial"]) for r in group if r.get("partial") is not None]], _mean),
+            "hallucination": ([[float(r["hallucinated"]) for r in group if r.get("hallucinated") is not None]], _mean),
+            "unsupported": (
+                [[float(bool(r["unsupported"])) for r in group if r.get("unsupported") is not None]],
+                _mean,
+            ),
+            "said_prior": ([[float(r["said_prior"]) for r in group if r.get("said_prior") is not None]], _mean),
+            "degeneration": ([[float(degenerate(r["answer"])) for r in generated]], _mean),
             **{  # the agreement measures are None in a run without teacher forcing
                 key: ([[float(r[key]) for r in group if r.get(key) is not None]], _mean)
                 for key in ("out_of_context_mass", "kl", "top1", "flops_ratio", "kv_ratio")
             },
-            "mean_new_tokens": ([[float(r["new_tokens"]) for r in group]], _mean),  # what output-side reduction cuts
+            "mean_new_tokens": (
+                [[float(r["new_tokens"]) for r in generated]],
+                _mean,
+            ),  # what output-side reduction cuts
             "prefill_speedup": ([[f["prefill_s"] / r["prefill_s"] for f, r in paired]], _median),
             "decode_speedup": (
                 [[(r["new_tokens"] - 1) / r["decode_s"] * f["decode_s"] / (f["new_tokens"] - 1) for f, r in decoded]],
@@ -87,7 +98,8 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
         row: dict[str, Any] = {"method": method, "budget": budget, "items": len(group)}
         for key, (columns, statistic) in measures.items():
             row[key], row[f"{key}_ci"] = _summary(columns, statistic, samples, seed)
-        row["prefill_ms"] = 1000 * _mean(np.array([r["prefill_s"] for r in group]))
+        timed = [r["prefill_s"] for r in generated if r.get("prefill_s") is not None]
+        row["prefill_ms"] = 1000 * _mean(np.array(timed)) if timed else None
         row["budget_missed"] = row["flops_ratio"] is not None and budget_missed(budget, row["flops_ratio"])
         rows.append(row)
     return rows
@@ -101,7 +113,7 @@ def differences(
     One row per (other method, budget) with the mean difference and its 95% paired bootstrap
     interval: an interval above 0 says ``method`` is better on this suite.
     """
-    by_key = {(r["method"], r["budget"], r["item"]): r for r in records if r["correct"] is not None}
+    by_key = {(r["method"], r["budget"], r["item"]): r for r in records if r.get("correct") is not None}
     budgets = sorted({b for m, b, _ in by_key if m == method and b is not None})
     others = [m for m in dict.fromkeys(r["method"] for r in records) if m not in (method, FULL)]
     rows = []
@@ -187,21 +199,23 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
         for key, _, _ in COLUMNS:
             interval = r.get(f"{key}_ci") or ["", ""]
             line += ["" if r.get(key) is None else r[key], *interval]
-        writer.writerow([*line, r["prefill_ms"]])
+        writer.writerow([*line, "" if r["prefill_ms"] is None else r["prefill_ms"]])
     return buffer.getvalue()
 
 
 def pareto_plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> None:
-    """Accuracy (top-1 agreement where the suite has no gold answers) against the FLOPs ratio."""
+    """Accuracy against the FLOPs ratio (evidence kept in an evidence-only run, top-1 agreement where
+    the suite has no gold answers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = "accuracy" if any(r["accuracy"] is not None for r in rows) else "top1"
-    if not any(r[metric] is not None for r in rows):
+    labels = {"accuracy": "answer accuracy", "evidence": "gold answer kept whole", "top1": "top-1 agreement"}
+    metric = next((m for m in labels if any(r[m] is not None for r in rows)), None)
+    if metric is None:
         return  # no gold answers and no agreement measured: nothing to plot
-    label = "answer accuracy" if metric == "accuracy" else "top-1 agreement with the full model"
+    label = labels[metric] + (" with the full model" if metric == "top1" else "")
     figure, axes = plt.subplots(figsize=(7.5, 5))
     markers = "osD^vP*Xh<>"
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != FULL]
@@ -234,10 +248,11 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str) ->
     plt.close(figure)
 
 
-def heatmap_plot(records: Sequence[dict[str, Any]], path: str | Path, title: str) -> bool:
-    """Accuracy by depth x length (long-context suites), one panel per method and budget, the full
-    model first. Returns whether the records had depths and lengths to plot."""
-    cells = [r for r in records if r.get("correct") is not None and {"depth", "length"} <= set(r.get("meta") or {})]
+def heatmap_plot(records: Sequence[dict[str, Any]], path: str | Path, title: str, measure: str = "correct") -> bool:
+    """A share by depth x length (long-context suites): answer accuracy (``correct``) or evidence kept
+    (``evidence``), one panel per method and budget, the full model first. Returns whether the
+    records had that measure, depths and lengths to plot."""
+    cells = [r for r in records if r.get(measure) is not None and {"depth", "length"} <= set(r.get("meta") or {})]
     if not cells:
         return False
     import matplotlib
@@ -255,7 +270,7 @@ def heatmap_plot(records: Sequence[dict[str, Any]], path: str | Path, title: str
         accuracy = np.full((len(depths), len(lengths)), np.nan)
         for i, depth in enumerate(depths):
             for j, length in enumerate(lengths):
-                hits = [r["correct"] for r in cells if (r["method"], r["budget"]) == (method, budget)
+                hits = [r[measure] for r in cells if (r["method"], r["budget"]) == (method, budget)
                         and (r["meta"]["depth"], r["meta"]["length"]) == (depth, length)]  # fmt: skip
                 if hits:
                     accuracy[i, j] = float(np.mean(hits))
@@ -370,7 +385,7 @@ def write_results(
     }
     policies = [m for m in meta.get("policies", []) if any(r["method"] == m for r in records)]
     compared = [row for policy in policies for row in differences(records, policy, samples)]
-    speed = speed_by_length(records)
+    speed = speed_by_length([r for r in records if r.get("prefill_s") is not None])
     extra = {f"by_{group_by}": by_group if len(groups) > 1 else {}, "differences": compared, "speed_by_length": speed}
     atomic_write_text(
         out / "results.json", json.dumps({**meta, "aggregates": rows, **extra, "records": list(records)}, indent=1)
@@ -382,8 +397,10 @@ def write_results(
     for group, group_rows in extra[f"by_{group_by}"].items():
         label = group if group_by == "kind" else f"{group_by} = {group}"
         text += "\n" + markdown_table(group_rows, f"{label} ({group_rows[0]['items']} items)")
-    text += "\n### Time to first token by prompt length\n\n" + speed_table(speed)
+    if speed:
+        text += "\n### Time to first token by prompt length\n\n" + speed_table(speed)
     atomic_write_text(out / "results.md", text)
     pareto_plot(rows, out / "pareto.png", title)
     heatmap_plot(records, out / "heatmap.png", title)  # long-context suites: accuracy by depth x length
+    heatmap_plot(records, out / "evidence.png", f"{title}: gold answer kept whole", measure="evidence")
     return rows

@@ -16,7 +16,7 @@ from typing import ClassVar
 from rlprune.config import ROOT
 from rlprune.errors import RLPruneError
 from rlprune.features import Features
-from rlprune.reduction import KEEP, LayerAction, parse_schedule
+from rlprune.reduction import KEEP, LayerAction, Pool, parse_schedule, parse_unit
 
 
 class BaselineError(RLPruneError):
@@ -51,7 +51,7 @@ class Baseline:
             if not equals or key not in fields:
                 known = ", ".join(fields) or "none"
                 raise BaselineError(f"{cls.name}: bad parameter {item!r}; write key=value with key one of: {known}")
-            kind = int if fields[key].type in (int, "int") else float
+            kind = {"int": int, "str": str}.get(str(getattr(fields[key].type, "__name__", fields[key].type)), float)
             try:
                 values[key] = kind(text)
             except ValueError:
@@ -75,6 +75,13 @@ class Baseline:
         strength = self.strength if budget is None else self.solve(features, budget)
         return self.schedule(strength, features.num_layers).get(features.layer, KEEP)
 
+    def spans(self, action: LayerAction) -> LayerAction:
+        """``action`` with this baseline's span options (``pool=``, ``unit=``), where it has any."""
+        pool, unit = getattr(self, "pool", ""), getattr(self, "unit", "token")
+        if action.is_noop or (not pool and unit == "token"):
+            return action
+        return dataclasses.replace(action, pool=Pool.parse(pool) if pool else action.pool, unit=unit)
+
     def solve(self, features: Features, budget: float) -> float:
         """The weakest strength whose remaining schedule ends at or under ``budget`` (bisection)."""
 
@@ -93,8 +100,30 @@ class Baseline:
         return high
 
     def __str__(self) -> str:
-        params = ",".join(f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self))
+        fields = sorted(dataclasses.fields(self), key=lambda f: f.name in SPAN_FIELDS)  # span options last
+        shown = [f for f in fields if f.name not in SPAN_FIELDS or getattr(self, f.name) != f.default]
+        params = ",".join(f"{f.name}={getattr(self, f.name)}" for f in shown)
         return f"{self.name}:{params}" if params else self.name
+
+
+SPAN_FIELDS = ("pool", "unit")
+
+
+@dataclass
+class Spanned:
+    """Span options of a rule-based method: ``pool=25`` or ``pool=-4:+16`` (how far a high score
+    reaches), ``unit=sentence`` or ``unit=16`` (keep or drop whole sentences or chunks)."""
+
+    pool: str = ""
+    unit: str = "token"
+
+    def __post_init__(self) -> None:
+        try:
+            if self.pool:
+                self.pool = str(Pool.parse(self.pool))
+            self.unit = parse_unit(self.unit)
+        except RLPruneError as error:
+            raise BaselineError(f"{getattr(self, 'name', 'baseline')}: {error}") from None
 
 
 def _prune(ratio: float, scorer: str) -> LayerAction:
@@ -112,7 +141,7 @@ class NoReduction(Baseline):
 
 
 @dataclass
-class SingleLayerPrune(Baseline):
+class SingleLayerPrune(Spanned, Baseline):
     """Prune at one layer the tokens ``scorer`` ranks lowest."""
 
     scorer: ClassVar[str] = "attention"
@@ -124,7 +153,7 @@ class SingleLayerPrune(Baseline):
         return self.ratio
 
     def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
-        return {self.layer: _prune(strength, self.scorer)}
+        return {self.layer: self.spans(_prune(strength, self.scorer))}
 
 
 @dataclass
@@ -152,7 +181,7 @@ class SnapKV(SingleLayerPrune):
 
 
 @dataclass
-class PyramidDrop(Baseline):
+class PyramidDrop(Spanned, Baseline):
     """PyramidDrop (Xing et al., 2024): equal stages, each dropping the same share of what is left."""
 
     name: ClassVar[str] = "pyramid"
@@ -165,11 +194,11 @@ class PyramidDrop(Baseline):
 
     def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
         layers = {round(num_layers * i / (self.stages + 1)) for i in range(1, self.stages + 1)}
-        return {layer: _prune(strength, "last_query") for layer in sorted(layers) if 0 < layer < num_layers}
+        return {layer: self.spans(_prune(strength, "last_query")) for layer in sorted(layers) if 0 < layer < num_layers}
 
 
 @dataclass
-class ToMe(Baseline):
+class ToMe(Spanned, Baseline):
     """ToMe-style merging (Bolya et al., 2023), causal: at every layer from ``start``, merge the
     most redundant share of tokens into similar later tokens."""
 
@@ -183,7 +212,7 @@ class ToMe(Baseline):
 
     def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
         ratio = min(max(strength, 0.0), 1.0)
-        return {layer: LayerAction("merge", ratio, "similarity") for layer in range(self.start, num_layers)}
+        return {layer: self.spans(LayerAction("merge", ratio, "similarity")) for layer in range(self.start, num_layers)}
 
 
 @dataclass
@@ -207,9 +236,7 @@ class Static(Baseline):
 
     def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
         return {
-            layer: action
-            if action.is_noop
-            else LayerAction(action.op, min(action.ratio * strength, 1.0), action.scorer)
+            layer: action if action.is_noop else dataclasses.replace(action, ratio=min(action.ratio * strength, 1.0))
             for layer, action in self._base.items()
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from rlprune.errors import InvalidActionError
 from rlprune.reduction.scores import SCORERS
+from rlprune.reduction.spans import Pool, parse_unit
 
 Op = Literal["keep", "prune", "merge"]
 OPS: tuple[Op, ...] = ("keep", "prune", "merge")
@@ -27,12 +29,17 @@ class LayerAction:
             One of :data:`rlprune.reduction.scores.SCORERS`.
         token_scores: with the ``learned`` scorer, the policy's score of every prompt token
             carried into the layer (higher keeps); the lowest ones go.
+        pool: how far a high score reaches over its neighbours (:class:`Pool`); ``None`` uses the
+            scorer's own shape for the reducer's pool width.
+        unit: what is kept or dropped together: ``token``, ``sentence`` or a chunk size (``"16"``).
     """
 
     op: Op = "keep"
     ratio: float = 0.0
     scorer: str = "attention"
     token_scores: Tensor | None = field(default=None, compare=False, repr=False)
+    pool: Pool | None = None
+    unit: str = "token"
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -45,13 +52,22 @@ class LayerAction:
             raise InvalidActionError(f"unknown scorer {self.scorer!r}: use one of {', '.join(sorted(SCORERS))}")
         if self.token_scores is not None and self.scorer != "learned":
             raise InvalidActionError(f"token_scores go with the 'learned' scorer, not {self.scorer!r}")
+        if self.pool is not None and not isinstance(self.pool, Pool):
+            object.__setattr__(self, "pool", Pool.parse(self.pool))
+        object.__setattr__(self, "unit", parse_unit(self.unit))
 
     @property
     def is_noop(self) -> bool:
         return self.op == "keep" or self.ratio == 0.0
 
+    def span_text(self) -> str:
+        """``:pool=P:unit=U`` for whatever differs from the defaults (empty for plain selection)."""
+        return (f":pool={self.pool}" if self.pool is not None else "") + (
+            f":unit={self.unit}" if self.unit != "token" else ""
+        )
+
     def __str__(self) -> str:
-        return "keep" if self.op == "keep" else f"{self.op}:{self.ratio:.3g}:{self.scorer}"
+        return "keep" if self.op == "keep" else f"{self.op}:{self.ratio:.3g}:{self.scorer}{self.span_text()}"
 
 
 KEEP = LayerAction()
@@ -59,16 +75,27 @@ KEEP = LayerAction()
 Schedule = Mapping[int, LayerAction]
 
 
+SPAN_OPTIONS = ("pool", "unit")
+
+
 def parse_schedule(text: str) -> dict[int, LayerAction]:
     """Parse ``"2:prune:0.5,12:merge:0.3:similarity"`` into ``{layer: LayerAction}``.
 
-    Each item is ``LAYER:OP[:RATIO[:SCORER]]``; an empty string means no reduction.
+    Each item is ``LAYER:OP[:RATIO[:SCORER]]``, optionally followed by span options
+    ``:pool=25`` or ``:pool=-4:+16`` and ``:unit=sentence`` or ``:unit=16``; an empty string means
+    no reduction.
     """
     schedule: dict[int, LayerAction] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        fields = item.split(":")
-        if not 2 <= len(fields) <= 4:
-            raise InvalidActionError(f"bad schedule item {item!r}: write LAYER:OP[:RATIO[:SCORER]], e.g. 2:prune:0.5")
+        parts = re.split(r":(?!\+)", item)  # the colon of a pool's "-4:+16" is not a separator
+        fields = [p for p in parts if "=" not in p]
+        options = dict(p.split("=", 1) for p in parts if "=" in p)
+        unknown = sorted(set(options) - set(SPAN_OPTIONS))
+        if unknown or not 2 <= len(fields) <= 4 or parts[: len(fields)] != fields:
+            raise InvalidActionError(
+                f"bad schedule item {item!r}: write LAYER:OP[:RATIO[:SCORER]][:pool=P][:unit=U], "
+                "e.g. 2:prune:0.5 or 2:prune:0.5:attention:pool=-4:+16:unit=sentence"
+            )
         try:
             layer = int(fields[0])
             ratio = float(fields[2]) if len(fields) > 2 else 0.5
@@ -79,10 +106,20 @@ def parse_schedule(text: str) -> dict[int, LayerAction]:
         if layer in schedule:
             raise InvalidActionError(f"layer {layer} appears twice in the schedule {text!r}")
         scorer = fields[3] if len(fields) > 3 else LayerAction.scorer
-        schedule[layer] = LayerAction(fields[1], ratio, scorer)  # type: ignore[arg-type]
+        schedule[layer] = LayerAction(
+            fields[1],  # type: ignore[arg-type]
+            ratio,
+            scorer,
+            pool=options.get("pool"),  # type: ignore[arg-type]
+            unit=options.get("unit", "token"),
+        )
     return schedule
 
 
 def format_schedule(schedule: Schedule) -> str:
     """Inverse of :func:`parse_schedule` (keep actions are left out)."""
-    return ",".join(f"{layer}:{a.op}:{a.ratio:g}:{a.scorer}" for layer, a in sorted(schedule.items()) if not a.is_noop)
+    return ",".join(
+        f"{layer}:{a.op}:{a.ratio:g}:{a.scorer}{a.span_text()}"
+        for layer, a in sorted(schedule.items())
+        if not a.is_noop
+    )

@@ -101,3 +101,27 @@ def apply_plan(hidden: Tensor, positions: Tensor, sizes: Tensor, plan: Reduction
     keep = torch.ones(positions.shape[0], dtype=torch.bool, device=positions.device)
     keep[plan.remove] = False
     return hidden[:, keep], positions[keep], sizes[keep]
+
+
+def track_owners(owners: Tensor, positions: Tensor, plan: ReductionPlan) -> Tensor:
+    """Where each original token's content lives after ``plan``.
+
+    Args:
+        owners: ``(sequence,)`` for every original token, the original position of the carried
+            token that holds it (itself until it is merged away), or -1 once it is gone.
+        positions: ``(n,)`` original positions of the tokens carried into the plan's layer.
+
+    Returns:
+        The updated owners: a pruned token's content is gone (-1, with all merged into it), a merged
+        token's content now lives in its target.
+    """
+    if len(plan) == 0:
+        return owners
+    target = positions.clone()
+    target[plan.remove] = -1
+    if plan.into is not None:
+        merged = plan.into >= 0
+        target[plan.remove[merged]] = positions[plan.into[merged]]
+    lookup = torch.full_like(owners, -1)
+    lookup[positions] = target
+    return torch.where(owners >= 0, lookup[owners.clamp(min=0)], owners)

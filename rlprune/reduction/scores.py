@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rlprune.flops import ModelDims
+from rlprune.reduction.spans import Pool
 
 if TYPE_CHECKING:
     from rlprune.adapters import ModelAdapter
@@ -96,12 +97,23 @@ def neighbour_similarity(ctx: ScoreContext) -> Tensor:
 
 
 class Scorer:
-    """Base class: ``score`` ranks tokens, ``flops`` says what ranking them costs."""
+    """Base class: ``raw`` ranks tokens one by one, ``flops`` says what ranking them costs.
+
+    :meth:`score` spreads the raw scores over spans with a :class:`Pool`: the one an action asks
+    for, or the scorer's own default shape for the reducer's pool width.
+    """
 
     name: ClassVar[str]
 
-    def score(self, ctx: ScoreContext) -> Tensor:
+    def raw(self, ctx: ScoreContext) -> Tensor:
         raise NotImplementedError
+
+    def default_pool(self, width: int) -> Pool:
+        """The span shape used when an action names none (none at all by default)."""
+        return Pool()
+
+    def score(self, ctx: ScoreContext, pool: Pool | None = None) -> Tensor:
+        return (self.default_pool(ctx.pool) if pool is None else pool).apply(self.raw(ctx))
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
         raise NotImplementedError
@@ -124,12 +136,11 @@ class WindowAttentionScorer(Scorer):
 
     name = "attention"
 
-    def score(self, ctx: ScoreContext) -> Tensor:
-        importance = window_attention(ctx)
-        if ctx.pool > 1:
-            n = importance.numel()
-            importance = F.max_pool1d(importance[None, None], ctx.pool, 1, ctx.pool // 2)[0, 0, :n]
-        return importance
+    def raw(self, ctx: ScoreContext) -> Tensor:
+        return window_attention(ctx)
+
+    def default_pool(self, width: int) -> Pool:
+        return Pool.centred(width)
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
         w = min(window, tokens)
@@ -142,8 +153,8 @@ class LastQueryAttentionScorer(Scorer):
 
     name = "last_query"
 
-    def score(self, ctx: ScoreContext) -> Tensor:
-        return SCORERS["attention"].score(replace(ctx, window=1, pool=1))
+    def raw(self, ctx: ScoreContext) -> Tensor:
+        return window_attention(replace(ctx, window=1))
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
         return SCORERS["attention"].flops(dims, tokens, 1)
@@ -155,7 +166,7 @@ class RandomScorer(Scorer):
 
     name = "random"
 
-    def score(self, ctx: ScoreContext) -> Tensor:
+    def raw(self, ctx: ScoreContext) -> Tensor:
         seed = int(ctx.positions.sum()) * 1_000_003 + ctx.positions.numel()
         generator = torch.Generator(device="cpu").manual_seed(seed)
         return torch.rand(ctx.positions.numel(), generator=generator).to(ctx.normed.device)
@@ -173,8 +184,11 @@ class QuestionRelevanceScorer(Scorer):
 
     name = "relevance"
 
-    def score(self, ctx: ScoreContext) -> Tensor:
-        return carry_forward(question_match(ctx), ctx.pool)
+    def raw(self, ctx: ScoreContext) -> Tensor:
+        return question_match(ctx)
+
+    def default_pool(self, width: int) -> Pool:
+        return Pool.forward(width)
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
         return 2.0 * tokens * min(window, tokens) * dims.hidden
@@ -186,7 +200,7 @@ class KeyNormScorer(Scorer):
 
     name = "key_norm"
 
-    def score(self, ctx: ScoreContext) -> Tensor:
+    def raw(self, ctx: ScoreContext) -> Tensor:
         return -ctx.keys().float().norm(dim=-1).mean(dim=(0, 1))  # rotary keeps norms, so skip it
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
@@ -199,7 +213,7 @@ class NeighbourSimilarityScorer(Scorer):
 
     name = "similarity"
 
-    def score(self, ctx: ScoreContext) -> Tensor:
+    def raw(self, ctx: ScoreContext) -> Tensor:
         return -neighbour_similarity(ctx)
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
@@ -218,7 +232,7 @@ class LearnedScorer(Scorer):
     name = "learned"
     head_flops_per_token: ClassVar[float] = 2.0 * 4096  # a per-token MLP of about 4k weights
 
-    def score(self, ctx: ScoreContext) -> Tensor:
+    def raw(self, ctx: ScoreContext) -> Tensor:
         raise ValueError("the 'learned' scorer needs token scores from a policy (LayerAction.token_scores)")
 
     def flops(self, dims: ModelDims, tokens: int, window: int) -> float:
