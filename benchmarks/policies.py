@@ -7,6 +7,7 @@ network and its choice at every decision) as a share of its reduced forward: a l
 policy, and a token-level one (``--policy`` checkpoint, or random weights of the same shape).
 
     python benchmarks/policies.py [--budget 0.5] [--repeats 5] [--tokens 512] [--policy policies/smollm2-135m-mixed]
+        [--span-head policies/smollm2-135m-span]
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rlprune import Reducer, build_prompt, load_model, make_baseline
-from rlprune.policies import ReductionPolicy, TokenReductionPolicy, decider, load_policy
+from rlprune.policies import ReductionPolicy, SpanHeadPolicy, TokenReductionPolicy, decider, load_policy
+from rlprune.runner import ReductionOutput
 from rlprune.timing import best_seconds
 
 PASSAGE = (Path(__file__).resolve().parents[1] / "eval" / "demo" / "harbour.txt").read_text()
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=512, help="prompt length")
     parser.add_argument("--policy", default=None, help="a token-level policy checkpoint to time")
+    parser.add_argument("--span-head", default=None, help="a span-head checkpoint to time (default: random weights)")
     args = parser.parse_args()
 
     model, tokenizer = load_model()
@@ -76,9 +79,16 @@ def main() -> None:
         with torch.no_grad():  # acting at every decision: the most features computed
             token_policy.action_head.bias[token_policy.action_spec.ops.index("prune")] = 8.0
     overhead(console, reducer, token_policy, ids, prompt.protect_last, args)
+    head = load_policy(args.span_head, model) if args.span_head else SpanHeadPolicy(reducer.dims.hidden)
+    out = overhead(console, reducer, head, ids, prompt.protect_last, args)
+    window = min(reducer.config.window or prompt.protect_last, ids.shape[1])
+    console.print(
+        f"SpanHeadPolicy scoring: {head.head_flops(ids.shape[1], window) / out.flops:.3%} "
+        "of the reduced forward's FLOPs"
+    )
 
 
-def overhead(console, reducer, policy, ids, protect_last, args) -> None:
+def overhead(console, reducer, policy, ids, protect_last, args) -> ReductionOutput:
     """Time every decision (features, network, choice) within the reduced forward it steers."""
     decide = decider(policy, reducer, args.budget)
     spent = []
@@ -100,6 +110,7 @@ def overhead(console, reducer, policy, ids, protect_last, args) -> None:
         f"{len(layers)} decisions cost {per_run * 1000:.1f} ms of a {seconds * 1000:.0f} ms reduced forward "
         f"over {ids.shape[1]} tokens: {per_run / seconds:.2%} overhead"
     )
+    return out
 
 
 if __name__ == "__main__":

@@ -228,3 +228,24 @@ def test_the_vector_env_gives_each_row_the_single_envs_rewards(tmp_path):
     final = infos["final_info"]
     assert final["_flops_ratio"].all() and np.all(final["flops_ratio"] <= 1.0)
     assert obs.shape == (3, vector.single_observation_space.shape[0])  # the next episodes already began
+
+
+def test_final_info_says_whether_the_gold_answer_survived(cache_dir):
+    env = TokenReductionEnv("smoke", cache_dir=cache_dir)
+    index = next(i for i, task in enumerate(env.tasks) if env.references.get(task).evidence is not None)
+    _, _, kept_all = play(env, KEEP3, task_index=index, budget=1.0)
+    assert kept_all["evidence_kept"] == 1.0 and kept_all["evidence_share"] == 1.0
+    _, _, pruned = play(env, [LayerAction("prune", 1.0, "random")] * 3, task_index=index, budget=0.3)
+    assert pruned["evidence_kept"] == 0.0 and pruned["evidence_share"] == 0.0  # every removable token went
+
+
+def test_evidence_weight_adds_the_share_kept_to_the_reward(cache_dir):
+    from dataclasses import replace
+
+    plain = TokenReductionEnv("smoke", cache_dir=cache_dir)
+    index = next(i for i, task in enumerate(plain.tasks) if plain.references.get(task).evidence is not None)
+    config = replace(plain.config, reward=replace(plain.config.reward, evidence=3.0))
+    weighted = TokenReductionEnv(config, cache_dir=cache_dir)
+    _, base, info = play(plain, KEEP3, task_index=index, budget=1.0)
+    _, more, _ = play(weighted, KEEP3, task_index=index, budget=1.0)
+    assert sum(more) - sum(base) == pytest.approx(3.0 * info["evidence_share"])

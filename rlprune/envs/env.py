@@ -102,7 +102,9 @@ class TokenReductionEnv(gym.Env):
     Action: ``MultiDiscrete([op, share, scorer])``, see :class:`rlprune.features.ActionSpec`;
     ``action_masks()`` marks the choices that apply.
     Reward: see :mod:`rlprune.envs.rewards`. The final ``info`` holds ``flops_ratio``, ``kl``,
-    ``agreement``, ``answer_accuracy``, ``hallucination`` and ``budget``.
+    ``agreement``, ``answer_accuracy``, ``hallucination``, ``budget``, and ``evidence_kept`` and
+    ``evidence_share`` (whether and how much of the gold answer's tokens reached the last layer;
+    NaN where the answer is not in the context).
 
     Args:
         preset: a preset name or path, or an :class:`EnvConfig`.
@@ -222,7 +224,9 @@ class TokenReductionEnv(gym.Env):
         """The final step's transition: quality of the finished episode's continuation logits."""
         q = quality(out.logits[0], self._reference)
         flops_ratio = out.flops / out.flops_full
-        reward += final_reward(q, flops_ratio, self.budget, self.config.reward)
+        evidence = self._reference.evidence
+        kept, share = evidence.kept(out.state.reaches_top()) if evidence is not None else (math.nan, None)
+        reward += final_reward(q, flops_ratio, self.budget, self.config.reward, share)
         info |= {
             "flops_ratio": flops_ratio,
             "kl": q.kl,
@@ -233,6 +237,8 @@ class TokenReductionEnv(gym.Env):
             "budget": self.budget,
             "kind": self._task.kind,
             "tokens_per_layer": out.tokens_per_layer,
+            "evidence_kept": float(kept),
+            "evidence_share": math.nan if share is None else share,
         }
         return np.zeros(OBSERVATION_SIZE, dtype=np.float32), reward, True, False, info
 

@@ -22,13 +22,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from rlprune.data.evidence import Evidence, locate_evidence
 from rlprune.data.tasks import Task, answer_correct
 from rlprune.io import atomic_write
 from rlprune.models import fingerprint_id, rlprune_home
 from rlprune.prompts import build_prompt
 from rlprune.runner import Reducer
 
-FORMAT = 1
+FORMAT = 2  # 2: where the gold answer sits in the prompt (evidence)
 
 
 @dataclass
@@ -48,6 +49,13 @@ class Reference:
     grounded: bool
     full_correct: bool | None  # the full model's answer contains a gold alias
     text: str  # the full model's answer
+    evidence_occurrences: Tensor  # (k, prompt) bool: the gold answer's occurrences in the context (k may be 0)
+    evidence_groups: Tensor  # (k,) which required answer each occurrence spells
+
+    @property
+    def evidence(self) -> Evidence | None:
+        """Where the gold answer is in the prompt, ``None`` when it is not there (the policy never sees it)."""
+        return Evidence(self.evidence_occurrences, self.evidence_groups) if len(self.evidence_groups) else None
 
     @property
     def continuation(self) -> Tensor:
@@ -137,6 +145,7 @@ class ReferenceCache:
         allowed = torch.unique(ids[0])
         unsupported = 1.0 - logprobs.exp()[:, allowed].sum(dim=-1)
         text = tokenizer.decode(continuation, skip_special_tokens=True)
+        evidence = locate_evidence(prompt, task)
         return Reference(
             input_ids=ids.cpu(),
             prompt_length=n,
@@ -151,6 +160,8 @@ class ReferenceCache:
             grounded=task.grounded,
             full_correct=answer_correct(text, task),
             text=text,
+            evidence_occurrences=torch.zeros(0, n, dtype=torch.bool) if evidence is None else evidence.occurrences,
+            evidence_groups=torch.zeros(0, dtype=torch.long) if evidence is None else evidence.groups,
         )
 
     def _save(self, reference: Reference, path: Path) -> None:
@@ -159,6 +170,8 @@ class ReferenceCache:
             for name in ("input_ids", "topk_ids", "topk_logprobs", "unsupported_mass", "allowed_ids", "hidden")
         }
         tensors["answer_mask"] = reference.answer_mask.to(torch.uint8)
+        tensors["evidence_occurrences"] = reference.evidence_occurrences.to(torch.uint8).contiguous()
+        tensors["evidence_groups"] = reference.evidence_groups.contiguous()
         metadata = {
             "format": str(FORMAT),
             "prompt_length": str(reference.prompt_length),
@@ -193,6 +206,8 @@ class ReferenceCache:
                 grounded=json.loads(metadata["grounded"]),
                 full_correct=json.loads(metadata["full_correct"]),
                 text=metadata["text"],
+                evidence_occurrences=tensors["evidence_occurrences"].bool(),
+                evidence_groups=tensors["evidence_groups"],
             )
         except (OSError, KeyError, ValueError, RuntimeError, SafetensorError):
             return None

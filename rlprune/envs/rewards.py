@@ -10,6 +10,10 @@ end of an episode, the reduced model is teacher-forced on the full model's answe
            + answer * gold-answer token accuracy          (when the answer appears in the reference)
            - hallucination * excess unsupported mass      (grounded tasks)
            - over_budget * max(0, FLOPs ratio - budget)
+           + evidence * share of the gold answer's tokens that reached the last layer
+                                                          (where the answer is in the context)
+
+The evidence term reads where the answer is from the task, never from what the policy observes.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class RewardConfig:
     hallucination: float = 2.0
     flops: float = 1.0
     over_budget: float = 4.0
+    evidence: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -81,11 +86,15 @@ def step_reward(projected_before: float, projected_after: float, budget: float, 
     return config.flops * (max(projected_before, budget) - max(projected_after, budget))
 
 
-def final_reward(q: Quality, flops_ratio: float, budget: float, config: RewardConfig) -> float:
-    """The end-of-episode terms: quality, hallucination and the over-budget penalty."""
+def final_reward(
+    q: Quality, flops_ratio: float, budget: float, config: RewardConfig, evidence_share: float | None = None
+) -> float:
+    """The end-of-episode terms: quality, hallucination, the over-budget penalty and evidence kept."""
     reward = -config.kl * min(q.kl, config.kl_cap) + config.agreement * q.agreement
     if q.answer_accuracy is not None:
         reward += config.answer * q.answer_accuracy
     reward -= config.hallucination * q.hallucination_excess
     reward -= config.over_budget * max(0.0, flops_ratio - budget)
+    if evidence_share is not None:
+        reward += config.evidence * evidence_share
     return reward

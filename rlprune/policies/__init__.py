@@ -10,6 +10,7 @@ from rlprune.policies.base import Policy, decider
 from rlprune.policies.baselines import BASELINES, Baseline, BaselineError, BestStatic, make_baseline
 from rlprune.policies.checkpoint import PolicyError, load_policy, save_policy
 from rlprune.policies.network import ReductionPolicy
+from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.policies.token_network import TokenReductionPolicy
 
 
@@ -34,6 +35,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "ReductionPolicy",
+    "SpanHeadPolicy",
     "TokenReductionPolicy",
     "decider",
     "load_policy",

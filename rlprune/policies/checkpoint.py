@@ -35,10 +35,11 @@ from rlprune.features import (
 from rlprune.io import atomic_write, atomic_write_text
 from rlprune.models import model_fingerprint
 from rlprune.policies.network import ReductionPolicy
+from rlprune.policies.span_head import SPAN_SPEC_VERSION, SpanHeadPolicy
 from rlprune.policies.token_network import TOKEN_SPEC_VERSION, TokenReductionPolicy
 from rlprune.reduction import OPS, SCORERS
 
-SPEC_VERSIONS = {SPEC_VERSION: "layer", TOKEN_SPEC_VERSION: "token"}
+SPEC_VERSIONS = {SPEC_VERSION: "layer", TOKEN_SPEC_VERSION: "token", SPAN_SPEC_VERSION: "span"}
 """Spec versions this release reads, and the policy kind each one is."""
 
 FORMAT = "rlprune-policy"
@@ -57,6 +58,18 @@ FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
 """safetensors dtypes a policy's weights may have (they are cast to the network's float32)."""
 
 NETWORK_KEYS = {"observation_size", "hidden", "nvec", "parameters"}
+SPAN_NETWORK_KEYS = {
+    "hidden_size",
+    "decision_layer",
+    "rank",
+    "channels",
+    "kernel",
+    "op",
+    "default_budget",
+    "parameters",
+}
+MAX_HIDDEN_SIZE, MAX_KERNEL = 65536, 255
+"""Bounds on the model width a span head reads and on its mixer's kernel."""
 TOKEN_NETWORK_KEYS = {"token_feature_size", "token_hidden"}
 FINGERPRINT_TYPES = {"architecture": str, "layers": int, "hidden_size": int, "vocab_size": int, "weights_sha256": str}
 
@@ -84,6 +97,14 @@ def save_policy(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(policy, SpanHeadPolicy):
+        config = _span_config(policy) | {
+            "model": model_fingerprint(model) if model is not None else fingerprint,
+            "reward_preset": reward_preset,
+            "training": training or {},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        return _write(policy, folder, config)
     token_level = isinstance(policy, TokenReductionPolicy)
     network = {
         "observation_size": policy.observation_size,
@@ -108,13 +129,30 @@ def save_policy(
         "training": training or {},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    return _write(policy, folder, config)
+
+
+def _span_config(policy: SpanHeadPolicy) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "spec_version": SPAN_SPEC_VERSION,
+        "kind": "span",
+        "network": policy.config() | {"parameters": policy.num_parameters()},
+        "decision_layers": list(policy.layers),
+    }
+
+
+def _write(policy: torch.nn.Module, folder: Path, config: dict[str, Any]) -> Path:
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in policy.state_dict().items()}
     atomic_write(folder / WEIGHTS, lambda path: save_file(state, path, metadata={"format": FORMAT}))
     atomic_write_text(folder / CONFIG, json.dumps(config, indent=2) + "\n")
     return folder
 
 
-def load_policy(folder: str | Path, model: PreTrainedModel | None = None) -> ReductionPolicy | TokenReductionPolicy:
+def load_policy(
+    folder: str | Path, model: PreTrainedModel | None = None
+) -> ReductionPolicy | TokenReductionPolicy | SpanHeadPolicy:
     """Read a checkpoint; with ``model``, refuse one trained for a different model or for no recorded model.
 
     Without ``model`` (resuming training's own checkpoints) a checkpoint without a fingerprint loads.
@@ -181,6 +219,10 @@ def validate_config(config: Any, folder: Path) -> None:
     if "kind" in config and config["kind"] != kind:
         problem = f"kind is {_show(config['kind'])} but spec_version {spec_version} is a {kind}-level policy"
         raise _invalid(folder, problem)
+    if kind == "span":
+        _validate_span_network(config, folder)
+        _validate_provenance(config, folder)
+        return
 
     network = config.get("network")
     if not isinstance(network, dict):
@@ -228,6 +270,49 @@ def validate_config(config: Any, folder: Path) -> None:
     if "parameters" in network and not _same_ints(network["parameters"], parameters):
         raise _invalid(folder, f"network.parameters is {_show(network['parameters'])} but its layers have {parameters}")
 
+    _validate_provenance(config, folder)
+    layers = _check_list(folder, "decision_layers", config.get("decision_layers"))
+    for i, layer in enumerate(layers):  # whether the model has these layers is checked where the policy acts
+        if not _is_int(layer) or not 0 <= layer < MAX_LAYER:
+            raise _invalid(folder, f"decision_layers[{i}] is {_show(layer)}; layers are integers in 0..{MAX_LAYER - 1}")
+    if any(a >= b for a, b in pairwise(layers)):
+        raise _invalid(folder, f"decision_layers {_show(layers)} are not distinct and in increasing order")
+
+    _check_fields(folder, config, "observation_fields", OBSERVATION_FIELDS)
+    if token:
+        _check_fields(folder, config, "token_feature_fields", TOKEN_FEATURE_FIELDS)
+    elif config.get("token_feature_fields") is not None:
+        raise _invalid(folder, "token_feature_fields is set but spec_version is that of a layer-level policy")
+
+
+def _validate_span_network(config: dict[str, Any], folder: Path) -> None:
+    """A span head's shape: every field typed and bounded, the parameter count worked out before allocation."""
+    network = config.get("network")
+    if not isinstance(network, dict) or set(network) != SPAN_NETWORK_KEYS:
+        raise _invalid(folder, f"network of a span head must have exactly the keys {sorted(SPAN_NETWORK_KEYS)}")
+    bounds = {"hidden_size": MAX_HIDDEN_SIZE, "decision_layer": MAX_LAYER - 1, "rank": MAX_WIDTH, "channels": MAX_WIDTH}
+    for key, high in (bounds | {"kernel": MAX_KERNEL}).items():
+        low = 0 if key == "decision_layer" else 1
+        if not _is_int(network[key]) or not low <= network[key] <= high:
+            raise _invalid(folder, f"network.{key} is {_show(network[key])}; it is an integer in {low}..{high}")
+    if network["kernel"] % 2 == 0:
+        raise _invalid(folder, f"network.kernel is {network['kernel']}; the mixer's kernel is odd")
+    if network["op"] not in ("prune", "merge"):
+        raise _invalid(folder, f"network.op is {_show(network['op'])}; a span head prunes or merges")
+    if not _is_number(network["default_budget"]) or not 0 < network["default_budget"] <= 1:
+        raise _invalid(folder, f"network.default_budget is {_show(network['default_budget'])}; budgets lie in (0, 1]")
+    d, r, c, k = (network[key] for key in ("hidden_size", "rank", "channels", "kernel"))
+    parameters = 2 * d * r + 4 * d + 4 + 6 * c * k + c + c * k + 1
+    if parameters > MAX_PARAMETERS:
+        raise _invalid(folder, f"the network would have {parameters:,} parameters, over the {MAX_PARAMETERS:,} allowed")
+    if not _same_ints(network["parameters"], parameters):
+        raise _invalid(folder, f"network.parameters is {_show(network['parameters'])} but its layers have {parameters}")
+    if not _same_ints(config.get("decision_layers"), [network["decision_layer"]]):
+        raise _invalid(folder, f"decision_layers must be [{network['decision_layer']}], the span head's one layer")
+
+
+def _validate_provenance(config: dict[str, Any], folder: Path) -> None:
+    """The model fingerprint, reward preset and training summary every checkpoint may carry."""
     fingerprint = config.get("model")
     if fingerprint is not None:
         if (
@@ -243,26 +328,17 @@ def validate_config(config: Any, folder: Path) -> None:
                 f"model is {_show(fingerprint)}, not a model fingerprint ({', '.join(FINGERPRINT_TYPES)}), so the "
                 "checkpoint does not say which model it is for",
             )
-    layers = _check_list(folder, "decision_layers", config.get("decision_layers"))
-    for i, layer in enumerate(layers):  # whether the model has these layers is checked where the policy acts
-        if not _is_int(layer) or not 0 <= layer < MAX_LAYER:
-            raise _invalid(folder, f"decision_layers[{i}] is {_show(layer)}; layers are integers in 0..{MAX_LAYER - 1}")
-    if any(a >= b for a, b in pairwise(layers)):
-        raise _invalid(folder, f"decision_layers {_show(layers)} are not distinct and in increasing order")
-
-    _check_fields(folder, config, "observation_fields", OBSERVATION_FIELDS)
-    if token:
-        _check_fields(folder, config, "token_feature_fields", TOKEN_FEATURE_FIELDS)
-    elif config.get("token_feature_fields") is not None:
-        raise _invalid(folder, "token_feature_fields is set but spec_version is that of a layer-level policy")
     if not isinstance(config.get("reward_preset"), (str, type(None))):
         raise _invalid(folder, f"reward_preset is {_show(config['reward_preset'])}, not a name")
     if not isinstance(config.get("training", {}), dict):
         raise _invalid(folder, f"training is {_show(config['training'])}, not an object")
 
 
-def build_policy(config: dict[str, Any], folder: Path) -> ReductionPolicy | TokenReductionPolicy:
+def build_policy(config: dict[str, Any], folder: Path) -> ReductionPolicy | TokenReductionPolicy | SpanHeadPolicy:
     """A fresh network of the shape a validated ``config`` describes."""
+    if SPEC_VERSIONS[config["spec_version"]] == "span":
+        network = {k: v for k, v in config["network"].items() if k != "parameters"}
+        return SpanHeadPolicy(**network)
     network, spec = config["network"], config["action_spec"]
     kwargs = {
         "observation_size": network["observation_size"],

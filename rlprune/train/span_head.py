@@ -1,0 +1,149 @@
+"""Train a :class:`~rlprune.policies.span_head.SpanHeadPolicy` by supervision on where the evidence is.
+
+For every training task whose gold answer occurs in its context, the model runs up to the head's
+decision layer once (the same :meth:`Reducer.select` path inference takes) and the states the head
+will read there are kept. The targets come from the task, not the prompt: the answer occurrence's
+tokens and the sentence around them. A listwise loss pushes both above every other token, so any
+top-k cut keeps them. Training tasks come from the train split only (their own templates, names
+and essays); the test grids and suites are never seen.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+from torch import Tensor
+
+from rlprune.data.evidence import locate_evidence
+from rlprune.data.long import LongSuite
+from rlprune.data.tasks import Task, generate_suite
+from rlprune.models import load_model, model_fingerprint
+from rlprune.policies.checkpoint import save_policy
+from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
+from rlprune.prompts import build_prompt
+from rlprune.reduction import sentence_end_ids, unit_ids
+from rlprune.runner import Reducer, ReducerConfig
+
+
+@dataclass(frozen=True)
+class SpanHeadConfig:
+    """What a span head is trained on and how."""
+
+    model: str = "smollm2-135m"
+    decision_layer: int = 2
+    rank: int = 32
+    channels: int = 16
+    kernel: int = 15
+    long_kinds: tuple[str, ...] = ("niah", "niah-multikey", "niah-multivalue")
+    long_lengths: tuple[int, ...] = (512, 1024, 2048)
+    long_per_cell: int = 3
+    short_mix: dict[str, float] = field(
+        default_factory=lambda: {"grounded": 0.3, "paraphrase": 0.25, "lookalike": 0.25, "bridge": 0.1, "kv": 0.1}
+    )
+    short_items: int = 240
+    short_tokens: tuple[int, int] = (150, 1100)
+    epochs: int = 12
+    learning_rate: float = 3e-3
+    sentence_weight: float = 0.5  # the answer's sentence counts half as much as the answer itself
+    seed: int = 0
+
+
+@dataclass
+class Example:
+    """The states a head reads for one training prompt, and where its evidence is."""
+
+    normed: Tensor  # (n, hidden) float16: carried prompt tokens after the decision layer's input norm
+    window: int  # final tokens that are the question
+    removable: Tensor  # (n,) bool
+    answer: Tensor  # (n,) bool: tokens of the gold answer's occurrences
+    sentence: Tensor  # (n,) bool: tokens of the sentences holding them
+
+
+def training_tasks(config: SpanHeadConfig) -> list[Task]:
+    """Train-split tasks: needles in real essays at several lengths and depths, and short grounded ones."""
+    tasks: list[Task] = []
+    for kind in config.long_kinds:
+        suite = LongSuite(kind, lengths=config.long_lengths, per_cell=config.long_per_cell, split="train")
+        tasks += suite.tasks()
+    tasks += generate_suite(config.short_mix, "train", config.short_items, seed=config.seed, tokens=config.short_tokens)
+    return tasks
+
+
+@torch.no_grad()
+def collect(reducer: Reducer, tokenizer, tasks: list[Task], layer: int, show_progress: bool = True) -> list[Example]:
+    """One :class:`Example` per task whose answer occurs in its context."""
+    ends = torch.tensor(reducer.config.sentence_ends or (), dtype=torch.long)
+    examples = []
+    with Progress(transient=True, disable=not show_progress) as progress:
+        bar = progress.add_task(f"hidden states at layer {layer}", total=len(tasks))
+        for task in tasks:
+            progress.advance(bar)
+            prompt = build_prompt(tokenizer, task.question, task.context)
+            evidence = locate_evidence(prompt, task)
+            if evidence is None:
+                continue
+            state = reducer.start(prompt.input_ids, decision_layers=(layer,), protect_last=prompt.protect_last)
+            ctx = reducer.score_context(state)
+            removable = state.removable().clone()
+            answer = evidence.occurrences.any(0)
+            units = unit_ids("sentence", ctx.positions, prompt.input_ids[0], ends)
+            sentence = torch.isin(units, units[answer]) & ~answer
+            # protected tokens are always kept: only the removable ones are targets to rank
+            examples.append(
+                Example(ctx.normed[0].half(), ctx.window, removable, answer & removable, sentence & removable)
+            )
+    return examples
+
+
+def fit(
+    head: SpanHeadPolicy, examples: list[Example], config: SpanHeadConfig, show_progress: bool = True
+) -> list[float]:
+    """Adam on the listwise loss, one example a step; returns the mean loss per epoch."""
+    optimizer = torch.optim.Adam(head.parameters(), lr=config.learning_rate)
+    order = list(range(len(examples)))
+    rng = random.Random(config.seed)
+    history = []
+    head.train()
+    with Progress(transient=True, disable=not show_progress) as progress:
+        bar = progress.add_task("training the span head", total=config.epochs * len(examples))
+        for _ in range(config.epochs):
+            rng.shuffle(order)
+            total = 0.0
+            for index in order:
+                example = examples[index]
+                normed = example.normed.float()
+                scores = head.scores(normed, normed[-example.window :])
+                scores = scores.masked_fill(~example.removable, float("-inf"))
+                loss = listwise_loss(scores, [example.answer, example.sentence], [1.0, config.sentence_weight])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+                progress.advance(bar)
+            history.append(total / max(len(examples), 1))
+    return history
+
+
+def train_span_head(config: SpanHeadConfig, out: str | Path, show_progress: bool = True) -> dict[str, Any]:
+    """Collect states, fit the head and export it to ``out`` as a policy checkpoint; returns a summary."""
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_model(config.model)
+    reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
+    tasks = training_tasks(config)
+    examples = collect(reducer, tokenizer, tasks, config.decision_layer, show_progress)
+    head = SpanHeadPolicy(reducer.dims.hidden, config.decision_layer, config.rank, config.channels, config.kernel)
+    history = fit(head, examples, config, show_progress)
+    summary = {"tasks": len(tasks), "examples": len(examples), "loss": history, "config": _jsonable(config)}
+    save_policy(head.eval(), out, fingerprint=model_fingerprint(model), training=summary)
+    return summary
+
+
+def _jsonable(config: SpanHeadConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
