@@ -450,10 +450,14 @@ def best_static(
     out: Annotated[Path | None, typer.Option(help="Where to write the table (default: eval/best-static/ENV.json).")] = (
         None
     ),
+    layers: Annotated[str, typer.Option(help="Decision layers searched, comma-separated.")] = "2,4,8",
+    spans: Annotated[
+        str, typer.Option(help='Span shapes searched besides each scorer\'s own, ";"-separated ("" for none).')
+    ] = "pool=25;pool=-4:+16;unit=sentence",
     device: PlacementOption = None,
     dtype: PlacementOption = None,
 ) -> None:
-    """Grid-search fixed schedules (layer x scorer x op) on validation: the `best-static` baseline's table."""
+    """Grid-search fixed schedules (layer x scorer x op x span shape) on validation: the `best-static` table."""
     from rlprune.envs import EnvConfig
     from rlprune.eval.best_static import search, write_table
     from rlprune.eval.harness import parse_budgets
@@ -461,7 +465,16 @@ def best_static(
 
     preset = EnvConfig.load(env)
     placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
-    result = search(dataclasses.replace(preset, **placement), parse_budgets(budgets), items)
+    try:
+        searched = tuple(int(part) for part in layers.split(",") if part.strip())
+    except ValueError:
+        raise InvalidActionError(f"--layers {layers!r} must be comma-separated layer numbers such as 2,4,8") from None
+    from rlprune.reduction import parse_schedule
+
+    shapes = tuple(part.strip() for part in spans.split(";") if part.strip())
+    for shape in shapes:  # a bad shape fails here, before the search starts
+        parse_schedule(f"2:prune:0.5:attention:{shape.replace(',', ':')}")
+    result = search(dataclasses.replace(preset, **placement), parse_budgets(budgets), items, searched, shapes)
     path = write_table(result, out or table_path(Path(env).stem))
     for budget, entry in result["best"].items():
         console.print(f"budget {budget}: {entry['schedule']} (score {entry['score']:.3f})", highlight=False)

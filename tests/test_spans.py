@@ -125,3 +125,22 @@ def test_pool_shapes_meet_the_budget_exactly(pool):
         b = plain.run(ids, decider(make_baseline("snapkv"), plain, budget), decision_layers=(2,))
         assert a.flops_ratio == pytest.approx(b.flops_ratio)
         assert a.flops_ratio <= budget + 0.02
+
+
+def test_best_static_grid_holds_span_shapes_and_each_candidate_parses():
+    from rlprune.eval.best_static import SPAN_SCORERS, candidates
+
+    texts = candidates((2, 4), ("pool=25", "pool=-4:+16", "unit=sentence"))
+    schedules = [parse_schedule(text) for text in texts]
+    spanned = [s for s in schedules if s[min(s)].pool is not None or s[min(s)].unit != "token"]
+    assert len(spanned) == 2 * len(SPAN_SCORERS) * 3
+    assert {str(s[min(s)].pool) for s in spanned if s[min(s)].pool} == {"25", "-4:+16"}
+
+
+def test_best_static_search_runs_on_the_smoke_preset(tmp_path):
+    from rlprune.eval.best_static import search
+
+    result = search("smoke", (0.7,), items=2, layers=(1, 2), spans=("pool=-1:+3",), cache_dir=tmp_path,
+                    show_progress=False)  # fmt: skip
+    assert set(result["scores"]["0.7"]) >= {"1:prune:0.5:relevance:pool=-1:+3", "2:merge:0.5:similarity"}
+    assert result["best"]["0.7"]["schedule"] in result["scores"]["0.7"]

@@ -1,6 +1,7 @@
 """Grid search for the strongest fixed schedule on a preset's validation split (``rlprune best-static``).
 
-Every (decision layer, scorer, op) is solved for each budget on each validation prompt, run
+Every (decision layer, scorer, op), and for the question-aware scorers every span shape (pool
+reach, sentence unit), is solved for each budget on each validation prompt, run
 through the one reducer with the full model's answer teacher-forced, and scored by the share of
 gold-answer tokens it predicts (top-1 agreement with the full model where the answer does not
 appear in it). The best schedule per budget is written as a table that the ``best-static``
@@ -24,16 +25,25 @@ from rlprune.io import atomic_write_text
 from rlprune.models import fingerprint_id, load_model
 from rlprune.policies import Policy, decider
 from rlprune.policies.baselines import Static
+from rlprune.reduction import sentence_end_ids
 from rlprune.runner import Reducer, ReducerConfig
 
 LAYERS = (2, 4, 8)
 SCORERS = ("attention", "relevance", "key_norm", "similarity")
 OPS = ("prune", "merge")
+SPANS = ("pool=25", "pool=-4:+16", "unit=sentence")
+"""Span shapes tried, besides each scorer's own, with the scorers that see the question (pruning)."""
+SPAN_SCORERS = ("attention", "relevance")
 
 
-def candidates(layers: Sequence[int] = LAYERS) -> list[str]:
+def candidates(layers: Sequence[int] = LAYERS, spans: Sequence[str] = SPANS) -> list[str]:
     """Schedule texts of the grid (the ratio is a placeholder: it is solved for each budget)."""
-    return [f"{layer}:{op}:0.5:{scorer}" for layer, scorer, op in itertools.product(layers, SCORERS, OPS)]
+    plain = [f"{layer}:{op}:0.5:{scorer}" for layer, scorer, op in itertools.product(layers, SCORERS, OPS)]
+    spanned = [
+        f"{layer}:prune:0.5:{scorer}:{span.replace(',', ':')}"
+        for layer, scorer, span in itertools.product(layers, SPAN_SCORERS, spans)
+    ]
+    return plain + spanned
 
 
 def validation_references(
@@ -49,7 +59,9 @@ def validation_references(
     if model is None:
         model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype)
     episode = config.episode
-    reducer = Reducer(model, ReducerConfig(protect_first=episode.protect_first))
+    reducer = Reducer(
+        model, ReducerConfig(protect_first=episode.protect_first, sentence_ends=sentence_end_ids(tokenizer))
+    )
     tasks = config.tasks.tasks("validation")[:items]
     cache = ReferenceCache(
         reducer,
@@ -82,6 +94,7 @@ def search(
     budgets: Sequence[float] = (0.3, 0.5),
     items: int = 24,
     layers: Sequence[int] = LAYERS,
+    spans: Sequence[str] = SPANS,
     *,
     model=None,
     tokenizer=None,
@@ -90,7 +103,7 @@ def search(
 ) -> dict[str, Any]:
     """Score every candidate at every budget on the first ``items`` validation prompts of ``preset``."""
     reducer, references = validation_references(preset, items, model=model, tokenizer=tokenizer, cache_dir=cache_dir)
-    texts = candidates(layers)
+    texts = candidates(layers, spans)
     scores: dict[str, dict[str, float]] = {str(b): {} for b in budgets}
     with Progress(transient=True, disable=not show_progress) as progress:
         bar = progress.add_task("best-static grid", total=len(texts) * len(budgets) * len(references))
