@@ -401,3 +401,30 @@ def test_time_to_first_token_is_reported_by_prompt_length():
     assert rows[0]["items"] == 2 and rows[0]["ttft_ms"] == pytest.approx(350.0)
     assert rows[1]["ttft_speedup"] == pytest.approx(2.0) and rows[0]["ttft_speedup"] == pytest.approx(1.0)
     assert rows[3]["decode_tok_s"] == pytest.approx(10.0)
+
+
+def test_evidence_only_records_what_generation_records_without_generating(tiny, suite_file, tmp_path, monkeypatch):
+    """The evidence and FLOPs of an evidence-only run equal those of a full run; nothing is generated."""
+    model, tokenizer = tiny
+    base = EvalConfig(str(suite_file), baselines=("snapkv", "snapkv:pool=-2:+6"), budgets=(0.7,), max_new_tokens=3,
+                      bootstrap_samples=100, agreement=False)  # fmt: skip
+    generated = Evaluation(base, tmp_path / "gen", model=model, tokenizer=tokenizer).run(show_progress=False)
+    monkeypatch.setattr(Reducer, "generate", lambda *a, **k: pytest.fail("an evidence-only run generated"))
+    only = replace(base, evidence_only=True)
+    rows = evaluate(only, tmp_path / "ev", model=model, tokenizer=tokenizer, show_progress=False)
+    records = json.loads((tmp_path / "ev" / "results.json").read_text())["records"]
+    key = lambda r: (r["item"], r["method"], r["budget"])  # noqa: E731
+    by_key = {key(r): r for r in generated}
+    assert len(records) == len(generated) == 3 * 3
+    for record in records:
+        assert record["answer"] is None and record["correct"] is None
+        twin = by_key[key(record)]
+        assert record["evidence"] == twin["evidence"] and record["evidence_share"] == twin["evidence_share"]
+        assert record["flops_ratio"] == pytest.approx(twin["flops_ratio"], abs=1e-9)
+        assert record["kv_ratio"] == pytest.approx(twin["kv_ratio"], abs=1e-9)
+    assert [r["evidence"] for r in records if r["index"] == 2] == [None] * 3  # a bare prompt has no evidence
+    full = next(r for r in rows if r["method"] == FULL)
+    assert full["evidence"] == 1.0 and full["accuracy"] is None
+    assert "evidence kept" in (tmp_path / "ev" / "results.md").read_text()
+    with pytest.raises(RLPruneError, match="evidence_only"):  # never mixed with generated records
+        Evaluation(base, tmp_path / "ev", model=model, tokenizer=tokenizer)
