@@ -172,3 +172,18 @@ def test_resuming_from_a_cached_hidden_state_skips_the_early_layers(llama):
     assert resumed.flops == pytest.approx(direct.flops)
     with pytest.raises(RuntimeError, match="resumed"):
         reducer.extend(resumed.state, [3])
+
+
+def test_select_then_finish_is_run_and_select_runs_no_layer_after_the_last_decision():
+    model = tiny_model("llama")
+    reducer = Reducer(model)
+    ids = random_ids(60, seed=9)
+    schedule = {1: LayerAction("prune", 0.3, "attention"), 2: LayerAction("merge", 0.4, "similarity")}
+    state = reducer.select(ids, schedule, protect_last=4)
+    assert state.layer == 2 and state.done  # stopped at the last decision layer
+    assert reducer.projected_flops(state) / reducer.full_flops(state) < 1.0
+    projected_kv = reducer.projected_kv_ratio(state)
+    out = reducer.finish(state, logits="all")
+    whole = reducer.run(ids, schedule, protect_last=4, logits="all")
+    assert torch.equal(out.logits, whole.logits) and out.flops == whole.flops
+    assert projected_kv == pytest.approx(whole.kv_bytes / whole.kv_bytes_full)

@@ -1,0 +1,47 @@
+"""Pool several evaluations' records and compare one method with every other, paired by item.
+
+Reads the ``results.json`` of each evaluation folder given (``rlprune eval ... --out DIR``), pools
+their records (items keep their own ids, so nothing is paired across suites) and prints, per
+method and budget, accuracy, evidence kept, partial answers, hallucination and loops, then the
+paired accuracy differences of ``--method`` against every other method with 95% bootstrap
+intervals, all in one table.
+
+    python benchmarks/pooled_comparison.py runs/eval-grounded runs/eval-niah runs/eval-multikey \
+        --method policies/smollm2-135m-span
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from rlprune.eval.report import aggregate, differences, differences_table, markdown_table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="evaluation folders holding results.json")
+    parser.add_argument("--method", required=True, help="the method compared with the others (its name in the records)")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    args = parser.parse_args()
+
+    records = []
+    for folder in args.folders:
+        results = json.loads((folder / "results.json").read_text())
+        records += results["records"]
+    names = {r["method"] for r in records}
+    method = args.method if args.method in names else Path(args.method).name
+    if method not in names:
+        raise SystemExit(f"no records of {args.method!r}; methods found: {', '.join(sorted(names))}")
+    items = len({r["item"] for r in records})
+    console = Console(width=200)
+    title = f"{items} items pooled from {', '.join(str(f) for f in args.folders)}"
+    console.print(markdown_table(aggregate(records, samples=args.bootstrap), title), highlight=False)
+    console.print(differences_table(differences(records, method, samples=args.bootstrap)), highlight=False)
+
+
+if __name__ == "__main__":
+    main()
