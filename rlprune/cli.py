@@ -475,6 +475,7 @@ def best_static(
     for shape in shapes:  # a bad shape fails here, before the search starts
         parse_schedule(f"2:prune:0.5:attention:{shape.replace(',', ':')}")
     result = search(dataclasses.replace(preset, **placement), parse_budgets(budgets), items, searched, shapes)
+    result["preset"] = env  # the name or path given, not the loaded configuration
     path = write_table(result, out or table_path(Path(env).stem))
     for budget, entry in result["best"].items():
         console.print(f"budget {budget}: {entry['schedule']} (score {entry['score']:.3f})", highlight=False)
