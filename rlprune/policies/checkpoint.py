@@ -35,7 +35,7 @@ from rlprune.features import (
 from rlprune.io import atomic_write, atomic_write_text
 from rlprune.models import model_fingerprint
 from rlprune.policies.network import ReductionPolicy
-from rlprune.policies.span_head import SPAN_SPEC_VERSION, SpanHeadPolicy
+from rlprune.policies.span_head import MIXER_INPUTS, SPAN_SPEC_VERSION, SpanHeadPolicy
 from rlprune.policies.token_network import TOKEN_SPEC_VERSION, TokenReductionPolicy
 from rlprune.reduction import OPS, SCORERS
 
@@ -302,7 +302,7 @@ def _validate_span_network(config: dict[str, Any], folder: Path) -> None:
     if not _is_number(network["default_budget"]) or not 0 < network["default_budget"] <= 1:
         raise _invalid(folder, f"network.default_budget is {_show(network['default_budget'])}; budgets lie in (0, 1]")
     d, r, c, k = (network[key] for key in ("hidden_size", "rank", "channels", "kernel"))
-    parameters = 2 * d * r + 4 * d + 4 + 6 * c * k + c + c * k + 1
+    parameters = 2 * d * r + 4 * d + 4 + MIXER_INPUTS * c * k + c + c * k + 1
     if parameters > MAX_PARAMETERS:
         raise _invalid(folder, f"the network would have {parameters:,} parameters, over the {MAX_PARAMETERS:,} allowed")
     if not _same_ints(network["parameters"], parameters):

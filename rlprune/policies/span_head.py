@@ -4,8 +4,10 @@ At its decision layer the head reads every carried prompt token's state (after t
 norm) and the question's states (the protected tail), and scores each token by a low-rank
 bilinear match against the question tokens; a light 1-D convolution over neighbours then turns
 those matches into span scores, so the value that *follows* a matching cue ("... for Humhumqua is
-4018627") is kept with it. The reducer removes the lowest-scored tokens, as many as the budget
-requires at that layer (one cut, like the strongest fixed rules).
+4018627") is kept with it. The plain cosine match to the question (the ``relevance`` scorer) is one more
+input, so the head starts from the strongest fixed rule and learns where to depart from it. The
+reducer removes the lowest-scored tokens, as many as the budget requires at that layer (one cut,
+like the strongest fixed rules).
 
 It is trained by supervision on where the evidence is (:mod:`rlprune.train.span_head`): the gold
 answer's tokens and the sentence around them are known from each training task, never from the
@@ -23,13 +25,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlprune.features import Features
-from rlprune.reduction import LayerAction
+from rlprune.reduction import LayerAction, Pool
 
 SPAN_SPEC_VERSION = 4
 """Inputs and outputs of span-head policies (layer- and token-level policies have their own)."""
 
 DEFAULT_BUDGET = 0.5
 """The FLOPs ratio a span head runs at when no budget is given."""
+
+MIXER_INPUTS = 8
+"""Channels into the mixer: best and soft-mean learned match, the plain cosine match to the question
+and that match carried over the next 8 tokens, and four question-free channels."""
 
 
 class SpanHeadPolicy(nn.Module):
@@ -59,7 +65,7 @@ class SpanHeadPolicy(nn.Module):
         self.question = nn.Linear(hidden_size, rank, bias=False)  # what the question asks for
         self.local = nn.Linear(hidden_size, 4)  # question-free cues (punctuation, digits, names)
         self.mixer = nn.Sequential(
-            nn.Conv1d(6, channels, kernel, padding=kernel // 2),
+            nn.Conv1d(MIXER_INPUTS, channels, kernel, padding=kernel // 2),
             nn.GELU(),
             nn.Conv1d(channels, 1, kernel, padding=kernel // 2),
         )
@@ -81,20 +87,20 @@ class SpanHeadPolicy(nn.Module):
         device = self.token.weight.device
         normed, question = normed.to(device, torch.float32), question.to(device, torch.float32)
         match = self.token(normed) @ self.question(question).T / math.sqrt(self.rank)  # (n, w)
-        columns = torch.cat(
-            (
-                match.amax(-1, keepdim=True),
-                match.logsumexp(-1, keepdim=True) - math.log(match.shape[1]),
-                self.local(normed),
-            ),
-            dim=-1,
+        cosine = (F.normalize(normed, dim=-1) @ F.normalize(question, dim=-1).T).amax(-1)  # the relevance scorer's
+        columns = (
+            match.amax(-1),
+            match.logsumexp(-1) - math.log(match.shape[1]),
+            cosine,
+            Pool.forward(9).apply(cosine),
+            *self.local(normed).T,
         )
-        return self.mixer(columns.T[None])[0, 0]
+        return self.mixer(torch.stack(columns)[None])[0, 0]
 
     def head_flops(self, tokens: int, window: int) -> float:
         """What scoring ``tokens`` tokens against a ``window``-token question costs."""
-        per_token = 2 * self.hidden_size * (self.rank + 4) + 2 * self.rank * window
-        mixer = 2 * self.kernel * (6 * self.channels + self.channels)
+        per_token = 2 * self.hidden_size * (self.rank + 4 + window) + 2 * self.rank * window
+        mixer = 2 * self.kernel * (MIXER_INPUTS * self.channels + self.channels)
         return float(tokens * (per_token + mixer) + 2 * window * self.hidden_size * self.rank)
 
     @torch.no_grad()
