@@ -2,6 +2,7 @@
 
 from rlprune.errors import (
     InvalidActionError,
+    InvalidArgumentError,
     InvalidPromptError,
     ModelNotFoundError,
     RLPruneError,
@@ -22,6 +23,7 @@ __all__ = [
     "KEEP",
     "GenerationResult",
     "InvalidActionError",
+    "InvalidArgumentError",
     "InvalidPromptError",
     "LayerAction",
     "ModelDims",

@@ -139,6 +139,7 @@ def generate(
     from rlprune.inference import check_budget
     from rlprune.models import load_model
     from rlprune.policies import decider, resolve_policy
+    from rlprune.policies.base import run_budget
     from rlprune.prompts import build_prompt
     from rlprune.reduction import parse_schedule
     from rlprune.runner import Reducer
@@ -156,6 +157,7 @@ def generate(
     lm, tokenizer = load_model(model, device=device, dtype=dtype)
     reducer = Reducer(lm)
     chosen = resolve_policy(policy, lm) if policy is not None else None  # checked against the base weights
+    budget = run_budget(chosen, budget) if chosen is not None else None  # a learned policy's own when not given
     if adapter is not None:
         from rlprune.output import apply_adapter
 
@@ -450,7 +452,10 @@ def best_static(
     out: Annotated[Path | None, typer.Option(help="Where to write the table (default: eval/best-static/ENV.json).")] = (
         None
     ),
-    layers: Annotated[str, typer.Option(help="Decision layers searched, comma-separated.")] = "2,4,8",
+    layers: Annotated[
+        str | None,
+        typer.Option(help="Decision layers searched, comma-separated (default: those of 2,4,8 the model has)."),
+    ] = None,
     spans: Annotated[
         str, typer.Option(help='Span shapes searched besides each scorer\'s own, ";"-separated ("" for none).')
     ] = "pool=25;pool=-4:+16;unit=sentence",
@@ -459,24 +464,21 @@ def best_static(
 ) -> None:
     """Grid-search fixed schedules (layer x scorer x op x span shape) on validation: the `best-static` table."""
     from rlprune.envs import EnvConfig
-    from rlprune.eval.best_static import search, write_table
+    from rlprune.eval.best_static import check_table_path, search, write_table
     from rlprune.eval.harness import parse_budgets
     from rlprune.policies.baselines import table_path
 
     preset = EnvConfig.load(env)
     placement = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
     try:
-        searched = tuple(int(part) for part in layers.split(",") if part.strip())
+        searched = None if layers is None else tuple(int(part) for part in layers.split(",") if part.strip())
     except ValueError:
         raise InvalidActionError(f"--layers {layers!r} must be comma-separated layer numbers such as 2,4,8") from None
-    from rlprune.reduction import parse_schedule
-
     shapes = tuple(part.strip() for part in spans.split(";") if part.strip())
-    for shape in shapes:  # a bad shape fails here, before the search starts
-        parse_schedule(f"2:prune:0.5:attention:{shape.replace(',', ':')}")
+    path = check_table_path(out or table_path(Path(env).stem))  # before the search, not after it
     result = search(dataclasses.replace(preset, **placement), parse_budgets(budgets), items, searched, shapes)
     result["preset"] = env  # the name or path given, not the loaded configuration
-    path = write_table(result, out or table_path(Path(env).stem))
+    path = write_table(result, path)
     for budget, entry in result["best"].items():
         console.print(f"budget {budget}: {entry['schedule']} (score {entry['score']:.3f})", highlight=False)
     console.print(f"table written to {path}; use it as the baseline `best-static:{path}`")
@@ -524,7 +526,11 @@ def evaluate(
         str | None, typer.Option(help="Needle depths of a long-context suite, e.g. 0,0.5,1 (default 0 to 1 by 0.25).")
     ] = None,
     force_new: Annotated[
-        bool, typer.Option("--force-new", help="Set aside the records already in OUT and evaluate everything again.")
+        bool,
+        typer.Option(
+            "--force-new",
+            help="Set aside the records already in OUT (records.jsonl.old, .old.1 ...) and evaluate everything again.",
+        ),
     ] = False,
     agreement: Annotated[
         bool,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rlprune.errors import RLPruneError
+from rlprune.io import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,28 +30,47 @@ class ConfigError(RLPruneError):
     """A preset or recipe has an unknown key or a bad value."""
 
 
+KINDS = {"envs": "env preset", "train": "recipe"}
+"""What the TOML files of each configuration folder are called in messages."""
+
+
 def find_config(name_or_path: str | Path, folder: str) -> Path:
     """A TOML file given by path, or by name in ``./FOLDER/`` or the project's ``FOLDER/``."""
     path = Path(name_or_path)
+    kind = KINDS.get(folder, f"{folder} preset")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the {kind} by name ({_known(folder)}) or as a .toml file")
     if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"{path} does not exist")
-        return path
+        return path  # load_toml refuses a FIFO or device there
     for base in (Path.cwd() / folder, ROOT / folder):
         candidate = base / f"{name_or_path}.toml"
         if candidate.is_file():
             return candidate
-    known = sorted(
-        {p.stem for base in (Path.cwd() / folder, ROOT / folder) if base.is_dir() for p in base.glob("*.toml")}
-    )
-    raise ConfigError(f"unknown {folder[:-1]} preset {str(name_or_path)!r}; known: {', '.join(known) or 'none'}")
+    raise ConfigError(f"unknown {kind} {str(name_or_path)!r}; known: {_known(folder)}")
+
+
+def _known(folder: str) -> str:
+    """The names of the TOML files in ``./FOLDER/`` and the project's ``FOLDER/``."""
+    names = {p.stem for base in (Path.cwd() / folder, ROOT / folder) if base.is_dir() for p in base.glob("*.toml")}
+    return ", ".join(sorted(names)) or "none"
+
+
+MAX_TOML_BYTES = 1 << 20
+"""Most bytes a preset or recipe may hold (they are a few hundred); a bigger one is refused unread."""
 
 
 def load_toml(path: Path) -> dict[str, Any]:
+    """A preset's or recipe's tables; it must be a regular UTF-8 file of at most :data:`MAX_TOML_BYTES`."""
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(read_text(path, "TOML file", MAX_TOML_BYTES))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"{path} is not valid TOML: its arrays or tables nest too deeply") from None
+    except RLPruneError as error:  # missing, not a regular file, too big or not UTF-8
+        raise ConfigError(str(error)) from None
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:

@@ -28,6 +28,11 @@ class InvalidActionError(RLPruneError):
     """A reduction action or schedule is malformed (unknown op or scorer, ratio out of range)."""
 
 
+class InvalidArgumentError(RLPruneError, ValueError):
+    """An argument given from Python has the wrong type or lies outside its range (a ``ValueError``
+    too, so code catching that keeps working)."""
+
+
 def describe_os_error(error: OSError) -> str:
     """One line for a fault of the machine rather than of rlprune: what failed and what to do."""
     where = f" {error.filename}" if error.filename else ""

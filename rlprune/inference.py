@@ -12,6 +12,7 @@ explicit form.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,15 +21,29 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from rlprune.errors import InvalidPromptError, RLPruneError
-from rlprune.policies import Policy, decider, resolve_policy
+from rlprune.errors import InvalidActionError, InvalidArgumentError, RLPruneError
+from rlprune.policies import Policy, PolicyError, decider, resolve_policy
 from rlprune.prompts import build_prompt
 from rlprune.runner import Reducer, ReducerConfig, ReductionBatch, ReductionState
+from rlprune.validate import check_budget, check_int, check_prompts, shown
+
+SAMPLING_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "generator", "eos_token_id")
+"""The keyword arguments :func:`generate` passes on to :meth:`Reducer.generate`."""
 
 
-def check_budget(budget: float | None) -> None:
-    if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget <= 1):
-        raise RLPruneError(f"budget {budget!r} must lie in (0, 1]: it is the target prefill FLOPs ratio")
+def check_policy(policy: object, model: PreTrainedModel) -> Policy:
+    """``policy`` as a :class:`Policy`, refusing anything that is not a policy, a checkpoint folder or a
+    baseline spec before a prompt runs."""
+    if callable(getattr(policy, "act", None)) and callable(getattr(policy, "decision_layers", None)):
+        return policy
+    if isinstance(policy, str) and policy.strip():
+        return resolve_policy(policy, model)
+    if isinstance(policy, os.PathLike):
+        return resolve_policy(Path(policy), model)
+    raise PolicyError(
+        "policy must be a baseline spec such as 'snapkv' or 'fastv:layer=2', a checkpoint folder or a Policy "
+        f"object; got {shown(policy)}"
+    )
 
 
 BUDGET_TOLERANCE = 0.05
@@ -103,9 +118,10 @@ def apply(
         budget: target prefill FLOPs ratio in (0, 1]; ``None`` lets baselines use their own ratio.
         protect_last: final prompt tokens never removed (default: the reducer's, 8).
     """
-    check_budget(budget)
-    policy = resolve_policy(policy, model)
+    budget = check_budget(budget)
+    protect_last = None if protect_last is None else check_int(protect_last, "protect_last", error=InvalidActionError)
     reducer = Reducer(model)
+    policy = check_policy(policy, model)
     before = model.__dict__.get("forward")
     model.forward = _ReducedForward(reducer, policy, budget, protect_last)
     try:
@@ -132,16 +148,23 @@ def generate(
 
     A list of prompts (with a list of contexts, or one for all) runs as one batch and returns a
     list of answers. The question and everything after it are protected. ``sampling`` takes
-    ``do_sample``, ``temperature``, ``top_k``, ``top_p`` and ``generator`` as in :meth:`Reducer.generate`.
+    ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``generator`` and ``eos_token_id`` as in
+    :meth:`Reducer.generate`.
     """
-    check_budget(budget)
-    policy = resolve_policy(policy, model)
-    questions = [prompt] if isinstance(prompt, str) else list(prompt)
-    contexts = list(context) if isinstance(context, (list, tuple)) else [context] * len(questions)
-    if len(contexts) != len(questions):
-        raise InvalidPromptError(f"{len(contexts)} contexts for {len(questions)} prompts; give one per prompt")
-    built = [build_prompt(tokenizer, q, c) for q, c in zip(questions, contexts, strict=True)]
+    budget = check_budget(budget)
+    questions, contexts = check_prompts(prompt, context)
+    unknown = sorted(set(sampling) - set(SAMPLING_OPTIONS))
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown sampling option(s) {', '.join(unknown)}; use {', '.join(SAMPLING_OPTIONS)}"
+        )
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise InvalidArgumentError(
+            f"tokenizer must be the model's tokenizer (load_model returns it), got {shown(tokenizer)}"
+        )
     reducer = Reducer(model, ReducerConfig())
+    policy = check_policy(policy, model)
+    built = [build_prompt(tokenizer, q, c) for q, c in zip(questions, contexts, strict=True)]
     results = reducer.generate(
         [b.input_ids[0] for b in built] if len(built) > 1 else built[0].input_ids,
         decider(policy, reducer, budget),

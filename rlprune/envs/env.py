@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,71 @@ from rlprune.config import ConfigError, find_config, from_dict, load_toml
 from rlprune.data.tasks import KINDS, SPLITS, Task, generate_suite, load_jsonl
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward
+from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, ActionSpec, Features, flops_projected, observe
 from rlprune.models import load_model
 from rlprune.reduction import LayerAction
 from rlprune.runner import Reducer, ReducerConfig, ReductionOutput, ReductionState
+
+EPISODE_OPTIONS = ("task_index", "budget")
+"""The keys ``reset(options=...)`` understands."""
+
+
+def is_budget(value: object) -> bool:
+    """Whether ``value`` is a budget: a finite number in (0, 1] (numpy scalars too, never a bool)."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and 0 < value <= 1
+
+
+def check_budget(value: object, name: str = "budget") -> float:
+    """``value`` as a float budget, or an error naming ``name``: a budget is a prefill FLOPs ratio."""
+    if not is_budget(value):
+        raise RLPruneError(f"{name} must be a finite number in (0, 1] (a prefill FLOPs ratio), got {value!r}")
+    return float(value)
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None, note: str = "") -> int:
+    """``value`` as an int in ``[low, high)`` (no upper bound without ``high``): Python or numpy
+    integers only, never a bool or a float, so that ``2.7`` or ``"1"`` is not quietly rounded."""
+    if isinstance(value, Integral) and not isinstance(value, bool) and low <= value and (high is None or value < high):
+        return int(value)
+    bounds = f"in [{low}, {high})" if high is not None else f"of at least {low}"
+    raise RLPruneError(f"{name} must be an integer {bounds}{note}, got {value!r}")
+
+
+def out_of_bounds(space: spaces.Space) -> str:
+    """What the values of an action in ``space`` must be, for an error message."""
+    if isinstance(space, spaces.MultiDiscrete):
+        return "each value must lie in [0, n) for the n its position has in nvec"
+    if isinstance(space, spaces.Box):
+        kind = "an integer" if np.issubdtype(space.dtype, np.integer) else "a finite number"
+        if np.ptp(space.low) == 0 and np.ptp(space.high) == 0:
+            return f"each value must be {kind} in [{space.low.flat[0]:g}, {space.high.flat[0]:g}]"
+        return f"each value must be {kind} between the space's low and high at its position"
+    return "a value lies outside the space"
+
+
+def check_action(action: object, space: spaces.Space, name: str = "action") -> np.ndarray:
+    """``action`` as an array of ``space``'s dtype, or :class:`InvalidActionError` naming it and the space.
+
+    Strict: a discrete space takes integers only (``1.7`` is not rounded, ``-1`` does not wrap), and
+    the shape must be the space's.
+    """
+    integer = np.issubdtype(space.dtype, np.integer)
+    try:
+        array = np.asarray(action)
+    except (TypeError, ValueError):  # ragged lists
+        array = np.asarray(None)
+    if array.dtype.kind not in ("iu" if integer else "iuf"):
+        problem = f"it must be an array of {'integers' if integer else 'numbers'}"
+    elif array.shape != space.shape:
+        problem = f"its shape must be {space.shape}, not {array.shape}"
+    elif not space.contains(converted := array.astype(space.dtype)):
+        problem = out_of_bounds(space)
+    else:
+        return converted
+    text = repr(action)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    raise InvalidActionError(f"{name} {text} is not in the action space {' '.join(str(space).split())}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -65,10 +128,10 @@ class EpisodeConfig:
         layers = self.decision_layers
         if not layers or list(layers) != sorted(set(layers)) or layers[0] < 0:
             raise ValueError(f"decision_layers must be distinct, ascending and >= 0, got {list(layers)}")
+        if not all(is_budget(b) for b in self.budget):
+            raise ValueError(f"budget {list(self.budget)} must lie in (0, 1]: it is a prefill FLOPs ratio")
         if len(self.budget) not in (1, 2) or self.budget[0] > self.budget[-1]:
             raise ValueError(f"budget must be one number or [low, high], got {list(self.budget)}")
-        if not all(0 < b <= 1 for b in self.budget):
-            raise ValueError(f"budget {list(self.budget)} must lie in (0, 1]: it is a prefill FLOPs ratio")
         if self.continuation_tokens < 1:
             raise ValueError("continuation_tokens must be at least 1")
 
@@ -86,13 +149,20 @@ class EnvConfig:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> EnvConfig:
-        """Read a preset by name (``grounded-qa``) or path; unknown keys and bad values are errors."""
+        """Read a preset by name (``grounded-qa``) or path; unknown keys and bad values are errors, and
+        so is a missing ``model`` (a preset says which model it trains, never a default one silently)."""
         path = find_config(name_or_path, "envs")
         data = load_toml(path)
         for key in ("budget",):  # a single number is a fixed budget
             if isinstance(data.get("episode", {}).get(key), (int, float)):
                 data["episode"][key] = [data["episode"][key]]
-        return from_dict(cls, data, path.name)
+        config = from_dict(cls, data, path.name)
+        if "model" not in data:
+            raise ConfigError(
+                f"{path} has no model key: name the model to train on at its top, before any [table], e.g. "
+                f'model = "{cls.model}" (an alias, a local model folder or a .gguf file)'
+            )
+        return config
 
 
 class TokenReductionEnv(gym.Env):
@@ -132,8 +202,7 @@ class TokenReductionEnv(gym.Env):
         self.config = preset if isinstance(preset, EnvConfig) else EnvConfig.load(preset)
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-        if budget is not None and not 0 < budget <= 1:
-            raise ConfigError(f"budget {budget} must lie in (0, 1]: it is a prefill FLOPs ratio")
+        self.fixed_budget = None if budget is None else check_budget(budget)
         if model is None:
             model, tokenizer = load_model(self.config.model, device=self.config.device, dtype=self.config.dtype)
         episode = self.config.episode
@@ -146,7 +215,6 @@ class TokenReductionEnv(gym.Env):
         self.tokenizer = tokenizer
         self.split = split
         self.tasks = tasks if tasks is not None else self.config.tasks.tasks(split)
-        self.fixed_budget = budget
         self.references = ReferenceCache(
             self.reducer,
             tokenizer,
@@ -163,29 +231,48 @@ class TokenReductionEnv(gym.Env):
         self.budget = 1.0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Start an episode on a random task; ``options`` may fix ``task_index`` and ``budget``."""
+        """Start an episode on a random task; ``options`` may fix ``task_index`` and ``budget`` (see
+        :meth:`check_options`)."""
         super().reset(seed=seed)
         reference = self.draw_episode(options)
         self.enter(self.reducer.start(reference.input_ids, **self.start_arguments(reference)))
-        return self._observation(), self.episode_info()
+        return self.current_observation(), self.episode_info()
 
     def step(self, action):
         action, before = self.decide(action)
         self._state = self.reducer.step(self._state, action)
         reward, info = self.after_step(action, before)
         if not self._state.done:
-            return self._observation(), reward, False, False, info
+            return self.current_observation(), reward, False, False, info
         return self.conclude(self.reducer.finish(self._state, logits="continuation"), reward, info)
 
     # -- the pieces of an episode, shared with the vector environment -----------------------
 
-    def draw_episode(self, options: dict[str, Any] | None = None) -> Reference:
+    def check_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``reset``'s options, checked before the episode changes: only :data:`EPISODE_OPTIONS`;
+        ``task_index`` an integer in [0, number of tasks), ``budget`` a finite number in (0, 1]."""
+        if options is None:
+            return {}
+        if not isinstance(options, Mapping):
+            raise RLPruneError(f"options must be a dict (keys {', '.join(EPISODE_OPTIONS)}), got {options!r}")
+        unknown = [repr(key) for key in options if key not in EPISODE_OPTIONS]
+        if unknown:
+            raise RLPruneError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(EPISODE_OPTIONS)}")
+        checked = dict(options)
+        if "task_index" in checked:
+            note = f" (this environment has {len(self.tasks)} {self.split} tasks)"
+            checked["task_index"] = check_int("task_index", checked["task_index"], 0, len(self.tasks), note)
+        if "budget" in checked:
+            checked["budget"] = check_budget(checked["budget"])
+        return checked
+
+    def draw_episode(self, options: Mapping[str, Any] | None = None) -> Reference:
         """Choose the task and budget of a new episode; returns the full model's reference for it."""
-        options = options or {}
-        index = int(options.get("task_index", self.np_random.integers(len(self.tasks))))
-        self._task = self.tasks[index % len(self.tasks)]
+        options = self.check_options(options)
+        index = options.get("task_index", int(self.np_random.integers(len(self.tasks))))
+        self._task = self.tasks[index]
         budget = options.get("budget", self.fixed_budget)
-        self.budget = float(budget) if budget is not None else self._draw_budget()
+        self.budget = budget if budget is not None else self._draw_budget()
         self._reference = self.references.get(self._task)
         return self._reference
 
@@ -208,10 +295,9 @@ class TokenReductionEnv(gym.Env):
         """The :class:`LayerAction` for ``action`` at the current layer, and the projected FLOPs before it."""
         if self._state is None or self._state.done:
             raise RuntimeError("call reset() before step()")
-        before = flops_projected(self.reducer, self._state)
         if not isinstance(action, LayerAction):  # scripted callers may pass a LayerAction directly
-            action = self.action_spec.decode(action, Features(self.reducer, self._state, self.budget))
-        return action, before
+            action = self.action_spec.decode(check_action(action, self.action_space), self.features())
+        return action, flops_projected(self.reducer, self._state)
 
     def after_step(self, action: LayerAction, before: float) -> tuple[float, dict[str, Any]]:
         """The step's FLOPs reward and info, once the reducer has applied ``action``."""
@@ -246,9 +332,14 @@ class TokenReductionEnv(gym.Env):
         """Valid choices per action dimension, concatenated (for sb3-contrib's MaskablePPO)."""
         if self._state is None or self._state.done:
             return np.ones(sum(self.action_spec.nvec), dtype=bool)
-        return self.action_spec.masks(Features(self.reducer, self._state, self.budget))
+        return self.action_spec.masks(self.features())
 
-    def _observation(self) -> np.ndarray:
+    def features(self) -> Features:
+        """What a policy may look at before the current decision layer."""
+        return Features(self.reducer, self._state, self.budget)
+
+    def current_observation(self) -> np.ndarray:
+        """The observation of the current decision layer."""
         return observe(self.reducer, self._state, self.budget)
 
     def _draw_budget(self) -> float:

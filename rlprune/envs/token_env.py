@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from rlprune.envs.env import TokenReductionEnv
+from rlprune.envs.env import TokenReductionEnv, check_action, check_int
 from rlprune.errors import InvalidPromptError
 from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, TOKEN_FEATURE_SIZE, Features
 from rlprune.policies.token_network import token_action_spec
@@ -36,7 +36,7 @@ class TokenLevelEnv(gym.Wrapper):
 
     def __init__(self, env: TokenReductionEnv, max_tokens: int = 2048) -> None:
         super().__init__(env)
-        self.max_tokens = max_tokens
+        self.max_tokens = check_int("max_tokens", max_tokens, 1)
         self.action_spec = token_action_spec()
         ops, shares = len(self.action_spec.ops), len(self.action_spec.shares)
         low, high = OBSERVATION_BOUNDS
@@ -68,11 +68,12 @@ class TokenLevelEnv(gym.Wrapper):
         return self.base.action_masks()
 
     def features(self) -> Features:
-        base = self.base
-        return Features(base.reducer, base._state, base.budget)
+        return self.base.features()
 
     def decode(self, action: np.ndarray) -> LayerAction:
-        """The :class:`LayerAction` an action array stands for at the current layer."""
+        """The :class:`LayerAction` an action array stands for at the current layer; an array outside
+        the action space (wrong shape, NaN, beyond the key bounds) is an :class:`InvalidActionError`."""
+        action = check_action(action, self.action_space)
         features = self.features()
         ops, shares = len(self.action_spec.ops), len(self.action_spec.shares)
         op = min(max(int(round(float(action[0]))), 0), ops - 1)  # any Box sample decodes to a valid choice

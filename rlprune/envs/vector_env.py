@@ -17,7 +17,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from rlprune.envs.env import EnvConfig, TokenReductionEnv
+from rlprune.envs.env import EnvConfig, TokenReductionEnv, check_action, check_int
+from rlprune.errors import RLPruneError
 from rlprune.runner import ReductionBatch
 
 
@@ -48,8 +49,7 @@ class TokenReductionVectorEnv(VectorEnv):
         budget: float | None = None,
         cache_dir: str | Path | None = None,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+        num_envs = check_int("num_envs", num_envs, 1)
         first = TokenReductionEnv(
             preset, split=split, model=model, tokenizer=tokenizer, budget=budget, cache_dir=cache_dir
         )
@@ -77,6 +77,8 @@ class TokenReductionVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         """Start ``num_envs`` episodes; ``seed`` seeds row ``i`` with ``seed + i`` (as ``SyncVectorEnv`` does)."""
+        if isinstance(seed, list) and len(seed) != self.num_envs:
+            raise RLPruneError(f"seed must be one integer or a list of {self.num_envs}, got a list of {len(seed)}")
         seeds = seed if isinstance(seed, list) else [None if seed is None else seed + i for i in range(self.num_envs)]
         for env, row_seed in zip(self.envs, seeds, strict=True):
             if row_seed is not None:
@@ -84,13 +86,15 @@ class TokenReductionVectorEnv(VectorEnv):
         return self._start(options)
 
     def step(self, actions):
+        """One decision layer for every row: ``actions`` is ``(num_envs, 3)``, one row of indices per episode."""
+        actions = check_action(actions, self.action_space, "actions")
         decided = [env.decide(action) for env, action in zip(self.envs, actions, strict=True)]
         self._batch = self.reducer.step(self._batch, [action for action, _ in decided])
         steps = [env.after_step(action, before) for env, (action, before) in zip(self.envs, decided, strict=True)]
         rewards = np.array([reward for reward, _ in steps], dtype=np.float64)
         infos = [info for _, info in steps]
         if not self._batch.done:
-            observations = np.stack([env._observation() for env in self.envs])
+            observations = np.stack([env.current_observation() for env in self.envs])
             false = np.zeros(self.num_envs, dtype=bool)
             return observations, rewards, false, false.copy(), self._merge(infos)
         finished = self.reducer.finish(self._batch, logits="continuation")
@@ -126,7 +130,7 @@ class TokenReductionVectorEnv(VectorEnv):
         )
         for env, row in zip(self.envs, self._batch, strict=True):
             env.enter(row)
-        observations = np.stack([env._observation() for env in self.envs])
+        observations = np.stack([env.current_observation() for env in self.envs])
         return observations, self._merge([env.episode_info() for env in self.envs])
 
     def _merge(self, infos: list[dict[str, Any]]) -> dict[str, Any]:

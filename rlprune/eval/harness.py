@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,10 +69,31 @@ class EvalConfig:
             raise RLPruneError("give at least one budget, e.g. --budgets 0.3,0.5,0.7")
         for budget in self.budgets:
             check_budget(budget)
+        _refuse_repeats([float(b) for b in self.budgets], "budget {:g} is given twice in --budgets; give each once")
+        _refuse_repeats(
+            [_method_key(spec) for spec in (*self.policies, *self.baselines)],
+            "method {!r} is given twice (--policy, --baselines); give each method once",
+        )
         if self.max_new_tokens < 1:
             raise RLPruneError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise RLPruneError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+def _refuse_repeats(values: list[Any], message: str) -> None:
+    """Raise ``message`` filled with the first value given twice: a repeat would count its items twice
+    and make the intervals look narrower than they are."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise RLPruneError(message.format(value))
+        seen.add(value)
+
+
+def _method_key(spec: str) -> str:
+    """What makes two method specs the same method: a checkpoint folder's resolved path, else the spec."""
+    path = Path(spec)
+    return str(path.resolve()) if path.is_dir() else spec.strip()
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:
@@ -120,10 +142,13 @@ class Journal:
     def __init__(self, path: Path, settings: dict[str, Any], identities: dict[str, str], fresh: bool = False) -> None:
         self.path, self.identities = path, identities
         self.records: dict[tuple[str, str, float | None], dict[str, Any]] = {}
+        self.set_aside: Path | None = None  # where ``fresh`` moved the earlier journal
         self._lock = _lock(path.with_name(LOCK))
         try:
             if fresh and path.exists():
-                os.replace(path, path.with_name(JOURNAL + ".old"))  # kept until the next fresh start
+                self.set_aside = _free_name(path.with_name(JOURNAL + ".old"))  # every earlier journal is kept
+                os.replace(path, self.set_aside)
+                print(f"note: the earlier records in {path.parent} are kept in {self.set_aside}", file=sys.stderr)
             if path.is_file() and path.stat().st_size:
                 self._read(settings)
             else:
@@ -189,6 +214,15 @@ class Journal:
             self.records[key] = record
 
 
+def _free_name(path: Path) -> Path:
+    """``path`` if nothing is there, else the first free ``path.1``, ``path.2`` ..."""
+    number, free = 0, path
+    while free.exists():
+        number += 1
+        free = path.with_name(f"{path.name}.{number}")
+    return free
+
+
 def _lock(path: Path):
     """An exclusive lock on ``path``, held while the returned file stays open."""
     import fcntl
@@ -232,10 +266,17 @@ class Evaluation:
         tokenizer: PreTrainedTokenizerBase | None = None,
         fresh: bool = False,
     ) -> None:
-        """With ``fresh``, records already in ``out`` are set aside (``records.jsonl.old``) and all is redone."""
+        """With ``fresh``, records already in ``out`` are set aside (``records.jsonl.old``, then
+        ``records.jsonl.old.1`` ...: none is overwritten) and all is redone."""
         self.config, self.out = config, Path(out)
         self._evidence: dict[str, Evidence | None] = {}
         self.suite, self.tasks = load_suite(config.suite, config.limit, config.per_cell, config.depths)
+        fields = sorted({"kind", *(key for task in self.tasks for key in task.meta)})
+        if config.group_by not in fields:
+            raise RLPruneError(
+                f"--group-by {config.group_by!r} is not a field of the items of {self.suite}; "
+                f"use one of {', '.join(fields)}"
+            )
         if model is None or tokenizer is None:
             model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype)
         self.model, self.tokenizer = model, tokenizer

@@ -20,8 +20,10 @@ class SuiteSpec:
     size: int = 128
     seed: int = 0
 
-    def tasks(self) -> list[Task]:
-        return generate_suite(self.mix, "test", self.size, seed=self.seed, tokens=self.tokens)
+    def tasks(self, limit: int | None = None) -> list[Task]:
+        """The first ``limit`` tasks (all without one); a suite's first tasks do not depend on its size."""
+        size = self.size if limit is None else min(limit, self.size)
+        return generate_suite(self.mix, "test", size, seed=self.seed, tokens=self.tokens)
 
 
 SUITES: dict[str, SuiteSpec | LongSuite] = {
@@ -88,8 +90,8 @@ def load_suite(
         raise RLPruneError(f"--per-cell and --depths apply to the depth x length suites ({long}), not to {text!r}")
     if isinstance(suite, LongSuite):
         suite = replace(suite, per_cell=per_cell or suite.per_cell, depths=tuple(depths or suite.depths))
-    if suite is not None:
-        name, tasks = text, suite.tasks()
+    if suite is not None:  # only the first ``limit`` tasks are built: a large grid is never held whole
+        name, tasks = text, suite.tasks(limit)
     elif text.endswith(".jsonl") or Path(text).is_file():
         name, tasks = Path(text).stem, load_jsonl(text)
     else:

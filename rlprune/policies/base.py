@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from rlprune.errors import InvalidActionError
 from rlprune.features import Features
 from rlprune.reduction import LayerAction
 from rlprune.runner import Reducer, ReductionState
@@ -33,9 +34,26 @@ def decider(
     policy: Policy, reducer: Reducer, budget: float | None, deterministic: bool = True
 ) -> Callable[[ReductionState], LayerAction]:
     """Wrap ``policy`` as the per-layer callable :meth:`Reducer.run` and :meth:`Reducer.generate` take."""
+    budget = run_budget(policy, budget)
     observed_budget = 1.0 if budget is None else budget
 
     def decide(state: ReductionState) -> LayerAction:
         return policy.act(Features(reducer, state, observed_budget), budget, deterministic)
 
     return decide
+
+
+def run_budget(policy: Policy, budget: float | None) -> float | None:
+    """The budget ``policy`` runs at: ``budget``, or when that is ``None`` a learned policy's own.
+
+    A learned policy (one with a ``default_budget``) reads the budget as an input, so it never runs
+    without one: a checkpoint that records none is refused. Rule-based methods keep ``None`` (their
+    own fixed ratios).
+    """
+    if budget is not None or not hasattr(policy, "default_budget"):
+        return budget
+    if policy.default_budget is None:
+        raise InvalidActionError(
+            f"the {policy.name} policy records no budget of its own; give one (--budget, or budget= from Python)"
+        )
+    return policy.default_budget

@@ -16,6 +16,7 @@ from typing import ClassVar
 from rlprune.config import ROOT
 from rlprune.errors import RLPruneError
 from rlprune.features import Features
+from rlprune.io import read_json
 from rlprune.reduction import KEEP, LayerAction, Pool, parse_schedule, parse_unit
 
 
@@ -280,7 +281,7 @@ class BestStatic(Baseline):
                 f"no best-static table at {path}; run `rlprune best-static --env PRESET --out {path}` first"
             )
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path, "best-static table")
             self._choices = {float(b): Static(entry["schedule"]) for b, entry in data["best"].items()}
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RLPruneError) as error:
             raise BaselineError(f"{path} is not a best-static table ({error}); run the search again") from None

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
+import os
+import statistics
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from itertools import pairwise
@@ -32,7 +33,7 @@ from rlprune.features import (
     TOKEN_FEATURE_SIZE,
     ActionSpec,
 )
-from rlprune.io import atomic_write, atomic_write_text
+from rlprune.io import JSONError, atomic_write, atomic_write_text, check_regular_file, parse_json, read_bytes
 from rlprune.models import model_fingerprint
 from rlprune.policies.network import ReductionPolicy
 from rlprune.policies.span_head import MIXER_INPUTS, SPAN_SPEC_VERSION, SpanHeadPolicy
@@ -71,6 +72,13 @@ SPAN_NETWORK_KEYS = {
 MAX_HIDDEN_SIZE, MAX_KERNEL = 65536, 255
 """Bounds on the model width a span head reads and on its mixer's kernel."""
 TOKEN_NETWORK_KEYS = {"token_feature_size", "token_hidden"}
+COMMON_KEYS = {"format", "format_version", "spec_version", "kind", "network", "decision_layers"}
+COMMON_KEYS |= {"model", "reward_preset", "training", "created"}
+NETWORK_POLICY_KEYS = COMMON_KEYS | {"action_spec", "observation_fields", "token_feature_fields", "default_budget"}
+TOP_KEYS = {"span": COMMON_KEYS, "layer": NETWORK_POLICY_KEYS, "token": NETWORK_POLICY_KEYS}
+"""The top-level keys a config of each policy kind may have (a span head keeps its default budget in network)."""
+WEIGHTS_HEADER_BYTES = 1 << 20
+"""Room for the safetensors header beside the tensors (a policy's is a few hundred bytes)."""
 FINGERPRINT_TYPES = {"architecture": str, "layers": int, "hidden_size": int, "vocab_size": int, "weights_sha256": str}
 
 
@@ -91,6 +99,10 @@ def save_policy(
 
     ``fingerprint`` is the model's :func:`~rlprune.models.model_fingerprint`, already computed
     (training passes it to every checkpoint instead of hashing the weights each time).
+
+    The budget the policy runs at when none is given is recorded too: its ``default_budget``, or
+    else the median of the budgets in ``training["validation"]["per_budget"]`` (the ones it was
+    validated at), if any.
 
     Without ``model`` the checkpoint records no model fingerprint: it loads only without a model
     (training's own checkpoints); give ``model`` for a checkpoint meant to be used.
@@ -124,6 +136,7 @@ def save_policy(
         "action_spec": policy.action_spec.to_dict(),
         "observation_fields": [name for name, _ in OBSERVATION_FIELDS],
         "token_feature_fields": [name for name, _ in TOKEN_FEATURE_FIELDS] if token_level else None,
+        "default_budget": policy.default_budget or _validated_budget(training or {}),
         "model": model_fingerprint(model) if model is not None else fingerprint,
         "reward_preset": reward_preset,
         "training": training or {},
@@ -171,25 +184,59 @@ def load_policy(
         check_model(config["model"], model_fingerprint(model), folder)
     policy = build_policy(config, folder)
     policy.load_state_dict(read_weights(folder / WEIGHTS, policy.state_dict()), strict=True)
+    policy.default_budget = default_budget(config)
     return policy.eval()
+
+
+def default_budget(config: dict[str, Any]) -> float | None:
+    """The budget a validated policy ``config`` runs at when none is given, or ``None`` if it records none.
+
+    A span head's ``network.default_budget``; else the config's ``default_budget``; else (checkpoints
+    written before it was recorded) the median of the budgets it was validated at,
+    ``training.validation.per_budget``.
+    """
+    if SPEC_VERSIONS[config["spec_version"]] == "span":
+        return float(config["network"]["default_budget"])
+    if config.get("default_budget") is not None:
+        return float(config["default_budget"])
+    return _validated_budget(config.get("training", {}))
+
+
+def _validated_budget(training: dict[str, Any]) -> float | None:
+    """The median of the budgets a training summary's validation ran at, if it names budgets in (0, 1]."""
+    validation = training.get("validation")
+    per_budget = validation.get("per_budget") if isinstance(validation, dict) else None
+    if not isinstance(per_budget, dict) or not per_budget:
+        return None
+    try:
+        budgets = [float(budget) for budget in per_budget]
+    except (TypeError, ValueError):
+        return None
+    if not all(0 < budget <= 1 for budget in budgets):
+        return None
+    return statistics.median(budgets)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
     """``folder``'s config, checked by :func:`validate_config`; a :class:`PolicyError` if it is not valid."""
     path = folder / CONFIG
+    data = _checked_file(path, lambda: read_bytes(path, "policy config", MAX_CONFIG_BYTES))
     try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise PolicyError(f"{path} is {size} bytes, too big for a policy config; the checkpoint is corrupt")
-        config = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_unique_keys)
-    except FileNotFoundError:
-        raise PolicyError(f"{path} is missing; the checkpoint is incomplete") from None
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        config = parse_json(data)
+    except JSONError as error:
         raise PolicyError(f"{path} is not valid JSON ({error}); the checkpoint is corrupt") from None
-    except OSError as error:
-        raise PolicyError(f"{path} cannot be read ({error})") from None
     validate_config(config, folder)
     return config
+
+
+def _checked_file(path: Path, check: Any) -> Any:
+    """``check()``, a read or check of one of a checkpoint's files, with its refusal as a :class:`PolicyError`."""
+    if not os.path.lexists(path):
+        raise PolicyError(f"{path} is missing; the checkpoint is incomplete")
+    try:
+        return check()
+    except RLPruneError as error:  # not a regular file, too big, unreadable
+        raise PolicyError(f"{error}; the checkpoint is damaged: export the policy again") from None
 
 
 def validate_config(config: Any, folder: Path) -> None:
@@ -219,6 +266,11 @@ def validate_config(config: Any, folder: Path) -> None:
     if "kind" in config and config["kind"] != kind:
         problem = f"kind is {_show(config['kind'])} but spec_version {spec_version} is a {kind}-level policy"
         raise _invalid(folder, problem)
+    unknown = sorted(set(config) - TOP_KEYS[kind])
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        known = ", ".join(sorted(TOP_KEYS[kind]))
+        raise _invalid(folder, f"unknown key {_show(unknown[0])}{more}; a {kind}-level policy's keys are {known}")
     if kind == "span":
         _validate_span_network(config, folder)
         _validate_provenance(config, folder)
@@ -278,6 +330,9 @@ def validate_config(config: Any, folder: Path) -> None:
     if any(a >= b for a, b in pairwise(layers)):
         raise _invalid(folder, f"decision_layers {_show(layers)} are not distinct and in increasing order")
 
+    budget = config.get("default_budget")
+    if budget is not None and (not _is_number(budget) or not 0 < budget <= 1):
+        raise _invalid(folder, f"default_budget is {_show(budget)}; budgets lie in (0, 1]")
     _check_fields(folder, config, "observation_fields", OBSERVATION_FIELDS)
     if token:
         _check_fields(folder, config, "token_feature_fields", TOKEN_FEATURE_FIELDS)
@@ -358,8 +413,11 @@ def build_policy(config: dict[str, Any], folder: Path) -> ReductionPolicy | Toke
 def read_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The tensors in ``path``, refused unless names, shapes and float dtypes match ``expected`` and all are finite.
 
-    The safetensors header is checked before any tensor is read.
+    The file must be a regular file no bigger than the expected tensors in float64 plus a header;
+    the safetensors header is checked before any tensor is read.
     """
+    limit = 8 * sum(tensor.numel() for tensor in expected.values()) + WEIGHTS_HEADER_BYTES
+    _checked_file(path, lambda: check_regular_file(path, "policy weights", limit))
     try:
         with safe_open(str(path), framework="pt") as file:
             names = set(file.keys())
@@ -421,15 +479,6 @@ def _invalid(folder: Path, problem: str) -> PolicyError:
         f"{folder / CONFIG} is not a valid policy config: {problem}. The checkpoint is damaged or was edited "
         "by hand: export or train the policy again"
     )
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refused if it repeats a key (``json`` would silently keep the last one)."""
-    config = dict(pairs)
-    if len(config) != len(pairs):
-        repeated = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
-        raise ValueError(f"key(s) {_show(repeated)} appear more than once in one object")
-    return config
 
 
 def _incompatible(folder: Path, problem: str) -> PolicyError:

@@ -34,6 +34,8 @@ class ReductionPolicy(nn.Module):
     """
 
     name = "learned"
+    default_budget: float | None = None
+    """The budget it runs at when none is given (loaded checkpoints set the one they record)."""
 
     def __init__(
         self,

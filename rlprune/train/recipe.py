@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlprune.config import find_config, from_dict, load_toml
@@ -159,6 +159,19 @@ class Recipe:
                 raise ValueError(f"{name} must be a {kind.__name__}, got {type(part).__name__}")
         if self.ppo.n_steps * self.run.n_envs < 2:  # one sample per rollout cannot be normalised
             raise ValueError("ppo.n_steps * run.n_envs must be at least 2 (samples per rollout)")
+
+    @property
+    def rollout(self) -> int:
+        """Steps collected per PPO update (``ppo.n_steps`` per environment x ``run.n_envs``)."""
+        return self.ppo.n_steps * self.run.n_envs
+
+    def in_whole_rollouts(self, reached: int = 0) -> Recipe:
+        """This recipe with ``run.timesteps`` rounded up to whole rollouts after ``reached`` steps: the
+        number PPO actually trains to, since it updates on whole rollouts (unchanged once reached)."""
+        rest = self.run.timesteps - reached
+        if rest <= 0 or rest % self.rollout == 0:
+            return self
+        return replace(self, run=replace(self.run, timesteps=reached + -(-rest // self.rollout) * self.rollout))
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> Recipe:

@@ -27,6 +27,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections import deque
@@ -44,7 +45,7 @@ from rlprune.config import ConfigError, from_dict
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.errors import RLPruneError
 from rlprune.features import Features
-from rlprune.io import atomic_write_text
+from rlprune.io import atomic_write_text, read_json
 from rlprune.models import model_fingerprint
 from rlprune.policies import ReductionPolicy, load_policy, save_policy
 from rlprune.train.recipe import Recipe
@@ -177,8 +178,8 @@ def read_run_meta(run_dir: str | Path) -> dict[str, Any]:
         where = "does not exist" if not run_dir.exists() else "holds no run (no run.json)"
         raise RunFolderError(f"nothing to resume in {run_dir}: it {where}; start the run without --resume")
     try:
-        data = json.loads(meta.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+        data = read_json(meta, "run file")
+    except RLPruneError as error:
         raise RunFolderError(
             f"{meta} is damaged ({error}); restore it from a copy, or start a new run in another --out"
         ) from None
@@ -403,7 +404,22 @@ def start_run(
         if run.last is not None:
             state = read_state(run.last)
             run.reached, run.history = int(state["timesteps"]), list(state.get(HISTORY, []))
+    run.recipe = whole_rollouts(run.recipe, run.reached)
     return run
+
+
+def whole_rollouts(recipe: Recipe, reached: int) -> Recipe:
+    """The recipe to train with: its timesteps rounded up to whole PPO rollouts after ``reached``, and
+    said so, so that the steps trained, the progress bar and the summary all show the same total
+    (``run.json`` keeps the timesteps asked for)."""
+    rounded = recipe.in_whole_rollouts(reached)
+    if rounded.run.timesteps != recipe.run.timesteps:
+        print(
+            f"note: training to {rounded.run.timesteps} timesteps, not {recipe.run.timesteps}: PPO trains whole "
+            f"rollouts of ppo.n_steps {recipe.ppo.n_steps} x run.n_envs {recipe.run.n_envs} = {recipe.rollout} steps",
+            file=sys.stderr,
+        )
+    return rounded
 
 
 def _resolve_recipe(recipe: Recipe | str | Path | None, stored: dict[str, Any] | None) -> Recipe:
