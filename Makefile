@@ -32,11 +32,13 @@ gemma: install
 
 # The main job on the default model: train a policy (minutes), export it, then answer held-out
 # grounded questions with it and with the full model, side by side.
+# Each step prints its own wall time (a fresh clone: add the install and the model's first conversion).
+timed = echo "demo: $(1)..."; start=$$(date +%s); $(2); status=$$?; echo "demo: $(1) took $$(( $$(date +%s) - start )) s"; exit $$status
 demo: install
-	$(BIN)/rlprune train --env demo --recipe demo --out $(DEMO_RUN) $(if $(wildcard $(DEMO_RUN)/run.json),--resume)
-	$(BIN)/rlprune export $(DEMO_RUN) --out $(DEMO_RUN)/exported --force
-	$(BIN)/python benchmarks/compare.py --policy $(DEMO_RUN)/exported --baselines snapkv --preset demo --budget $(DEMO_BUDGET)
-	$(BIN)/rlprune generate "$(DEMO_QUESTION)" --context @$(DEMO_CONTEXT) --policy $(DEMO_RUN)/exported --budget $(DEMO_BUDGET)
+	@$(call timed,train,$(BIN)/rlprune train --env demo --recipe demo --out $(DEMO_RUN) $$(test -f $(DEMO_RUN)/run.json && echo --resume))
+	@$(call timed,export,$(BIN)/rlprune export $(DEMO_RUN) --out $(DEMO_RUN)/exported --force)
+	@$(call timed,compare,$(BIN)/python benchmarks/compare.py --policy $(DEMO_RUN)/exported --baselines snapkv --preset demo --budget $(DEMO_BUDGET))
+	@$(call timed,generate,$(BIN)/rlprune generate "$(DEMO_QUESTION)" --context @$(DEMO_CONTEXT) --policy $(DEMO_RUN)/exported --budget $(DEMO_BUDGET))
 
 test: install
 	$(BIN)/python -m pytest -q

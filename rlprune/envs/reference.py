@@ -16,7 +16,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -26,6 +25,7 @@ from rlprune.data.evidence import Evidence, locate_evidence
 from rlprune.data.tasks import Task, answer_correct
 from rlprune.io import atomic_write
 from rlprune.models import fingerprint_id, rlprune_home
+from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.runner import Reducer
 

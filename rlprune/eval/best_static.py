@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rich.progress import Progress
-
 from rlprune.envs import EnvConfig
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import quality
@@ -33,6 +31,7 @@ from rlprune.io import atomic_write_text
 from rlprune.models import fingerprint_id, load_model
 from rlprune.policies import Policy, decider
 from rlprune.policies.baselines import Static
+from rlprune.progress import Progress
 from rlprune.reduction import parse_schedule, sentence_end_ids
 from rlprune.runner import Reducer, ReducerConfig
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -31,6 +31,7 @@ from rlprune.inference import check_budget
 from rlprune.models import DEFAULT_MODEL, fingerprint_id, load_model
 from rlprune.policies import BestStatic, Policy, decider, resolve_policy
 from rlprune.policies.baselines import table_path
+from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids
 from rlprune.runner import GenerationResult, Reducer, ReducerConfig, ReductionBatch, ReductionState

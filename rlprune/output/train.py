@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 from transformers import PrinterCallback, TrainerCallback
 
 from rlprune.data.tasks import Task, generate_suite, load_jsonl
@@ -25,6 +24,7 @@ from rlprune.io import atomic_write_text
 from rlprune.models import DEFAULT_MODEL, load_model
 from rlprune.output.adapter import without_checkpointing_renames
 from rlprune.output.rewards import REWARDS, HallucinationPenalty, is_correct
+from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.runner import Reducer
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
 from rlprune.config import ConfigError, from_dict
@@ -48,6 +48,7 @@ from rlprune.features import Features
 from rlprune.io import atomic_write_text, read_json
 from rlprune.models import model_fingerprint
 from rlprune.policies import ReductionPolicy, load_policy, save_policy
+from rlprune.progress import Progress
 from rlprune.train.recipe import Recipe
 
 TRAINER_TENSORS = "trainer.safetensors"

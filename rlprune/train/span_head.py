@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 from torch import Tensor
 
 from rlprune.data.evidence import locate_evidence
@@ -25,6 +24,7 @@ from rlprune.data.tasks import Task, generate_suite
 from rlprune.models import load_model, model_fingerprint
 from rlprune.policies.checkpoint import save_policy
 from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
+from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids, unit_ids
 from rlprune.runner import Reducer, ReducerConfig
