@@ -334,6 +334,16 @@ class TokenReductionEnv(gym.Env):
             return np.ones(sum(self.action_spec.nvec), dtype=bool)
         return self.action_spec.masks(self.features())
 
+    @property
+    def task(self) -> Task | None:
+        """The current episode's task (``None`` before the first reset)."""
+        return self._task
+
+    @property
+    def reference(self) -> Reference | None:
+        """The current episode's full-model reference (``None`` before the first reset)."""
+        return self._reference
+
     def features(self) -> Features:
         """What a policy may look at before the current decision layer."""
         return Features(self.reducer, self._state, self.budget)

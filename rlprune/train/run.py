@@ -44,7 +44,6 @@ from safetensors.torch import load_file, save_file
 from rlprune.config import ConfigError, from_dict
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.errors import RLPruneError
-from rlprune.features import Features
 from rlprune.io import atomic_write_text, read_json
 from rlprune.models import model_fingerprint
 from rlprune.policies import ReductionPolicy, load_policy, save_policy
@@ -546,7 +545,7 @@ class Evaluator:
                 obs, _ = self.env.reset(seed=index, options={"task_index": index, "budget": budget})
                 total, done = 0.0, False
                 while not done:
-                    action = policy.act(Features(self.env.reducer, self.env._state, budget), budget)
+                    action = policy.act(self.env.features(), budget)
                     obs, reward, done, _, info = self.env.step(action)
                     total += reward
                 rows.append({"reward": total, "flops_ratio": info["flops_ratio"], "kl": info["kl"], "budget": budget})

@@ -114,14 +114,14 @@ def collect(policy: TokenReductionPolicy, env: TokenReductionEnv, recipe: Recipe
         bar = progress.add_task("teacher episodes", total=settings.episodes)
         for episode in range(settings.episodes):
             env.reset(seed=episode)
-            task = env._task
+            task = env.task
             if task.uid not in importance:
-                importance[task.uid] = token_importance(env.reducer, env._reference, layers)
+                importance[task.uid] = token_importance(env.reducer, env.reference, layers)
             teacher = TeacherPolicy(baseline, importance[task.uid])
             done = False
             while not done:
-                state = env._state
-                features = Features(env.reducer, state, env.budget)
+                features = env.features()
+                state = features.state
                 action = teacher.act(features, env.budget)
                 index = as_indices(action, features, spec)
                 sample = TeacherSample(features.vector, spec.masks(features), index)

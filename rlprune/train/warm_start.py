@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from rlprune.envs import TokenReductionEnv
-from rlprune.features import Features
 from rlprune.policies import ReductionPolicy, make_baseline
 from rlprune.train.recipe import Recipe
 
@@ -21,7 +20,7 @@ def behaviour_clone(policy: ReductionPolicy, env: TokenReductionEnv, recipe: Rec
         obs, _ = env.reset(seed=episode)
         done = False
         while not done:
-            features = Features(env.reducer, env._state, env.budget)
+            features = env.features()
             choice = baseline.act(features, env.budget)
             index = as_indices(choice, features, spec)
             observations.append(obs)
