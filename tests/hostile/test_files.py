@@ -19,7 +19,7 @@ import pytest
 from conftest import tiny_model
 from typer.testing import CliRunner
 
-from rlprune.cli import app
+from hostile.test_inputs_and_faults import assert_clean_error, invoke
 from rlprune.config import ConfigError, load_toml
 from rlprune.data.tasks import load_jsonl
 from rlprune.errors import InvalidActionError, RLPruneError
@@ -53,20 +53,6 @@ def no_blocking():
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_clean_error(result, fragment: str) -> None:
-    """Exit 1 with one `error:` line naming the problem, and no traceback."""
-    output = result.output
-    assert result.exit_code == 1, output
-    assert "Traceback" not in output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert output.count("error:") == 1, output
-    assert fragment.lower() in " ".join(output.split()).lower(), output
 
 
 # -- what can stand where a file is expected ----------------------------------------------------
