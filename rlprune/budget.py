@@ -1,0 +1,135 @@
+"""Budgets over a workload: every prompt at one FLOPs ratio, or a target average over a stream.
+
+``budget_mode="prompt"`` (the default) holds every prompt to the ratio. ``"average"`` holds the
+*mean* over the prompts a policy serves: the policy proposes each prompt's ratio from what it sees
+at its first decision layer (:meth:`proposal`), and a :class:`BudgetController` shifts the proposals
+by one offset so that the realised mean stays on the target, within a per-prompt floor and ceiling.
+
+The controller adds one offset to every proposal, chosen between batches so that the proposals seen
+so far, shifted by it and cut to ``[floor, ceiling]``, would average the target plus the running
+deficit (target x prompts - ratios spent) spread over the next ``horizon`` prompts. The proposals'
+differences stay; what the floor and ceiling cut off is made up by the others. Every row of a batch
+sees the same offset, so a prompt gets the ratio it would get alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from rlprune.errors import InvalidArgumentError
+from rlprune.validate import check_budget, check_int, check_number
+
+HISTORY = 1000
+"""The recent proposals the controller's offset is fitted to."""
+
+BudgetMode = Literal["prompt", "average"]
+BUDGET_MODES: tuple[BudgetMode, ...] = ("prompt", "average")
+
+
+def check_budget_mode(mode: object) -> BudgetMode:
+    """``mode`` if it is one of :data:`BUDGET_MODES`, else a one-line error."""
+    if mode not in BUDGET_MODES:
+        raise InvalidArgumentError(f"budget_mode must be one of {', '.join(BUDGET_MODES)}, got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class AverageBudget:
+    """A target mean FLOPs ratio over a stream of prompts, each kept within ``[floor, ceiling]``."""
+
+    target: float
+    floor: float = 0.1
+    ceiling: float = 1.0
+    horizon: int = 20
+
+    def __post_init__(self) -> None:
+        hint = " (a prefill FLOPs ratio)"
+        for name in ("target", "floor", "ceiling"):
+            check_number(getattr(self, name), f"the average budget's {name}", at_most=1.0, hint=hint)
+        check_int(self.horizon, "horizon", minimum=1)
+        if self.floor > self.ceiling:
+            raise InvalidArgumentError(f"floor {self.floor:g} is above ceiling {self.ceiling:g}: give floor <= ceiling")
+        if not self.floor <= self.target <= self.ceiling:
+            raise InvalidArgumentError(
+                f"the average budget {self.target:g} is outside [floor, ceiling] = [{self.floor:g}, {self.ceiling:g}]: "
+                "no stream of prompts could meet it"
+            )
+
+
+@dataclass
+class BudgetController:
+    """Turns per-prompt proposals into ratios whose running mean holds :attr:`AverageBudget.target`."""
+
+    budget: AverageBudget
+    offset: float = 0.0
+    ratios: list[float] = field(default_factory=list, repr=False)
+    proposals: list[float] = field(default_factory=list, repr=False)
+    pending: list[float] = field(default_factory=list, repr=False)
+
+    def ratio(self, proposal: float) -> float:
+        """The ratio a prompt gets: its proposal plus the current offset, within floor and ceiling."""
+        if not math.isfinite(proposal):
+            raise InvalidArgumentError(f"a budget proposal must be a finite number, got {proposal!r}")
+        self.pending.append(float(proposal))
+        return min(max(proposal + self.offset, self.budget.floor), self.budget.ceiling)
+
+    def record(self, realised: Iterable[float]) -> None:
+        """Account one batch's realised ratios and set the offset the next batch sees."""
+        self.ratios.extend(float(r) for r in realised)
+        self.proposals.extend(self.pending)
+        self.pending.clear()
+        if not self.ratios or not self.proposals:
+            return
+        budget = self.budget
+        deficit = budget.target * len(self.ratios) - sum(self.ratios)
+        aim = min(max(budget.target + deficit / budget.horizon, budget.floor), budget.ceiling)
+        recent = torch.tensor(self.proposals[-HISTORY:], dtype=torch.float64)
+        low, high = -1.0, 1.0  # proposals are ratios in [0, 1]: no useful offset reaches further
+        for _ in range(40):  # bisection: the shifted, cut mean grows with the offset
+            middle = (low + high) / 2
+            if float((recent + middle).clamp(budget.floor, budget.ceiling).mean()) < aim:
+                low = middle
+            else:
+                high = middle
+        self.offset = (low + high) / 2
+
+    @property
+    def count(self) -> int:
+        """Prompts recorded so far."""
+        return len(self.ratios)
+
+    @property
+    def mean(self) -> float | None:
+        """The realised mean ratio so far (``None`` before the first prompt)."""
+        return sum(self.ratios) / len(self.ratios) if self.ratios else None
+
+
+def workload_budget(
+    budget: float | BudgetController | None,
+    mode: str = "prompt",
+    *,
+    floor: float | None = None,
+    ceiling: float | None = None,
+) -> float | BudgetController | None:
+    """What :func:`~rlprune.policies.decider` takes for a user's budget settings.
+
+    ``"prompt"`` mode gives the checked ratio back (``None`` lets baselines use their own); ``"average"``
+    a new :class:`BudgetController` holding ``budget`` as the mean. A controller passed in is used as
+    is, so one stream can span several calls.
+    """
+    if isinstance(budget, BudgetController):
+        return budget
+    mode = check_budget_mode(mode)
+    if mode == "prompt":
+        if floor is not None or ceiling is not None:
+            raise InvalidArgumentError("floor and ceiling bound per-prompt ratios in budget_mode='average' only")
+        return check_budget(budget)
+    if budget is None:
+        raise InvalidArgumentError("budget_mode='average' needs a budget: the target mean FLOPs ratio in (0, 1]")
+    settings = {"floor": floor, "ceiling": ceiling}
+    return BudgetController(AverageBudget(budget, **{k: v for k, v in settings.items() if v is not None}))

@@ -1,0 +1,148 @@
+"""Average budgets: the controller holds its target on streams, batch rows get the ratio they get alone,
+bad settings are one-line errors."""
+
+import random
+
+import pytest
+import torch
+from conftest import tiny_model
+
+import rlprune
+from rlprune import Reducer
+from rlprune.budget import AverageBudget, BudgetController, check_budget_mode, workload_budget
+from rlprune.errors import InvalidArgumentError
+from rlprune.policies import SpanHeadPolicy, decider
+
+
+def run_stream(controller: BudgetController, proposals: list[float], batch: int = 1) -> None:
+    for start in range(0, len(proposals), batch):
+        controller.record([controller.ratio(p) for p in proposals[start : start + batch]])
+
+
+@pytest.mark.parametrize("target", [0.3, 0.4, 0.6])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_holds_the_target_over_a_stream(target, batch):
+    rng = random.Random(0)
+    # Proposals centred far from the target, with a spread like per-prompt difficulty.
+    proposals = [min(max(rng.gauss(0.7, 0.15), 0.0), 1.0) for _ in range(200)]
+    controller = BudgetController(AverageBudget(target, floor=0.05, ceiling=1.0))
+    run_stream(controller, proposals, batch)
+    assert abs(controller.mean - target) <= 0.02
+    spread = max(controller.ratios) - min(controller.ratios)
+    assert spread > 0.2  # the per-prompt differences survive the offset
+
+
+def test_keeps_each_ratio_within_floor_and_ceiling():
+    controller = BudgetController(AverageBudget(0.4, floor=0.25, ceiling=0.6))
+    run_stream(controller, [0.0, 1.0] * 50)
+    assert min(controller.ratios) >= 0.25 and max(controller.ratios) <= 0.6
+    assert abs(controller.mean - 0.4) <= 0.02
+
+
+def test_rows_of_a_batch_get_the_ratio_they_get_alone():
+    a, b = BudgetController(AverageBudget(0.4)), BudgetController(AverageBudget(0.4))
+    run_stream(a, [0.9, 0.8, 0.7])  # warm both to the same offset
+    run_stream(b, [0.9, 0.8, 0.7])
+    batch = [a.ratio(p) for p in (0.2, 0.5, 0.9)]
+    assert batch == [b.ratio(0.2), b.ratio(0.5), b.ratio(0.9)]
+
+
+def test_unreachable_proposals_do_not_wind_the_offset_up():
+    controller = BudgetController(AverageBudget(0.4, floor=0.3, ceiling=0.5))
+    run_stream(controller, [1.0] * 500)
+    assert controller.offset >= -1.0
+    assert controller.ratio(0.0) == 0.3  # one prompt later it still answers within bounds
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"target": 0.4, "floor": 0.6, "ceiling": 0.5}, "floor 0.6 is above ceiling 0.5"),
+        ({"target": 1.5}, "target must be a number in (0, 1]"),
+        ({"target": 0.0}, "target must be a number in (0, 1]"),
+        ({"target": 0.2, "floor": 0.3}, "outside [floor, ceiling]"),
+        ({"target": 0.4, "horizon": 0}, "horizon must be an integer >= 1"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(kwargs, fragment):
+    with pytest.raises(InvalidArgumentError) as err:
+        AverageBudget(**kwargs)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_budget_mode_is_checked():
+    assert check_budget_mode("average") == "average"
+    with pytest.raises(InvalidArgumentError, match="budget_mode must be one of prompt, average"):
+        check_budget_mode("mean")
+
+
+def _prompts(count: int) -> list[torch.Tensor]:
+    """Prompts of varied length and content, so a span head proposes different ratios for them."""
+    gen = torch.Generator().manual_seed(3)
+    return [
+        torch.randint(3, 64, (1, int(torch.randint(60, 160, (1,), generator=gen))), generator=gen) for _ in range(count)
+    ]
+
+
+def _head(model) -> SpanHeadPolicy:
+    torch.manual_seed(0)
+    return SpanHeadPolicy(model.config.hidden_size, decision_layer=1, rank=8, channels=4, kernel=5)
+
+
+def _padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(r.shape[1] for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):  # left padding, as batched generation pads
+        ids[i, width - row.shape[1] :], mask[i, width - row.shape[1] :] = row[0], 1
+    return ids, mask
+
+
+def test_apply_in_average_mode_gives_a_batch_row_the_ratio_it_gets_alone():
+    model = tiny_model("llama", layers=8)
+    head, rows = _head(model), _prompts(3)
+    warm = _prompts(5)
+
+    def controller() -> BudgetController:
+        made = BudgetController(AverageBudget(0.6, floor=0.3))
+        with rlprune.apply(model, head, budget=made):
+            for prompt in warm:  # the same history, so the same offset
+                model.generate(prompt, max_new_tokens=1, do_sample=False)
+        return made
+
+    batched = controller()
+    ids, mask = _padded(rows)
+    with rlprune.apply(model, head, budget=batched):
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=1, do_sample=False, pad_token_id=0)
+    alone = controller()
+    with rlprune.apply(model, head, budget=alone):
+        offset = alone.offset
+        for prompt in rows:
+            model.generate(prompt, max_new_tokens=1, do_sample=False)
+            alone.offset = offset  # each row alone sees the offset the batch saw
+    assert batched.ratios[-3:] == pytest.approx(alone.ratios[-3:], abs=1e-6)
+    assert max(batched.ratios) - min(batched.ratios) > 0.02  # the head asks for different ratios
+
+
+def test_a_stream_of_single_prompts_holds_the_average():
+    model = tiny_model("llama", layers=8)
+    head = _head(model)
+    stream = BudgetController(AverageBudget(0.55, floor=0.2))
+    for prompt in _prompts(40):
+        reducer = Reducer(model)
+        out = reducer.run(prompt, decider(head, reducer, stream), decision_layers=(1,), protect_last=4)
+        stream.record([out.flops_ratio])
+    assert abs(stream.mean - 0.55) <= 0.02
+    assert torch.tensor(stream.ratios).std() > 0.01
+
+
+def test_average_mode_settings_are_checked_where_they_are_given():
+    model = tiny_model("llama")
+    with pytest.raises(InvalidArgumentError, match="floor 0.6 is above ceiling 0.5"):
+        with rlprune.apply(model, "snapkv", budget=0.55, budget_mode="average", floor=0.6, ceiling=0.5):
+            pass
+    with pytest.raises(InvalidArgumentError, match="needs a budget"):
+        workload_budget(None, "average")
+    with pytest.raises(InvalidArgumentError, match="average' only"):
+        workload_budget(0.5, "prompt", floor=0.2)
+    assert "forward" not in model.__dict__
