@@ -22,11 +22,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from rlprune.budget import BudgetController, workload_budget
+from rlprune.engine import Reducer, ReducerConfig, ReductionBatch, ReductionState
 from rlprune.errors import InvalidActionError, InvalidArgumentError, RLPruneError
 from rlprune.policies import Policy, PolicyError, decider, resolve_policy
 from rlprune.prompts import build_prompt
-from rlprune.runner import Reducer, ReducerConfig, ReductionBatch, ReductionState
-from rlprune.validate import check_int, check_prompts, shown
+from rlprune.validate import check_budget, check_int, check_prompts, shown  # noqa: F401 (check_budget re-exported)
 
 SAMPLING_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "generator", "eos_token_id")
 """The keyword arguments :func:`generate` passes on to :meth:`Reducer.generate`."""
