@@ -1,5 +1,7 @@
 """rlprune: learned, per-layer token reduction for frozen causal language models."""
 
+from rlprune.budget import AverageBudget, BudgetController
+from rlprune.engine import GenerationResult, Reducer, ReducerConfig, ReductionOutput, ReductionState
 from rlprune.errors import (
     InvalidActionError,
     InvalidArgumentError,
@@ -14,11 +16,12 @@ from rlprune.models import DEFAULT_MODEL, load_model, rlprune_home
 from rlprune.policies import ReductionPolicy, TokenReductionPolicy, load_policy, make_baseline, save_policy
 from rlprune.prompts import Prompt, build_prompt
 from rlprune.reduction import KEEP, LayerAction, parse_schedule
-from rlprune.runner import GenerationResult, Reducer, ReducerConfig, ReductionOutput, ReductionState
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AverageBudget",
+    "BudgetController",
     "DEFAULT_MODEL",
     "KEEP",
     "GenerationResult",

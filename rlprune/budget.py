@@ -70,19 +70,31 @@ class BudgetController:
     ratios: list[float] = field(default_factory=list, repr=False)
     proposals: list[float] = field(default_factory=list, repr=False)
     pending: list[float] = field(default_factory=list, repr=False)
+    given: list[float] = field(default_factory=list, repr=False)
 
     def ratio(self, proposal: float) -> float:
-        """The ratio a prompt gets: its proposal plus the current offset, within floor and ceiling."""
+        """The ratio a prompt gets: its proposal plus the current offset, within floor and ceiling.
+
+        The batch's proposals and ratios wait in :attr:`pending` and :attr:`given` until :meth:`record`.
+        """
         if not math.isfinite(proposal):
             raise InvalidArgumentError(f"a budget proposal must be a finite number, got {proposal!r}")
+        given = min(max(proposal + self.offset, self.budget.floor), self.budget.ceiling)
         self.pending.append(float(proposal))
-        return min(max(proposal + self.offset, self.budget.floor), self.budget.ceiling)
+        self.given.append(given)
+        return given
+
+    def replay(self, proposals: Iterable[float], realised: Iterable[float]) -> None:
+        """Take up a stream where it stopped (a resumed evaluation): its proposals and realised ratios."""
+        self.pending.extend(proposals)
+        self.record(realised)
 
     def record(self, realised: Iterable[float]) -> None:
         """Account one batch's realised ratios and set the offset the next batch sees."""
         self.ratios.extend(float(r) for r in realised)
         self.proposals.extend(self.pending)
         self.pending.clear()
+        self.given.clear()
         if not self.ratios or not self.proposals:
             return
         budget = self.budget

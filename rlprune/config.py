@@ -24,6 +24,45 @@ else:  # pragma: no cover
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
+"""The source checkout this copy of rlprune runs from (in an installed copy: the site-packages folder)."""
+PACKAGE_DATA = Path(__file__).resolve().parent / "_data"
+"""The presets, recipes, best-static tables and released policies that travel in the wheel."""
+
+
+def data_roots() -> list[Path]:
+    """Where data is looked up by name, first match wins: the working directory, the source checkout
+    (when this copy runs from one), then the package data of an installed copy."""
+    roots = [Path.cwd()]
+    if (ROOT / "pyproject.toml").is_file():  # an installed copy's ROOT is site-packages: never searched
+        roots.append(ROOT)
+    roots.append(PACKAGE_DATA)
+    unique: dict[Path, Path] = {}
+    for root in roots:
+        unique.setdefault(root.resolve(), root)
+    return list(unique.values())
+
+
+def data_path(folder: str | Path, name: str) -> Path | None:
+    """``FOLDER/NAME`` in the first of :func:`data_roots` that has it (``folder`` is relative, such as
+    ``envs`` or ``eval/best-static``), or ``None`` if none does."""
+    for root in data_roots():
+        candidate = root / folder / name
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def data_names(folder: str | Path, suffix: str = "") -> list[str]:
+    """The sorted names, less ``suffix``, of the entries ending in ``suffix`` in ``FOLDER`` of any of
+    :func:`data_roots`."""
+    names = {
+        entry.name.removesuffix(suffix)
+        for root in data_roots()
+        if (root / folder).is_dir()
+        for entry in (root / folder).iterdir()
+        if entry.name.endswith(suffix) and not entry.name.startswith(".")
+    }
+    return sorted(names)
 
 
 class ConfigError(RLPruneError):
@@ -35,7 +74,7 @@ KINDS = {"envs": "env preset", "train": "recipe"}
 
 
 def find_config(name_or_path: str | Path, folder: str) -> Path:
-    """A TOML file given by path, or by name in ``./FOLDER/`` or the project's ``FOLDER/``."""
+    """A TOML file given by path, or by name in ``FOLDER/`` of the first of :func:`data_roots` that has it."""
     path = Path(name_or_path)
     kind = KINDS.get(folder, f"{folder} preset")
     if path.is_dir():
@@ -44,17 +83,15 @@ def find_config(name_or_path: str | Path, folder: str) -> Path:
         if not path.exists():
             raise ConfigError(f"{path} does not exist")
         return path  # load_toml refuses a FIFO or device there
-    for base in (Path.cwd() / folder, ROOT / folder):
-        candidate = base / f"{name_or_path}.toml"
-        if candidate.is_file():
-            return candidate
+    candidate = data_path(folder, f"{name_or_path}.toml")
+    if candidate is not None and candidate.is_file():
+        return candidate
     raise ConfigError(f"unknown {kind} {str(name_or_path)!r}; known: {_known(folder)}")
 
 
 def _known(folder: str) -> str:
-    """The names of the TOML files in ``./FOLDER/`` and the project's ``FOLDER/``."""
-    names = {p.stem for base in (Path.cwd() / folder, ROOT / folder) if base.is_dir() for p in base.glob("*.toml")}
-    return ", ".join(sorted(names)) or "none"
+    """The names of the TOML files in ``FOLDER/`` across :func:`data_roots`."""
+    return ", ".join(data_names(folder, ".toml")) or "none"
 
 
 MAX_TOML_BYTES = 1 << 20

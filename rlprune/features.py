@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlprune.reduction import OPS, SCORERS, LayerAction
+from rlprune.engine import Reducer, ReductionState
+from rlprune.reduction import OPS, POLICY_OPS, SCORERS, LayerAction
 from rlprune.reduction.scores import carry_forward, neighbour_similarity, question_match, window_attention
-from rlprune.runner import Reducer, ReductionState
 
 SPEC_VERSION = 2
 
@@ -60,7 +60,7 @@ class ActionSpec:
     spend a budget, and any budget it is given is met as soon as it chooses to close the gap.
     """
 
-    ops: tuple[str, ...] = OPS
+    ops: tuple[str, ...] = POLICY_OPS
     shares: tuple[float, ...] = SHARES
     scorers: tuple[str, ...] = SCORER_CHOICES
 

@@ -1,6 +1,7 @@
 """Average budgets: the controller holds its target on streams, batch rows get the ratio they get alone,
 bad settings are one-line errors."""
 
+import json
 import random
 
 import pytest
@@ -146,3 +147,56 @@ def test_average_mode_settings_are_checked_where_they_are_given():
     with pytest.raises(InvalidArgumentError, match="average' only"):
         workload_budget(0.5, "prompt", floor=0.2)
     assert "forward" not in model.__dict__
+
+
+def test_generate_cli_holds_an_average_over_a_jsonl_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from rlprune.cli import app
+
+    prompts = tmp_path / "prompts.jsonl"
+    lines = [
+        {"question": f"Who kept boat {i}?", "context": "The boat was kept by Ada. " * (4 + 3 * i)} for i in range(8)
+    ]
+    prompts.write_text("\n".join(json.dumps(line) for line in lines))
+    args = ["generate", f"@{prompts}", "--model", "tiny-random", "--policy", "snapkv", "--budget", "0.7"]
+    result = CliRunner().invoke(app, [*args, "--budget-mode", "average", "--max-new-tokens", "2", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    ratios = [json.loads(line)["flops_ratio"] for line in result.stdout.splitlines()]
+    assert len(ratios) == 8 and "realised mean FLOPs ratio" in result.stderr
+    refused = CliRunner().invoke(app, [*args, "--budget-mode", "mean"])
+    assert refused.exit_code == 1 and "budget_mode must be one of prompt, average" in refused.output
+    refused = CliRunner().invoke(app, [*args, "--floor", "0.3"])
+    assert refused.exit_code == 1 and "average' only" in refused.output
+
+
+def test_eval_in_average_mode_holds_the_mean_and_resumes_the_stream(tmp_path):
+    from rlprune.eval import EvalConfig, evaluate
+    from rlprune.models import load_model, model_fingerprint
+    from rlprune.policies import save_policy
+
+    model, tokenizer = load_model("tiny-random")
+    torch.manual_seed(0)
+    head = SpanHeadPolicy(model.config.hidden_size, decision_layer=1, rank=8, channels=4, kernel=5)
+    save_policy(head, tmp_path / "head", fingerprint=model_fingerprint(model))
+    passage = "The harbour is quiet in winter. Boats rest on the shingle. "
+    lines = [{"context": passage * (3 + i % 5) + f"The keeper is Ada {i}.", "question": "Who is the keeper?",
+              "answer": f"Ada {i}"} for i in range(12)]  # fmt: skip
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("\n".join(json.dumps(line) for line in lines))
+    config = EvalConfig(str(suite), model="tiny-random", policies=(str(tmp_path / "head"),), baselines=(),
+                        budgets=(0.75,), max_new_tokens=2, bootstrap_samples=100, batch_size=3,
+                        budget_mode="average", floor=0.5)  # fmt: skip
+    evaluate(config, tmp_path / "whole", model=model, tokenizer=tokenizer, show_progress=False)
+    records = [r for r in json.loads((tmp_path / "whole" / "results.json").read_text())["records"] if r["budget"]]
+    ratios = [r["flops_ratio"] for r in records]
+    assert abs(sum(ratios) / len(ratios) - 0.75) <= 0.05 and max(ratios) - min(ratios) > 0.02
+    assert all(r["budget_proposal"] is not None and r["kl"] is not None for r in records)
+    # stopped after the first half and resumed: the stream picks up where it was
+    half = EvalConfig(**{**vars(config), "limit": 6})
+    evaluate(half, tmp_path / "resumed", model=model, tokenizer=tokenizer, show_progress=False)
+    evaluate(config, tmp_path / "resumed", model=model, tokenizer=tokenizer, show_progress=False)
+    resumed = [r for r in json.loads((tmp_path / "resumed" / "results.json").read_text())["records"] if r["budget"]]
+    assert [r["flops_ratio"] for r in resumed] == pytest.approx(ratios, abs=1e-9)
+    with pytest.raises(InvalidArgumentError, match="floor 0.9 is above ceiling 0.8"):
+        EvalConfig(str(suite), budgets=(0.75,), budget_mode="average", floor=0.9, ceiling=0.8)

@@ -116,7 +116,8 @@ def test_missing_checkpoint_folder(tmp_path):
 def test_baseline_specs():
     assert str(make_baseline("fastv:layer=3,ratio=0.4")) == "fastv:layer=3,ratio=0.4"
     assert make_baseline("static:2:prune:0.5,3:merge:0.2").schedule(1.0, 4)[3] == LayerAction("merge", 0.2)
-    assert set(BASELINES) == {"none", "random", "fastv", "snapkv", "pyramid", "tome", "static", "best-static"}
+    names = {"none", "random", "fastv", "snapkv", "gemfilter", "pyramid", "tome", "static", "best-static"}
+    assert set(BASELINES) == names
     for spec, message in [
         ("magic", "unknown baseline"),
         ("fastv:depth=2", "bad parameter"),

@@ -119,7 +119,6 @@ def test_behaviour_cloning_warm_start_imitates_the_baseline(cache_dir):
     import dataclasses
 
     from rlprune.envs import TokenReductionEnv
-    from rlprune.features import Features
     from rlprune.policies import ReductionPolicy
     from rlprune.train.recipe import WarmStart
     from rlprune.train.warm_start import behaviour_clone
@@ -132,5 +131,50 @@ def test_behaviour_cloning_warm_start_imitates_the_baseline(cache_dir):
     result = behaviour_clone(policy, env, recipe)
     assert result["samples"] == 90 and result["op_accuracy"] > 0.9
     obs, _ = env.reset(seed=123)
-    action = policy.act(Features(env.reducer, env._state, env.budget), env.budget)
+    action = policy.act(env.features(), env.budget)
     assert action.op == "prune" and action.scorer == "relevance"
+
+
+def token_actions_case(seed: int = 0):
+    """A batch of two token-level decisions: 3 ops (keep masked in neither), 2 shares, 4 tokens."""
+    from rlprune.train.token_actions import TokenActions
+
+    generator = torch.Generator().manual_seed(seed)
+    op_logits = torch.randn(2, 3, generator=generator, requires_grad=True)
+    share_logits = torch.randn(2, 2, generator=generator)
+    counts = torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]).expand(2, 3, 2)  # every acting choice removes one
+    removable = torch.tensor([[True, True, True, False], [False, True, True, True]])
+    scores = torch.randn(2, 4, generator=generator)
+    return TokenActions(op_logits, share_logits, counts, removable, scores, keep=0)
+
+
+def test_the_token_entropy_bonus_is_exact_for_one_draw_and_never_rewards_acting():
+    """With one token removed per acting choice the removal order's entropy is the first draw's, so
+    the bonus is H(op) + P(act) (H(share) + H(draw)); its gradient on the op logits is H(op)'s alone."""
+    from torch.distributions import Categorical
+
+    actions = token_actions_case()
+    entropy = actions.entropy()
+    ops, shares = Categorical(logits=actions.op_logits), Categorical(logits=actions.share_logits)
+    draw = Categorical(logits=(-actions.scores).masked_fill(~actions.removable, -float("inf"))).entropy()
+    acting = 1 - ops.probs[:, 0]
+    torch.testing.assert_close(entropy, ops.entropy() + acting * (shares.entropy() + draw))
+    (gradient,) = torch.autograd.grad(entropy.sum(), actions.op_logits)
+    (expected,) = torch.autograd.grad(Categorical(logits=actions.op_logits).entropy().sum(), actions.op_logits)
+    torch.testing.assert_close(gradient, expected)
+
+
+def test_token_actions_survive_packing_and_act_deterministically_on_the_most_likely_choices():
+    from rlprune.train.token_actions import TokenActions
+
+    actions = token_actions_case(1)
+    unpacked = TokenActions.unpack(actions.pack(), ops=3, shares=2)
+    sampled = actions.sample()
+    torch.testing.assert_close(unpacked.log_prob(sampled), actions.log_prob(sampled))
+    best = actions.sample(deterministic=True)
+    assert torch.equal(best[:, 0], actions.op_logits.argmax(-1).float())
+    assert torch.equal(best[:, 1], actions.share_logits.argmax(-1).float()) and torch.equal(best[:, 2:], actions.scores)
+    torch.manual_seed(0)
+    packed_entropy = unpacked.entropy()
+    torch.manual_seed(0)
+    torch.testing.assert_close(packed_entropy, actions.entropy())

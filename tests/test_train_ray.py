@@ -1,5 +1,5 @@
 """PPO on Ray env runners (RLlib) with the tiny model: a run survives a killed runner, exports
-exactly the RLModule's policy, and resumes."""
+exactly the RLModule's policy, and resumes; token-level policies train and export exactly too."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ ray = pytest.importorskip("ray")
 from ray.rllib.core import DEFAULT_MODULE_ID  # noqa: E402
 from ray.rllib.core.columns import Columns  # noqa: E402
 
-from rlprune import load_policy  # noqa: E402
-from rlprune.envs import EnvConfig, TokenReductionEnv  # noqa: E402
+from rlprune import load_model, load_policy  # noqa: E402
+from rlprune.envs import EnvConfig, TokenLevelEnv, TokenReductionEnv  # noqa: E402
+from rlprune.policies import TokenReductionPolicy  # noqa: E402
 from rlprune.train.recipe import Recipe  # noqa: E402
-from rlprune.train.rllib import MaskedObservation, ReductionRLModule, module_spec, train  # noqa: E402
+from rlprune.train.rllib import MaskedObservation, ReductionRLModule, TokenRLModule, module_spec, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +109,102 @@ def test_a_ray_run_resumes_its_step_count(killed_run, cache_dir):
     )
     assert resumed["resumed_from"] == summary["timesteps"]
     assert resumed["timesteps"] >= summary["timesteps"] + 128
+
+
+# -- token-level policies ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_env(cache_dir):
+    model, tokenizer = load_model("tiny-random")
+    return TokenLevelEnv(TokenReductionEnv("smoke", model=model, tokenizer=tokenizer, cache_dir=cache_dir))
+
+
+def token_module(env: TokenLevelEnv, weights: dict) -> TokenRLModule:
+    """The token RLModule the ``token-smoke`` recipe trains, holding ``weights``."""
+    spec = module_spec(EnvConfig.load("smoke"), Recipe.load("token-smoke"))
+    module = TokenRLModule(
+        observation_space=env.observation_space, action_space=env.action_space, model_config=spec.model_config
+    )
+    module.set_state({k: torch.as_tensor(v) for k, v in weights.items()})
+    return module
+
+
+def module_action(module: TokenRLModule, obs: dict, *, explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """What an env runner does with the module's output: an action and its log-probability."""
+    batch = {Columns.OBS: {k: torch.as_tensor(v)[None] for k, v in obs.items()}}
+    with torch.no_grad():
+        out = module.forward_exploration(batch) if explore else module.forward_inference(batch)
+        dist = module.get_exploration_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
+        dist = dist if explore else dist.to_deterministic()
+        action = dist.sample()
+        return action, dist.logp(action)
+
+
+def test_the_token_distribution_is_the_sb3_backends(token_env):
+    """Same weights, same observation: RLlib's and SB3's token-level PPO give an action the same
+    log-probability and the same entropy bonus's op and share parts (one distribution for both)."""
+    from stable_baselines3.common.utils import obs_as_tensor
+
+    from rlprune.train.sb3_tokens import SB3TokenPolicy
+
+    sb3 = SB3TokenPolicy(
+        token_env.observation_space,
+        token_env.action_space,
+        lambda _: 1e-3,
+        hidden=(32, 32),
+        token_hidden=(16, 16),
+        decision_layers=(1, 2, 3),
+    )
+    weights = {f"reduction.{k}": v for k, v in sb3.reduction.state_dict().items()}
+    module = token_module(token_env, weights)
+    obs, _ = token_env.reset(seed=0, options={"budget": 0.4})
+    torch.manual_seed(0)
+    action, logp = module_action(module, obs, explore=True)
+    batch = {k: v[None] for k, v in obs_as_tensor(obs, "cpu").items()}
+    with torch.no_grad():
+        _, sb3_logp, _ = sb3.evaluate_actions(batch, action)
+    torch.testing.assert_close(logp, sb3_logp)
+    assert torch.isfinite(logp).all() and (logp <= 0).all()
+
+
+@pytest.fixture(scope="module")
+def token_run(local_ray, cache_dir, tmp_path_factory):
+    """The ``token-smoke`` recipe on one env runner; the learner's weights after its last iteration."""
+    run = tmp_path_factory.mktemp("raytok") / "run"
+    seen: dict = {}
+
+    def on_iteration(algo, result):
+        seen["weights"] = {k: np.array(v) for k, v in algo.learner_group.get_weights()[DEFAULT_MODULE_ID].items()}
+
+    summary = train("smoke", "token-smoke", run, cache_dir=cache_dir, quiet=True, on_iteration=on_iteration)
+    return run, summary, seen
+
+
+def test_a_token_level_ray_run_trains_and_exports(token_run):
+    run, summary, _ = token_run
+    assert summary["backend"] == "ray" and summary["timesteps"] == Recipe.load("token-smoke").run.timesteps
+    assert summary["warm_start"]["token_samples"] > 0  # the teacher fitted the token head first
+    assert isinstance(load_policy(run / "policy"), TokenReductionPolicy)
+    assert (run / "last" / "trainer.safetensors").is_file()
+
+
+def test_the_exported_token_policy_acts_like_the_learner(token_run, token_env):
+    """Deterministic actions of the learner's RLModule, decoded by the environment, equal the
+    exported checkpoint's actions on the same features, layer by layer."""
+    run, _, seen = token_run
+    module, exported = token_module(token_env, seen["weights"]), load_policy(run / "last")
+    acted = 0
+    for seed in range(4):
+        obs, _ = token_env.reset(seed=seed, options={"budget": 0.4})
+        done = False
+        while not done:
+            action, _ = module_action(module, obs, explore=False)
+            trained = token_env.decode(action[0].numpy())
+            ours = exported.act(token_env.features(), token_env.base.budget)
+            assert (trained.op, trained.ratio) == (ours.op, ours.ratio)
+            if not ours.is_noop:
+                acted += 1
+                torch.testing.assert_close(trained.token_scores, ours.token_scores)
+            obs, _, done, _, _ = token_env.step(action[0].numpy())
+    assert acted  # the comparison covered the token head, not only "keep"

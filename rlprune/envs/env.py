@@ -15,13 +15,14 @@ from gymnasium import spaces
 
 from rlprune.config import ConfigError, find_config, from_dict, load_toml
 from rlprune.data.tasks import KINDS, SPLITS, Task, generate_suite, load_jsonl
+from rlprune.engine import Reducer, ReducerConfig, ReductionOutput, ReductionState
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward
 from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, ActionSpec, Features, flops_projected, observe
+from rlprune.metrics import evidence_kept
 from rlprune.models import load_model
 from rlprune.reduction import LayerAction
-from rlprune.runner import Reducer, ReducerConfig, ReductionOutput, ReductionState
 
 EPISODE_OPTIONS = ("task_index", "budget")
 """The keys ``reset(options=...)`` understands."""
@@ -310,8 +311,7 @@ class TokenReductionEnv(gym.Env):
         """The final step's transition: quality of the finished episode's continuation logits."""
         q = quality(out.logits[0], self._reference)
         flops_ratio = out.flops / out.flops_full
-        evidence = self._reference.evidence
-        kept, share = evidence.kept(out.state.reaches_top()) if evidence is not None else (math.nan, None)
+        kept, share = evidence_kept(self._reference.evidence, out.state.reaches_top())
         reward += final_reward(q, flops_ratio, self.budget, self.config.reward, share)
         info |= {
             "flops_ratio": flops_ratio,
@@ -323,7 +323,7 @@ class TokenReductionEnv(gym.Env):
             "budget": self.budget,
             "kind": self._task.kind,
             "tokens_per_layer": out.tokens_per_layer,
-            "evidence_kept": float(kept),
+            "evidence_kept": math.nan if kept is None else float(kept),
             "evidence_share": math.nan if share is None else share,
         }
         return np.zeros(OBSERVATION_SIZE, dtype=np.float32), reward, True, False, info

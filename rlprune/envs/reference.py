@@ -21,13 +21,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from rlprune import metrics
 from rlprune.data.evidence import Evidence, locate_evidence
 from rlprune.data.tasks import Task, answer_correct
+from rlprune.engine import Reducer
 from rlprune.io import atomic_write
+from rlprune.metrics import TOP_K, TopK
 from rlprune.models import fingerprint_id, rlprune_home
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
-from rlprune.runner import Reducer
 
 FORMAT = 2  # 2: where the gold answer sits in the prompt (evidence)
 
@@ -58,6 +60,11 @@ class Reference:
         return Evidence(self.evidence_occurrences, self.evidence_groups) if len(self.evidence_groups) else None
 
     @property
+    def top_k(self) -> TopK:
+        """The full model's stored distribution over the continuation, as :mod:`rlprune.metrics` reads it."""
+        return TopK(self.topk_ids, self.topk_logprobs)
+
+    @property
     def continuation(self) -> Tensor:
         return self.input_ids[0, self.prompt_length :]
 
@@ -82,7 +89,7 @@ class ReferenceCache:
         *,
         first_layer: int,
         continuation_tokens: int = 16,
-        top_k: int = 32,
+        top_k: int = TOP_K,
         folder: str | Path | None = None,
         memory_items: int = 64,
     ) -> None:
@@ -140,19 +147,18 @@ class ReferenceCache:
         )
         hidden = state.hidden
         full = reducer.finish(state, logits="continuation")
-        logprobs = full.logits[0].float().log_softmax(dim=-1)
-        top = logprobs.topk(min(self.top_k, logprobs.shape[-1]), dim=-1)
+        top = metrics.top_k(full.logits[0], self.top_k)
         allowed = torch.unique(ids[0])
-        unsupported = 1.0 - logprobs.exp()[:, allowed].sum(dim=-1)
+        unsupported = metrics.out_of_context_mass(metrics.log_probs(full.logits[0]), allowed)
         text = tokenizer.decode(continuation, skip_special_tokens=True)
         evidence = locate_evidence(prompt, task)
         return Reference(
             input_ids=ids.cpu(),
             prompt_length=n,
             protect_last=prompt.protect_last,
-            topk_ids=top.indices.cpu(),
-            topk_logprobs=top.values.cpu(),
-            unsupported_mass=unsupported.clamp(min=0).cpu(),
+            topk_ids=top.ids.cpu(),
+            topk_logprobs=top.logprobs.cpu(),
+            unsupported_mass=unsupported.cpu(),
             allowed_ids=allowed.cpu(),
             answer_mask=answer_token_mask(tokenizer, continuation, task),
             hidden=hidden.cpu(),

@@ -25,6 +25,13 @@ import torch
 from torch import Tensor
 
 from rlprune.envs.reference import Reference
+from rlprune.metrics import (
+    answer_token_accuracy,
+    kl_divergence,
+    log_probs,
+    out_of_context_mass,
+    top1_agreement,
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class RewardConfig:
 class Quality:
     """How the reduced model did on the full model's answer."""
 
-    kl: float  # mean KL(full || reduced) per answer token (top-k with the tail as one bin)
+    kl: float  # mean KL(full || reduced) per answer token (top-k with the tail as one bin, rlprune.metrics)
     agreement: float  # share of answer tokens where both models' top-1 tokens match
     answer_accuracy: float | None  # share of gold-answer tokens the reduced model predicts top-1
     hallucination: float  # mean mass on tokens in neither prompt nor full answer (grounded tasks)
@@ -59,26 +66,21 @@ class Quality:
 
 @torch.no_grad()
 def quality(logits: Tensor, reference: Reference) -> Quality:
-    """Compare the reduced model's logits on the reference continuation, shape ``(m, vocab)``."""
+    """Compare the reduced model's logits on the reference continuation, shape ``(m, vocab)``, with
+    the measures of :mod:`rlprune.metrics` (the ones evaluation reports)."""
     reference = reference.to(logits.device)
-    logprobs = logits.float().log_softmax(dim=-1)
-    p_top = reference.topk_logprobs.exp()
-    q_top = logprobs.gather(1, reference.topk_ids).exp()
-    p_tail = (1.0 - p_top.sum(-1)).clamp(min=0.0)
-    q_tail = (1.0 - q_top.sum(-1)).clamp(min=1e-12)
-    kl = (p_top * (reference.topk_logprobs - q_top.clamp(min=1e-12).log())).sum(-1)
-    kl = kl + torch.where(p_tail > 0, p_tail * (p_tail.clamp(min=1e-12).log() - q_tail.log()), 0.0)
-    predicted = logprobs.argmax(dim=-1)
-    agreement = (predicted == reference.topk_ids[:, 0]).float().mean()
-    mask = reference.answer_mask
-    answer = (predicted[mask] == reference.continuation[mask]).float().mean().item() if mask.any() else None
+    logprobs = log_probs(logits)
+    full = reference.top_k
+    kl = kl_divergence(full, logprobs).mean().item()
+    agreement = top1_agreement(full, logprobs).float().mean().item()
+    answer = answer_token_accuracy(logprobs, reference.continuation, reference.answer_mask)
     if reference.grounded:
-        unsupported = 1.0 - logprobs.exp()[:, reference.allowed_ids].sum(-1).clamp(max=1.0)
+        unsupported = out_of_context_mass(logprobs, reference.allowed_ids)
         excess = (unsupported - reference.unsupported_mass).clamp(min=0.0).mean().item()
         hallucination = unsupported.mean().item()
     else:
         hallucination = excess = 0.0
-    return Quality(kl.clamp(min=0).mean().item(), agreement.item(), answer, hallucination, excess)
+    return Quality(kl, agreement, answer, hallucination, excess)
 
 
 def step_reward(projected_before: float, projected_after: float, budget: float, config: RewardConfig) -> float:

@@ -17,9 +17,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from rlprune.engine import ReductionBatch
 from rlprune.envs.env import EnvConfig, TokenReductionEnv, check_action, check_int
 from rlprune.errors import RLPruneError
-from rlprune.runner import ReductionBatch
 
 
 class TokenReductionVectorEnv(VectorEnv):

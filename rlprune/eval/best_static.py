@@ -24,10 +24,10 @@ from typing import Any, TypeVar
 
 from rlprune.envs import EnvConfig
 from rlprune.envs.reference import Reference, ReferenceCache
-from rlprune.envs.rewards import quality
 from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.inference import check_budget
 from rlprune.io import atomic_write_text
+from rlprune.metrics import answer_token_accuracy, log_probs, top1_agreement
 from rlprune.models import fingerprint_id, load_model
 from rlprune.policies import Policy, decider
 from rlprune.policies.baselines import Static
@@ -164,8 +164,9 @@ def answer_score(reducer: Reducer, reference: Reference, policy: Policy, budget:
         prompt_length=reference.prompt_length,
         protect_last=reference.protect_last,
     )
-    q = quality(out.logits[0], reference)
-    return q.agreement if q.answer_accuracy is None else q.answer_accuracy
+    logprobs, reference = log_probs(out.logits[0]), reference.to(out.logits.device)
+    accuracy = answer_token_accuracy(logprobs, reference.continuation, reference.answer_mask)
+    return top1_agreement(reference.top_k, logprobs).float().mean().item() if accuracy is None else accuracy
 
 
 def search(

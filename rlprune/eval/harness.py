@@ -22,14 +22,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlprune.data.evidence import Evidence, locate_evidence, partial_answer
-from rlprune.data.tasks import Task, answer_correct
+from rlprune.budget import BudgetController, workload_budget
+from rlprune.data.evidence import Evidence, locate_evidence
+from rlprune.data.tasks import Task
 from rlprune.errors import RLPruneError
-from rlprune.eval.metrics import agreement, out_of_context_mass, unsupported_words
 from rlprune.eval.suites import load_suite
 from rlprune.inference import check_budget
+from rlprune.metrics import (
+    KL_DEFINITION,
+    agreement,
+    answer_correct,
+    evidence_kept,
+    hallucinated,
+    partial_answer,
+    top_k,
+    unsupported_words,
+)
 from rlprune.models import DEFAULT_MODEL, fingerprint_id, load_model
-from rlprune.policies import BestStatic, Policy, decider, resolve_policy
+from rlprune.policies import BestStatic, Policy, decider, find_policy, resolve_policy
 from rlprune.policies.baselines import table_path
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
@@ -64,6 +74,9 @@ class EvalConfig:
     depths: tuple[float, ...] | None = None  # a long-context suite's needle depths (None: the suite's own)
     agreement: bool = True  # teacher-force the full model's answer through each method (KL, top-1, OOC mass)
     evidence_only: bool = False  # no generation: only whether each method keeps the gold answer's tokens
+    budget_mode: str = "prompt"  # "average": each budget is a mean over the suite's items (rlprune.budget)
+    floor: float | None = None  # average mode: the lowest ratio one item may get
+    ceiling: float | None = None  # average mode: the highest
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -79,6 +92,10 @@ class EvalConfig:
             raise RLPruneError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise RLPruneError(f"batch_size must be at least 1, got {self.batch_size}")
+        for budget in self.budgets:  # average-mode settings checked before anything loads
+            workload_budget(budget, self.budget_mode, floor=self.floor, ceiling=self.ceiling)
+        if self.budget_mode == "average" and self.evidence_only:
+            raise RLPruneError("--budget-mode average generates answers; drop --evidence-only")
 
 
 def _refuse_repeats(values: list[Any], message: str) -> None:
@@ -93,8 +110,8 @@ def _refuse_repeats(values: list[Any], message: str) -> None:
 
 def _method_key(spec: str) -> str:
     """What makes two method specs the same method: a checkpoint folder's resolved path, else the spec."""
-    path = Path(spec)
-    return str(path.resolve()) if path.is_dir() else spec.strip()
+    path = find_policy(spec)
+    return str(path.resolve()) if path is not None else spec.strip()
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:
@@ -243,8 +260,8 @@ def method_identity(spec: str) -> str:
     """A hash of what a method is: a checkpoint folder's files, a best-static table's content, or
     the baseline spec itself. Equal names with other contents get other identities."""
     digest = hashlib.sha256()
-    path = Path(spec)
-    if path.is_dir():
+    path = find_policy(spec)
+    if path is not None:
         for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
             digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
         return digest.hexdigest()
@@ -300,8 +317,13 @@ class Evaluation:
             "adapter": config.adapter,
             "agreement": config.agreement,
         }
+        if config.agreement:  # records of another KL definition never mix with these
+            settings["kl"] = KL_DEFINITION
         if config.evidence_only:  # records without answers never mix with generated ones
             settings["evidence_only"] = True
+        if config.budget_mode == "average":  # nor per-item ratios with fixed ones
+            settings["budget_mode"] = {"mode": "average", "floor": config.floor, "ceiling": config.ceiling}
+        self._streams: dict[tuple[str, float], BudgetController] = {}
         identities = {FULL: FULL} | {name: method_identity(spec) for name, spec in zip(names, specs, strict=True)}
         self.journal = Journal(self.out / JOURNAL, settings, identities, fresh=fresh)
 
@@ -373,30 +395,55 @@ class Evaluation:
         if agree:  # the full model's answer, teacher-forced through the full model and each method
             forced = {t.uid: torch.cat((prompts[t.uid].input_ids, torch.tensor([fulls[t.uid]["answer_tokens"]])), 1)
                       for _, t in scored}  # fmt: skip
-            reference = self._forced(scored, prompts, forced, None, None)
-            full_logprobs = {
-                t.uid: out.logits[0].float().log_softmax(-1) for (_, t), out in zip(scored, reference, strict=True)
-            }
+            outs = self._forced(scored, prompts, forced, None, None)
+            full_logits = {t.uid: out.logits[0] for (_, t), out in zip(scored, outs, strict=True)}
+            references = {uid: top_k(logits) for uid, logits in full_logits.items()}  # as the reference cache stores
             allowed = {t.uid: torch.unique(forced[t.uid][0]) for _, t in scored}
         for _, task in scored:
             if self.journal.get(task.uid, FULL, None) is None:
-                ooc = out_of_context_mass(full_logprobs[task.uid], allowed[task.uid]) if agree else None
-                fulls[task.uid].update(kl=0.0 if agree else None, top1=1.0 if agree else None, out_of_context_mass=ooc)
+                if agree:  # measured like every method (KL 0, top-1 1), for its out-of-context mass
+                    uid = task.uid
+                    fulls[uid].update(asdict(agreement(full_logits[uid], references[uid], allowed[uid])))
+                else:
+                    fulls[task.uid].update(kl=None, top1=None, out_of_context_mass=None)
                 yield fulls[task.uid]
         policies = {m.name: m.policy for m in self.methods}
         for (name, budget), rows in pending.items():
             if not rows:
                 continue
-            policy = policies[name]
-            results = self._generate(rows, prompts, policy, budget)
-            outs = self._forced(rows, prompts, forced, policy, budget) if agree else [None] * len(rows)
-            for (index, task), result, out in zip(rows, results, outs, strict=True):
+            policy, stream = policies[name], self._stream(name, budget)
+            results = self._generate(rows, prompts, policy, stream or budget)
+            given = [budget] * len(rows) if stream is None else list(stream.given)
+            proposals = [None] * len(rows) if stream is None else list(stream.pending)
+            if stream is not None:
+                stream.record(result.prefill.flops_ratio for result in results)
+            outs = [None] * len(rows)
+            if agree:  # each row at the ratio its answer was generated at
+                runs = [[row] for row in rows] if stream is not None else [rows]
+                outs = [out for run, ratio in zip(runs, given, strict=False)
+                        for out in self._forced(run, prompts, forced, policy, ratio)]  # fmt: skip
+            for (index, task), result, out, proposal in zip(rows, results, outs, proposals, strict=True):
                 record = self._record(index, task, name, budget, result, fulls[task.uid]["answer"], len(rows))
+                if stream is not None:
+                    record["budget_proposal"] = proposal
                 if out is None:
                     record.update(kl=None, top1=None, out_of_context_mass=None)
                 else:
-                    record.update(asdict(agreement(out.logits[0], full_logprobs[task.uid], allowed[task.uid])))
+                    record.update(asdict(agreement(out.logits[0], references[task.uid], allowed[task.uid])))
                 yield record
+
+    def _stream(self, name: str, budget: float | None) -> BudgetController | None:
+        """In average mode, the controller holding ``budget`` as the mean over the items ``name`` has
+        answered so far (records already in the journal replayed in suite order, so a resumed run
+        picks the stream up where it stopped); ``None`` in prompt mode."""
+        if self.config.budget_mode != "average" or budget is None:
+            return None
+        if (name, budget) not in self._streams:
+            stream = workload_budget(budget, "average", floor=self.config.floor, ceiling=self.config.ceiling)
+            done = [r for t in self.tasks if (r := self.journal.get(t.uid, name, budget)) is not None]
+            stream.replay((r["budget_proposal"] for r in done), (r["flops_ratio"] for r in done))
+            self._streams[(name, budget)] = stream
+        return self._streams[(name, budget)]
 
     def _evidence_records(self, items: list[tuple[int, Task]], prompts) -> Iterator[dict[str, Any]]:
         """Prefill decisions only: for each method, which of the gold answer's tokens reach the last
@@ -441,8 +488,7 @@ class Evaluation:
         reaches_top: Tensor,
     ) -> dict[str, Any]:
         """What every record says: the item, the method, its FLOPs and KV ratios, and the evidence kept."""
-        evidence: Evidence | None = self._evidence.get(task.uid)
-        whole, share = evidence.kept(reaches_top) if evidence is not None else (None, None)
+        whole, share = evidence_kept(self._evidence.get(task.uid), reaches_top)
         return {
             "item": task.uid,
             "index": index,
@@ -499,7 +545,6 @@ class Evaluation:
         """
         text = self.tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip()
         full_text = text if full_text is None else full_text
-        grounded = task.context is not None and task.kind != "instruction"
         prefill = result.prefill
         ratios = (prefill.flops_ratio, prefill.kv_bytes / prefill.kv_bytes_full)
         reaches = prefill.state.reaches_top()
@@ -508,9 +553,9 @@ class Evaluation:
             "correct": answer_correct(text, task),
             "partial": partial_answer(text, task),  # a strict part of the gold answer (a number's prefix)
             # content words in neither the context, the question nor the full model's answer
-            "hallucinated": bool(unsupported_words(text, task.context, task.question, full_text)) if grounded else None,
+            "hallucinated": hallucinated(text, task, full_text),
             # content words in neither the context nor the question (comparable with the full model)
-            "unsupported": unsupported_words(text, task.context, task.question) if grounded else None,
+            "unsupported": unsupported_words(text, task.context, task.question) if task.grounded else None,
             "said_prior": answer_correct(text, _prior_task(task)) if task.prior else None,
             "prefill_s": result.prefill_seconds / batch,
             "decode_s": result.decode_seconds / batch,

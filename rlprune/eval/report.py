@@ -6,16 +6,16 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rlprune.eval.harness import FULL
-from rlprune.eval.metrics import bootstrap_interval, degenerate
 from rlprune.inference import BUDGET_TOLERANCE, budget_missed
 from rlprune.io import atomic_write, atomic_write_text
+from rlprune.metrics import degenerate
 
 # (key, heading, format) for the table: "%" prints a share as a percentage, otherwise a number format
 COLUMNS = (
@@ -35,6 +35,31 @@ COLUMNS = (
     ("prefill_speedup", "prefill speedup", ".3f"),
     ("decode_speedup", "decode tok/s ratio", ".3f"),
 )
+
+
+def bootstrap_interval(
+    columns: Sequence[Sequence[float]],
+    statistic: Callable[..., float],
+    *,
+    samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of ``statistic(*columns)`` over items resampled with replacement.
+
+    The columns are aligned per item and resampled together, so paired statistics (a speedup
+    over the full model on the same prompts) keep their pairing.
+    """
+    arrays = [np.asarray(c, dtype=float) for c in columns]
+    n = len(arrays[0])
+    if n == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(samples, n))
+    values = np.array([statistic(*(a[p] for a in arrays)) for p in picks])
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def _mean(values: np.ndarray) -> float:
@@ -101,6 +126,8 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
         timed = [r["prefill_s"] for r in generated if r.get("prefill_s") is not None]
         row["prefill_ms"] = 1000 * _mean(np.array(timed)) if timed else None
         row["budget_missed"] = row["flops_ratio"] is not None and budget_missed(budget, row["flops_ratio"])
+        ratios = [r["flops_ratio"] for r in group if r.get("flops_ratio") is not None]
+        row["flops_std"] = float(np.std(ratios)) if ratios else None  # the spread of per-item ratios (average mode)
         rows.append(row)
     return rows
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlprune.data.long import LongSuite
-from rlprune.data.tasks import Task, generate_suite, load_jsonl
+from rlprune.data.tasks import SPLITS, Task, generate_suite, load_jsonl
 from rlprune.errors import RLPruneError
 
 
@@ -66,6 +66,25 @@ SUITES: dict[str, SuiteSpec | LongSuite] = {
 }
 
 
+PRESET_SUITE = "env:"
+"""Prefix of a suite drawn from an environment preset's split: ``env:demo`` (its test split),
+``env:grounded-qa:validation``, ``env:path/to/preset.toml:test``."""
+
+
+def preset_tasks(spec: str) -> tuple[str, list[Task]]:
+    """``(name, tasks)`` of ``env:PRESET[:SPLIT]``: the split (``test`` unless named) that the
+    preset's own training never sees, exactly as the environment draws it."""
+    from rlprune.envs import EnvConfig  # only this kind of suite reads an environment preset
+
+    body = spec.removeprefix(PRESET_SUITE)
+    preset, _, split = body.rpartition(":")
+    if split not in SPLITS:
+        preset, split = body, "test"
+    if not preset:
+        raise RLPruneError(f"suite {spec!r} names no preset; give env:PRESET or env:PRESET:SPLIT, e.g. env:demo")
+    return f"{Path(preset).stem}-{split}", EnvConfig.load(preset).tasks.tasks(split)
+
+
 def load_suite(
     spec: str | Path,
     limit: int | None = None,
@@ -92,8 +111,12 @@ def load_suite(
         suite = replace(suite, per_cell=per_cell or suite.per_cell, depths=tuple(depths or suite.depths))
     if suite is not None:  # only the first ``limit`` tasks are built: a large grid is never held whole
         name, tasks = text, suite.tasks(limit)
+    elif text.startswith(PRESET_SUITE):
+        name, tasks = preset_tasks(text)
     elif text.endswith(".jsonl") or Path(text).is_file():
         name, tasks = Path(text).stem, load_jsonl(text)
     else:
-        raise RLPruneError(f"unknown suite {text!r}; use one of {', '.join(SUITES)} or a .jsonl file")
+        raise RLPruneError(
+            f"unknown suite {text!r}; use one of {', '.join(SUITES)}, env:PRESET[:SPLIT] or a .jsonl file"
+        )
     return name, tasks[:limit] if limit else tasks

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlprune.data.tasks import Task, answer_correct
-from rlprune.eval.metrics import unsupported_words
+from rlprune.metrics import unsupported_words
 
 
 def completion_text(completion: Any) -> str:

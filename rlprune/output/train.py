@@ -18,6 +18,7 @@ import torch
 from transformers import PrinterCallback, TrainerCallback
 
 from rlprune.data.tasks import Task, generate_suite, load_jsonl
+from rlprune.engine import Reducer
 from rlprune.errors import RLPruneError
 from rlprune.eval.suites import SUITES
 from rlprune.io import atomic_write_text
@@ -26,7 +27,6 @@ from rlprune.output.adapter import without_checkpointing_renames
 from rlprune.output.rewards import REWARDS, HallucinationPenalty, is_correct
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
-from rlprune.runner import Reducer
 
 ADAPTER = "adapter"
 
@@ -113,11 +113,34 @@ class _RewardLog(TrainerCallback):
             )
 
 
+def _grpo_args(config: OutputTrainConfig, out: Path, *, use_cpu: bool):
+    """TRL's GRPO arguments for ``config``: one optimisation step per batch of prompt groups, logs every step."""
+    from trl import GRPOConfig
+
+    with without_checkpointing_renames():
+        return GRPOConfig(
+            output_dir=str(out / "trainer"),
+            max_steps=config.steps,
+            per_device_train_batch_size=config.prompts_per_step * config.generations,
+            gradient_accumulation_steps=1,
+            num_generations=config.generations,
+            max_completion_length=config.max_completion_tokens,
+            learning_rate=config.learning_rate,
+            beta=0.0,  # no reference-model KL: the adapter is small and the base stays available
+            logging_steps=1,
+            save_strategy="no",
+            report_to=["tensorboard"],
+            use_cpu=use_cpu,
+            seed=config.seed,
+            disable_tqdm=True,
+        )
+
+
 def train_output(config: OutputTrainConfig, out: str | Path, *, quiet: bool = False) -> dict[str, Any]:
     """Run GRPO with a LoRA adapter; writes ``out/adapter`` and ``out/summary.json``; returns the summary."""
     from datasets import Dataset
     from peft import LoraConfig
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     out = Path(out)
     if (out / ADAPTER / "adapter_config.json").is_file():
@@ -144,23 +167,7 @@ def train_output(config: OutputTrainConfig, out: str | Path, *, quiet: bool = Fa
     ]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    with without_checkpointing_renames():
-        args = GRPOConfig(
-            output_dir=str(out / "trainer"),
-            max_steps=config.steps,
-            per_device_train_batch_size=config.prompts_per_step * config.generations,
-            gradient_accumulation_steps=1,
-            num_generations=config.generations,
-            max_completion_length=config.max_completion_tokens,
-            learning_rate=config.learning_rate,
-            beta=0.0,  # no reference-model KL: the adapter is small and the base stays available
-            logging_steps=1,
-            save_strategy="no",
-            report_to=["tensorboard"],
-            use_cpu=model.device.type == "cpu",
-            seed=config.seed,
-            disable_tqdm=True,
-        )
+    args = _grpo_args(config, out, use_cpu=model.device.type == "cpu")
     peft_config = LoraConfig(
         r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear", task_type="CAUSAL_LM"
     )

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from rlprune.budget import BudgetController
+from rlprune.engine import Reducer, ReductionState
 from rlprune.errors import InvalidActionError
 from rlprune.features import Features
 from rlprune.reduction import LayerAction
-from rlprune.runner import Reducer, ReductionState
 
 
 @runtime_checkable
@@ -55,14 +55,14 @@ def decider(
 def _average_decider(
     policy: Policy, reducer: Reducer, controller: BudgetController, deterministic: bool
 ) -> Callable[[ReductionState], LayerAction]:
-    ratios: dict[int, float] = {}  # each row's ratio, by the identity of its state
+    ratios: dict[int, float] = {}  # each row's ratio, by the identity of its state, set at its first decision
     propose = getattr(policy, "propose_budget", None)
 
     def decide(state: ReductionState) -> LayerAction:
-        ratio = ratios.get(id(state))
-        if ratio is None:
+        if state.decisions_made == 0:
             proposal = controller.budget.target if propose is None else propose(Features(reducer, state, 1.0))
-            ratio = ratios[id(state)] = controller.ratio(proposal)
+            ratios[id(state)] = controller.ratio(proposal)
+        ratio = ratios[id(state)]
         return policy.act(Features(reducer, state, ratio), ratio, deterministic)
 
     return decide

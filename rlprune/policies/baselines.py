@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from rlprune.config import ROOT
+from rlprune.config import data_path
 from rlprune.errors import RLPruneError
 from rlprune.features import Features
 from rlprune.io import read_json
@@ -127,8 +127,8 @@ class Spanned:
             raise BaselineError(f"{getattr(self, 'name', 'baseline')}: {error}") from None
 
 
-def _prune(ratio: float, scorer: str) -> LayerAction:
-    return LayerAction("prune", min(max(ratio, 0.0), 1.0), scorer)
+def _prune(ratio: float, scorer: str, op: str = "prune") -> LayerAction:
+    return LayerAction(op, min(max(ratio, 0.0), 1.0), scorer)
 
 
 @dataclass
@@ -143,9 +143,10 @@ class NoReduction(Baseline):
 
 @dataclass
 class SingleLayerPrune(Spanned, Baseline):
-    """Prune at one layer the tokens ``scorer`` ranks lowest."""
+    """Prune at one layer (or apply another ``op``) the tokens ``scorer`` ranks lowest."""
 
     scorer: ClassVar[str] = "attention"
+    op: ClassVar[str] = "prune"
     layer: int = 2
     ratio: float = 0.5
 
@@ -154,7 +155,7 @@ class SingleLayerPrune(Spanned, Baseline):
         return self.ratio
 
     def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
-        return {self.layer: self.spans(_prune(strength, self.scorer))}
+        return {self.layer: self.spans(_prune(strength, self.scorer, self.op))}
 
 
 @dataclass
@@ -179,6 +180,17 @@ class SnapKV(SingleLayerPrune):
 
     name: ClassVar[str] = "snapkv"
     scorer: ClassVar[str] = "attention"
+
+
+@dataclass
+class GemFilter(SingleLayerPrune):
+    """GemFilter (Shi et al., 2024): the last token's attention at a middle layer picks the tokens to
+    keep, then the prompt runs again from layer 0 on them alone (the ``reprefill`` op)."""
+
+    name: ClassVar[str] = "gemfilter"
+    scorer: ClassVar[str] = "last_query"
+    op: ClassVar[str] = "reprefill"
+    layer: int = 8
 
 
 @dataclass
@@ -249,8 +261,9 @@ class Static(Baseline):
         return f"static:{self.schedule_text}"
 
 
-TABLES = ROOT / "eval" / "best-static"
-"""Where shipped search results live: ``best-static:mixed-hard`` reads ``eval/best-static/mixed-hard.json``."""
+TABLES = Path("eval", "best-static")
+"""Where search results live: ``best-static:mixed-hard`` reads ``eval/best-static/mixed-hard.json`` in the
+working directory, else the checkout's or the installed package's (:func:`rlprune.config.data_path`)."""
 
 
 def table_path(spec: str) -> Path:
@@ -258,7 +271,7 @@ def table_path(spec: str) -> Path:
     path = Path(spec)
     if path.suffix == ".json" or path.exists():
         return path
-    return TABLES / f"{spec}.json"
+    return data_path(TABLES, f"{spec}.json") or TABLES / f"{spec}.json"
 
 
 @dataclass
@@ -311,7 +324,7 @@ class BestStatic(Baseline):
 
 
 BASELINES: dict[str, type[Baseline]] = {
-    cls.name: cls for cls in (NoReduction, RandomPrune, FastV, SnapKV, PyramidDrop, ToMe, Static, BestStatic)
+    cls.name: cls for cls in (NoReduction, RandomPrune, FastV, SnapKV, GemFilter, PyramidDrop, ToMe, Static, BestStatic)
 }
 
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 from torch import Tensor
 
 from rlprune.errors import InvalidActionError
+from rlprune.reduction.ops import OPS
 from rlprune.reduction.scores import SCORERS
 from rlprune.reduction.spans import Pool, parse_unit
-
-Op = Literal["keep", "prune", "merge"]
-OPS: tuple[Op, ...] = ("keep", "prune", "merge")
 
 
 @dataclass(frozen=True)
@@ -22,8 +19,8 @@ class LayerAction:
     """Reduce the tokens entering one decoder layer.
 
     Attributes:
-        op: ``keep`` (do nothing), ``prune`` (drop tokens) or ``merge`` (fold tokens into a
-            similar later token).
+        op: the name of a registered op (:data:`~rlprune.reduction.ops.OPS`), such as ``keep`` (do
+            nothing), ``prune`` (drop tokens) or ``merge`` (fold tokens into a similar later token).
         ratio: fraction of the *removable* tokens (all but the protected ones) removed here.
         scorer: how token importance is measured; the least important tokens go first.
             One of :data:`rlprune.reduction.scores.SCORERS`.
@@ -34,7 +31,7 @@ class LayerAction:
         unit: what is kept or dropped together: ``token``, ``sentence`` or a chunk size (``"16"``).
     """
 
-    op: Op = "keep"
+    op: str = "keep"
     ratio: float = 0.0
     scorer: str = "attention"
     token_scores: Tensor | None = field(default=None, compare=False, repr=False)
@@ -42,7 +39,7 @@ class LayerAction:
     unit: str = "token"
 
     def __post_init__(self) -> None:
-        if self.op not in OPS:
+        if not isinstance(self.op, str) or self.op not in OPS:
             raise InvalidActionError(f"unknown op {self.op!r}: use one of {', '.join(OPS)}")
         if not isinstance(self.ratio, (int, float)) or not 0.0 <= float(self.ratio) <= 1.0:
             raise InvalidActionError(
@@ -58,7 +55,7 @@ class LayerAction:
 
     @property
     def is_noop(self) -> bool:
-        return self.op == "keep" or self.ratio == 0.0
+        return not OPS[self.op].reduces or self.ratio == 0.0
 
     def span_text(self) -> str:
         """``:pool=P:unit=U`` for whatever differs from the defaults (empty for plain selection)."""
@@ -67,7 +64,7 @@ class LayerAction:
         )
 
     def __str__(self) -> str:
-        return "keep" if self.op == "keep" else f"{self.op}:{self.ratio:.3g}:{self.scorer}{self.span_text()}"
+        return self.op if not OPS[self.op].reduces else f"{self.op}:{self.ratio:.3g}:{self.scorer}{self.span_text()}"
 
 
 KEEP = LayerAction()

@@ -1,4 +1,5 @@
-"""Training reduction policies: PPO on one machine (Stable-Baselines3)."""
+"""Training reduction policies with PPO: Stable-Baselines3 on one machine (:mod:`rlprune.train.sb3`)
+or RLlib on Ray (:mod:`rlprune.train.rllib`), both around :mod:`rlprune.train.common`."""
 
 from rlprune.train.recipe import PPOConfig, Recipe, RunConfig
 

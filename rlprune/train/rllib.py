@@ -1,17 +1,17 @@
-"""PPO on Ray workers with RLlib's new API stack.
+"""PPO on Ray workers with RLlib's new API stack, for every policy kind.
 
-The policy is the same :class:`ReductionPolicy`, held by a ``TorchRLModule``; its weights are
-the policy's own, so the export is exact. Each env runner builds its environment (and loads the
-model) itself from a small config, never receiving the model through Ray. A runner that dies is
-restarted by RLlib and the run goes on. Checkpoints, validation, progress, TensorBoard tags and
-the summary are those of the single-machine backend (:mod:`rlprune.train.run`).
+The policy is the same :class:`ReductionPolicy` (or :class:`TokenReductionPolicy`), held by an
+RLModule (:mod:`rlprune.train.rllib_modules`); its weights are the policy's own, so the export is
+exact. Each env runner builds its environment (and loads the model) itself from a small config,
+never receiving the model through Ray. A runner that dies is restarted by RLlib and the run goes
+on. Everything around the learner (run folder, checkpoints, validation, export) is
+:mod:`rlprune.train.common`, as for the SB3 backend.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,51 +24,39 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.ppo import PPOConfig as RLlibPPOConfig
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core import DEFAULT_MODULE_ID
-from ray.rllib.core.columns import Columns
-from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
-from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
-from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.tune.registry import register_env
-from torch.utils.tensorboard import SummaryWriter
 
 from rlprune.config import from_dict
-from rlprune.envs import EnvConfig, TokenReductionEnv
+from rlprune.envs import EnvConfig, TokenLevelEnv, TokenReductionEnv
 from rlprune.errors import RLPruneError
 from rlprune.policies import ReductionPolicy
+from rlprune.train import common
+from rlprune.train.common import Run, Session
 from rlprune.train.recipe import Recipe
-from rlprune.train.run import (
-    BestKeeper,
-    EpisodeWindow,
-    conclude_run,
-    finish_run,
-    load_checkpoint,
-    next_multiple,
-    save_checkpoint,
-    start_run,
-    training_progress,
+from rlprune.train.rllib_modules import (
+    MaskedObservation,
+    ReductionRLModule,
+    TokenActionDistribution,
+    TokenRLModule,
+    module_spec,
 )
-from rlprune.train.warm_start import behaviour_clone
+
+__all__ = [
+    "ENV_NAME",
+    "MaskedObservation",
+    "RLlibBackend",
+    "ReductionRLModule",
+    "TokenActionDistribution",
+    "TokenRLModule",
+    "algorithm_config",
+    "init_ray",
+    "learner_policy",
+    "make_env",
+    "module_spec",
+    "train",
+]
 
 ENV_NAME = "rlprune-token-reduction"
-
-
-class MaskedObservation(gym.ObservationWrapper):
-    """Puts the environment's action mask into the observation, where RLlib modules can read it."""
-
-    def __init__(self, env: TokenReductionEnv) -> None:
-        super().__init__(env)
-        size = int(sum(env.action_space.nvec))
-        self.observation_space = gym.spaces.Dict(
-            {
-                "observations": env.observation_space,
-                "action_mask": gym.spaces.Box(0.0, 1.0, shape=(size,), dtype=np.float32),
-            }
-        )
-
-    def observation(self, observation: np.ndarray) -> dict[str, np.ndarray]:
-        mask = self.env.unwrapped.action_masks().astype(np.float32)
-        return {"observations": observation, "action_mask": mask}
 
 
 def make_env(config: dict[str, Any]) -> gym.Env:
@@ -82,30 +70,7 @@ def make_env(config: dict[str, Any]) -> gym.Env:
         preset, device=config.get("device", preset.device), dtype=config.get("dtype", preset.dtype)
     )
     env = TokenReductionEnv(preset, split="train", cache_dir=config.get("cache_dir"))
-    return MaskedObservation(env)
-
-
-class ReductionRLModule(TorchRLModule, ValueFunctionAPI):
-    """A :class:`ReductionPolicy` as an RLlib module: masked logits for the three action parts and values."""
-
-    def setup(self) -> None:
-        space = self.observation_space["observations"]
-        self.reduction = ReductionPolicy(
-            observation_size=space.shape[0],
-            hidden=tuple(self.model_config["hidden"]),
-            decision_layers=tuple(self.model_config["decision_layers"]),
-        )
-        self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(input_lens=list(self.reduction.nvec))
-
-    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        observations = batch[Columns.OBS]
-        logits, _ = self.reduction(observations["observations"])
-        invalid = observations["action_mask"] < 0.5
-        return {Columns.ACTION_DIST_INPUTS: logits.masked_fill(invalid, torch.finfo(logits.dtype).min)}
-
-    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
-        _, values = self.reduction(batch[Columns.OBS]["observations"])
-        return values
+    return TokenLevelEnv(env) if config.get("policy") == "token" else MaskedObservation(env)
 
 
 class EpisodeMetrics(RLlibCallback):
@@ -116,11 +81,6 @@ class EpisodeMetrics(RLlibCallback):
         if metrics_logger is not None and "flops_ratio" in info:
             metrics_logger.log_value("rlprune_flops_ratio", info["flops_ratio"], reduce="mean", window=100)
             metrics_logger.log_value("rlprune_kl", info["kl"], reduce="mean", window=100)
-
-
-def module_spec(env_config: EnvConfig, recipe: Recipe) -> RLModuleSpec:
-    model_config = {"hidden": list(recipe.ppo.hidden), "decision_layers": list(env_config.episode.decision_layers)}
-    return RLModuleSpec(module_class=ReductionRLModule, model_config=model_config)
 
 
 def algorithm_config(
@@ -135,10 +95,14 @@ def algorithm_config(
         "dtype": env_config.dtype,
         "cache_dir": cache_dir,
         "torch_threads": settings.torch_threads,
+        "policy": recipe.policy,
     }
     return (
         RLlibPPOConfig()
-        .environment(ENV_NAME, env_config=env_settings, disable_env_checking=True)
+        # actions go to the environment as sampled: token-level keys are not squashed into [-1, 1]
+        .environment(
+            ENV_NAME, env_config=env_settings, disable_env_checking=True, normalize_actions=False, clip_actions=False
+        )
         .env_runners(
             num_env_runners=settings.n_envs,
             num_envs_per_env_runner=1,
@@ -169,7 +133,7 @@ def algorithm_config(
 
 
 def learner_policy(algo: Algorithm, template: ReductionPolicy) -> ReductionPolicy:
-    """The learner's current weights as a :class:`ReductionPolicy` (the exported form)."""
+    """The learner's current weights in ``template`` (the exported form)."""
     weights = algo.learner_group.get_weights()[DEFAULT_MODULE_ID]
     prefix = "reduction."
     state = {k[len(prefix) :]: torch.as_tensor(np.asarray(v)) for k, v in weights.items() if k.startswith(prefix)}
@@ -201,6 +165,83 @@ def _cpus_per_runner(workers: int, address: str | None) -> float:
     return min(1.0, (os.cpu_count() or 1) / workers)
 
 
+class RLlibBackend:
+    """The :class:`~rlprune.train.common.Backend` for RLlib: PPO with ``run.n_envs`` env runners.
+
+    ``on_iteration(algo, result)`` is called after every training iteration (monitoring, tests).
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        run: Run,
+        address: str | None = None,
+        on_iteration: Callable[[Algorithm, dict[str, Any]], None] | None = None,
+    ) -> None:
+        settings = run.recipe.run
+        self.runners, self.on_iteration = settings.n_envs, on_iteration
+        address = address if address is not None else (run.recipe.ray.address or None)
+        self.started_ray, cpus = init_ray(address, settings.n_envs)
+        try:
+            register_env(ENV_NAME, make_env)
+            config = algorithm_config(run.env_preset, run.env_config, run.recipe, run.cache_dir, cpus)
+            self.algo = config.build_algo()
+        except BaseException:
+            if self.started_ray:
+                ray.shutdown()
+            raise
+        self.template = run.new_policy()
+        self.steps = {"timesteps": 0, "iterations": 0}
+
+    def policy(self) -> ReductionPolicy:
+        return learner_policy(self.algo, self.template)
+
+    def set_policy(self, policy: ReductionPolicy) -> None:
+        weights = {f"reduction.{k}": v.detach().numpy() for k, v in policy.state_dict().items()}
+        self.algo.learner_group.set_weights({DEFAULT_MODULE_ID: weights})
+        self.algo.env_runner_group.sync_weights(from_worker_or_learner_group=self.algo.learner_group)
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.steps)
+
+    def trainer_state(self) -> Any:
+        return self.algo.learner_group.get_state()
+
+    def restore(self, policy: ReductionPolicy, state: Any, counters: dict[str, Any]) -> None:
+        self.algo.learner_group.set_state(state)  # the module's weights are in the learner's state
+        self.algo.env_runner_group.sync_weights(from_worker_or_learner_group=self.algo.learner_group)
+        self.steps = {"timesteps": int(counters["timesteps"]), "iterations": int(counters["iterations"])}
+
+    def learn(self, session: Session) -> None:
+        while self.steps["timesteps"] < session.total:
+            result = self.algo.train()
+            runners = result.get("env_runners", {})
+            self.steps["timesteps"] += int(runners.get("num_env_steps_sampled", 0))
+            self.steps["iterations"] += 1
+            session.report(self.steps["timesteps"], episode_means(runners))
+            if self.on_iteration is not None:
+                self.on_iteration(self.algo, result)
+            session.after_update()
+
+    def close(self) -> dict[str, Any]:
+        try:
+            restarts = int(self.algo.env_runner_group.num_remote_worker_restarts())
+        finally:
+            self.algo.stop()
+            if self.started_ray:
+                ray.shutdown()
+        return {"env_runners": self.runners, "env_runner_restarts": restarts}
+
+
+def episode_means(runners: dict[str, Any]) -> dict[str, float]:
+    """The recent episodes' reward, FLOPs ratio and KL from RLlib's env-runner metrics ({} before any)."""
+    keys = {"reward": "episode_return_mean", "flops_ratio": "rlprune_flops_ratio", "kl": "rlprune_kl"}
+    if not all(isinstance(runners.get(source), (int, float)) for source in keys.values()):
+        return {}
+    return {key: float(runners[source]) for key, source in keys.items()}
+
+
 def train(
     env_preset: str | Path | None,
     recipe: Recipe | str | Path | None,
@@ -218,123 +259,15 @@ def train(
     dtype: str | None = None,
     override: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train a reduction policy with RLlib PPO on Ray env runners; returns the summary (also in ``summary.json``).
-
-    ``on_iteration(algo, result)`` is called after every training iteration (monitoring, tests).
-    ``resume`` and ``override`` work as in :func:`rlprune.train.sb3.train`.
+    """Train a reduction policy (either kind) with RLlib PPO on Ray env runners; returns the summary
+    (also in ``summary.json``). ``address`` joins a Ray cluster (default: the recipe's, else a local
+    Ray); ``on_iteration(algo, result)`` is called after every iteration; ``resume`` and ``override``
+    work as in :func:`rlprune.train.sb3.train`.
     """
-    overrides = {"timesteps": timesteps, "seed": seed, "n_envs": workers}
-    run = start_run(
-        env_preset,
-        recipe,
-        out,
-        backend="ray",
-        overrides=overrides,
-        resume=resume,
-        cache_dir=cache_dir,
-        device=device,
-        dtype=dtype,
-        allow=override,
-    )
-    if run.recipe.policy != "layer":
-        raise RLPruneError(
-            'token-level policies (policy = "token" in the recipe) train with the sb3 backend; use --backend sb3'
-        )
-    if run.finished:
-        return conclude_run(run)
-    run.warm()
-    recipe, env_config, run_dir, settings = run.recipe, run.env_config, run.folder, run.recipe.run
-    address = address if address is not None else (recipe.ray.address or None)
-    started_ray, cpus = init_ray(address, settings.n_envs)
-    register_env(ENV_NAME, make_env)
-    policy = ReductionPolicy(hidden=recipe.ppo.hidden, decision_layers=env_config.episode.decision_layers)
-    best = BestKeeper(run_dir, run.meta)
-    history: list[dict[str, Any]] = list(run.history)
-    counters = {"timesteps": 0, "iterations": 0}
-    cloned = None
-    algo = algorithm_config(run.env_preset, env_config, recipe, cache_dir, cpus).build_algo()
-    writer: SummaryWriter | None = None  # created as training begins, when the run folder is written
 
-    def validate() -> dict[str, Any]:
-        result = {**run.evaluator(learner_policy(algo, policy)), "timesteps": counters["timesteps"]}
-        history.append(result)
-        for key in ("reward", "flops_ratio", "kl", "budget_error"):
-            writer.add_scalar(f"validation/{key}", result[key], counters["timesteps"])
-        best.offer(policy, result, dict(counters))
-        return result
+    def backend(run: Run) -> RLlibBackend:
+        return RLlibBackend(run, address=address, on_iteration=on_iteration)
 
-    try:
-        if run.last is not None:
-            _, state, saved = load_checkpoint(run.last)
-            algo.learner_group.set_state(state)
-            algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group)
-            counters = {"timesteps": int(saved["timesteps"]), "iterations": int(saved["iterations"])}
-        elif recipe.warm_start.baseline:
-            cloned = behaviour_clone(policy, run.trainer_env, recipe)
-            weights = {f"reduction.{k}": v.detach().numpy() for k, v in policy.state_dict().items()}
-            algo.learner_group.set_weights({DEFAULT_MODULE_ID: weights})
-            algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group)
-        start_steps, started = counters["timesteps"], time.time()
-        next_checkpoint = next_multiple(start_steps, settings.checkpoint_every)
-        next_eval = next_multiple(start_steps, settings.eval_every)
-        with run.training(), training_progress(quiet) as progress:
-            writer = SummaryWriter(str(run_dir / "tensorboard" / "ray"))
-            bar = progress.add_task("training (ray)", total=settings.timesteps, completed=start_steps, stats="")
-            while counters["timesteps"] < settings.timesteps:
-                result = algo.train()
-                runners = result.get("env_runners", {})
-                counters["timesteps"] += int(runners.get("num_env_steps_sampled", 0))
-                counters["iterations"] += 1
-                means = _episode_means(runners)
-                for key, value in means.items():
-                    writer.add_scalar(f"episodes/{key}", value, counters["timesteps"])
-                stats = EpisodeWindow.describe(means)
-                progress.update(bar, completed=min(counters["timesteps"], settings.timesteps), stats=stats)
-                if on_iteration is not None:
-                    on_iteration(algo, result)
-                if counters["timesteps"] >= next_eval:  # validate first: the checkpoint keeps the history
-                    validate()
-                    next_eval = next_multiple(counters["timesteps"], settings.eval_every)
-                if counters["timesteps"] >= next_checkpoint:
-                    _save(algo, policy, run_dir, counters, run.meta, history)
-                    next_checkpoint = next_multiple(counters["timesteps"], settings.checkpoint_every)
-            final = history[-1] if history and history[-1]["timesteps"] == counters["timesteps"] else validate()
-            _save(algo, policy, run_dir, counters, run.meta, history)
-        restarts = algo.env_runner_group.num_remote_worker_restarts()
-    finally:
-        if writer is not None:
-            writer.close()
-        algo.stop()
-        if started_ray:
-            ray.shutdown()
-    return finish_run(
-        run,
-        timesteps=counters["timesteps"],
-        start_steps=start_steps,
-        seconds=time.time() - started,
-        final=final,
-        best=best.best,
-        history=history,
-        cloned=cloned,
-        env_runners=settings.n_envs,
-        env_runner_restarts=int(restarts),
-    )
-
-
-def _episode_means(runners: dict[str, Any]) -> dict[str, float]:
-    keys = {"reward": "episode_return_mean", "flops_ratio": "rlprune_flops_ratio", "kl": "rlprune_kl"}
-    if not all(isinstance(runners.get(source), (int, float)) for source in keys.values()):
-        return {}
-    return {key: float(runners[source]) for key, source in keys.items()}
-
-
-def _save(
-    algo: Algorithm,
-    policy: ReductionPolicy,
-    run_dir: Path,
-    counters: dict[str, int],
-    run: dict,
-    history: list[dict[str, Any]],
-) -> None:
-    state = algo.learner_group.get_state()
-    save_checkpoint(run_dir / "last", learner_policy(algo, policy), state, dict(counters), run, history)
+    options = {"timesteps": timesteps, "seed": seed, "workers": workers, "resume": resume, "cache_dir": cache_dir}
+    options |= {"quiet": quiet, "device": device, "dtype": dtype, "override": override}
+    return common.train(backend, "ray", env_preset, recipe, out, **options)

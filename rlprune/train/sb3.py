@@ -1,15 +1,13 @@
-"""PPO on one machine with Stable-Baselines3 (sb3-contrib's MaskablePPO).
+"""PPO on one machine with Stable-Baselines3: sb3-contrib's MaskablePPO for layer policies, PPO
+with :class:`rlprune.train.sb3_tokens.SB3TokenPolicy` for token-level ones.
 
 The SB3 policy *is* a :class:`ReductionPolicy`: its trunk, action head and value head are the
-SB3 policy's extractor, ``action_net`` and ``value_net``, so exporting is exact. Checkpoints
-(the policy, the optimizer state, the timestep count; safetensors + JSON) are written
-atomically every ``checkpoint_every`` steps; ``resume`` continues from the last. The run folder
-is laid out as :mod:`rlprune.train.run` describes.
+SB3 policy's extractor, ``action_net`` and ``value_net``, so exporting is exact. Everything around
+the learner (run folder, checkpoints, validation, export) is :mod:`rlprune.train.common`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,23 +25,11 @@ from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.envs.token_env import TokenLevelEnv
 from rlprune.envs.vector_env import TokenReductionVectorEnv
 from rlprune.policies import ReductionPolicy
+from rlprune.train import common
+from rlprune.train.common import EpisodeWindow, Run, Session, load_checkpoint
 from rlprune.train.recipe import Recipe
-from rlprune.train.run import (
-    BestKeeper,
-    EpisodeWindow,
-    Run,
-    conclude_run,
-    finish_run,
-    load_checkpoint,
-    next_multiple,
-    save_checkpoint,
-    start_run,
-    training_progress,
-)
 from rlprune.train.sb3_tokens import SB3TokenPolicy
 from rlprune.train.sb3_vec import BatchedVecEnv
-from rlprune.train.teacher import teacher_warm_start
-from rlprune.train.warm_start import behaviour_clone
 
 
 class SharedTrunk(nn.Module):
@@ -104,96 +90,84 @@ def make_env(
     return build
 
 
-# -- checkpoints -------------------------------------------------------------------------------
-
-
-def save_sb3_checkpoint(
-    model: MaskablePPO | PPO, folder: Path, *, run: dict[str, Any], history: list[dict[str, Any]] | None = None
-) -> None:
-    """The policy, its optimizer state, the step counts and the validation history, replacing ``folder`` atomically."""
-    state = {"optimizer": model.policy.optimizer.state_dict()}
-    save_checkpoint(folder, model.policy.reduction, state, _progress(model), run, history)
-
-
-def load_sb3_checkpoint(model: MaskablePPO | PPO, folder: Path) -> None:
-    """Restore what :func:`save_sb3_checkpoint` wrote into a freshly built ``model``."""
+def load_sb3_checkpoint(model: MaskablePPO | PPO, folder: Path) -> dict[str, Any]:
+    """Load a checkpoint's policy and optimizer state into a freshly built ``model``; returns its counters."""
     policy, state, counters = load_checkpoint(folder)
+    restore(model, policy, state, counters)
+    return counters
+
+
+def restore(model: MaskablePPO | PPO, policy: ReductionPolicy, state: Any, counters: dict[str, Any]) -> None:
+    """Put a checkpoint's policy, optimizer state and step count into ``model``."""
     model.policy.reduction.load_state_dict(policy.state_dict())
     model.policy.optimizer.load_state_dict(state["optimizer"])
     model.num_timesteps = int(counters["timesteps"])
-    model._n_updates = int(counters["updates"])
 
 
-def _progress(model: MaskablePPO | PPO) -> dict[str, Any]:
-    return {"timesteps": int(model.num_timesteps), "updates": int(model._n_updates)}
+class SB3Backend:
+    """The :class:`~rlprune.train.common.Backend` for Stable-Baselines3."""
+
+    name = "sb3"
+
+    def __init__(self, run: Run) -> None:
+        self.vec_env = _vec_env(run)
+        try:
+            self.model = _ppo(run, self.vec_env)
+        except BaseException:
+            self.vec_env.close()
+            raise
+        self.n_epochs = run.recipe.ppo.n_epochs
+        self.updates = 0  # gradient epochs run, as SB3 counts its updates
+
+    def policy(self) -> ReductionPolicy:
+        return self.model.policy.reduction
+
+    def set_policy(self, policy: ReductionPolicy) -> None:
+        if policy is not self.model.policy.reduction:
+            self.model.policy.reduction.load_state_dict(policy.state_dict())
+
+    def counters(self) -> dict[str, int]:
+        return {"timesteps": int(self.model.num_timesteps), "updates": self.updates}
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {"optimizer": self.model.policy.optimizer.state_dict()}
+
+    def restore(self, policy: ReductionPolicy, state: Any, counters: dict[str, Any]) -> None:
+        restore(self.model, policy, state, counters)
+        self.updates = int(counters.get("updates", 0))
+
+    def learn(self, session: Session) -> None:
+        steps = session.total - self.model.num_timesteps
+        callback = SessionCallback(self, session)
+        self.model.learn(steps, callback=callback, reset_num_timesteps=False, tb_log_name="ppo")
+
+    def close(self) -> dict[str, Any]:
+        self.vec_env.close()
+        return {}
 
 
-# -- callbacks ---------------------------------------------------------------------------------
+class SessionCallback(BaseCallback):
+    """Reports SB3's steps and finished episodes to the session, and calls it after every update."""
 
-
-class RunCallback(BaseCallback):
-    """Progress bar, periodic checkpoints and validation with the best policy kept.
-
-    ``history`` is the validation history before this process (a resumed run's), continued here.
-    """
-
-    def __init__(
-        self,
-        run_dir: Path,
-        run: dict[str, Any],
-        recipe: Recipe,
-        total: int,
-        evaluator,
-        progress,
-        history: list[dict[str, Any]] | None = None,
-    ) -> None:
+    def __init__(self, backend: SB3Backend, session: Session) -> None:
         super().__init__()
-        self.run_dir, self.run, self.recipe, self.total = run_dir, run, recipe, total
-        self.evaluator, self.progress = evaluator, progress
+        self.backend, self.session = backend, session
         self.episodes = EpisodeWindow()
-        self.best = BestKeeper(run_dir, run)
-        self.next_checkpoint = self.next_eval = 0
-        self.history: list[dict[str, Any]] = list(history or [])
-        self.task = None
-
-    def _on_training_start(self) -> None:
-        self.next_checkpoint = next_multiple(self.num_timesteps, self.recipe.run.checkpoint_every)
-        self.next_eval = next_multiple(self.num_timesteps, self.recipe.run.eval_every)
-        self.task = self.progress.add_task("training", total=self.total, completed=self.num_timesteps, stats="")
 
     def _on_step(self) -> bool:
         for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
             if done and "flops_ratio" in info:
                 self.episodes.add(info["episode"]["r"], info)
-        means = self.episodes.means()
-        for key, value in means.items():
-            self.logger.record(f"episodes/{key}", value)
-        stats = self.episodes.describe(means)
-        self.progress.update(self.task, completed=min(self.num_timesteps, self.total), stats=stats)
+        self.session.report(self.num_timesteps, self.episodes.means())
         return True
 
+    def _on_rollout_end(self) -> None:
+        """SB3 updates the policy right after each rollout, ``n_epochs`` times."""
+        self.backend.updates += self.backend.n_epochs
+
     def _on_rollout_start(self) -> None:
-        """Here, after the previous rollout's update, the policy matches the step count: validate,
-        then checkpoint (with that validation in its history)."""
-        run = self.recipe.run
-        if self.num_timesteps >= self.next_eval:
-            self.validate()
-            self.next_eval = next_multiple(self.num_timesteps, run.eval_every)
-        if self.num_timesteps >= self.next_checkpoint:
-            save_sb3_checkpoint(self.model, self.run_dir / "last", run=self.run, history=self.history)
-            self.next_checkpoint = next_multiple(self.num_timesteps, run.checkpoint_every)
-
-    def validate(self) -> dict[str, Any]:
-        result = self.evaluator(self.model.policy.reduction)
-        result["timesteps"] = int(self.num_timesteps)
-        self.history.append(result)
-        for key in ("reward", "flops_ratio", "kl", "budget_error"):
-            self.logger.record(f"validation/{key}", result[key])
-        self.best.offer(self.model.policy.reduction, result, _progress(self.model))
-        return result
-
-
-# -- the run -----------------------------------------------------------------------------------
+        """Here, after the previous rollout's update, the policy matches the step count."""
+        self.session.after_update()
 
 
 def train(
@@ -211,89 +185,43 @@ def train(
     dtype: str | None = None,
     override: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train a reduction policy with MaskablePPO; returns the summary (also in ``summary.json``).
+    """Train a reduction policy with SB3's PPO; returns the summary (also in ``summary.json``).
 
     ``device`` and ``dtype`` place the frozen model (default: the preset's); the policy trains on the CPU.
     On ``resume``, ``None`` for the preset or recipe means the run's own; ``override`` names the safe
-    fields allowed to differ from the run's (see :func:`rlprune.train.run.start_run`). A run whose last
+    fields allowed to differ from the run's (see :func:`rlprune.train.common.start_run`). A run whose last
     checkpoint holds all its steps is finished without training (``already_finished`` if it was).
     """
-    overrides = {"timesteps": timesteps, "seed": seed, "n_envs": workers}
-    run = start_run(
-        env_preset,
-        recipe,
-        out,
-        backend="sb3",
-        overrides=overrides,
-        resume=resume,
-        cache_dir=cache_dir,
-        device=device,
-        dtype=dtype,
-        allow=override,
-    )
-    if run.finished:
-        return conclude_run(run)
-    run.warm()
-    recipe, run_dir, settings = run.recipe, run.folder, run.recipe.run
-    token_level = recipe.policy == "token"
-    vec_env = _vec_env(run, token_level)
-    try:
-        model = _ppo(run, vec_env, token_level)
-        cloned = None
-        if run.last is not None:
-            load_sb3_checkpoint(model, run.last)
-        elif token_level:
-            cloned = teacher_warm_start(model.policy.reduction, run.trainer_env, recipe)
-        elif recipe.warm_start.baseline:
-            cloned = behaviour_clone(model.policy.reduction, run.trainer_env, recipe)
-        start_steps, started = model.num_timesteps, time.time()
-        with run.training(), training_progress(quiet) as progress:
-            callback = RunCallback(run_dir, run.meta, recipe, settings.timesteps, run.evaluator, progress, run.history)
-            model.learn(
-                settings.timesteps - start_steps, callback=callback, reset_num_timesteps=False, tb_log_name="ppo"
-            )
-            history = callback.history
-            final = history[-1] if history and history[-1]["timesteps"] == model.num_timesteps else callback.validate()
-            save_sb3_checkpoint(model, run_dir / "last", run=run.meta, history=history)
-    finally:
-        vec_env.close()
-    return finish_run(
-        run,
-        timesteps=model.num_timesteps,
-        start_steps=start_steps,
-        seconds=time.time() - started,
-        final=final,
-        best=callback.best.best,
-        history=history,
-        cloned=cloned,
-    )
+    options = {"timesteps": timesteps, "seed": seed, "workers": workers, "resume": resume, "cache_dir": cache_dir}
+    options |= {"quiet": quiet, "device": device, "dtype": dtype, "override": override}
+    return common.train(SB3Backend, "sb3", env_preset, recipe, out, **options)
 
 
-def _vec_env(run: Run, token_level: bool) -> VecEnv:
+def _vec_env(run: Run) -> VecEnv:
     """The training episodes: batched in this process, or one model per process."""
     settings, cache_dir = run.recipe.run, run.cache_dir
-    if settings.envs == "batched" and not token_level:  # one model: all episodes in one batched forward
-        in_use = run.evaluator.env
+    if settings.envs == "batched" and not run.token_level:  # one model: all episodes in one batched forward
+        model, tokenizer = run.loaded
         vector = TokenReductionVectorEnv(
-            run.env_config, settings.n_envs, model=in_use.reducer.model, tokenizer=in_use.tokenizer, cache_dir=cache_dir
+            run.env_config, settings.n_envs, model=model, tokenizer=tokenizer, cache_dir=cache_dir
         )
         return BatchedVecEnv(vector, seed=settings.seed)
     # token-level policies, or envs = "processes": one model per process
     factories = [
-        make_env(run.env_config, "train", settings.seed + i, settings.torch_threads, cache_dir, token_level)
+        make_env(run.env_config, "train", settings.seed + i, settings.torch_threads, cache_dir, run.token_level)
         for i in range(settings.n_envs)
     ]
     return SubprocVecEnv(factories) if settings.n_envs > 1 else DummyVecEnv(factories)
 
 
-def _ppo(run: Run, vec_env: VecEnv, token_level: bool) -> MaskablePPO | PPO:
+def _ppo(run: Run, vec_env: VecEnv) -> MaskablePPO | PPO:
     """A PPO model with the recipe's settings and a :class:`ReductionPolicy` inside."""
     ppo = run.recipe.ppo
     policy_kwargs: dict[str, Any] = {"hidden": ppo.hidden, "decision_layers": run.env_config.episode.decision_layers}
-    if token_level:
+    if run.token_level:
         policy_kwargs["token_hidden"] = ppo.token_hidden
-    return (PPO if token_level else MaskablePPO)(
-        SB3TokenPolicy if token_level else SB3ReductionPolicy,
+    return (PPO if run.token_level else MaskablePPO)(
+        SB3TokenPolicy if run.token_level else SB3ReductionPolicy,
         vec_env,
         learning_rate=ppo.learning_rate,
         n_steps=ppo.n_steps,

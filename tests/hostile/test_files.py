@@ -34,7 +34,7 @@ from rlprune.policies import (
     save_policy,
 )
 from rlprune.policies.base import run_budget
-from rlprune.policies.checkpoint import TOP_KEYS
+from rlprune.policies.checkpoint_config import TOP_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "town ?"
