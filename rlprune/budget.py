@@ -2,12 +2,12 @@
 
 ``budget_mode="prompt"`` (the default) holds every prompt to the ratio. ``"average"`` holds the
 *mean* over the prompts a policy serves: the policy proposes each prompt's ratio from what it sees
-at its first decision layer (:meth:`proposal`), and a :class:`BudgetController` shifts the proposals
+at its first decision layer (``propose_budget``), and a :class:`BudgetController` shifts the proposals
 by one offset so that the realised mean stays on the target, within a per-prompt floor and ceiling.
 
-The controller adds one offset to every proposal, chosen between batches so that the proposals seen
-so far, shifted by it and cut to ``[floor, ceiling]``, would average the target plus the running
-deficit (target x prompts - ratios spent) spread over the next ``horizon`` prompts. The proposals'
+The controller adds one offset to every proposal, chosen between batches so that the last
+:data:`HISTORY` proposals, shifted by it and cut to ``[floor, ceiling]``, would average the target
+plus the running deficit (target x prompts - ratios spent) spread over the next ``horizon`` prompts. The proposals'
 differences stay; what the floor and ceiling cut off is made up by the others. Every row of a batch
 sees the same offset, so a prompt gets the ratio it would get alone.
 """
@@ -24,8 +24,9 @@ import torch
 from rlprune.errors import InvalidArgumentError
 from rlprune.validate import check_budget, check_int, check_number
 
-HISTORY = 1000
-"""The recent proposals the controller's offset is fitted to."""
+HISTORY = 50
+"""The recent proposals the controller's offset is fitted to: enough to average over, few enough to follow
+a stream whose prompts change (long documents after short questions)."""
 
 BudgetMode = Literal["prompt", "average"]
 BUDGET_MODES: tuple[BudgetMode, ...] = ("prompt", "average")
@@ -45,7 +46,7 @@ class AverageBudget:
     target: float
     floor: float = 0.1
     ceiling: float = 1.0
-    horizon: int = 20
+    horizon: int = 5
 
     def __post_init__(self) -> None:
         hint = " (a prefill FLOPs ratio)"

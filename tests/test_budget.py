@@ -200,3 +200,12 @@ def test_eval_in_average_mode_holds_the_mean_and_resumes_the_stream(tmp_path):
     assert [r["flops_ratio"] for r in resumed] == pytest.approx(ratios, abs=1e-9)
     with pytest.raises(InvalidArgumentError, match="floor 0.9 is above ceiling 0.8"):
         EvalConfig(str(suite), budgets=(0.75,), budget_mode="average", floor=0.9, ceiling=0.8)
+
+
+def test_holds_the_target_when_the_stream_changes_kind():
+    rng = random.Random(1)
+    # short questions first (high proposals), then long documents (low ones)
+    proposals = [rng.gauss(0.5, 0.1) for _ in range(48)] + [rng.gauss(0.15, 0.05) for _ in range(30)]
+    controller = BudgetController(AverageBudget(0.3, floor=0.1))
+    run_stream(controller, [min(max(p, 0.0), 1.0) for p in proposals])
+    assert abs(controller.mean - 0.3) <= 0.02
