@@ -6,7 +6,7 @@ at its first decision layer (``propose_budget``), and a :class:`BudgetController
 by one offset so that the realised mean stays on the target, within a per-prompt floor and ceiling.
 
 The controller adds one offset to every proposal, chosen between batches so that the last
-:data:`HISTORY` proposals, shifted by it and cut to ``[floor, ceiling]``, would average the target
+``window`` proposals, shifted by it and cut to ``[floor, ceiling]``, would average the target
 plus the running deficit (target x prompts - ratios spent) spread over the next ``horizon`` prompts. The proposals'
 differences stay; what the floor and ceiling cut off is made up by the others. Every row of a batch
 sees the same offset, so a prompt gets the ratio it would get alone.
@@ -14,7 +14,6 @@ sees the same offset, so a prompt gets the ratio it would get alone.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,11 +21,7 @@ from typing import Literal
 import torch
 
 from rlprune.errors import InvalidArgumentError
-from rlprune.validate import check_budget, check_int, check_number
-
-HISTORY = 50
-"""The recent proposals the controller's offset is fitted to: enough to average over, few enough to follow
-a stream whose prompts change (long documents after short questions)."""
+from rlprune.validate import check_budget, check_int, check_number, is_number, shown
 
 BudgetMode = Literal["prompt", "average"]
 BUDGET_MODES: tuple[BudgetMode, ...] = ("prompt", "average")
@@ -47,12 +42,14 @@ class AverageBudget:
     floor: float = 0.1
     ceiling: float = 1.0
     horizon: int = 5
+    window: int = 50  # recent proposals the offset is fitted to: enough to average, few enough to follow a change
 
     def __post_init__(self) -> None:
         hint = " (a prefill FLOPs ratio)"
         for name in ("target", "floor", "ceiling"):
             check_number(getattr(self, name), f"the average budget's {name}", at_most=1.0, hint=hint)
         check_int(self.horizon, "horizon", minimum=1)
+        check_int(self.window, "window", minimum=1)
         if self.floor > self.ceiling:
             raise InvalidArgumentError(f"floor {self.floor:g} is above ceiling {self.ceiling:g}: give floor <= ceiling")
         if not self.floor <= self.target <= self.ceiling:
@@ -78,8 +75,8 @@ class BudgetController:
 
         The batch's proposals and ratios wait in :attr:`pending` and :attr:`given` until :meth:`record`.
         """
-        if not math.isfinite(proposal):
-            raise InvalidArgumentError(f"a budget proposal must be a finite number, got {proposal!r}")
+        if not is_number(proposal):
+            raise InvalidArgumentError(f"a budget proposal must be a finite number, got {shown(proposal)}")
         given = min(max(proposal + self.offset, self.budget.floor), self.budget.ceiling)
         self.pending.append(float(proposal))
         self.given.append(given)
@@ -101,7 +98,7 @@ class BudgetController:
         budget = self.budget
         deficit = budget.target * len(self.ratios) - sum(self.ratios)
         aim = min(max(budget.target + deficit / budget.horizon, budget.floor), budget.ceiling)
-        recent = torch.tensor(self.proposals[-HISTORY:], dtype=torch.float64)
+        recent = torch.tensor(self.proposals[-budget.window :], dtype=torch.float64)
         low, high = -1.0, 1.0  # proposals are ratios in [0, 1]: no useful offset reaches further
         for _ in range(40):  # bisection: the shifted, cut mean grows with the offset
             middle = (low + high) / 2
@@ -135,9 +132,13 @@ def workload_budget(
     a new :class:`BudgetController` holding ``budget`` as the mean. A controller passed in is used as
     is, so one stream can span several calls.
     """
-    if isinstance(budget, BudgetController):
-        return budget
     mode = check_budget_mode(mode)
+    if isinstance(budget, BudgetController):
+        if floor is not None or ceiling is not None:
+            raise InvalidArgumentError(
+                "a BudgetController carries its own floor and ceiling; give them to its AverageBudget"
+            )
+        return budget
     if mode == "prompt":
         if floor is not None or ceiling is not None:
             raise InvalidArgumentError("floor and ceiling bound per-prompt ratios in budget_mode='average' only")

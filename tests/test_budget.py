@@ -48,11 +48,22 @@ def test_rows_of_a_batch_get_the_ratio_they_get_alone():
     assert batch == [b.ratio(0.2), b.ratio(0.5), b.ratio(0.9)]
 
 
-def test_unreachable_proposals_do_not_wind_the_offset_up():
+def test_a_long_run_of_unreachable_proposals_is_recovered_from_within_a_few_prompts():
     controller = BudgetController(AverageBudget(0.4, floor=0.3, ceiling=0.5))
-    run_stream(controller, [1.0] * 500)
-    assert controller.offset >= -1.0
-    assert controller.ratio(0.0) == 0.3  # one prompt later it still answers within bounds
+    run_stream(controller, [1.0] * 500)  # every proposal above the ceiling: the offset goes far down
+    assert controller.ratios[-1] == pytest.approx(0.4)
+    run_stream(controller, [0.4] * 12)  # proposals at the target again
+    assert controller.ratios[-1] == pytest.approx(0.4, abs=0.02)  # not stuck at the floor
+
+
+def test_proposals_and_controller_settings_are_checked():
+    controller = BudgetController(AverageBudget(0.4))
+    for bad in (float("nan"), "0.3", None, True):
+        with pytest.raises(InvalidArgumentError, match="budget proposal must be a finite number"):
+            controller.ratio(bad)
+    with pytest.raises(InvalidArgumentError, match="carries its own floor and ceiling"):
+        workload_budget(controller, "average", floor=0.2)
+    assert workload_budget(controller, "average") is controller
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,11 @@ def test_baseline_specs():
         resolve_policy("not-a-thing")
 
 
-@pytest.mark.parametrize("spec", ["random", "fastv", "snapkv", "pyramid", "tome", "static:2:prune:0.5,6:merge:0.3"])
+BUDGET_SPECS = ["random", "fastv", "snapkv", "pyramid", "tome", "static:2:prune:0.5,6:merge:0.3"]
+BUDGET_SPECS += ["gemfilter:layer=2", "gemfilter:layer=4,pool=9"]
+
+
+@pytest.mark.parametrize("spec", BUDGET_SPECS)
 @pytest.mark.parametrize("budget", [0.4, 0.6, 0.8])
 def test_baselines_meet_the_budget_they_are_asked_for(spec, budget):
     model = tiny_model("llama", layers=12, max_position_embeddings=1024)

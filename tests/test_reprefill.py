@@ -197,18 +197,14 @@ def test_a_share_of_the_budget_turns_into_a_reprefill_that_meets_it():
     assert action.op == "reprefill" and out.flops_ratio <= 0.5 < out.flops_ratio + 0.01
 
 
-@pytest.mark.parametrize("spec", ["gemfilter:layer=2", "gemfilter:layer=4,pool=9"])
-@pytest.mark.parametrize("budget", [0.4, 0.6, 0.8])
-def test_gemfilter_meets_the_budget_it_is_asked_for(spec, budget):
+def test_gemfilter_reprefills_so_every_layer_holds_the_kept_tokens():
+    """Its budget is checked with every baseline's (test_policies); here, what re-prefill leaves."""
     model = tiny_model("llama", layers=12, max_position_embeddings=1024)
     reducer = Reducer(model)
-    baseline = make_baseline(spec)
-    out = reducer.run(
-        random_ids(512, seed=40), decider(baseline, reducer, budget), decision_layers=baseline.decision_layers(12)
-    )
-    assert out.flops_ratio == pytest.approx(budget, abs=0.03)
+    baseline = make_baseline("gemfilter:layer=4")
+    out = reducer.run(random_ids(512, seed=40), decider(baseline, reducer, 0.5), decision_layers=(4,))
     assert out.state.actions[baseline.layer].op == "reprefill"
-    assert out.tokens_per_layer == [out.state.n_tokens] * 12  # the cache of every layer holds the kept tokens
+    assert out.state.n_tokens < 512 and out.tokens_per_layer == [out.state.n_tokens] * 12
 
 
 def test_gemfilter_spec():

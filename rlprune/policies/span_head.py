@@ -120,8 +120,9 @@ class SpanHeadPolicy(nn.Module):
         the share of tokens that hold :data:`NEED_MASS` of the head's mass (a confident head needs few).
 
         Over held-out grounded questions and needles that share ranks prompts like the share an
-        oracle must keep to hold the whole answer (Spearman 0.79); :class:`~rlprune.budget.BudgetController`
-        shifts the proposals so their mean meets the target.
+        oracle must keep to hold the whole answer (Spearman 0.84 on 78 items,
+        ``benchmarks/adaptive_budget.py --need``); :class:`~rlprune.budget.BudgetController` shifts the
+        proposals so their mean meets the target.
         """
         if features.layer != self.decision_layer:
             raise ValueError(f"the span head proposes its budget at layer {self.decision_layer}, not {features.layer}")
