@@ -40,14 +40,6 @@ def test_keeps_each_ratio_within_floor_and_ceiling():
     assert abs(controller.mean - 0.4) <= 0.02
 
 
-def test_rows_of_a_batch_get_the_ratio_they_get_alone():
-    a, b = BudgetController(AverageBudget(0.4)), BudgetController(AverageBudget(0.4))
-    run_stream(a, [0.9, 0.8, 0.7])  # warm both to the same offset
-    run_stream(b, [0.9, 0.8, 0.7])
-    batch = [a.ratio(p) for p in (0.2, 0.5, 0.9)]
-    assert batch == [b.ratio(0.2), b.ratio(0.5), b.ratio(0.9)]
-
-
 def test_a_long_run_of_unreachable_proposals_is_recovered_from_within_a_few_prompts():
     controller = BudgetController(AverageBudget(0.4, floor=0.3, ceiling=0.5))
     run_stream(controller, [1.0] * 500)  # every proposal above the ceiling: the offset goes far down

@@ -302,15 +302,16 @@ class Evaluation:
                 continue
             policy, stream = policies[name], self._stream(name, budget)
             results = self._generate(rows, prompts, policy, stream or budget)
-            given = [budget] * len(rows) if stream is None else list(stream.given)
-            proposals = [None] * len(rows) if stream is None else list(stream.pending)
+            # (rows, ratio) runs to teacher-force: the batch at its budget, or each row at the ratio it got
+            runs = [(rows, budget)]
+            proposals: list[float | None] = [None] * len(rows)
             if stream is not None:
+                runs = [([row], ratio) for row, ratio in zip(rows, stream.given, strict=True)]
+                proposals = list(stream.pending)
                 stream.record(result.prefill.flops_ratio for result in results)
             outs = [None] * len(rows)
-            if agree:  # each row at the ratio its answer was generated at
-                runs = [[row] for row in rows] if stream is not None else [rows]
-                outs = [out for run, ratio in zip(runs, given, strict=False)
-                        for out in self._forced(run, prompts, forced, policy, ratio)]  # fmt: skip
+            if agree:
+                outs = [out for run, ratio in runs for out in self._forced(run, prompts, forced, policy, ratio)]
             for (index, task), result, out, proposal in zip(rows, results, outs, proposals, strict=True):
                 record = self._record(index, task, name, budget, result, fulls[task.uid]["answer"], len(rows))
                 if stream is not None:
