@@ -1,30 +1,41 @@
-"""Average budgets with the span head: does spending per prompt beat one ratio for every prompt?
+"""Average budgets at matched mean FLOPs: a policy choosing each prompt's ratio against the same policy
+held to one ratio, a rule-based baseline at that ratio, and an oracle that knows each prompt's best ratio.
 
-Streams held-out items (the grounded-qa test split, then the niah and niah-multikey grids) through
-the span head twice per target: held to the target on every prompt, and in average mode (each prompt
-at the ratio the head proposes, a BudgetController holding the mean). Prints correct answers side
-by side with the realised mean and spread; ``--need`` prints instead how well the head's proposal
-signal (the share of tokens holding half its mass) ranks prompts against the share an oracle must
-keep to hold the whole gold answer (Spearman).
+Streams held-out items (the first ``--short`` grounded-qa test items, then the niah and niah-multikey
+grids at depths 0, 0.5 and 1, one item per cell) through:
 
-    python benchmarks/adaptive_budget.py --short 48 --targets 0.3,0.2 [--horizon 20 --window 1000] [--need]
+- the full model, once (its answer's confidence is the difficulty proxy: the geometric-mean
+  probability of its own greedy answer's tokens);
+- the policy held to every ratio of ``--grid`` on every prompt;
+- the policy in average mode at each target (a :class:`BudgetController` holding the mean);
+- ``--baseline`` at each target.
 
-docs/evaluation.md's table ran with ``--short 48 --targets 0.3,0.2 --horizon 20 --window 1000`` (the
-controller's first settings; the defaults are now 5 and 50).
+The oracle picks, per item, the cheapest grid ratio at which the held policy answered correctly,
+cheapest items first while the mean stays within the target (knapsack by greedy). Per-item records
+go to ``OUT/records.jsonl`` as they are made (a rerun continues), the summary to ``OUT/results.json``
+and the ratios against difficulty to ``OUT/ratios.png``.
+
+    python benchmarks/adaptive_budget.py --policy smollm2-135m-adaptive --out eval/results/adaptive-budget
+    python benchmarks/adaptive_budget.py --policy smollm2-135m-span --need   # the heuristic's signal only
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from rlprune.budget import AverageBudget, BudgetController
+from rlprune.eval.report import bootstrap_interval
 from rlprune.eval.suites import load_suite
 from rlprune.metrics import answer_correct
 from rlprune.models import load_model
-from rlprune.policies import decider, load_policy
+from rlprune.policies import decider, resolve_policy
+from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids
 from rlprune.runner import Reducer, ReducerConfig
@@ -45,56 +56,180 @@ def need_correlation(reducer: Reducer, tokenizer, head, tasks) -> None:
         oracle.append((int(rank[answer].max()) + 1) / len(scores))
         mass = torch.softmax(scores, 0).sort(descending=True).values.cumsum(0)
         need.append((int((mass < 0.5).sum()) + 1) / len(scores))
-    ranks = [torch.tensor(v).argsort().argsort().double() for v in (oracle, need)]
-    rho = float(torch.corrcoef(torch.stack(ranks))[0, 1])
-    print(f"{len(oracle)} items with evidence: Spearman(oracle keep share, mass-0.5 share) = {rho:.2f}")
+    print(
+        f"{len(oracle)} items with evidence: Spearman(oracle keep share, mass-0.5 share) = {spearman(oracle, need):.2f}"
+    )
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ranks = [torch.tensor(v, dtype=torch.float64).argsort().argsort().double() for v in (a, b)]
+    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
+
+
+def oracle(grid_records: dict[float, list[dict]], target: float) -> tuple[int, float]:
+    """Correct answers and mean ratio when each item runs at the cheapest grid ratio that answers it,
+    cheapest items first while the mean stays within ``target`` (the rest at their cheapest ratio)."""
+    ratios = np.array([[r["ratio"] for r in rows] for rows in grid_records.values()])  # (grid, items)
+    correct = np.array([[r["correct"] for r in rows] for rows in grid_records.values()])
+    cheapest = ratios.min(0)
+    need = np.where(correct, ratios, np.inf).min(0)
+    total, budget, taken = cheapest.sum(), target * ratios.shape[1], 0
+    for index in np.argsort(need - cheapest):
+        extra = need[index] - cheapest[index]
+        if not np.isfinite(extra) or total + extra > budget + 1e-6:  # float sums of equal ratios
+            break
+        total, taken = total + extra, taken + 1
+    return taken, float(total / ratios.shape[1])
+
+
+def paired(a: list[dict], b: list[dict]) -> tuple[float, tuple[float, float]]:
+    """Mean accuracy difference a - b over the same items, in points, with a 95% bootstrap interval."""
+    x = [float(r["correct"]) for r in a]
+    y = [float(r["correct"]) for r in b]
+    diff = 100 * (np.mean(x) - np.mean(y))
+    low, high = bootstrap_interval([x, y], lambda u, v: 100 * (u.mean() - v.mean()))
+    return float(diff), (low, high)
+
+
+def draw(out: Path, difficulty: list[float], adaptive: dict[float, list[dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for target, rows in adaptive.items():
+        ratios = [r["ratio"] for r in rows]
+        axes.scatter(difficulty, ratios, s=14, alpha=0.6, label=f"average {target:g}")
+    axes.set_xlabel("full model's confidence in its own answer (geometric-mean token probability)")
+    axes.set_ylabel("per-prompt prefill FLOPs ratio")
+    axes.set_title("Ratios chosen per prompt in average-budget mode")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out / "ratios.png", dpi=120)
+    plt.close(figure)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", default="smollm2-135m-span")
-    parser.add_argument("--short", type=int, default=48, help="grounded-qa test items first in the stream")
-    parser.add_argument("--targets", default="0.3,0.2")
+    parser.add_argument("--policy", default="smollm2-135m-adaptive")
+    parser.add_argument("--baseline", default="best-static:grounded-qa")
+    parser.add_argument("--short", type=int, default=64, help="grounded-qa test items first in the stream")
+    parser.add_argument("--targets", default="0.2,0.3,0.4")
+    parser.add_argument("--grid", default="0.15,0.2,0.3,0.4,0.5,0.7")
     parser.add_argument("--floor", type=float, default=0.1)
     parser.add_argument("--horizon", type=int, default=5)
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--out", type=Path, default=Path("runs/adaptive-budget"))
     parser.add_argument("--need", action="store_true", help="only print the proposal signal's rank correlation")
     args = parser.parse_args()
 
     model, tokenizer = load_model("smollm2-135m")
-    head = load_policy(args.policy, model)
+    policy = resolve_policy(args.policy, model)
+    baseline = resolve_policy(args.baseline, model)
     tasks = load_suite("grounded-qa", limit=args.short)[1]
     for suite in ("niah", "niah-multikey"):
-        tasks += load_suite(suite, per_cell=1)[1]
+        tasks += load_suite(suite, per_cell=1, depths=(0.0, 0.5, 1.0))[1]
     reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
     if args.need:
-        need_correlation(reducer, tokenizer, head, tasks)
+        need_correlation(reducer, tokenizer, policy, tasks)
         return
     prompts = [build_prompt(tokenizer, task.question, task.context) for task in tasks]
+    targets = [float(t) for t in args.targets.split(",")]
+    grid = sorted({float(g) for g in args.grid.split(",")} | set(targets))
+    args.out.mkdir(parents=True, exist_ok=True)
+    journal = args.out / "records.jsonl"
+    done = {}
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            record = json.loads(line)
+            done[(record["method"], record["budget"], record["item"])] = record
 
-    def answer(index: int, budget: float | BudgetController) -> tuple[bool, float]:
+    def answer(method: str, budget: float, index: int, chooser, stream: BudgetController | None = None) -> dict:
+        key = (method, budget, index)
+        if key in done:
+            if stream is not None:
+                stream.replay([done[key]["proposal"]], [done[key]["ratio"]])
+            return done[key]
         prompt = prompts[index]
-        result = reducer.generate(prompt.input_ids, decider(head, reducer, budget), decision_layers=head.layers,
+        result = reducer.generate(prompt.input_ids, decider(chooser, reducer, stream or budget),
+                                  decision_layers=chooser.decision_layers(reducer.dims.layers),
                                   protect_last=prompt.protect_last, max_new_tokens=args.max_new_tokens)  # fmt: skip
         text = tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip()
-        return answer_correct(text, tasks[index]), result.prefill.flops_ratio
+        record = {"method": method, "budget": budget, "item": index, "ratio": result.prefill.flops_ratio,
+                  "correct": bool(answer_correct(text, tasks[index])), "answer": text}  # fmt: skip
+        if stream is not None:
+            record["proposal"] = stream.pending[-1]
+            stream.record([record["ratio"]])
+        if method == "full":
+            tokens = result.tokens[0]
+            logits = torch.cat([result.prefill.logits[0, -1:], reducer.extend(result.prefill.state, tokens[:-1])[0]])
+            chosen = torch.log_softmax(logits.float(), -1).gather(1, tokens[:, None])
+            record["confidence"] = float(chosen.mean().exp())
+        with journal.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+        done[key] = record
+        return record
 
-    full = sum(answer(i, 1.0)[0] for i in range(len(tasks)))
-    print(f"{len(tasks)} items; full model (budget 1.0) {full}")
-    for target in (float(t) for t in args.targets.split(",")):
-        fixed = [answer(i, target) for i in range(len(tasks))]
-        stream = BudgetController(AverageBudget(target, args.floor, horizon=args.horizon, window=args.window))
-        adaptive = []
-        for i in range(len(tasks)):
-            adaptive.append(answer(i, stream))
-            stream.record([adaptive[-1][1]])
+    n = len(tasks)
+    runs = 1 + len(grid) + 2 * len(targets)
+    with Progress() as progress:
+        bar = progress.add_task("adaptive budgets", total=runs * n)
+
+        def sweep(method: str, budget: float, chooser, stream=None) -> list[dict]:
+            rows = []
+            for i in range(n):
+                rows.append(answer(method, budget, i, chooser, stream))
+                progress.advance(bar)
+            return rows
+
+        full = sweep("full", 1.0, policy)  # budget 1.0 keeps everything
+        held = {g: sweep("held", g, policy) for g in grid}
+        base = {target: sweep("baseline", target, baseline) for target in targets}
+        adaptive = {}
+        for target in targets:
+            stream = BudgetController(AverageBudget(target, args.floor, horizon=args.horizon, window=args.window))
+            adaptive[target] = sweep("adaptive", target, policy, stream)
+
+    difficulty = [r["confidence"] for r in full]
+    summary = {"items": n, "policy": str(args.policy), "baseline": args.baseline,
+               "full": sum(r["correct"] for r in full), "held": {}, "targets": {}}  # fmt: skip
+    for g, rows in held.items():
+        summary["held"][f"{g:g}"] = {"correct": sum(r["correct"] for r in rows),
+                                     "mean": statistics.mean(r["ratio"] for r in rows)}  # fmt: skip
+    print(f"{n} items; full model {summary['full']}/{n}")
+    print("held to one ratio: " + ", ".join(f"{g}: {v['correct']}" for g, v in summary["held"].items()))
+    for target in targets:
+        rows = adaptive[target]
+        ratios = [r["ratio"] for r in rows]
+        taken, oracle_mean = oracle({g: held[g] for g in grid}, statistics.mean(ratios))
+        vs_held, held_ci = paired(rows, held[target])
+        vs_base, base_ci = paired(rows, base[target])
+        entry = {
+            "adaptive": sum(r["correct"] for r in rows),
+            "mean": statistics.mean(ratios),
+            "std": statistics.pstdev(ratios),
+            "held": sum(r["correct"] for r in held[target]),
+            "baseline": sum(r["correct"] for r in base[target]),
+            "baseline_mean": statistics.mean(r["ratio"] for r in base[target]),
+            "oracle": taken,
+            "oracle_mean": oracle_mean,
+            "adaptive_minus_held": [vs_held, list(held_ci)],
+            "adaptive_minus_baseline": [vs_base, list(base_ci)],
+            "spearman_ratio_vs_confidence": spearman(ratios, difficulty),
+        }
+        summary["targets"][f"{target:g}"] = entry
         print(
-            f"target {target:g}: held to it {sum(c for c, _ in fixed)}/{len(tasks)} "
-            f"(mean {statistics.mean(r for _, r in fixed):.3f}) | adaptive {sum(c for c, _ in adaptive)}/{len(tasks)} "
-            f"(mean {stream.mean:.3f}, std {statistics.pstdev(stream.ratios):.3f})",
+            f"target {target:g}: adaptive {entry['adaptive']}/{n} (mean {entry['mean']:.3f}, std {entry['std']:.3f}) | "
+            f"held {entry['held']} | {args.baseline} {entry['baseline']} (mean {entry['baseline_mean']:.3f}) | "
+            f"oracle {taken} (mean {oracle_mean:.3f}) | adaptive - held {vs_held:+.1f} [{held_ci[0]:.1f}, "
+            f"{held_ci[1]:.1f}] | adaptive - baseline {vs_base:+.1f} [{base_ci[0]:.1f}, {base_ci[1]:.1f}] | "
+            f"Spearman(ratio, confidence) {entry['spearman_ratio_vs_confidence']:+.2f}",
             flush=True,
         )
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    draw(args.out, difficulty, adaptive)
 
 
 if __name__ == "__main__":

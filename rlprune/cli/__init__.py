@@ -1,4 +1,5 @@
-"""The ``rlprune`` command line: info, generate, train, train-head, train-output, export, best-static, eval.
+"""The ``rlprune`` command line: info, generate, train, train-head, train-budget, train-output, export,
+best-static, eval.
 
 One module per command; this one builds the typer app and registers them in the order ``--help`` lists.
 """
@@ -9,7 +10,7 @@ import sys
 
 import typer
 
-from rlprune.cli import best_static, evaluate, export, generate, info, train, train_head, train_output
+from rlprune.cli import best_static, evaluate, export, generate, info, train, train_budget, train_head, train_output
 
 app = typer.Typer(
     name="rlprune",
@@ -22,6 +23,7 @@ app.command()(info.info)
 app.command()(generate.generate)
 app.command()(train.train)
 app.command(name="train-head")(train_head.train_head)
+app.command(name="train-budget")(train_budget.train_budget)
 app.command(name="train-output")(train_output.train_output)
 app.command()(export.export)
 app.command(name="best-static")(best_static.best_static)

@@ -60,7 +60,8 @@ def _average_decider(
 
     def decide(state: ReductionState) -> LayerAction:
         if state.decisions_made == 0:
-            proposal = controller.budget.target if propose is None else propose(Features(reducer, state, 1.0))
+            target = controller.budget.target  # what a proposing policy reads as its features' budget
+            proposal = target if propose is None else propose(Features(reducer, state, target))
             ratios[id(state)] = controller.ratio(proposal)
         ratio = ratios[id(state)]
         return policy.act(Features(reducer, state, ratio), ratio, deterministic)

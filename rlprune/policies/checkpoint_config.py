@@ -20,6 +20,7 @@ from rlprune.features import (
     TOKEN_FEATURE_FIELDS,
     TOKEN_FEATURE_SIZE,
 )
+from rlprune.policies.budget_head import BUDGET_FEATURES
 from rlprune.policies.span_head import MIXER_INPUTS, SPAN_SPEC_VERSION
 from rlprune.policies.token_network import TOKEN_SPEC_VERSION
 from rlprune.reduction import OPS, SCORERS
@@ -55,7 +56,9 @@ SPAN_NETWORK_KEYS = {
     "default_budget",
     "parameters",
 }
-MAX_HIDDEN_SIZE, MAX_KERNEL = 65536, 255
+SPAN_BUDGET_KEYS = {"budget_grid", "budget_hidden"}
+"""Optional in a span head's network, together: the budget head that proposes ratios in average mode."""
+MAX_HIDDEN_SIZE, MAX_KERNEL, MAX_GRID = 65536, 255, 64
 """Bounds on the model width a span head reads and on its mixer's kernel."""
 TOKEN_NETWORK_KEYS = {"token_feature_size", "token_hidden"}
 COMMON_KEYS = {"format", "format_version", "spec_version", "kind", "network", "decision_layers"}
@@ -202,8 +205,9 @@ def _validate_decisions(config: dict[str, Any], folder: Path, token: bool) -> No
 def _validate_span_network(config: dict[str, Any], folder: Path) -> None:
     """A span head's shape: every field typed and bounded, the parameter count worked out before allocation."""
     network = config.get("network")
-    if not isinstance(network, dict) or set(network) != SPAN_NETWORK_KEYS:
+    if not isinstance(network, dict) or set(network) - SPAN_BUDGET_KEYS != SPAN_NETWORK_KEYS:
         raise _invalid(folder, f"network of a span head must have exactly the keys {sorted(SPAN_NETWORK_KEYS)}")
+    budget = _validate_budget_head(network, folder)
     bounds = {"hidden_size": MAX_HIDDEN_SIZE, "decision_layer": MAX_LAYER - 1, "rank": MAX_WIDTH, "channels": MAX_WIDTH}
     for key, high in (bounds | {"kernel": MAX_KERNEL}).items():
         low = 0 if key == "decision_layer" else 1
@@ -218,7 +222,7 @@ def _validate_span_network(config: dict[str, Any], folder: Path) -> None:
             folder, f"network.default_budget is {show_value(network['default_budget'])}; budgets lie in (0, 1]"
         )
     d, r, c, k = (network[key] for key in ("hidden_size", "rank", "channels", "kernel"))
-    parameters = 2 * d * r + 4 * d + 4 + MIXER_INPUTS * c * k + c + c * k + 1
+    parameters = 2 * d * r + 4 * d + 4 + MIXER_INPUTS * c * k + c + c * k + 1 + budget
     if parameters > MAX_PARAMETERS:
         raise _invalid(folder, f"the network would have {parameters:,} parameters, over the {MAX_PARAMETERS:,} allowed")
     if not _same_ints(network["parameters"], parameters):
@@ -227,6 +231,28 @@ def _validate_span_network(config: dict[str, Any], folder: Path) -> None:
         )
     if not _same_ints(config.get("decision_layers"), [network["decision_layer"]]):
         raise _invalid(folder, f"decision_layers must be [{network['decision_layer']}], the span head's one layer")
+
+
+def _validate_budget_head(network: dict[str, Any], folder: Path) -> int:
+    """A span head's optional budget head: an increasing grid of ratios in (0, 1] and MLP widths; its parameters."""
+    present = SPAN_BUDGET_KEYS & set(network)
+    if not present:
+        return 0
+    if present != SPAN_BUDGET_KEYS:
+        raise _invalid(folder, f"a span head's budget head needs both {sorted(SPAN_BUDGET_KEYS)}")
+    grid = _check_list(folder, "network.budget_grid", network["budget_grid"])
+    if (
+        len(grid) > MAX_GRID
+        or not all(_is_number(g) and 0 < g <= 1 for g in grid)
+        or any(a >= b for a, b in pairwise(grid))
+    ):
+        raise _invalid(
+            folder,
+            f"network.budget_grid is {show_value(grid)}; it is at most {MAX_GRID} increasing FLOPs ratios in (0, 1]",
+        )
+    hidden = _check_widths(folder, "network.budget_hidden", network["budget_hidden"])
+    widths = [len(BUDGET_FEATURES), *hidden, len(grid)]
+    return sum(a * b + b for a, b in pairwise(widths))
 
 
 def _validate_provenance(config: dict[str, Any], folder: Path) -> None:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlprune.features import Features
+from rlprune.policies.budget_head import BudgetHead, budget_features
 from rlprune.reduction import LayerAction, Pool
 
 SPAN_SPEC_VERSION = 4
@@ -59,6 +60,8 @@ class SpanHeadPolicy(nn.Module):
         kernel: int = 15,
         op: str = "prune",
         default_budget: float = DEFAULT_BUDGET,
+        budget_grid: Sequence[float] | None = None,
+        budget_hidden: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if kernel < 1 or kernel % 2 == 0:
@@ -75,6 +78,10 @@ class SpanHeadPolicy(nn.Module):
             nn.GELU(),
             nn.Conv1d(channels, 1, kernel, padding=kernel // 2),
         )
+        if (budget_grid is None) != (budget_hidden is None):
+            raise ValueError("a budget head needs both its grid and its hidden widths")
+        # proposes each prompt's ratio in average-budget mode; without one, the mass heuristic does
+        self.budget_head = None if budget_grid is None else BudgetHead(budget_grid, budget_hidden)  # type: ignore[arg-type]
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -109,20 +116,22 @@ class SpanHeadPolicy(nn.Module):
         mixer = 2 * self.kernel * (MIXER_INPUTS * self.channels + self.channels)
         return float(tokens * (per_token + mixer) + 2 * window * self.hidden_size * self.rank)
 
-    def _scores(self, features: Features) -> Tensor:
+    def token_scores(self, features: Features) -> Tensor:
+        """The keep score of every carried token at the decision layer ``features`` describe."""
         ctx = features.reducer.score_context(features.state)
         normed = ctx.normed[0]
         return self.scores(normed, normed[-min(ctx.window, normed.shape[0]) :]).to(normed.device)
 
     @torch.no_grad()
     def propose_budget(self, features: Features) -> float:
-        """The FLOPs ratio this prompt asks for in average-budget mode: keeping :data:`NEED_SCALE` times
-        the share of tokens that hold :data:`NEED_MASS` of the head's mass (a confident head needs few).
+        """The FLOPs ratio this prompt asks for in average-budget mode (``features.budget`` is the target).
 
-        Over held-out grounded questions and needles that share ranks prompts like the share an
-        oracle must keep to hold the whole answer (Spearman 0.84 on 78 items,
-        ``benchmarks/adaptive_budget.py --need``); :class:`~rlprune.budget.BudgetController` shifts the
-        proposals so their mean meets the target.
+        With a trained :class:`BudgetHead` (:attr:`budget_head`), the grid ratio it picks from the scores'
+        :func:`budget_features`. Without one, :data:`NEED_SCALE` times the share of tokens that hold
+        :data:`NEED_MASS` of the head's mass (a confident head needs few): over held-out grounded
+        questions and needles that share ranks prompts like the share an oracle must keep to hold the
+        whole answer (Spearman 0.84 on 78 items, ``benchmarks/adaptive_budget.py --need``).
+        :class:`~rlprune.budget.BudgetController` shifts the proposals so their mean meets the target.
         """
         if features.layer != self.decision_layer:
             raise ValueError(f"the span head proposes its budget at layer {self.decision_layer}, not {features.layer}")
@@ -130,10 +139,18 @@ class SpanHeadPolicy(nn.Module):
         count = int(removable.sum())
         if count == 0:
             return features.ratio_after({})
-        mass = torch.softmax(self._scores(features)[removable].float(), 0).sort(descending=True).values.cumsum(0)
+        scores = self.token_scores(features)[removable]
+        if self.budget_head is not None:
+            return self.budget_head.choose(self.budget_features(features, scores))
+        mass = torch.softmax(scores.float(), 0).sort(descending=True).values.cumsum(0)
         need = (int((mass < NEED_MASS).sum()) + 1) / count
         keep = min(need * NEED_SCALE, 1.0)
         return features.ratio_after({self.decision_layer: LayerAction(self.op, 1.0 - keep, "learned")})
+
+    def budget_features(self, features: Features, scores: Tensor) -> Tensor:
+        """What a :class:`BudgetHead` reads for this prompt: ``scores`` are the removable tokens'."""
+        everything = LayerAction(self.op, 1.0, "learned")
+        return budget_features(scores, features.budget, features.ratio_after({self.decision_layer: everything}))
 
     @torch.no_grad()
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
@@ -144,7 +161,7 @@ class SpanHeadPolicy(nn.Module):
         action = features.action_for_share(self.op, "learned", 1.0)
         if action.is_noop:
             return LayerAction()
-        return dataclasses.replace(action, token_scores=self._scores(features))
+        return dataclasses.replace(action, token_scores=self.token_scores(features))
 
     def config(self) -> dict[str, object]:
         """The shape of the network, as a checkpoint records it."""
@@ -156,7 +173,7 @@ class SpanHeadPolicy(nn.Module):
             "kernel": self.kernel,
             "op": self.op,
             "default_budget": self.default_budget,
-        }
+        } | ({} if self.budget_head is None else self.budget_head.config())
 
 
 def listwise_loss(scores: Tensor, targets: Sequence[Tensor], weights: Sequence[float]) -> Tensor:

@@ -1,0 +1,59 @@
+"""``rlprune train-budget``: teach a span head how much of the prefill each prompt needs (average-budget mode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rlprune.cli.common import ModelOption, SeedOption, console, user_errors
+from rlprune.errors import InvalidActionError
+
+
+@user_errors
+def train_budget(
+    out: Annotated[Path, typer.Option(help="Where the span head with its budget head is written.")] = Path(
+        "runs/adaptive"
+    ),
+    model: ModelOption = "smollm2-135m",
+    span_policy: Annotated[
+        str, typer.Option(help="The span head whose scores the budget head reads (a shipped name or a folder).")
+    ] = "smollm2-135m-span",
+    backend: Annotated[str, typer.Option(help="sb3 (in process) or ray (RLlib env runners).")] = "sb3",
+    timesteps: Annotated[int, typer.Option(min=1, help="PPO steps (one prompt and target each).")] = 120_000,
+    reward: Annotated[
+        str,
+        typer.Option(
+            help="evidence: the whole answer survives the cut; answer: its likelihood (ten prefills a prompt)."
+        ),
+    ] = "evidence",
+    short_items: Annotated[int, typer.Option(min=1, help="Short grounded training questions (train split).")] = 400,
+    seed: SeedOption = 1,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a checkpoint already in OUT.")] = False,
+) -> None:
+    """Train a budget head with PPO under a constraint on the average FLOPs ratio, and export the span
+    head with it: in `--budget-mode average` it proposes each prompt's ratio (minutes on 2 CPU cores)."""
+    from rlprune.train.budget_head import BudgetHeadConfig, train_budget_head
+
+    if (out / "config.json").exists() and not force:
+        raise InvalidActionError(f"{out} already holds a policy; pass --force to overwrite it or choose another --out")
+    config = BudgetHeadConfig(
+        model=model,
+        span_policy=span_policy,
+        backend=backend,
+        timesteps=timesteps,
+        reward=reward,
+        short_items=short_items,
+        seed=seed,
+    )
+    summary = train_budget_head(config, out)
+    lines = [f"{summary['prompts']} training prompts, {summary['validation_prompts']} validation prompts"]
+    for target, row in summary["validation"].items():
+        lines.append(
+            f"  target {target}: evidence kept {row['adaptive_kept']:.1%} at mean {row['adaptive_mean']:.3f} "
+            f"(fixed {row['fixed_kept']:.1%} at {row['fixed_mean']:.3f}; "
+            f"oracle {row['oracle_kept_at_adaptive_mean']:.1%})"
+        )
+    lines.append(f"policy written to {out}; try `rlprune eval --policy {out} --budget-mode average --budgets 0.3`")
+    console.print("\n".join(lines), highlight=False)

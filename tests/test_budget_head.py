@@ -1,0 +1,179 @@
+"""The budget head: what it reads, its outcome table, its PPO training under the average, its checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from conftest import tiny_model, tiny_tokenizer
+from test_span_head import _head, _tasks
+
+from rlprune import Reducer, ReducerConfig
+from rlprune.budget import AverageBudget, BudgetController
+from rlprune.data.evidence import locate_evidence
+from rlprune.metrics import evidence_kept
+from rlprune.policies import PolicyError, SpanHeadPolicy, decider, load_policy, save_policy
+from rlprune.policies.budget_head import BUDGET_FEATURES, BudgetHead, budget_features
+from rlprune.prompts import build_prompt
+from rlprune.reduction import sentence_end_ids
+from rlprune.train.budget_head import BudgetEnv, BudgetHeadConfig, Duals, Outcomes, measure, oracle_kept, outcomes
+
+GRID = (0.6, 0.7, 0.8, 0.9, 1.0)  # a 4-layer model cut at layer 2 cannot go much under 0.55
+
+
+def test_features_follow_how_concentrated_the_scores_are():
+    peaked = budget_features(torch.tensor([9.0] + [0.0] * 99), 0.3, 0.2)
+    flat = budget_features(torch.zeros(100), 0.3, 0.2)
+    assert peaked.shape == (len(BUDGET_FEATURES),) and peaked[0] == 0.3 and peaked[-1] == 0.2
+    names = list(BUDGET_FEATURES)
+    assert peaked[names.index("mass_50")] == pytest.approx(0.01)  # one token holds most of the mass
+    assert flat[names.index("mass_50")] == pytest.approx(0.5, abs=0.011)
+    assert peaked[names.index("entropy")] < 0.2 < 0.99 < flat[names.index("entropy")]
+
+
+def test_grid_and_widths_are_checked():
+    with pytest.raises(ValueError, match="increasing"):
+        BudgetHead((0.5, 0.3))
+    with pytest.raises(ValueError, match="increasing"):
+        BudgetHead((0.0, 0.5))
+    with pytest.raises(ValueError, match="both"):
+        SpanHeadPolicy(64, budget_grid=(0.5, 1.0))
+    assert BudgetHead((0.2, 0.5), (4,)).choose(torch.zeros(len(BUDGET_FEATURES))) in (0.2, 0.5)
+
+
+def _setup():
+    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
+    return model, tokenizer, reducer, _head(model)
+
+
+def test_outcome_table_is_what_the_reducer_does():
+    """Every grid ratio's realised ratio and evidence equal a real selection's at that budget."""
+    model, tokenizer, reducer, head = _setup()
+    tasks = _tasks(4)
+    table = outcomes(reducer, tokenizer, head, tasks, GRID, answers=True, show_progress=False)
+    assert len(table) == 4 and table.features.shape == (4, len(BUDGET_FEATURES) - 1)
+    assert ((table.likelihood > 0) & (table.likelihood <= 1)).all()
+    for row, task in enumerate(tasks):
+        prompt = build_prompt(tokenizer, task.question, task.context)
+        evidence = locate_evidence(prompt, task)
+        for column, ratio in enumerate(GRID):
+            state = reducer.select(prompt.input_ids, decider(head, reducer, ratio), decision_layers=head.layers,
+                                   protect_last=prompt.protect_last)  # fmt: skip
+            realised = reducer.project_flops(state, {}) / reducer.full_flops(state)
+            assert float(table.ratios[row, column]) == pytest.approx(realised, abs=1e-6)
+            assert bool(table.kept[row, column]) == evidence_kept(evidence, state.reaches_top())[0]
+        # the likelihood is that of a whole reduced prefill, teacher-forced on the gold answer
+        gold = tokenizer.encode(task.answer, add_special_tokens=False)
+        out = reducer.run(prompt.input_ids, decider(head, reducer, GRID[0]), decision_layers=head.layers,
+                          protect_last=prompt.protect_last)  # fmt: skip
+        logits = torch.cat([out.logits[0, -1:], reducer.extend(out.state, gold[:-1])[0]])
+        expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(gold)[:, None]).mean().exp()
+        assert float(table.likelihood[row, 0]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def _synthetic(prompts: int = 400) -> Outcomes:
+    """Half the prompts keep their answer from the lowest ratio, half only from 0.8; a feature tells them apart."""
+    generator = torch.Generator().manual_seed(0)
+    hard = torch.rand(prompts, generator=generator) < 0.5
+    features = torch.rand(prompts, len(BUDGET_FEATURES) - 1, generator=generator) * 0.1
+    features[:, 1] += hard.float()  # mass_50: a hard prompt's mass is spread
+    grid = torch.tensor([0.2, 0.4, 0.6, 0.8, 1.0])
+    ratios = grid.expand(prompts, -1).clone()
+    kept = (grid >= 0.8) | ~hard[:, None]
+    return Outcomes(features, ratios, kept, kept.float())
+
+
+def test_env_rewards_quality_minus_the_price_of_the_ratio():
+    table = _synthetic(8)
+    duals = Duals((0.5,), rate=0.1, initial=2.0)
+    env = BudgetEnv(table, (0.5,), duals, seed=0, thrift=0.05)
+    observation, _ = env.reset(seed=3)
+    assert observation[0] == 0.5 and observation.shape == (len(BUDGET_FEATURES),)
+    prompt = env._prompt
+    _, reward, done, truncated, info = env.step(4)  # ratio 1.0
+    assert done and not truncated
+    assert reward == pytest.approx(float(table.kept[prompt, 4]) - 2.0 * 0.5 - 0.05)
+    assert duals.price(0.5) == pytest.approx(2.0 + 0.1 * 0.5)  # above the target: the price rises
+    env.reset()
+    env.step(0)  # ratio 0.2, below: it falls
+    assert duals.price(0.5) == pytest.approx(2.05 - 0.1 * 0.3)
+
+
+def test_ppo_learns_to_spend_where_the_answer_needs_it():
+    """On a table where half the prompts need 0.8 and a feature says which, PPO under a 0.5 average
+    gives the hard ones 0.8 and the easy ones the least: all answers kept where one ratio keeps half."""
+    from rlprune.train.budget_head import train_sb3
+
+    table = _synthetic()
+    config = BudgetHeadConfig(grid=(0.2, 0.4, 0.6, 0.8, 1.0), targets=(0.5,), hidden=(16,), timesteps=12_000,
+                              n_envs=4, n_steps=128, learning_rate=3e-3, entropy=0.0)  # fmt: skip
+    head, duals = train_sb3(config, table, show_progress=False)
+    report = measure(head, table, (0.5,))["0.5"]
+    assert report["fixed_kept"] < 0.6  # one ratio near 0.5 keeps only the easy half
+    assert report["adaptive_kept"] > 0.95
+    assert report["adaptive_mean"] < 0.55
+    assert report["oracle_kept_at_adaptive_mean"] >= report["adaptive_kept"] - 0.01
+
+
+def test_oracle_takes_the_cheapest_needs_first():
+    ratios = torch.tensor([[0.2, 0.5, 1.0]] * 4)
+    kept = torch.tensor([[True, True, True], [False, True, True], [False, False, True], [False, False, False]])
+    table = Outcomes(torch.zeros(4, 8), ratios, kept, kept.float())
+    assert oracle_kept(table, 0.2) == 0.25  # only the prompt kept at the lowest ratio
+    assert oracle_kept(table, 0.275) == 0.5  # + the one needing 0.5: mean (0.2 + 0.5 + 0.2 + 0.2) / 4
+    assert oracle_kept(table, 1.0) == 0.75  # the last one is kept at no ratio
+
+
+def test_exported_budget_head_proposes_as_trained(tmp_path):
+    model, tokenizer, reducer, head = _setup()
+    torch.manual_seed(3)
+    policy = SpanHeadPolicy(**(head.config() | {"budget_grid": GRID, "budget_hidden": [8]}))
+    policy.load_state_dict(head.state_dict(), strict=False)
+    save_policy(policy, tmp_path / "adaptive", model=model)
+    loaded = load_policy(tmp_path / "adaptive", model)
+    assert loaded.budget_head is not None and loaded.budget_head.grid == GRID
+    ids = torch.randint(3, 64, (1, 90), generator=torch.Generator().manual_seed(1))
+    for target in (0.6, 0.9):
+        ratios = []
+        for candidate in (policy, loaded):
+            controller = BudgetController(AverageBudget(target, floor=0.5))
+            out = reducer.run(ids, decider(candidate, reducer, controller), decision_layers=(2,), protect_last=6)
+            ratios.append((controller.pending[0], out.flops_ratio))
+        assert ratios[0] == ratios[1] and ratios[0][0] in GRID  # the proposal is a grid ratio
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"budget_grid": [0.5, 0.3]}, "increasing"),
+        ({"budget_grid": "0.5"}, "non-empty list"),
+        ({"budget_hidden": [0]}, "widths"),
+    ],
+)
+def test_damaged_budget_heads_are_refused(tmp_path, change, message):
+    model = tiny_model("llama")
+    policy = SpanHeadPolicy(**(_head(model).config() | {"budget_grid": GRID, "budget_hidden": [8]}))
+    folder = save_policy(policy, tmp_path / "p", model=model)
+    config = json.loads((folder / "config.json").read_text())
+    config["network"] |= change
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PolicyError, match=message):
+        load_policy(folder, model)
+    del config["network"]["budget_hidden"]
+    config["network"]["budget_grid"] = list(GRID)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PolicyError, match="both"):
+        load_policy(folder, model)
+
+
+def test_config_is_checked():
+    with pytest.raises(Exception, match="backend"):
+        BudgetHeadConfig(backend="tf")
+    with pytest.raises(Exception, match="reward"):
+        BudgetHeadConfig(reward="bleu")
+    with pytest.raises(Exception, match="targets"):
+        BudgetHeadConfig(targets=(0.0,))
+    assert dataclasses.replace(BudgetHeadConfig(), targets=(0.3,)).targets == (0.3,)
