@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -18,7 +19,17 @@ from rlprune.policies import PolicyError, SpanHeadPolicy, decider, load_policy, 
 from rlprune.policies.budget_head import BUDGET_FEATURES, BudgetHead, budget_features
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids
-from rlprune.train.budget_head import BudgetEnv, BudgetHeadConfig, Duals, Outcomes, measure, oracle_kept, outcomes
+from rlprune.train.budget_head import (
+    BudgetEnv,
+    BudgetHeadConfig,
+    Duals,
+    Outcomes,
+    export_head,
+    measure,
+    normalization,
+    oracle_kept,
+    outcomes,
+)
 
 GRID = (0.6, 0.7, 0.8, 0.9, 1.0)  # a 4-layer model cut at layer 2 cannot go much under 0.55
 
@@ -26,10 +37,11 @@ GRID = (0.6, 0.7, 0.8, 0.9, 1.0)  # a 4-layer model cut at layer 2 cannot go muc
 def test_features_follow_how_concentrated_the_scores_are():
     peaked = budget_features(torch.tensor([9.0] + [0.0] * 99), 0.3, 0.2)
     flat = budget_features(torch.zeros(100), 0.3, 0.2)
-    assert peaked.shape == (len(BUDGET_FEATURES),) and peaked[0] == 0.3 and peaked[-1] == 0.2
+    assert peaked.shape == (len(BUDGET_FEATURES),)
+    assert peaked[0] == pytest.approx(math.log(0.3)) and peaked[-1] == pytest.approx(math.log(0.2))
     names = list(BUDGET_FEATURES)
-    assert peaked[names.index("mass_50")] == pytest.approx(0.01)  # one token holds most of the mass
-    assert flat[names.index("mass_50")] == pytest.approx(0.5, abs=0.011)
+    assert peaked[names.index("log_mass_50")] == pytest.approx(math.log(0.01))  # one token holds most of the mass
+    assert flat[names.index("log_mass_50")] == pytest.approx(math.log(0.5), abs=0.03)
     assert peaked[names.index("entropy")] < 0.2 < 0.99 < flat[names.index("entropy")]
 
 
@@ -79,7 +91,7 @@ def _synthetic(prompts: int = 400) -> Outcomes:
     generator = torch.Generator().manual_seed(0)
     hard = torch.rand(prompts, generator=generator) < 0.5
     features = torch.rand(prompts, len(BUDGET_FEATURES) - 1, generator=generator) * 0.1
-    features[:, 1] += hard.float()  # mass_50: a hard prompt's mass is spread
+    features[:, 1] += hard.float()  # log_mass_50: a hard prompt's mass is spread
     grid = torch.tensor([0.2, 0.4, 0.6, 0.8, 1.0])
     ratios = grid.expand(prompts, -1).clone()
     kept = (grid >= 0.8) | ~hard[:, None]
@@ -91,8 +103,14 @@ def test_env_rewards_quality_minus_the_price_of_the_ratio():
     duals = Duals((0.5,), rate=0.1, initial=2.0)
     env = BudgetEnv(table, (0.5,), duals, seed=0, thrift=0.05)
     observation, _ = env.reset(seed=3)
-    assert observation[0] == 0.5 and observation.shape == (len(BUDGET_FEATURES),)
     prompt = env._prompt
+    raw = torch.cat([torch.tensor([math.log(0.5)]), table.features[prompt]])
+    center, scale = normalization(table, (0.5,))
+    assert observation.shape == (len(BUDGET_FEATURES),)
+    assert torch.allclose(torch.from_numpy(observation), (raw - center) / scale)  # centred and scaled
+    head = BudgetHead(GRID, (4,))
+    trunk_logits = head.logits(head.trunk(torch.from_numpy(observation)))
+    assert torch.allclose(export_head(head, table, (0.5,))(raw), trunk_logits)  # the export reads raw features
     _, reward, done, truncated, info = env.step(4)  # ratio 1.0
     assert done and not truncated
     assert reward == pytest.approx(float(table.kept[prompt, 4]) - 2.0 * 0.5 - 0.05)

@@ -208,3 +208,23 @@ def test_the_exported_token_policy_acts_like_the_learner(token_run, token_env):
                 torch.testing.assert_close(trained.token_scores, ours.token_scores)
             obs, _, done, _, _ = token_env.step(action[0].numpy())
     assert acted  # the comparison covered the token head, not only "keep"
+
+
+def test_budget_head_trains_on_env_runners(local_ray):
+    """The budget head learns the synthetic table's split on RLlib as on SB3: the head it returns holds
+    the learner's weights, so it gives the hard prompts more than the easy ones and keeps their answers."""
+    from test_budget_head import _synthetic
+
+    from rlprune.train.budget_head import BudgetHeadConfig, choices, measure
+    from rlprune.train.budget_rllib import train_rllib
+
+    table = _synthetic()
+    config = BudgetHeadConfig(grid=(0.2, 0.4, 0.6, 0.8, 1.0), targets=(0.5,), hidden=(16,), timesteps=4096,
+                              n_envs=4, n_steps=128, learning_rate=3e-3, entropy=0.0, backend="ray")  # fmt: skip
+    head, duals = train_rllib(config, table, show_progress=False)
+    report = measure(head, table, (0.5,))["0.5"]
+    assert report["fixed_kept"] < 0.6 and report["adaptive_kept"] > 0.9, report
+    picked = table.ratios[torch.arange(len(table)), choices(head, table, 0.5)]
+    hard = table.features[:, 1] > 0.5
+    assert picked[hard].mean() >= picked[~hard].mean() + 0.2
+    assert duals.price(0.5) >= 0.0

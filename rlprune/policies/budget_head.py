@@ -18,17 +18,18 @@ import torch
 from torch import Tensor, nn
 
 BUDGET_FEATURES = (
-    "target",  # the average FLOPs ratio the stream must hold
-    "mass_25",  # share of removable tokens holding 25% of the span head's softmax mass
-    "mass_50",
-    "mass_75",
-    "mass_90",
-    "top_probability",  # the single best token's mass
+    "log_target",  # the average FLOPs ratio the stream must hold
+    "log_mass_25",  # share of removable tokens holding 25% of the span head's softmax mass
+    "log_mass_50",
+    "log_mass_75",
+    "log_mass_90",
+    "log_top_probability",  # the single best token's mass
     "entropy",  # of the mass, over log(tokens)
     "log_tokens",  # log(removable tokens) / 10
-    "min_ratio",  # the FLOPs ratio left when every removable token goes
+    "log_min_ratio",  # the FLOPs ratio left when every removable token goes
 )
-"""What a budget head reads, in order."""
+"""What a budget head reads, in order: shares and ratios as logs, so that a share of 0.5% and one of
+2% (a confident and a hesitant head) are as far apart as the network can see."""
 
 MASS_LEVELS = (0.25, 0.5, 0.75, 0.9)
 
@@ -36,20 +37,32 @@ DEFAULT_GRID = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 """The FLOPs ratios a budget head chooses from."""
 
 
+def target_feature(target: float) -> float:
+    """The first of :data:`BUDGET_FEATURES`: how a budget head reads its target."""
+    return math.log(max(target, 1e-6))
+
+
 def budget_features(scores: Tensor, target: float, min_ratio: float) -> Tensor:
     """The :data:`BUDGET_FEATURES` of one prompt from the span head's scores over its removable tokens."""
     count = int(scores.numel())
     if count == 0:
-        return torch.tensor([target, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, min_ratio])
+        return torch.tensor([target_feature(target), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, math.log(min_ratio)])
     probs = torch.softmax(scores.detach().float(), 0).sort(descending=True).values
     mass = probs.cumsum(0)
-    shares = [(int((mass < level).sum()) + 1) / count for level in MASS_LEVELS]
+    shares = [math.log((int((mass < level).sum()) + 1) / count) for level in MASS_LEVELS]
     entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum()) / math.log(max(count, 2))
-    return torch.tensor([target, *shares, float(probs[0]), entropy, math.log(count) / 10, min_ratio])
+    top = math.log(max(float(probs[0]), 1e-12))
+    return torch.tensor(
+        [target_feature(target), *shares, top, entropy, math.log(count) / 10, math.log(max(min_ratio, 1e-6))]
+    )
 
 
 class BudgetHead(nn.Module):
-    """A small tanh MLP from :data:`BUDGET_FEATURES` to logits over a grid of FLOPs ratios."""
+    """A small tanh MLP from :data:`BUDGET_FEATURES` to logits over a grid of FLOPs ratios.
+
+    The features are centred and scaled first (:attr:`center`, :attr:`scale`: the training prompts'
+    mean and spread, saved with the weights): raw log-shares sit around -5 and would saturate tanh.
+    """
 
     def __init__(self, grid: Sequence[float] = DEFAULT_GRID, hidden: Sequence[int] = (32, 32)) -> None:
         super().__init__()
@@ -65,10 +78,16 @@ class BudgetHead(nn.Module):
             layers += [nn.Linear(a, b), nn.Tanh()]
         self.trunk = nn.Sequential(*layers)
         self.logits = nn.Linear(widths[-1], len(grid))
+        self.register_buffer("center", torch.zeros(len(BUDGET_FEATURES)))
+        self.register_buffer("scale", torch.ones(len(BUDGET_FEATURES)))
+
+    def normalized(self, features: Tensor) -> Tensor:
+        """``features`` as the trunk reads them (what the training environment observes)."""
+        return (features.to(self.center.dtype) - self.center) / self.scale
 
     def forward(self, features: Tensor) -> Tensor:
-        """Logits ``(..., len(grid))`` for features ``(..., len(BUDGET_FEATURES))``."""
-        return self.logits(self.trunk(features.to(self.logits.weight.dtype)))
+        """Logits ``(..., len(grid))`` for raw features ``(..., len(BUDGET_FEATURES))``."""
+        return self.logits(self.trunk(self.normalized(features)))
 
     @torch.no_grad()
     def choose(self, features: Tensor) -> float:

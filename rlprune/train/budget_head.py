@@ -35,7 +35,7 @@ from rlprune.data.tasks import Task, generate_suite
 from rlprune.errors import InvalidArgumentError
 from rlprune.features import Features
 from rlprune.models import load_model
-from rlprune.policies.budget_head import BUDGET_FEATURES, DEFAULT_GRID, BudgetHead
+from rlprune.policies.budget_head import BUDGET_FEATURES, DEFAULT_GRID, BudgetHead, target_feature
 from rlprune.policies.checkpoint import load_policy, save_policy
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
@@ -185,6 +185,20 @@ def _answer_likelihood(reducer: Reducer, prompt, schedule: dict[int, LayerAction
     return float(logprobs.mean().exp())
 
 
+def normalization(outcomes: Outcomes, targets: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """Centre and scale of the :data:`BUDGET_FEATURES` over the training prompts and targets."""
+    target = torch.tensor([target_feature(t) for t in targets])
+    center = torch.cat([target.mean()[None], outcomes.features.mean(0)])
+    spread = torch.cat([target.std()[None] if len(targets) > 1 else torch.ones(1), outcomes.features.std(0)])
+    return center.float(), spread.nan_to_num(1.0).clamp_min(1e-3).float()
+
+
+def export_head(head: BudgetHead, outcomes: Outcomes, targets: Sequence[float]) -> BudgetHead:
+    """``head`` (trained on the environment's normalised observations) reading raw features."""
+    head.center, head.scale = normalization(outcomes, targets)
+    return head.eval()
+
+
 class Duals:
     """One Lagrange multiplier per target: the price of a FLOPs ratio above it, moved by each episode's."""
 
@@ -220,6 +234,7 @@ class BudgetEnv(gym.Env):
     ) -> None:
         self.thrift = thrift
         self.outcomes, self.targets, self.duals = outcomes, tuple(float(t) for t in targets), duals
+        self.center, self.scale = normalization(outcomes, self.targets)
         self.quality = outcomes.likelihood if reward == "answer" else outcomes.kept.float()
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(len(BUDGET_FEATURES),), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(int(outcomes.ratios.shape[1]))
@@ -227,7 +242,9 @@ class BudgetEnv(gym.Env):
         self._prompt, self._target = 0, self.targets[0]
 
     def _observation(self) -> np.ndarray:
-        return np.concatenate([[self._target], self.outcomes.features[self._prompt].numpy()]).astype(np.float32)
+        target = torch.tensor([target_feature(self._target)])
+        raw = torch.cat([target, self.outcomes.features[self._prompt]])
+        return ((raw - self.center) / self.scale).numpy().astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -258,7 +275,7 @@ class BudgetEnv(gym.Env):
 
 def choices(head: BudgetHead, outcomes: Outcomes, target: float) -> Tensor:
     """The grid index the head picks for every prompt at ``target``."""
-    target_column = torch.full((len(outcomes), 1), float(target))
+    target_column = torch.full((len(outcomes), 1), target_feature(target))
     with torch.no_grad():
         return head(torch.cat([target_column, outcomes.features], 1)).argmax(-1)
 
@@ -347,7 +364,7 @@ def train_sb3(config: BudgetHeadConfig, train: Outcomes, show_progress: bool = T
     for mine, theirs in zip([m for m in head.trunk if isinstance(m, nn.Linear)], linears, strict=True):
         mine.load_state_dict(theirs.state_dict())
     head.logits.load_state_dict(model.policy.action_net.state_dict())
-    return head.eval(), duals
+    return export_head(head, train, config.targets), duals
 
 
 def train_budget_head(config: BudgetHeadConfig, out: str | Path, show_progress: bool = True) -> dict[str, Any]:

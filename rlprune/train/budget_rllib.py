@@ -25,7 +25,7 @@ from torch import nn
 
 from rlprune.policies.budget_head import BUDGET_FEATURES, BudgetHead
 from rlprune.progress import Progress
-from rlprune.train.budget_head import BudgetEnv, Duals
+from rlprune.train.budget_head import BudgetEnv, Duals, export_head
 from rlprune.train.rllib import init_ray
 
 if TYPE_CHECKING:
@@ -53,6 +53,11 @@ class BudgetRLModule(TorchRLModule, ValueFunctionAPI):
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         return self.value(batch[Columns.OBS].float()).squeeze(-1)
+
+
+def _runner_prices(runner: Any) -> list[dict[float, float]]:
+    """The multipliers of every :class:`BudgetEnv` in one env runner's vector env."""
+    return [env.unwrapped.duals.prices for env in getattr(runner.env.unwrapped, "envs", [])]
 
 
 def train_rllib(config: BudgetHeadConfig, train: Outcomes, show_progress: bool = True) -> tuple[BudgetHead, Duals]:
@@ -106,10 +111,11 @@ def train_rllib(config: BudgetHeadConfig, train: Outcomes, show_progress: bool =
                 progress.update(bar, completed=min(steps, config.timesteps))
         weights = algorithm.learner_group.get_weights()[DEFAULT_MODULE_ID]
         head = BudgetHead(config.grid, config.hidden)
-        head.load_state_dict(
-            {k[len("budget.") :]: torch.as_tensor(np.asarray(v)) for k, v in weights.items() if k.startswith("budget.")}
-        )
-        prices = algorithm.env_runner_group.foreach_env(lambda env: env.unwrapped.duals.prices)
+        state = {
+            k[len("budget.") :]: torch.as_tensor(np.asarray(v)) for k, v in weights.items() if k.startswith("budget.")
+        }
+        head.load_state_dict(head.state_dict() | state)  # the normalisation buffers are set below
+        prices = algorithm.env_runner_group.foreach_env_runner(_runner_prices, local_env_runner=False)
     finally:
         algorithm.stop()
         if started:
@@ -120,4 +126,4 @@ def train_rllib(config: BudgetHeadConfig, train: Outcomes, show_progress: bool =
     runner_prices = [p for runner in prices for p in runner if p]
     for target in duals.prices:
         duals.prices[target] = float(np.mean([p[target] for p in runner_prices])) if runner_prices else float("nan")
-    return head.eval(), duals
+    return export_head(head, train, config.targets), duals
