@@ -195,3 +195,29 @@ def test_config_is_checked():
     with pytest.raises(Exception, match="targets"):
         BudgetHeadConfig(targets=(0.0,))
     assert dataclasses.replace(BudgetHeadConfig(), targets=(0.3,)).targets == (0.3,)
+
+
+@pytest.mark.integration
+def test_shipped_adaptive_policy_proposes_per_prompt_and_acts_like_the_span_head(smollm2):
+    """The shipped budget head proposes different ratios for different prompts at one target, more at
+    a looser target on average; its token choices at a given ratio are the span head's own."""
+    from rlprune.eval.suites import load_suite
+
+    model, tokenizer = smollm2
+    adaptive, span = load_policy("smollm2-135m-adaptive", model), load_policy("smollm2-135m-span", model)
+    reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
+    tasks = load_suite("grounded-qa", limit=6)[1] + load_suite("niah", per_cell=1, depths=(0.5,))[1][:2]
+    proposals = {0.2: [], 0.4: []}
+    for task in tasks:
+        prompt = build_prompt(tokenizer, task.question, task.context)
+        for target, row in proposals.items():
+            controller = BudgetController(AverageBudget(target))
+            reducer.select(prompt.input_ids, decider(adaptive, reducer, controller), decision_layers=(2,),
+                           protect_last=prompt.protect_last)  # fmt: skip
+            row.append(controller.pending[0])
+        held = [reducer.select(prompt.input_ids, decider(p, reducer, 0.3), decision_layers=(2,),
+                               protect_last=prompt.protect_last) for p in (adaptive, span)]  # fmt: skip
+        assert torch.equal(held[0].reaches_top(), held[1].reaches_top())
+    assert all(p in adaptive.budget_head.grid for row in proposals.values() for p in row)
+    assert len(set(proposals[0.2])) > 1  # per prompt, not one ratio for all
+    assert sum(proposals[0.4]) >= sum(proposals[0.2])
