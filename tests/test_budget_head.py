@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from conftest import tiny_model, tiny_tokenizer
+from hostile.test_inputs_and_faults import assert_clean_error, invoke
 from test_span_head import _head, _tasks
 
 from rlprune import Reducer, ReducerConfig
@@ -221,3 +222,22 @@ def test_shipped_adaptive_policy_proposes_per_prompt_and_acts_like_the_span_head
     assert all(p in adaptive.budget_head.grid for row in proposals.values() for p in row)
     assert len(set(proposals[0.2])) > 1  # per prompt, not one ratio for all
     assert sum(proposals[0.4]) >= sum(proposals[0.2])
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--backend", "tf"], "backend must be one of sb3, ray"),
+        (["--reward", "bleu"], "reward must be one of answer, evidence"),
+    ],
+)
+def test_train_budget_cli_refuses_bad_settings_in_one_line(tmp_path, args, fragment):
+    assert_clean_error(invoke("train-budget", "--out", tmp_path / "b", *args), fragment)
+    assert not (tmp_path / "b").exists()
+
+
+def test_train_budget_cli_keeps_an_existing_policy(tmp_path):
+    save_policy(_head(tiny_model("llama")), tmp_path / "p", model=tiny_model("llama"))
+    before = (tmp_path / "p" / "config.json").read_bytes()
+    assert_clean_error(invoke("train-budget", "--out", tmp_path / "p"), "--force")
+    assert (tmp_path / "p" / "config.json").read_bytes() == before
