@@ -219,7 +219,7 @@ def test_budget_head_trains_on_env_runners(local_ray):
     from rlprune.train.budget_rllib import train_rllib
 
     table = _synthetic()
-    config = BudgetHeadConfig(grid=(0.2, 0.4, 0.6, 0.8, 1.0), targets=(0.5,), hidden=(16,), timesteps=2048,
+    config = BudgetHeadConfig(grid=(0.2, 0.4, 0.6, 0.8, 1.0), targets=(0.5,), hidden=(16,), timesteps=4096,
                               n_envs=4, n_steps=128, learning_rate=3e-3, entropy=0.0, backend="ray")  # fmt: skip
     head, duals = train_rllib(config, table, show_progress=False)
     report = measure(head, table, (0.5,))["0.5"]

@@ -267,7 +267,12 @@ class BudgetEnv(gym.Env):
     def from_config(cls, config: dict[str, Any]) -> BudgetEnv:
         """Built inside a Ray env runner from :func:`rllib_env_config`'s plain config."""
         duals = Duals(config["targets"], config["dual_rate"], config["initial_price"])
-        seed = int(config["seed"]) + 1000 * int(getattr(config, "worker_index", 0))
+        # every env of every runner draws its own prompts
+        seed = (
+            int(config["seed"])
+            + 1000 * int(getattr(config, "worker_index", 0))
+            + int(getattr(config, "vector_index", 0))
+        )
         return cls(
             Outcomes.from_lists(config["outcomes"]), config["targets"], duals, seed, config["reward"], config["thrift"]
         )
