@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task, generate_suite
-from rlprune.errors import InvalidArgumentError
+from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.features import Features
 from rlprune.models import load_model
 from rlprune.policies.budget_head import BUDGET_FEATURES, DEFAULT_GRID, BudgetHead, target_feature
@@ -42,6 +42,7 @@ from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import LayerAction, removal_count, sentence_end_ids
 from rlprune.runner import Reducer, ReducerConfig
+from rlprune.train.span_head import SHORT_MIX
 
 BACKENDS = ("sb3", "ray")
 REWARDS = ("answer", "evidence")
@@ -59,9 +60,7 @@ class BudgetHeadConfig:
     long_kinds: tuple[str, ...] = ("niah", "niah-multikey", "niah-multivalue")
     long_lengths: tuple[int, ...] = (512, 1024, 2048)
     long_per_cell: int = 4
-    short_mix: dict[str, float] = field(
-        default_factory=lambda: {"grounded": 0.3, "paraphrase": 0.25, "lookalike": 0.25, "bridge": 0.1, "kv": 0.1}
-    )
+    short_mix: dict[str, float] = field(default_factory=lambda: dict(SHORT_MIX))
     short_items: int = 400
     short_tokens: tuple[int, int] = (150, 1100)
     validation_items: int = 120
@@ -255,6 +254,8 @@ class BudgetEnv(gym.Env):
         return self._observation(), {}
 
     def step(self, action: int):
+        if not 0 <= int(action) < self.action_space.n:
+            raise InvalidActionError(f"a budget action is a grid index in 0..{self.action_space.n - 1}, got {action}")
         ratio = float(self.outcomes.ratios[self._prompt, int(action)])
         quality = float(self.quality[self._prompt, int(action)])
         price = self.duals.price(self._target)

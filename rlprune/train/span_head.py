@@ -29,6 +29,9 @@ from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids, unit_ids
 from rlprune.runner import Reducer, ReducerConfig
 
+SHORT_MIX = {"grounded": 0.3, "paraphrase": 0.25, "lookalike": 0.25, "bridge": 0.1, "kv": 0.1}
+"""The short grounded task kinds, and their shares, that span and budget heads train on."""
+
 
 @dataclass(frozen=True)
 class SpanHeadConfig:
@@ -42,9 +45,7 @@ class SpanHeadConfig:
     long_kinds: tuple[str, ...] = ("niah", "niah-multikey", "niah-multivalue")
     long_lengths: tuple[int, ...] = (512, 1024, 2048)
     long_per_cell: int = 3
-    short_mix: dict[str, float] = field(
-        default_factory=lambda: {"grounded": 0.3, "paraphrase": 0.25, "lookalike": 0.25, "bridge": 0.1, "kv": 0.1}
-    )
+    short_mix: dict[str, float] = field(default_factory=lambda: dict(SHORT_MIX))
     short_items: int = 240
     short_tokens: tuple[int, int] = (150, 1100)
     epochs: int = 12
