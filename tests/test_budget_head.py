@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -14,7 +15,9 @@ from test_span_head import _head, _tasks
 from rlprune import Reducer, ReducerConfig
 from rlprune.budget import AverageBudget, BudgetController
 from rlprune.data.evidence import locate_evidence
+from rlprune.data.tasks import answer_correct
 from rlprune.errors import InvalidActionError
+from rlprune.features import Features
 from rlprune.metrics import evidence_kept
 from rlprune.policies import PolicyError, SpanHeadPolicy, decider, load_policy, save_policy
 from rlprune.policies.budget_head import BUDGET_FEATURES, BudgetHead, budget_features
@@ -30,6 +33,7 @@ from rlprune.train.budget_head import (
     normalization,
     oracle_kept,
     outcomes,
+    reduced_answers,
 )
 
 GRID = (0.6, 0.7, 0.8, 0.9, 1.0)  # a 4-layer model cut at layer 2 cannot go much under 0.55
@@ -66,9 +70,9 @@ def test_outcome_table_is_what_the_reducer_does():
     """Every grid ratio's realised ratio and evidence equal a real selection's at that budget."""
     model, tokenizer, reducer, head = _setup()
     tasks = _tasks(4)
-    table = outcomes(reducer, tokenizer, head, tasks, GRID, answers=True, show_progress=False)
+    table = outcomes(reducer, tokenizer, head, tasks, GRID, quality="answer", show_progress=False)
     assert len(table) == 4 and table.features.shape == (4, len(BUDGET_FEATURES) - 1)
-    assert ((table.likelihood > 0) & (table.likelihood <= 1)).all()
+    assert ((table.answer > 0) & (table.answer <= 1)).all()
     for row, task in enumerate(tasks):
         prompt = build_prompt(tokenizer, task.question, task.context)
         evidence = locate_evidence(prompt, task)
@@ -84,7 +88,40 @@ def test_outcome_table_is_what_the_reducer_does():
                           protect_last=prompt.protect_last)  # fmt: skip
         logits = torch.cat([out.logits[0, -1:], reducer.extend(out.state, gold[:-1])[0]])
         expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(gold)[:, None]).mean().exp()
-        assert float(table.likelihood[row, 0]) == pytest.approx(float(expected), rel=1e-4)
+        assert float(table.answer[row, 0]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_correct_quality_is_each_ratios_own_generation():
+    """The batched answers (one row per grid ratio) are what the head generates alone at each ratio."""
+    model, tokenizer, reducer, head = _setup()
+    tasks = _tasks(2)
+    table = outcomes(reducer, tokenizer, head, tasks, GRID, quality="correct", answer_tokens=6, show_progress=False)
+    for row, task in enumerate(tasks):
+        prompt = build_prompt(tokenizer, task.question, task.context)
+        state = reducer.start(prompt.input_ids, decision_layers=head.layers, protect_last=prompt.protect_last)
+        scores = head.token_scores(Features(reducer, state, 1.0))
+        actions = [
+            dataclasses.replace(
+                Features(reducer, state, r).action_for_share(head.op, "learned", 1.0), token_scores=scores
+            )
+            for r in GRID
+        ]
+        texts = reduced_answers(reducer, tokenizer, prompt, head.decision_layer, actions, 6)
+        for column, ratio in enumerate(GRID):
+            alone = reducer.generate(prompt.input_ids, decider(head, reducer, ratio), decision_layers=head.layers,
+                                     protect_last=prompt.protect_last, max_new_tokens=6)  # fmt: skip
+            assert texts[column] == tokenizer.decode(alone.tokens[0], skip_special_tokens=True)
+            assert float(table.answer[row, column]) == float(bool(answer_correct(texts[column], task)))
+
+
+def test_outcome_tables_round_trip_through_safetensors(tmp_path):
+    table = _synthetic(12)
+    table.save(tmp_path / "t.safetensors")
+    again = Outcomes.load(tmp_path / "t.safetensors")
+    for name in ("features", "ratios", "kept", "answer"):
+        assert torch.equal(getattr(again, name), getattr(table, name))
+    with pytest.raises(Exception, match="quality"):
+        outcomes(None, None, None, [], GRID, quality="bleu")
 
 
 def _synthetic(prompts: int = 400) -> Outcomes:
@@ -229,7 +266,7 @@ def test_shipped_adaptive_policy_proposes_per_prompt_and_acts_like_the_span_head
     ("args", "fragment"),
     [
         (["--backend", "tf"], "backend must be one of sb3, ray"),
-        (["--reward", "bleu"], "reward must be one of answer, evidence"),
+        (["--reward", "bleu"], "reward must be one of correct, answer, evidence"),
     ],
 )
 def test_train_budget_cli_refuses_bad_settings_in_one_line(tmp_path, args, fragment):

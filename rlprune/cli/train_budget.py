@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from rlprune.cli.common import ModelOption, SeedOption, console, user_errors
-from rlprune.errors import InvalidActionError
+from rlprune.errors import InvalidActionError, InvalidArgumentError
+from rlprune.policies.budget_head import DEFAULT_GRID
 
 
 @user_errors
@@ -25,10 +26,23 @@ def train_budget(
     reward: Annotated[
         str,
         typer.Option(
-            help="evidence: the whole answer survives the cut; answer: its likelihood (ten prefills a prompt)."
+            help="evidence: the whole answer survives the cut; answer: its likelihood after each ratio's prefill; "
+            "correct: the reduced model's greedy answer is right (one generation per prompt and ratio)."
         ),
     ] = "evidence",
+    grid: Annotated[str, typer.Option(help="The FLOPs ratios the head chooses from, comma-separated.")] = ",".join(
+        f"{g:g}" for g in DEFAULT_GRID
+    ),
     short_items: Annotated[int, typer.Option(min=1, help="Short grounded training questions (train split).")] = 400,
+    long_per_cell: Annotated[
+        int, typer.Option(min=1, help="Needle prompts per kind, length and depth (train split).")
+    ] = 4,
+    validation_items: Annotated[
+        int, typer.Option(min=1, help="Short grounded validation questions (validation split).")
+    ] = 120,
+    cache: Annotated[
+        Path | None, typer.Option(help="Keep the outcome tables here and reuse them when the settings match.")
+    ] = Path("runs/budget-outcomes"),
     seed: SeedOption = 1,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a checkpoint already in OUT.")] = False,
 ) -> None:
@@ -44,10 +58,13 @@ def train_budget(
         backend=backend,
         timesteps=timesteps,
         reward=reward,
+        grid=_grid(grid),
         short_items=short_items,
+        long_per_cell=long_per_cell,
+        validation_items=validation_items,
         seed=seed,
     )
-    summary = train_budget_head(config, out)
+    summary = train_budget_head(config, out, cache=cache)
     lines = [f"{summary['prompts']} training prompts, {summary['validation_prompts']} validation prompts"]
     for target, row in summary["validation"].items():
         lines.append(
@@ -57,3 +74,10 @@ def train_budget(
         )
     lines.append(f"policy written to {out}; try `rlprune eval --policy {out} --budget-mode average --budgets 0.3`")
     console.print("\n".join(lines), highlight=False)
+
+
+def _grid(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InvalidArgumentError(f"--grid {text!r} must be comma-separated ratios such as 0.2,0.3,0.5") from None

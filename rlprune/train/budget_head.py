@@ -18,6 +18,8 @@ head's scores on them look like its scores on new prompts; the validation split 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,13 +29,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.long import LongSuite
-from rlprune.data.tasks import Task, generate_suite
+from rlprune.data.tasks import Task, answer_correct, generate_suite
 from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.features import Features
+from rlprune.io import atomic_write
 from rlprune.models import load_model
 from rlprune.policies.budget_head import BUDGET_FEATURES, DEFAULT_GRID, BudgetHead, target_feature
 from rlprune.policies.checkpoint import load_policy, save_policy
@@ -45,7 +49,7 @@ from rlprune.runner import Reducer, ReducerConfig
 from rlprune.train.span_head import SHORT_MIX
 
 BACKENDS = ("sb3", "ray")
-REWARDS = ("answer", "evidence")
+REWARDS = ("correct", "answer", "evidence")
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,10 @@ class BudgetHeadConfig:
     entropy: float = 0.01
     dual_rate: float = 0.01
     initial_price: float = 1.0
-    reward: str = "evidence"  # "evidence": the whole answer survives the cut; "answer": its likelihood (slow)
+    # "evidence": the whole answer survives the cut; "answer": its likelihood after the reduced prefill;
+    # "correct": the reduced model's greedy answer is right (slowest: one generation per prompt and ratio)
+    reward: str = "evidence"
+    answer_tokens: int = 24  # new tokens generated per answer for the "correct" reward
     thrift: float = 0.05  # a small cost on every ratio: of two ratios that keep the answer, the cheaper wins
     backend: str = "sb3"
 
@@ -93,18 +100,28 @@ class Outcomes:
     features: Tensor  # (prompts, len(BUDGET_FEATURES) - 1)
     ratios: Tensor  # (prompts, grid): the realised prefill FLOPs ratio
     kept: Tensor  # (prompts, grid) bool: the whole gold answer survives the cut
-    likelihood: Tensor  # (prompts, grid): geometric-mean probability of the gold answer's tokens
+    answer: Tensor  # (prompts, grid): the answer's quality (likelihood, correctness, or the evidence kept)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
     def to_lists(self) -> dict[str, list]:
         """Plain lists, to send to Ray env runners with their config."""
-        return {name: getattr(self, name).tolist() for name in ("features", "ratios", "kept", "likelihood")}
+        return {name: getattr(self, name).tolist() for name in ("features", "ratios", "kept", "answer")}
 
     @classmethod
     def from_lists(cls, data: dict[str, list]) -> Outcomes:
-        return cls(*(torch.tensor(data[name]) for name in ("features", "ratios", "kept", "likelihood")))
+        return cls(*(torch.tensor(data[name]) for name in ("features", "ratios", "kept", "answer")))
+
+    def save(self, path: Path) -> None:
+        """Write the table as safetensors, atomically (a later run with the same settings reuses it)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {name: getattr(self, name).contiguous() for name in ("features", "ratios", "kept", "answer")}
+        atomic_write(path, lambda staging: save_file(tensors, staging))
+
+    @classmethod
+    def load(cls, path: Path) -> Outcomes:
+        return cls(*(load_file(path)[name] for name in ("features", "ratios", "kept", "answer")))
 
 
 def training_tasks(config: BudgetHeadConfig, split: str = "train") -> list[Task]:
@@ -126,15 +143,20 @@ def outcomes(
     head: SpanHeadPolicy,
     tasks: Sequence[Task],
     grid: Sequence[float],
-    answers: bool = True,
+    quality: str = "evidence",
+    answer_tokens: int = 24,
     show_progress: bool = True,
 ) -> Outcomes:
     """One row per task whose answer occurs in its context (the others say nothing about the budget).
 
-    With ``answers`` every grid ratio's reduced prefill is run to the end and teacher-forced on the
-    gold answer (the costly part); without, the answer's likelihood is left as the evidence kept.
+    ``quality`` fills :attr:`Outcomes.answer`: ``"evidence"`` copies the evidence kept (no extra
+    cost); ``"answer"`` runs every grid ratio's reduced prefill to the end and teacher-forces the
+    gold answer; ``"correct"`` generates ``answer_tokens`` greedy tokens at every grid ratio (one
+    batch per prompt) and judges them as evaluation does.
     """
-    features, ratios, kept, likelihood = [], [], [], []
+    if quality not in REWARDS:
+        raise InvalidArgumentError(f"quality must be one of {', '.join(REWARDS)}, got {quality!r}")
+    features, ratios, kept, answer = [], [], [], []
     layer = head.decision_layer
     with Progress(transient=True, disable=not show_progress) as progress:
         bar = progress.add_task(f"span head scores at layer {layer}", total=len(tasks))
@@ -152,8 +174,7 @@ def outcomes(
             scores = head.token_scores(Features(reducer, state, 1.0))
             rank = torch.empty(count, dtype=torch.long)
             rank[scores[removable].argsort(descending=True, stable=True)] = torch.arange(count)
-            gold = tokenizer.encode(task.answer, add_special_tokens=False)
-            row_ratios, row_kept, row_likelihood = [], [], []
+            actions, row_ratios, row_kept = [], [], []
             for ratio in grid:
                 at = Features(reducer, state, ratio)
                 action = at.action_for_share(head.op, "learned", 1.0)
@@ -161,17 +182,22 @@ def outcomes(
                 survivors[removable] = rank < count - removal_count(action, count)
                 row_ratios.append(at.ratio_after({layer: action}))
                 row_kept.append(evidence.kept(survivors)[0])
-                if answers:
-                    action = dataclasses.replace(action, token_scores=scores)
-                    row_likelihood.append(_answer_likelihood(reducer, prompt, {layer: action}, gold))
+                actions.append(dataclasses.replace(action, token_scores=scores))
+            if quality == "answer":
+                gold = tokenizer.encode(task.answer, add_special_tokens=False)
+                answer.append([_answer_likelihood(reducer, prompt, {layer: a}, gold) for a in actions])
+            elif quality == "correct":
+                texts = reduced_answers(reducer, tokenizer, prompt, layer, actions, answer_tokens)
+                answer.append([float(bool(answer_correct(text, task))) for text in texts])
+            else:
+                answer.append([float(k) for k in row_kept])
             # the target is an input of its own (BudgetEnv prepends it): 0.0 stands in for it here
             features.append(head.budget_features(Features(reducer, state, 0.0), scores[removable])[1:])
             ratios.append(row_ratios)
             kept.append(row_kept)
-            likelihood.append(row_likelihood or [float(k) for k in row_kept])
     if not features:
         raise InvalidArgumentError("no task's answer occurs in its context: nothing to train a budget head on")
-    return Outcomes(torch.stack(features), torch.tensor(ratios), torch.tensor(kept), torch.tensor(likelihood))
+    return Outcomes(torch.stack(features), torch.tensor(ratios), torch.tensor(kept), torch.tensor(answer))
 
 
 def _answer_likelihood(reducer: Reducer, prompt, schedule: dict[int, LayerAction], gold: list[int]) -> float:
@@ -182,6 +208,21 @@ def _answer_likelihood(reducer: Reducer, prompt, schedule: dict[int, LayerAction
         logits = torch.cat([logits, reducer.extend(out.state, gold[:-1])[0]])
     logprobs = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(gold)[:, None])
     return float(logprobs.mean().exp())
+
+
+def reduced_answers(
+    reducer: Reducer, tokenizer, prompt, layer: int, actions: Sequence[LayerAction], tokens: int
+) -> list[str]:
+    """The greedy answer after each of ``actions`` at ``layer``: one batched generation, row ``i`` cut by
+    ``actions[i]``."""
+    results = reducer.generate(
+        [prompt.input_ids[0]] * len(actions),
+        lambda state: actions[state.row],
+        decision_layers=(layer,),
+        protect_last=prompt.protect_last,
+        max_new_tokens=tokens,
+    )
+    return [tokenizer.decode(result.tokens[0], skip_special_tokens=True) for result in results]
 
 
 def normalization(outcomes: Outcomes, targets: Sequence[float]) -> tuple[Tensor, Tensor]:
@@ -234,7 +275,7 @@ class BudgetEnv(gym.Env):
         self.thrift = thrift
         self.outcomes, self.targets, self.duals = outcomes, tuple(float(t) for t in targets), duals
         self.center, self.scale = normalization(outcomes, self.targets)
-        self.quality = outcomes.likelihood if reward == "answer" else outcomes.kept.float()
+        self.quality = outcomes.kept.float() if reward == "evidence" else outcomes.answer.float()
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(len(BUDGET_FEATURES),), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(int(outcomes.ratios.shape[1]))
         self._rng = random.Random(seed)
@@ -317,8 +358,8 @@ def measure(head: BudgetHead, outcomes: Outcomes, targets: Sequence[float]) -> d
         mean = float(outcomes.ratios[rows, picked].mean())
         nearest = int((grid - target).abs().argmin())
         report[f"{target:g}"] = {
-            "adaptive_likelihood": float(outcomes.likelihood[rows, picked].mean()),
-            "fixed_likelihood": float(outcomes.likelihood[:, nearest].mean()),
+            "adaptive_answer": float(outcomes.answer[rows, picked].float().mean()),
+            "fixed_answer": float(outcomes.answer[:, nearest].float().mean()),
             "adaptive_kept": float(outcomes.kept[rows, picked].float().mean()),
             "adaptive_mean": mean,
             "adaptive_std": float(outcomes.ratios[rows, picked].std()),
@@ -373,8 +414,14 @@ def train_sb3(config: BudgetHeadConfig, train: Outcomes, show_progress: bool = T
     return export_head(head, train, config.targets), duals
 
 
-def train_budget_head(config: BudgetHeadConfig, out: str | Path, show_progress: bool = True) -> dict[str, Any]:
-    """Score prompts, train the budget head with PPO and export span head + budget head to ``out``."""
+def train_budget_head(
+    config: BudgetHeadConfig, out: str | Path, show_progress: bool = True, cache: str | Path | None = None
+) -> dict[str, Any]:
+    """Score prompts, train the budget head with PPO and export span head + budget head to ``out``.
+
+    With ``cache``, the outcome tables (the slow part with ``reward="correct"``) are kept there
+    and reused by a later run whose prompts, grid and reward are the same.
+    """
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(config.model)
     span = load_policy(config.span_policy, model)
@@ -383,10 +430,19 @@ def train_budget_head(config: BudgetHeadConfig, out: str | Path, show_progress: 
     reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
     seen = {task.uid for task in _span_training_tasks(config)}
     train_tasks = [task for task in training_tasks(config, "train") if task.uid not in seen]
-    answers = config.reward == "answer"
-    train = outcomes(reducer, tokenizer, span, train_tasks, config.grid, answers, show_progress)
-    validation_tasks = training_tasks(config, "validation")
-    validation = outcomes(reducer, tokenizer, span, validation_tasks, config.grid, answers, show_progress)
+    quality = {"quality": config.reward, "answer_tokens": config.answer_tokens, "show_progress": show_progress}
+
+    def table(split: str, tasks: list[Task]) -> Outcomes:
+        path = None if cache is None else Path(cache) / f"{_table_key(config, split)}.safetensors"
+        if path is not None and path.exists():
+            return Outcomes.load(path)
+        result = outcomes(reducer, tokenizer, span, tasks, config.grid, **quality)
+        if path is not None:
+            result.save(path)
+        return result
+
+    train = table("train", train_tasks)
+    validation = table("validation", training_tasks(config, "validation"))
     if config.backend == "sb3":
         head, duals = train_sb3(config, train, show_progress)
     else:
@@ -408,6 +464,15 @@ def train_budget_head(config: BudgetHeadConfig, out: str | Path, show_progress: 
     return summary
 
 
+def _table_key(config: BudgetHeadConfig, split: str) -> str:
+    """What an outcome table depends on, hashed: the PPO settings do not change it."""
+    fields = ("model", "span_policy", "grid", "long_kinds", "long_lengths", "long_per_cell", "short_mix",
+              "short_items", "short_tokens", "validation_items", "seed", "reward", "answer_tokens")  # fmt: skip
+    settings = {name: getattr(config, name) for name in fields} | {"split": split}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:16]
+    return f"{split}-{config.reward}-{digest}"
+
+
 def _span_training_tasks(config: BudgetHeadConfig) -> list[Task]:
     """The prompts the shipped span head trained on (kept out of the budget head's)."""
     from rlprune.train.span_head import SpanHeadConfig
@@ -424,5 +489,6 @@ __all__ = [
     "measure",
     "oracle_kept",
     "outcomes",
+    "reduced_answers",
     "train_budget_head",
 ]
