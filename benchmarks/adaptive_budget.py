@@ -11,7 +11,9 @@ grids at depths 0, 0.5 and 1, one item per cell) through:
 - ``--baseline`` at each target.
 
 The oracle picks, per item, the cheapest grid ratio at which the held policy answered correctly,
-cheapest items first while the mean stays within the target (knapsack by greedy). Per-item records
+cheapest items first while the mean stays within the target (knapsack by greedy); the stable oracle
+only the cheapest ratio from which every larger grid ratio answers too (what knowing each item's
+need can buy, without answers that come and go between neighbouring ratios). Per-item records
 go to ``OUT/records.jsonl`` as they are made (a rerun continues), the summary to ``OUT/results.json``
 and the ratios against difficulty to ``OUT/ratios.png``.
 
@@ -66,11 +68,18 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(torch.corrcoef(torch.stack(ranks))[0, 1])
 
 
-def oracle(grid_records: dict[float, list[dict]], target: float) -> tuple[int, float]:
+def oracle(grid_records: dict[float, list[dict]], target: float, stable: bool = False) -> tuple[int, float]:
     """Correct answers and mean ratio when each item runs at the cheapest grid ratio that answers it,
-    cheapest items first while the mean stays within ``target`` (the rest at their cheapest ratio)."""
-    ratios = np.array([[r["ratio"] for r in rows] for rows in grid_records.values()])  # (grid, items)
-    correct = np.array([[r["correct"] for r in rows] for rows in grid_records.values()])
+    cheapest items first while the mean stays within ``target`` (the rest at their cheapest ratio).
+
+    ``stable`` counts a ratio only when every larger grid ratio answers the item too: the most a
+    chooser can get from knowing how much each item needs, without the luck of an answer that comes
+    at 0.2 and goes at 0.3."""
+    ordered = [grid_records[g] for g in sorted(grid_records)]
+    ratios = np.array([[r["ratio"] for r in rows] for rows in ordered])  # (grid, items)
+    correct = np.array([[r["correct"] for r in rows] for rows in ordered])
+    if stable:
+        correct = np.flip(np.logical_and.accumulate(np.flip(correct, 0), 0), 0)
     cheapest = ratios.min(0)
     need = np.where(correct, ratios, np.inf).min(0)
     total, budget, taken = cheapest.sum(), target * ratios.shape[1], 0
@@ -204,6 +213,7 @@ def main() -> None:
         rows = adaptive[target]
         ratios = [r["ratio"] for r in rows]
         taken, oracle_mean = oracle({g: held[g] for g in grid}, statistics.mean(ratios))
+        stable, stable_mean = oracle({g: held[g] for g in grid}, statistics.mean(ratios), stable=True)
         vs_held, held_ci = paired(rows, held[target])
         vs_base, base_ci = paired(rows, base[target])
         entry = {
@@ -215,6 +225,8 @@ def main() -> None:
             "baseline_mean": statistics.mean(r["ratio"] for r in base[target]),
             "oracle": taken,
             "oracle_mean": oracle_mean,
+            "stable_oracle": stable,
+            "stable_oracle_mean": stable_mean,
             "adaptive_minus_held": [vs_held, list(held_ci)],
             "adaptive_minus_baseline": [vs_base, list(base_ci)],
             "spearman_ratio_vs_confidence": spearman(ratios, difficulty),
@@ -223,7 +235,8 @@ def main() -> None:
         print(
             f"target {target:g}: adaptive {entry['adaptive']}/{n} (mean {entry['mean']:.3f}, std {entry['std']:.3f}) | "
             f"held {entry['held']} | {args.baseline} {entry['baseline']} (mean {entry['baseline_mean']:.3f}) | "
-            f"oracle {taken} (mean {oracle_mean:.3f}) | adaptive - held {vs_held:+.1f} [{held_ci[0]:.1f}, "
+            f"oracle {taken} (mean {oracle_mean:.3f}), stable {stable} (mean {stable_mean:.3f}) | "
+            f"adaptive - held {vs_held:+.1f} [{held_ci[0]:.1f}, "
             f"{held_ci[1]:.1f}] | adaptive - baseline {vs_base:+.1f} [{base_ci[0]:.1f}, {base_ci[1]:.1f}] | "
             f"Spearman(ratio, confidence) {entry['spearman_ratio_vs_confidence']:+.2f}",
             flush=True,
