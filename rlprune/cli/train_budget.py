@@ -71,6 +71,12 @@ def train_budget(
             f"  target {target}: evidence kept {row['adaptive_kept']:.1%} at mean {row['adaptive_mean']:.3f} "
             f"(fixed {row['fixed_kept']:.1%} at {row['fixed_mean']:.3f}; "
             f"oracle {row['oracle_kept_at_adaptive_mean']:.1%})"
+            + (
+                f"; {'right' if reward == 'correct' else 'answer likelihood'} {row['adaptive_answer']:.1%} "
+                f"(fixed {row['fixed_answer']:.1%})"
+                if reward != "evidence"
+                else ""
+            )
         )
     lines.append(f"policy written to {out}; try `rlprune eval --policy {out} --budget-mode average --budgets 0.3`")
     console.print("\n".join(lines), highlight=False)
