@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlprune.budget import AverageBudget, BudgetController
+from rlprune.budget import AverageBudget, BudgetController, oracle
 from rlprune.eval.report import bootstrap_interval
 from rlprune.eval.suites import load_suite
 from rlprune.metrics import answer_correct
@@ -68,27 +68,12 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(torch.corrcoef(torch.stack(ranks))[0, 1])
 
 
-def oracle(grid_records: dict[float, list[dict]], target: float, stable: bool = False) -> tuple[int, float]:
-    """Correct answers and mean ratio when each item runs at the cheapest grid ratio that answers it,
-    cheapest items first while the mean stays within ``target`` (the rest at their cheapest ratio).
-
-    ``stable`` counts a ratio only when every larger grid ratio answers the item too: the most a
-    chooser can get from knowing how much each item needs, without the luck of an answer that comes
-    at 0.2 and goes at 0.3."""
+def grid_oracle(grid_records: dict[float, list[dict]], target: float, stable: bool = False) -> tuple[int, float]:
+    """:func:`rlprune.budget.oracle` over the held policy's records at every grid ratio."""
     ordered = [grid_records[g] for g in sorted(grid_records)]
-    ratios = np.array([[r["ratio"] for r in rows] for rows in ordered])  # (grid, items)
-    correct = np.array([[r["correct"] for r in rows] for rows in ordered])
-    if stable:
-        correct = np.flip(np.logical_and.accumulate(np.flip(correct, 0), 0), 0)
-    cheapest = ratios.min(0)
-    need = np.where(correct, ratios, np.inf).min(0)
-    total, budget, taken = cheapest.sum(), target * ratios.shape[1], 0
-    for index in np.argsort(need - cheapest):
-        extra = need[index] - cheapest[index]
-        if not np.isfinite(extra) or total + extra > budget + 1e-6:  # float sums of equal ratios
-            break
-        total, taken = total + extra, taken + 1
-    return taken, float(total / ratios.shape[1])
+    ratios = torch.tensor([[r["ratio"] for r in rows] for rows in ordered]).T  # (items, grid)
+    correct = torch.tensor([[r["correct"] for r in rows] for rows in ordered]).T
+    return oracle(ratios, correct, target, stable)
 
 
 def paired(a: list[dict], b: list[dict]) -> tuple[float, tuple[float, float]]:
@@ -212,8 +197,8 @@ def main() -> None:
     for target in targets:
         rows = adaptive[target]
         ratios = [r["ratio"] for r in rows]
-        taken, oracle_mean = oracle({g: held[g] for g in grid}, statistics.mean(ratios))
-        stable, stable_mean = oracle({g: held[g] for g in grid}, statistics.mean(ratios), stable=True)
+        taken, oracle_mean = grid_oracle({g: held[g] for g in grid}, statistics.mean(ratios))
+        stable, stable_mean = grid_oracle({g: held[g] for g in grid}, statistics.mean(ratios), stable=True)
         vs_held, held_ci = paired(rows, held[target])
         vs_base, base_ci = paired(rows, base[target])
         entry = {

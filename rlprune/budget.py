@@ -147,3 +147,27 @@ def workload_budget(
         raise InvalidArgumentError("budget_mode='average' needs a budget: the target mean FLOPs ratio in (0, 1]")
     settings = {"floor": floor, "ceiling": ceiling}
     return BudgetController(AverageBudget(budget, **{k: v for k, v in settings.items() if v is not None}))
+
+
+def oracle(ratios: torch.Tensor, answered: torch.Tensor, target: float, stable: bool = False) -> tuple[int, float]:
+    """What knowing the outcomes buys: the items answered and the mean ratio spent when each item
+    runs at the cheapest of its ``ratios`` that answers it, cheapest extra cost first while the mean
+    stays within ``target``; the other items run at their cheapest ratio and count as lost.
+
+    ``ratios`` and ``answered`` are ``(items, grid)`` with the grid ascending. ``stable`` counts a
+    ratio only when every larger one answers the item too: what knowing each item's need is worth,
+    without answers that come at one ratio and go at the next.
+    """
+    answered = answered.bool()
+    if stable:
+        answered = answered.flip(1).cumprod(1).flip(1).bool()
+    cheapest = ratios.min(1).values
+    need = torch.where(answered, ratios, torch.full_like(ratios, float("inf"))).min(1).values
+    extra = need - cheapest
+    total, budget, taken = float(cheapest.sum()), float(target) * len(ratios), 0
+    for index in extra.argsort(stable=True).tolist():
+        cost = float(extra[index])
+        if cost == float("inf") or total + cost > budget + 1e-6:  # float sums of equal ratios
+            break
+        total, taken = total + cost, taken + 1
+    return taken, total / max(len(ratios), 1)

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from rlprune.budget import oracle
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task, answer_correct, generate_suite
@@ -328,23 +329,9 @@ def choices(head: BudgetHead, outcomes: Outcomes, target: float) -> Tensor:
 
 
 def oracle_kept(outcomes: Outcomes, target: float) -> float:
-    """Share of prompts whose evidence survives when each prompt's ratio is chosen knowing the outcomes.
-
-    Each prompt costs its cheapest grid ratio that keeps the answer (or the cheapest at all when
-    none does); prompts are taken cheapest first while the mean stays within ``target``; the rest run
-    at their cheapest ratio and lose it.
-    """
-    cheapest = outcomes.ratios.min(1).values
-    big = torch.where(outcomes.kept, outcomes.ratios, torch.full_like(outcomes.ratios, float("inf")))
-    need = big.min(1).values
-    order = need.argsort()
-    total, budget, taken = float(cheapest.sum()), float(target) * len(outcomes), 0
-    for index in order.tolist():
-        extra = float(need[index] - cheapest[index])
-        if not np.isfinite(extra) or total + extra > budget + 1e-6:  # float sums of equal ratios
-            break
-        total, taken = total + extra, taken + 1
-    return taken / len(outcomes)
+    """Share of prompts whose evidence survives when each prompt's ratio is chosen knowing the outcomes
+    (:func:`rlprune.budget.oracle` on the evidence kept)."""
+    return oracle(outcomes.ratios, outcomes.kept, target)[0] / len(outcomes)
 
 
 def measure(head: BudgetHead, outcomes: Outcomes, targets: Sequence[float]) -> dict[str, dict[str, float]]:
