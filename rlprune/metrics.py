@@ -34,6 +34,7 @@ Measures of a generated answer:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -140,6 +141,15 @@ def agreement(logits: Tensor, reference: TopK, allowed_ids: Tensor) -> Agreement
         top1_agreement(reference, logprobs).float().mean().item(),
         out_of_context_mass(logprobs, allowed_ids.to(logprobs.device)).mean().item(),
     )
+
+
+def confidence(logits: Tensor, tokens: Sequence[int]) -> float:
+    """The geometric-mean probability of ``tokens`` under teacher-forced ``logits`` ``(m, vocab)``:
+    how sure a model is of its own answer (a difficulty proxy: low on items it finds hard)."""
+    if not len(tokens):
+        return float("nan")
+    chosen = log_probs(logits[: len(tokens)]).gather(1, torch.tensor(list(tokens), device=logits.device)[:, None])
+    return float(chosen.mean().exp())
 
 
 # -- generated answers ----------------------------------------------------------------------------

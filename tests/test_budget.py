@@ -11,7 +11,7 @@ from conftest import tiny_model
 import rlprune
 from rlprune import Reducer
 from rlprune.budget import AverageBudget, BudgetController, check_budget_mode, workload_budget
-from rlprune.errors import InvalidArgumentError
+from rlprune.errors import InvalidArgumentError, RLPruneError
 from rlprune.policies import SpanHeadPolicy, decider
 
 
@@ -212,3 +212,54 @@ def test_holds_the_target_when_the_stream_changes_kind():
     controller = BudgetController(AverageBudget(0.3, floor=0.1))
     run_stream(controller, [min(max(p, 0.0), 1.0) for p in proposals])
     assert abs(controller.mean - 0.3) <= 0.02
+
+
+def test_oracle_takes_the_cheapest_extra_cost_first_and_stable_ignores_answers_that_come_and_go():
+    from rlprune.budget import oracle
+
+    ratios = torch.tensor([[0.2, 0.5, 0.8]] * 4)
+    answered = torch.tensor(
+        [
+            [True, True, True],  # needs 0.2
+            [False, True, True],  # needs 0.5
+            [False, False, True],  # needs 0.8
+            [True, False, False],  # right at 0.2 only: the stable oracle does not count it
+        ]
+    )
+    assert oracle(ratios, answered, 0.2) == (2, pytest.approx(0.2))
+    assert oracle(ratios, answered, 0.275) == (3, pytest.approx(0.275))  # + item 1 at 0.5
+    assert oracle(ratios, answered, 0.5) == (4, pytest.approx(0.425))  # + item 2 at 0.8; nothing left to buy
+    assert oracle(ratios, answered, 0.5, stable=True) == (3, pytest.approx(0.425))
+    assert oracle(ratios, answered, 0.1) == (0, pytest.approx(0.2))  # the cheapest ratios already exceed it
+
+
+def test_eval_oracle_grid_holds_each_policy_to_every_ratio_beside_the_average(tmp_path):
+    from rlprune.eval import EvalConfig, evaluate
+    from rlprune.models import load_model, model_fingerprint
+    from rlprune.policies import save_policy
+
+    model, tokenizer = load_model("tiny-random")
+    torch.manual_seed(0)
+    head = SpanHeadPolicy(model.config.hidden_size, decision_layer=1, rank=8, channels=4, kernel=5)
+    save_policy(head, tmp_path / "head", fingerprint=model_fingerprint(model))
+    passage = "The harbour is quiet in winter. Boats rest on the shingle. "
+    lines = [{"context": passage * (3 + i % 4) + f"The keeper is Ada {i}.", "question": "Who is the keeper?",
+              "answer": f"Ada {i}"} for i in range(6)]  # fmt: skip
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("\n".join(json.dumps(line) for line in lines))
+    config = EvalConfig(str(suite), model="tiny-random", policies=(str(tmp_path / "head"),), baselines=("snapkv",),
+                        budgets=(0.75,), max_new_tokens=2, bootstrap_samples=50, budget_mode="average",
+                        oracle_grid=(0.6, 0.9))  # fmt: skip
+    evaluate(config, tmp_path / "out", model=model, tokenizer=tokenizer, show_progress=False)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    records = results["records"]
+    held = [r for r in records if r["method"] == "head held"]
+    assert sorted({r["budget"] for r in held}) == [0.6, 0.9] and len(held) == 12  # policies only, not baselines
+    assert all(abs(r["flops_ratio"] - r["budget"]) <= 0.05 and "budget_proposal" not in r for r in held)
+    assert all(0 < r["confidence"] <= 1 for r in records if r["method"] == "full model")
+    [row] = results["oracle"]
+    assert row["method"] == "head" and row["items"] == 6 and row["stable_oracle"] <= row["oracle"] <= 6
+    assert "Per-prompt ratios against an oracle" in (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "ratios.png").stat().st_size > 0
+    with pytest.raises(RLPruneError, match="add --budget-mode average"):
+        EvalConfig(str(suite), oracle_grid=(0.5,))

@@ -96,6 +96,13 @@ def evaluate(
     budget_mode: BudgetModeOption = "prompt",
     floor: RatioBoundOption = None,
     ceiling: RatioBoundOption = None,
+    oracle_grid: Annotated[
+        str | None,
+        typer.Option(
+            help="With --budget-mode average: also run each policy held to these ratios (comma-separated) and "
+            "report an oracle that knows each item's best one, at the policy's realised mean."
+        ),
+    ] = None,
 ) -> None:
     """Compare policies, baselines and the full model at matched FLOPs budgets (resumes in OUT)."""
     from rlprune.eval import EvalConfig, parse_baselines, parse_budgets, parse_depths
@@ -122,6 +129,7 @@ def evaluate(
         budget_mode=budget_mode,
         floor=floor,
         ceiling=ceiling,
+        oracle_grid=() if oracle_grid is None else parse_budgets(oracle_grid, "--oracle-grid"),
     )
     rows = run_evaluation(config, out, fresh=force_new)
     _print_results(rows, out)

@@ -30,6 +30,7 @@ from rlprune.metrics import (
     KL_DEFINITION,
     agreement,
     answer_correct,
+    confidence,
     evidence_kept,
     hallucinated,
     partial_answer,
@@ -45,6 +46,7 @@ from rlprune.reduction import sentence_end_ids
 from rlprune.runner import GenerationResult, Reducer, ReducerConfig, ReductionBatch, ReductionState
 
 FULL = "full model"
+HELD = " held"  # suffix of a policy held to one oracle-grid ratio in average mode
 ALL_BASELINES = ("random", "fastv", "snapkv", "pyramid", "tome")
 FORMAT = 2  # records carry their method's identity
 
@@ -73,6 +75,7 @@ class EvalConfig:
     budget_mode: str = "prompt"  # "average": each budget is a mean over the suite's items (rlprune.budget)
     floor: float | None = None  # average mode: the lowest ratio one item may get
     ceiling: float | None = None  # average mode: the highest
+    oracle_grid: tuple[float, ...] = ()  # average mode: also run each policy held to these ratios (oracle)
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -92,6 +95,11 @@ class EvalConfig:
             workload_budget(budget, self.budget_mode, floor=self.floor, ceiling=self.ceiling)
         if self.budget_mode == "average" and self.evidence_only:
             raise RLPruneError("--budget-mode average generates answers; drop --evidence-only")
+        if self.oracle_grid and self.budget_mode != "average":
+            raise RLPruneError("--oracle-grid compares per-prompt ratios with fixed ones; add --budget-mode average")
+        for ratio in self.oracle_grid:
+            check_budget(ratio)
+        _refuse_repeats([float(g) for g in self.oracle_grid], "ratio {:g} is given twice in --oracle-grid")
 
 
 def _refuse_repeats(values: list[Any], message: str) -> None:
@@ -128,12 +136,12 @@ def parse_depths(text: str) -> tuple[float, ...]:
         raise RLPruneError(f"--depths {text!r} must be comma-separated numbers from 0 to 1 such as 0,0.5,1") from None
 
 
-def parse_budgets(text: str) -> tuple[float, ...]:
+def parse_budgets(text: str, option: str = "--budgets") -> tuple[float, ...]:
     """``"0.3,0.5,0.7"`` as numbers, each checked to lie in (0, 1]."""
     try:
         budgets = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise RLPruneError(f"--budgets {text!r} must be comma-separated numbers such as 0.3,0.5,0.7") from None
+        raise RLPruneError(f"{option} {text!r} must be comma-separated numbers such as 0.3,0.5,0.7") from None
     for budget in budgets:
         check_budget(budget)
     return budgets
@@ -192,6 +200,8 @@ class Evaluation:
         if len(set(names)) != len(names):
             names = list(specs)  # two checkpoints with the same folder name: use their paths
         self.methods = [Method(name, resolve_policy(spec, model)) for name, spec in zip(names, specs, strict=True)]
+        # average mode with an oracle grid: each policy also runs held to every grid ratio, as "NAME held"
+        self.held = {f"{m.name}{HELD}": m for m in self.methods[: len(config.policies)] if config.oracle_grid}
         if config.adapter:  # after the policies: they are checked against the base model's weights
             from rlprune.output import apply_adapter
 
@@ -214,6 +224,7 @@ class Evaluation:
             settings["budget_mode"] = {"mode": "average", "floor": config.floor, "ceiling": config.ceiling}
         self._streams: dict[tuple[str, float], BudgetController] = {}
         identities = {FULL: FULL} | {name: method_identity(spec) for name, spec in zip(names, specs, strict=True)}
+        identities |= {held: identities[method.name] for held, method in self.held.items()}
         self.journal = Journal(self.out / JOURNAL, settings, identities, fresh=fresh)
 
     def close(self) -> None:
@@ -227,8 +238,9 @@ class Evaluation:
         self.close()
 
     def runs(self) -> list[tuple[str, float | None]]:
-        """Every (method, budget) pair, the full model first."""
-        return [(FULL, None)] + [(m.name, b) for m in self.methods for b in self.config.budgets]
+        """Every (method, budget) pair, the full model first, the policies held to the oracle grid last."""
+        held = [(name, g) for name in self.held for g in self.config.oracle_grid]
+        return [(FULL, None)] + [(m.name, b) for m in self.methods for b in self.config.budgets] + held
 
     def pending(self) -> int:
         return sum(self.journal.get(t.uid, m, b) is None for t in self.tasks for m, b in self.runs())
@@ -293,10 +305,11 @@ class Evaluation:
                 if agree:  # measured like every method (KL 0, top-1 1), for its out-of-context mass
                     uid = task.uid
                     fulls[uid].update(asdict(agreement(full_logits[uid], references[uid], allowed[uid])))
+                    fulls[uid]["confidence"] = confidence(full_logits[uid], fulls[uid]["answer_tokens"])
                 else:
                     fulls[task.uid].update(kl=None, top1=None, out_of_context_mass=None)
                 yield fulls[task.uid]
-        policies = {m.name: m.policy for m in self.methods}
+        policies = {m.name: m.policy for m in self.methods} | {name: m.policy for name, m in self.held.items()}
         for (name, budget), rows in pending.items():
             if not rows:
                 continue
@@ -326,7 +339,7 @@ class Evaluation:
         """In average mode, the controller holding ``budget`` as the mean over the items ``name`` has
         answered so far (records already in the journal replayed in suite order, so a resumed run
         picks the stream up where it stopped); ``None`` in prompt mode."""
-        if self.config.budget_mode != "average" or budget is None:
+        if self.config.budget_mode != "average" or budget is None or name in self.held:
             return None
         if (name, budget) not in self._streams:
             stream = workload_budget(budget, "average", floor=self.config.floor, ceiling=self.config.ceiling)

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from rlprune.eval.harness import FULL
+from rlprune.budget import oracle
+from rlprune.eval.harness import FULL, HELD
 from rlprune.inference import BUDGET_TOLERANCE, budget_missed
 from rlprune.io import atomic_write, atomic_write_text
 from rlprune.metrics import degenerate
@@ -323,6 +325,82 @@ LENGTH_BUCKETS = (512, 1024, 2048, 4096, 8192)
 """Upper bounds (prompt tokens) of the buckets time to first token is reported in."""
 
 
+def oracle_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Average mode with ``--oracle-grid``: per policy and target, its answers and realised mean ratio
+    against :func:`rlprune.budget.oracle` over the same policy held to every grid ratio, at that mean."""
+    held: dict[str, dict[float, dict[int, dict]]] = {}
+    for r in records:
+        if r["method"].endswith(HELD) and r.get("correct") is not None:
+            held.setdefault(r["method"][: -len(HELD)], {}).setdefault(r["budget"], {})[r["item"]] = r
+    rows = []
+    for name, grid in held.items():
+        ratios = sorted(grid)
+        for budget in sorted({r["budget"] for r in records if r["method"] == name}):
+            mine = {r["item"]: r for r in records if (r["method"], r["budget"]) == (name, budget)}
+            items = [i for i, r in mine.items() if r.get("correct") is not None and all(i in grid[g] for g in ratios)]
+            if not items:
+                continue
+            spent = torch.tensor([[grid[g][i]["flops_ratio"] for g in ratios] for i in items])
+            answered = torch.tensor([[bool(grid[g][i]["correct"]) for g in ratios] for i in items])
+            mean = float(np.mean([mine[i]["flops_ratio"] for i in items]))
+            best, best_mean = oracle(spent, answered, mean)
+            stable, stable_mean = oracle(spent, answered, mean, stable=True)
+            rows.append({
+                "method": name, "budget": budget, "items": len(items), "grid": ratios,
+                "correct": sum(bool(mine[i]["correct"]) for i in items), "flops_mean": mean,
+                "oracle": best, "oracle_flops_mean": best_mean, "stable_oracle": stable,
+                "stable_oracle_flops_mean": stable_mean,
+            })  # fmt: skip
+    return rows
+
+
+def oracle_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| method | average | correct | realised mean | oracle (mean) | stable oracle (mean) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['budget']:g} | {r['correct']} / {r['items']} | {r['flops_mean']:.3f} | "
+            f"{r['oracle']} ({r['oracle_flops_mean']:.3f}) | "
+            f"{r['stable_oracle']} ({r['stable_oracle_flops_mean']:.3f}) |"
+        )
+    grid = ", ".join(f"{g:g}" for g in rows[0]["grid"]) if rows else ""
+    lines.append(
+        f"\nThe oracle runs each item at the cheapest grid ratio ({grid}) at which the policy held to it answered, "
+        "cheapest first while the mean fits; the stable oracle only at a ratio from which every larger one answers."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def ratio_plot(records: Sequence[dict[str, Any]], path: str | Path, title: str) -> bool:
+    """Average mode: each item's realised ratio against the full model's confidence in its own answer,
+    one colour per policy and target. Returns whether there was anything to draw."""
+    confidence = {r["item"]: r.get("confidence") for r in records if r["method"] == FULL}
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        if "budget_proposal" in r and confidence.get(r["item"]) is not None:
+            series.setdefault(f"{r['method']} @ {r['budget']:g}", []).append((confidence[r["item"]], r["flops_ratio"]))
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label, points in series.items():
+        axes.scatter([p[0] for p in points], [p[1] for p in points], s=14, alpha=0.6, label=label)
+    axes.set_xlabel("full model's confidence in its own answer (geometric-mean token probability)")
+    axes.set_ylabel("per-prompt prefill FLOPs ratio")
+    axes.set_title(title)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    atomic_write(path, lambda staging: figure.savefig(staging, dpi=120, format="png"))
+    plt.close(figure)
+    return True
+
+
 def length_bucket(tokens: int) -> str:
     """``"513-1024"``-style label of the bucket ``tokens`` falls in."""
     low = 1
@@ -413,7 +491,13 @@ def write_results(
     policies = [m for m in meta.get("policies", []) if any(r["method"] == m for r in records)]
     compared = [row for policy in policies for row in differences(records, policy, samples)]
     speed = speed_by_length([r for r in records if r.get("prefill_s") is not None])
-    extra = {f"by_{group_by}": by_group if len(groups) > 1 else {}, "differences": compared, "speed_by_length": speed}
+    oracles = oracle_rows(records)
+    extra = {
+        f"by_{group_by}": by_group if len(groups) > 1 else {},
+        "differences": compared,
+        "speed_by_length": speed,
+        "oracle": oracles,
+    }
     atomic_write_text(
         out / "results.json", json.dumps({**meta, "aggregates": rows, **extra, "records": list(records)}, indent=1)
     )
@@ -424,10 +508,13 @@ def write_results(
     for group, group_rows in extra[f"by_{group_by}"].items():
         label = group if group_by == "kind" else f"{group_by} = {group}"
         text += "\n" + markdown_table(group_rows, f"{label} ({group_rows[0]['items']} items)")
+    if oracles:
+        text += "\n### Per-prompt ratios against an oracle\n\n" + oracle_table(oracles)
     if speed:
         text += "\n### Time to first token by prompt length\n\n" + speed_table(speed)
     atomic_write_text(out / "results.md", text)
     pareto_plot(rows, out / "pareto.png", title)
     heatmap_plot(records, out / "heatmap.png", title)  # long-context suites: accuracy by depth x length
     heatmap_plot(records, out / "evidence.png", f"{title}: gold answer kept whole", measure="evidence")
+    ratio_plot(records, out / "ratios.png", f"{title}: ratios chosen per prompt")  # average mode
     return rows
