@@ -123,8 +123,10 @@ def main() -> None:
     policy = resolve_policy(args.policy, model)
     baseline = resolve_policy(args.baseline, model)
     tasks = load_suite("grounded-qa", limit=args.short)[1]
+    sources = ["grounded-qa"] * len(tasks)  # the suite of each item, for the per-suite breakdown
     for suite in ("niah", "niah-multikey"):
-        tasks += load_suite(suite, per_cell=1, depths=(0.0, 0.5, 1.0))[1]
+        tasks += (more := load_suite(suite, per_cell=1, depths=(0.0, 0.5, 1.0))[1])
+        sources += [suite] * len(more)
     reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
     if args.need:
         need_correlation(reducer, tokenizer, policy, tasks)
@@ -194,6 +196,15 @@ def main() -> None:
                                      "mean": statistics.mean(r["ratio"] for r in rows)}  # fmt: skip
     print(f"{n} items; full model {summary['full']}/{n}")
     print("held to one ratio: " + ", ".join(f"{g}: {v['correct']}" for g, v in summary["held"].items()))
+    summary["held_by_suite"] = {}
+    for suite in dict.fromkeys(sources):
+        mine = [i for i in range(n) if sources[i] == suite]
+        summary["held_by_suite"][suite] = {f"{g:g}": sum(held[g][i]["correct"] for i in mine) for g in grid}
+        summary["held_by_suite"][suite]["full"] = sum(full[i]["correct"] for i in mine)
+        print(
+            f"  {suite} ({len(mine)} items): "
+            + ", ".join(f"{g}: {c}" for g, c in summary["held_by_suite"][suite].items())
+        )
     for target in targets:
         rows = adaptive[target]
         ratios = [r["ratio"] for r in rows]

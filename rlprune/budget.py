@@ -158,6 +158,12 @@ def oracle(ratios: torch.Tensor, answered: torch.Tensor, target: float, stable: 
     ratio only when every larger one answers the item too: what knowing each item's need is worth,
     without answers that come at one ratio and go at the next.
     """
+    if ratios.dim() != 2 or answered.shape != ratios.shape:
+        raise InvalidArgumentError(
+            f"oracle needs ratios and answers of one (items, grid) shape, got {tuple(ratios.shape)} "
+            f"and {tuple(answered.shape)}"
+        )
+    target = check_number(target, "target", at_most=1.0, hint=" (the mean FLOPs ratio the oracle may spend)")
     answered = answered.bool()
     if stable:
         answered = answered.flip(1).cumprod(1).flip(1).bool()

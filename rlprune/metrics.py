@@ -143,11 +143,12 @@ def agreement(logits: Tensor, reference: TopK, allowed_ids: Tensor) -> Agreement
     )
 
 
-def confidence(logits: Tensor, tokens: Sequence[int]) -> float:
+def confidence(logits: Tensor, tokens: Sequence[int]) -> float | None:
     """The geometric-mean probability of ``tokens`` under teacher-forced ``logits`` ``(m, vocab)``:
-    how sure a model is of its own answer (a difficulty proxy: low on items it finds hard)."""
+    how sure a model is of its own answer (a difficulty proxy: low on items it finds hard); ``None``
+    for an empty answer."""
     if not len(tokens):
-        return float("nan")
+        return None
     chosen = log_probs(logits[: len(tokens)]).gather(1, torch.tensor(list(tokens), device=logits.device)[:, None])
     return float(chosen.mean().exp())
 

@@ -173,8 +173,8 @@ def test_generate_cli_holds_an_average_over_a_jsonl_file(tmp_path):
     assert refused.exit_code == 1 and "average' only" in refused.output
 
 
-def test_eval_in_average_mode_holds_the_mean_and_resumes_the_stream(tmp_path):
-    from rlprune.eval import EvalConfig, evaluate
+def _head_and_suite(tmp_path, items: int, lengths: int):
+    """The tiny model, a saved span head for it and a JSONL suite of ``items`` passages of ``lengths`` sizes."""
     from rlprune.models import load_model, model_fingerprint
     from rlprune.policies import save_policy
 
@@ -183,10 +183,17 @@ def test_eval_in_average_mode_holds_the_mean_and_resumes_the_stream(tmp_path):
     head = SpanHeadPolicy(model.config.hidden_size, decision_layer=1, rank=8, channels=4, kernel=5)
     save_policy(head, tmp_path / "head", fingerprint=model_fingerprint(model))
     passage = "The harbour is quiet in winter. Boats rest on the shingle. "
-    lines = [{"context": passage * (3 + i % 5) + f"The keeper is Ada {i}.", "question": "Who is the keeper?",
-              "answer": f"Ada {i}"} for i in range(12)]  # fmt: skip
+    lines = [{"context": passage * (3 + i % lengths) + f"The keeper is Ada {i}.", "question": "Who is the keeper?",
+              "answer": f"Ada {i}"} for i in range(items)]  # fmt: skip
     suite = tmp_path / "suite.jsonl"
     suite.write_text("\n".join(json.dumps(line) for line in lines))
+    return model, tokenizer, suite
+
+
+def test_eval_in_average_mode_holds_the_mean_and_resumes_the_stream(tmp_path):
+    from rlprune.eval import EvalConfig, evaluate
+
+    model, tokenizer, suite = _head_and_suite(tmp_path, 12, 5)
     config = EvalConfig(str(suite), model="tiny-random", policies=(str(tmp_path / "head"),), baselines=(),
                         budgets=(0.75,), max_new_tokens=2, bootstrap_samples=100, batch_size=3,
                         budget_mode="average", floor=0.5)  # fmt: skip
@@ -231,22 +238,16 @@ def test_oracle_takes_the_cheapest_extra_cost_first_and_stable_ignores_answers_t
     assert oracle(ratios, answered, 0.5) == (4, pytest.approx(0.425))  # + item 2 at 0.8; nothing left to buy
     assert oracle(ratios, answered, 0.5, stable=True) == (3, pytest.approx(0.425))
     assert oracle(ratios, answered, 0.1) == (0, pytest.approx(0.2))  # the cheapest ratios already exceed it
+    with pytest.raises(InvalidArgumentError, match="target must be a number in"):
+        oracle(ratios, answered, float("nan"))
+    with pytest.raises(InvalidArgumentError, match="one \\(items, grid\\) shape"):
+        oracle(ratios, answered[:, :2], 0.5)
 
 
 def test_eval_oracle_grid_holds_each_policy_to_every_ratio_beside_the_average(tmp_path):
     from rlprune.eval import EvalConfig, evaluate
-    from rlprune.models import load_model, model_fingerprint
-    from rlprune.policies import save_policy
 
-    model, tokenizer = load_model("tiny-random")
-    torch.manual_seed(0)
-    head = SpanHeadPolicy(model.config.hidden_size, decision_layer=1, rank=8, channels=4, kernel=5)
-    save_policy(head, tmp_path / "head", fingerprint=model_fingerprint(model))
-    passage = "The harbour is quiet in winter. Boats rest on the shingle. "
-    lines = [{"context": passage * (3 + i % 4) + f"The keeper is Ada {i}.", "question": "Who is the keeper?",
-              "answer": f"Ada {i}"} for i in range(6)]  # fmt: skip
-    suite = tmp_path / "suite.jsonl"
-    suite.write_text("\n".join(json.dumps(line) for line in lines))
+    model, tokenizer, suite = _head_and_suite(tmp_path, 6, 4)
     config = EvalConfig(str(suite), model="tiny-random", policies=(str(tmp_path / "head"),), baselines=("snapkv",),
                         budgets=(0.75,), max_new_tokens=2, bootstrap_samples=50, budget_mode="average",
                         oracle_grid=(0.6, 0.9))  # fmt: skip

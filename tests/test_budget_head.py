@@ -16,7 +16,7 @@ from rlprune import Reducer, ReducerConfig
 from rlprune.budget import AverageBudget, BudgetController
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.tasks import answer_correct
-from rlprune.errors import InvalidActionError
+from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.features import Features
 from rlprune.metrics import evidence_kept
 from rlprune.policies import PolicyError, SpanHeadPolicy, decider, load_policy, save_policy
@@ -122,6 +122,8 @@ def test_outcome_tables_round_trip_through_safetensors(tmp_path):
         assert torch.equal(getattr(again, name), getattr(table, name))
     with pytest.raises(Exception, match="quality"):
         outcomes(None, None, None, [], GRID, quality="bleu")
+    with pytest.raises(InvalidArgumentError, match="answer_tokens"):
+        BudgetHeadConfig(reward="correct", answer_tokens=0)
 
 
 def _synthetic(prompts: int = 400) -> Outcomes:
@@ -267,6 +269,8 @@ def test_shipped_adaptive_policy_proposes_per_prompt_and_acts_like_the_span_head
     [
         (["--backend", "tf"], "backend must be one of sb3, ray"),
         (["--reward", "bleu"], "reward must be one of correct, answer, evidence"),
+        (["--grid", "0.2,x"], "--grid '0.2,x' must be comma-separated numbers"),
+        (["--grid", "0.5,0.3"], "increasing"),
     ],
 )
 def test_train_budget_cli_refuses_bad_settings_in_one_line(tmp_path, args, fragment):
@@ -279,3 +283,17 @@ def test_train_budget_cli_keeps_an_existing_policy(tmp_path):
     before = (tmp_path / "p" / "config.json").read_bytes()
     assert_clean_error(invoke("train-budget", "--out", tmp_path / "p"), "--force")
     assert (tmp_path / "p" / "config.json").read_bytes() == before
+
+
+def test_outcome_table_key_follows_the_span_head_and_the_table_settings_not_ppo():
+    from rlprune.train.budget_head import _table_key
+
+    head = _head(tiny_model("llama"))
+    config = BudgetHeadConfig()
+    key = _table_key(config, head, "train")
+    assert _table_key(dataclasses.replace(config, timesteps=10, entropy=0.5), head, "train") == key
+    assert _table_key(config, head, "validation") != key
+    assert _table_key(dataclasses.replace(config, grid=(0.2, 0.5, 1.0)), head, "train") != key
+    with torch.no_grad():
+        next(head.parameters()).add_(1.0)
+    assert _table_key(config, head, "train") != key

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rlprune.cli.common import ModelOption, SeedOption, console, user_errors
-from rlprune.errors import InvalidActionError, InvalidArgumentError
+from rlprune.errors import InvalidActionError
 from rlprune.policies.budget_head import DEFAULT_GRID
 
 
@@ -48,6 +48,7 @@ def train_budget(
 ) -> None:
     """Train a budget head with PPO under a constraint on the average FLOPs ratio, and export the span
     head with it: in `--budget-mode average` it proposes each prompt's ratio (minutes on 2 CPU cores)."""
+    from rlprune.eval import parse_budgets
     from rlprune.train.budget_head import BudgetHeadConfig, train_budget_head
 
     if (out / "config.json").exists() and not force:
@@ -58,7 +59,7 @@ def train_budget(
         backend=backend,
         timesteps=timesteps,
         reward=reward,
-        grid=_grid(grid),
+        grid=parse_budgets(grid, "--grid"),
         short_items=short_items,
         long_per_cell=long_per_cell,
         validation_items=validation_items,
@@ -80,10 +81,3 @@ def train_budget(
         )
     lines.append(f"policy written to {out}; try `rlprune eval --policy {out} --budget-mode average --budgets 0.3`")
     console.print("\n".join(lines), highlight=False)
-
-
-def _grid(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise InvalidArgumentError(f"--grid {text!r} must be comma-separated ratios such as 0.2,0.3,0.5") from None

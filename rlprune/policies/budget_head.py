@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from rlprune.errors import InvalidArgumentError
+
 BUDGET_FEATURES = (
     "log_target",  # the average FLOPs ratio the stream must hold
     "log_mass_25",  # share of removable tokens holding 25% of the span head's softmax mass
@@ -68,9 +70,9 @@ class BudgetHead(nn.Module):
         super().__init__()
         grid, hidden = tuple(float(g) for g in grid), tuple(int(h) for h in hidden)
         if not grid or any(not 0 < g <= 1 for g in grid) or list(grid) != sorted(set(grid)):
-            raise ValueError(f"a budget grid is increasing FLOPs ratios in (0, 1], got {list(grid)}")
+            raise InvalidArgumentError(f"a budget grid is increasing FLOPs ratios in (0, 1], got {list(grid)}")
         if not hidden or any(h < 1 for h in hidden):
-            raise ValueError(f"a budget head needs hidden layers of positive width, got {list(hidden)}")
+            raise InvalidArgumentError(f"a budget head needs hidden layers of positive width, got {list(hidden)}")
         self.grid, self.hidden = grid, hidden
         widths = (len(BUDGET_FEATURES), *hidden)
         layers: list[nn.Module] = []

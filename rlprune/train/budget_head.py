@@ -29,6 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -89,6 +90,8 @@ class BudgetHeadConfig:
             raise InvalidArgumentError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.reward not in REWARDS:
             raise InvalidArgumentError(f"reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
+        if isinstance(self.answer_tokens, bool) or not isinstance(self.answer_tokens, int) or self.answer_tokens < 1:
+            raise InvalidArgumentError(f"answer_tokens must be a whole number >= 1, got {self.answer_tokens!r}")
         if not self.targets or any(not 0 < t <= 1 for t in self.targets):
             raise InvalidArgumentError(f"targets are average FLOPs ratios in (0, 1], got {list(self.targets)}")
         BudgetHead(self.grid, self.hidden)  # the grid and widths are checked where they are used
@@ -420,9 +423,12 @@ def train_budget_head(
     quality = {"quality": config.reward, "answer_tokens": config.answer_tokens, "show_progress": show_progress}
 
     def table(split: str, tasks: list[Task]) -> Outcomes:
-        path = None if cache is None else Path(cache) / f"{_table_key(config, split)}.safetensors"
+        path = None if cache is None else Path(cache) / f"{_table_key(config, span, split)}.safetensors"
         if path is not None and path.exists():
-            return Outcomes.load(path)
+            try:
+                return Outcomes.load(path)
+            except (SafetensorError, KeyError, OSError):
+                pass  # a damaged table is scored again and rewritten
         result = outcomes(reducer, tokenizer, span, tasks, config.grid, **quality)
         if path is not None:
             result.save(path)
@@ -451,12 +457,16 @@ def train_budget_head(
     return summary
 
 
-def _table_key(config: BudgetHeadConfig, split: str) -> str:
-    """What an outcome table depends on, hashed: the PPO settings do not change it."""
+def _table_key(config: BudgetHeadConfig, span: SpanHeadPolicy, split: str) -> str:
+    """What an outcome table depends on, hashed: the span head's weights and the prompt, grid and
+    reward settings (the PPO settings do not change it)."""
     fields = ("model", "span_policy", "grid", "long_kinds", "long_lengths", "long_per_cell", "short_mix",
               "short_items", "short_tokens", "validation_items", "seed", "reward", "answer_tokens")  # fmt: skip
     settings = {name: getattr(config, name) for name in fields} | {"split": split}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:16]
+    hasher = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode())
+    for tensor in span.state_dict().values():
+        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest = hasher.hexdigest()[:16]
     return f"{split}-{config.reward}-{digest}"
 
 
