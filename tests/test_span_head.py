@@ -122,3 +122,74 @@ def test_span_head_for_another_model_is_refused(tmp_path):
     save_policy(_head(tiny_model("llama")), tmp_path / "head", model=tiny_model("llama"))
     with pytest.raises(PolicyError, match="another model"):
         load_policy(tmp_path / "head", tiny_model("llama", seed=1))
+
+
+def _played(head: SpanHeadPolicy, rewards: list[float], seed: int = 3):
+    """One prompt of random states played len(rewards) times, with the given rewards."""
+    from rlprune.policies.plackett_luce import log_prob_and_entropy, perturb
+    from rlprune.train.span_ppo import Played
+
+    torch.manual_seed(seed)
+    normed = torch.randn(40, head.hidden_size)
+    valid = torch.ones(40, dtype=torch.bool)
+    valid[-4:] = False  # the question
+    with torch.no_grad():
+        scores = head.scores(normed, normed[-4:])
+    keys = torch.stack([perturb(scores) for _ in rewards])
+    group, count = len(rewards), torch.full((len(rewards),), 20)
+    log_prob, _ = log_prob_and_entropy(scores.expand(group, -1), keys, valid.expand(group, -1), count)
+    return Played(normed.half(), 4, valid, 20, keys, log_prob, torch.tensor(rewards))
+
+
+def test_ppo_update_makes_the_better_sample_more_likely():
+    from rlprune.policies.plackett_luce import log_prob_and_entropy
+    from rlprune.train.span_ppo import SpanPPOConfig, ppo_update
+
+    head = _head(tiny_model("llama"))
+    played = _played(head, [1.0, 0.0, 0.5, 0.5])
+    config = SpanPPOConfig(epochs=3, learning_rate=1e-3)
+    stats = ppo_update(head, torch.optim.Adam(head.parameters(), lr=config.learning_rate), [played], config)
+    with torch.no_grad():
+        scores = head.scores(played.normed.float(), played.normed[-4:].float())
+        after, _ = log_prob_and_entropy(
+            scores.expand(4, -1), played.keys, played.valid.expand(4, -1), torch.full((4,), 20)
+        )
+    gain = after - played.log_prob
+    assert gain[0] > 0 > gain[1]  # the rewarded removal gained probability, the penalised one lost it
+    assert 0 <= stats["clip_fraction"] <= 1
+
+
+def test_a_group_of_equal_rewards_teaches_nothing():
+    from rlprune.train.span_ppo import SpanPPOConfig, advantages
+
+    head = _head(tiny_model("llama"))
+    same = _played(head, [0.7, 0.7, 0.7])
+    varied = _played(head, [1.0, 0.0, 0.5], seed=4)
+    flat, spread = advantages([same, varied])
+    assert torch.equal(flat, torch.zeros(3))
+    assert spread[0] > spread[2] > spread[1] and spread.sum().abs() < 1e-6
+    with pytest.raises(ValueError, match="group"):
+        SpanPPOConfig(group=1)
+
+
+def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatch):
+    from rlprune.train.span_ppo import SpanPPOConfig, span_env, tune_span_head
+
+    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    head = _head(model, layer=1)
+    start = {k: v.clone() for k, v in head.state_dict().items()}
+    config = SpanPPOConfig(
+        env="smoke", updates=2, prompts=2, group=2, validation_tasks=2, validation_budgets=(0.6,), learning_rate=1e-2
+    )
+    monkeypatch.setenv("RLPRUNE_HOME", str(tmp_path))
+    summary = tune_span_head(head, model, tokenizer, config, show_progress=False)
+    assert len(summary["history"]) == 2 and all(torch.isfinite(torch.tensor(h["reward"])) for h in summary["history"])
+    assert set(summary["validation_after"]) >= {"reward", "kl", "agreement"}
+    assert any(not torch.equal(start[k], v) for k, v in head.state_dict().items())
+    env = span_env("smoke", head, "validation", model, tokenizer)
+    assert env.config.episode.decision_layers == (1,)  # the head's layer, whatever the preset says
+    save_policy(head.eval(), tmp_path / "tuned", model=model)
+    loaded = load_policy(tmp_path / "tuned", model)
+    env.reset(options={"task_index": 0, "budget": 0.6})
+    features = env.features()
+    assert torch.equal(loaded.act(features, 0.6).token_scores, head.act(features, 0.6).token_scores)

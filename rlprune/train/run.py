@@ -35,6 +35,7 @@ __all__ = [
     "finish_run",
     "last_checkpoint",
     "load_checkpoint",
+    "mean_defined",
     "next_multiple",
     "read_run_meta",
     "read_state",
@@ -79,15 +80,15 @@ class Evaluator:
                     obs, reward, done, _, info = self.env.step(action)
                     total += reward
                 rows.append({"reward": total, "budget": budget} | {k: info[v] for k, v in self.MEASURES.items()})
-        summary = {key: self._mean([r[key] for r in rows]) for key in ("reward", *self.MEASURES)}
+        summary = {key: mean_defined([r[key] for r in rows]) for key in ("reward", *self.MEASURES)}
         summary["budget_error"] = float(np.mean([abs(r["flops_ratio"] - r["budget"]) for r in rows]))
         summary["per_budget"] = {
             str(b): float(np.mean([r["flops_ratio"] for r in rows if r["budget"] == b])) for b in self.budgets
         }
         return summary
 
-    @staticmethod
-    def _mean(values: list[float]) -> float | None:
-        """The mean of the values that are not NaN (a measure that does not apply), ``None`` if none is."""
-        kept = [v for v in values if not np.isnan(v)]
-        return float(np.mean(kept)) if kept else None
+
+def mean_defined(values: list[float]) -> float | None:
+    """The mean of the values that are not NaN (a measure that does not apply), ``None`` if none is."""
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else None

@@ -22,12 +22,14 @@ from rlprune.data.evidence import locate_evidence
 from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task, generate_suite
 from rlprune.models import load_model, model_fingerprint
-from rlprune.policies.checkpoint import save_policy
+from rlprune.errors import InvalidArgumentError
+from rlprune.policies.checkpoint import find_policy, load_policy, read_config, save_policy
 from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids, unit_ids
 from rlprune.runner import Reducer, ReducerConfig
+from rlprune.train.span_ppo import SpanPPOConfig, tune_span_head
 
 SHORT_MIX = {"grounded": 0.3, "paraphrase": 0.25, "lookalike": 0.25, "bridge": 0.1, "kv": 0.1}
 """The short grounded task kinds, and their shares, that span and budget heads train on."""
@@ -130,16 +132,32 @@ def fit(
     return history
 
 
-def train_span_head(config: SpanHeadConfig, out: str | Path, show_progress: bool = True) -> dict[str, Any]:
-    """Collect states, fit the head and export it to ``out`` as a policy checkpoint; returns a summary."""
+def train_span_head(
+    config: SpanHeadConfig,
+    out: str | Path,
+    show_progress: bool = True,
+    *,
+    start: str | Path | None = None,
+    ppo: SpanPPOConfig | None = None,
+) -> dict[str, Any]:
+    """Supervise a span head (or load the one at ``start``), tune it by PPO on the real reward when
+    ``ppo`` is given, and export it to ``out`` as a policy checkpoint; returns a summary."""
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(config.model)
-    reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
-    tasks = training_tasks(config)
-    examples = collect(reducer, tokenizer, tasks, config.decision_layer, show_progress)
-    head = SpanHeadPolicy(reducer.dims.hidden, config.decision_layer, config.rank, config.channels, config.kernel)
-    history = fit(head, examples, config, show_progress)
-    summary = {"tasks": len(tasks), "examples": len(examples), "loss": history, "config": _jsonable(config)}
+    if start is None:
+        reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
+        tasks = training_tasks(config)
+        examples = collect(reducer, tokenizer, tasks, config.decision_layer, show_progress)
+        head = SpanHeadPolicy(reducer.dims.hidden, config.decision_layer, config.rank, config.channels, config.kernel)
+        history = fit(head, examples, config, show_progress)
+        summary = {"tasks": len(tasks), "examples": len(examples), "loss": history, "config": _jsonable(config)}
+    else:
+        head = load_policy(start, model)
+        if not isinstance(head, SpanHeadPolicy):
+            raise InvalidArgumentError(f"{start} is not a span head; PPO here tunes a span head's scores")
+        summary = {"start": str(start), "supervised": read_config(find_policy(start)).get("training", {})}
+    if ppo is not None:
+        summary["ppo"] = tune_span_head(head, model, tokenizer, ppo, show_progress)
     save_policy(head.eval(), out, fingerprint=model_fingerprint(model), training=summary)
     return summary
 
