@@ -21,8 +21,8 @@ from torch import Tensor
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task, generate_suite
-from rlprune.models import load_model, model_fingerprint
 from rlprune.errors import InvalidArgumentError
+from rlprune.models import load_model, model_fingerprint
 from rlprune.policies.checkpoint import find_policy, load_policy, read_config, save_policy
 from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
 from rlprune.progress import Progress

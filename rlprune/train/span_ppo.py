@@ -72,7 +72,9 @@ class Played:
     rewards: Tensor  # (group,)
 
 
-def span_env(preset: str | EnvConfig, head: SpanHeadPolicy, split: str, model, tokenizer, **kwargs) -> TokenReductionEnv:
+def span_env(
+    preset: str | EnvConfig, head: SpanHeadPolicy, split: str, model, tokenizer, **kwargs
+) -> TokenReductionEnv:
     """The preset's environment, deciding at the head's layer only."""
     config = preset if isinstance(preset, EnvConfig) else EnvConfig.load(preset)
     episode = dataclasses.replace(config.episode, decision_layers=(head.decision_layer,))
