@@ -126,7 +126,7 @@ def test_span_head_for_another_model_is_refused(tmp_path):
 
 def _played(head: SpanHeadPolicy, rewards: list[float], seed: int = 3):
     """One prompt of random states played len(rewards) times, with the given rewards."""
-    from rlprune.policies.plackett_luce import log_prob_and_entropy, perturb
+    from rlprune.policies.plackett_luce import draws, perturb
     from rlprune.train.span_ppo import Played
 
     torch.manual_seed(seed)
@@ -137,7 +137,7 @@ def _played(head: SpanHeadPolicy, rewards: list[float], seed: int = 3):
         scores = head.scores(normed, normed[-4:])
     keys = torch.stack([perturb(scores) for _ in rewards])
     group, count = len(rewards), torch.full((len(rewards),), 20)
-    log_prob, _ = log_prob_and_entropy(scores.expand(group, -1), keys, valid.expand(group, -1), count)
+    log_prob, _, _ = draws(scores.expand(group, -1), keys, valid.expand(group, -1), count)
     return Played(normed.half(), 4, valid, 20, keys, log_prob, torch.tensor(rewards))
 
 
@@ -154,7 +154,7 @@ def test_ppo_update_makes_the_better_sample_more_likely():
         after, _ = log_prob_and_entropy(
             scores.expand(4, -1), played.keys, played.valid.expand(4, -1), torch.full((4,), 20)
         )
-    gain = after - played.log_prob
+    gain = after - played.log_prob.sum(-1)
     assert gain[0] > 0 > gain[1]  # the rewarded removal gained probability, the penalised one lost it
     assert 0 <= stats["clip_fraction"] <= 1
 
@@ -193,3 +193,19 @@ def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatc
     env.reset(options={"task_index": 0, "budget": 0.6})
     features = env.features()
     assert torch.equal(loaded.act(features, 0.6).token_scores, head.act(features, 0.6).token_scores)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--start", "smollm2-135m-span"], "give --ppo-updates too"),
+        (["--ppo-updates", "2", "--ppo-env", "no-such-preset"], "no-such-preset"),
+        (["--ppo-updates", "2", "--ppo-lr", "0"], "learning_rate"),
+        (["--start", "no/such/head", "--ppo-updates", "2"], "no policy checkpoint there"),
+    ],
+)
+def test_train_head_cli_refuses_bad_ppo_settings_in_one_line(tmp_path, args, fragment):
+    from hostile.test_inputs_and_faults import assert_clean_error, invoke
+
+    assert_clean_error(invoke("train-head", "--out", tmp_path / "h", *args), fragment)
+    assert not (tmp_path / "h").exists()

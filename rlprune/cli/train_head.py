@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rlprune.cli.common import ModelOption, SeedOption, console, user_errors
-from rlprune.errors import InvalidActionError
+from rlprune.errors import InvalidActionError, InvalidArgumentError
 
 
 @user_errors
@@ -33,13 +33,15 @@ def train_head(
     ppo_env: Annotated[
         str, typer.Option(help="Environment preset whose train prompts, budgets and reward PPO uses.")
     ] = "span",
-    ppo_lr: Annotated[float, typer.Option(min=0.0, help="PPO's learning rate.")] = 3e-5,
+    ppo_lr: Annotated[float, typer.Option(min=0.0, help="PPO's learning rate.")] = 3e-4,
     seed: SeedOption = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a checkpoint already in OUT.")] = False,
 ) -> None:
     """Train a span head (question-conditioned scores on the model's hidden states) by supervision on
     where each training task's answer is, optionally tune it by PPO on the real reward, and export it
     as a policy (a few minutes on 2 CPU cores, plus about 10 s per PPO update)."""
+    from rlprune.envs import EnvConfig
+    from rlprune.policies.checkpoint import find_policy, shipped_policies
     from rlprune.train.span_head import SpanHeadConfig, train_span_head
     from rlprune.train.span_ppo import SpanPPOConfig
 
@@ -55,7 +57,16 @@ def train_head(
     )
     if start is not None and ppo_updates == 0:
         raise InvalidActionError("--start tunes an existing span head by PPO; give --ppo-updates too")
-    ppo = SpanPPOConfig(env=ppo_env, updates=ppo_updates, learning_rate=ppo_lr, seed=seed) if ppo_updates else None
+    if start is not None and find_policy(start) is None:
+        known = ", ".join(shipped_policies()) or "none"
+        raise InvalidActionError(f"--start {start}: no policy checkpoint there (a folder, or a shipped name: {known})")
+    ppo = None
+    if ppo_updates:
+        EnvConfig.load(ppo_env)  # an unknown preset fails now, not after the supervised stage
+        try:
+            ppo = SpanPPOConfig(env=ppo_env, updates=ppo_updates, learning_rate=ppo_lr, seed=seed)
+        except ValueError as error:
+            raise InvalidArgumentError(f"PPO settings: {error}") from None
     summary = train_span_head(config, out, start=start, ppo=ppo)
     if "loss" in summary:
         loss = summary["loss"]

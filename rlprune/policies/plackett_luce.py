@@ -60,6 +60,14 @@ def log_prob_and_entropy(scores: Tensor, keys: Tensor, valid: Tensor, count: Ten
     Returns:
         ``(batch,)`` log-probabilities and ``(batch,)`` entropy estimates; both 0 where ``count`` is 0.
     """
+    step_log_prob, step_entropy, _ = draws(scores, keys, valid, count)
+    return step_log_prob.sum(-1), step_entropy.sum(-1)
+
+
+def draws(scores: Tensor, keys: Tensor, valid: Tensor, count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per draw of the removal sequence (arguments as :func:`log_prob_and_entropy`): its
+    log-probability, its entropy, and whether it was drawn, each ``(batch, n)`` in draw order
+    (zeros past the ``count``-th draw)."""
     order = removal_order(keys, valid)
     logits = (-scores.float()).gather(-1, order)
     in_pool = valid.gather(-1, order)
@@ -74,4 +82,4 @@ def log_prob_and_entropy(scores: Tensor, keys: Tensor, valid: Tensor, count: Ten
     drawn = (steps[None, :] < count[:, None]) & in_pool
     step_log_prob = torch.where(drawn, logits - pool_lse, 0.0)
     step_entropy = torch.where(drawn, pool_lse - pool_weighted / pool_mass.clamp(min=1e-30), 0.0)
-    return step_log_prob.sum(-1), step_entropy.sum(-1)
+    return step_log_prob, step_entropy, drawn

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from rlprune.envs import EnvConfig, TokenReductionEnv
-from rlprune.policies.plackett_luce import log_prob_and_entropy, perturb
+from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
 from rlprune.train.recipe import check_count, check_number
@@ -41,7 +41,7 @@ class SpanPPOConfig:
     prompts: int = 8  # prompts per update
     group: int = 4  # samples per prompt, at one budget
     epochs: int = 4  # passes over each batch
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-4
     clip_range: float = 0.2
     max_grad_norm: float = 0.5
     validation_tasks: int = 24  # validation prompts scored before and after, at each of the budgets
@@ -68,7 +68,7 @@ class Played:
     valid: Tensor  # (n,) bool: tokens that may go
     count: int  # how many went
     keys: Tensor  # (group, n): perturbed scores; the lowest ``count`` valid ones went, in that order
-    log_prob: Tensor  # (group,) under the head that drew them
+    log_prob: Tensor  # (group, n): each draw's log-probability under the head that drew them, in draw order
     rewards: Tensor  # (group,)
 
 
@@ -113,9 +113,7 @@ def play(env: TokenReductionEnv, head: SpanHeadPolicy, task_index: int, budget: 
         rewards.append(reward)
     count = round(action.ratio * int(valid.sum()))
     stacked = torch.stack(keys)
-    log_prob, _ = log_prob_and_entropy(
-        scores.expand_as(stacked), stacked, valid.expand_as(stacked), torch.full((group,), count)
-    )
+    log_prob, _, _ = draws(scores.expand_as(stacked), stacked, valid.expand_as(stacked), torch.full((group,), count))
     return Played(normed.half(), window, valid, count, stacked, log_prob, torch.tensor(rewards))
 
 
@@ -129,7 +127,12 @@ def advantages(batch: list[Played]) -> list[Tensor]:
 def ppo_update(
     head: SpanHeadPolicy, optimizer: torch.optim.Optimizer, batch: list[Played], config: SpanPPOConfig
 ) -> dict[str, float]:
-    """``config.epochs`` passes of the clipped objective over ``batch``, one prompt's group a step."""
+    """``config.epochs`` passes of the clipped objective over ``batch``, one prompt's group a step.
+
+    As in PPO for language models, the probability ratio is taken per draw (each token removed is
+    one decision sharing its sample's advantage) and the clipped terms are averaged over draws: the
+    ratio of a whole sequence of a few hundred draws would swing far from 1 at the smallest step.
+    """
     advantage = advantages(batch)
     clipped, approx_kl, steps = 0.0, 0.0, 0
     head.train()
@@ -137,7 +140,7 @@ def ppo_update(
         for played, adv in zip(batch, advantage, strict=True):
             scores = _scores(head, played.normed, played.window)
             group = played.keys.shape[0]
-            log_prob, _ = log_prob_and_entropy(
+            log_prob, _, drawn = draws(
                 scores.expand(group, -1),
                 played.keys,
                 played.valid.expand(group, -1),
@@ -145,14 +148,15 @@ def ppo_update(
             )
             ratio = (log_prob - played.log_prob).exp()
             low, high = 1 - config.clip_range, 1 + config.clip_range
-            loss = -torch.minimum(ratio * adv, ratio.clamp(low, high) * adv).mean()
+            objective = torch.minimum(ratio * adv[:, None], ratio.clamp(low, high) * adv[:, None])
+            loss = -objective[drawn].mean()
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), config.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
-                clipped += float(((ratio - 1).abs() > config.clip_range).float().mean())
-                approx_kl += float((played.log_prob - log_prob).mean())
+                clipped += float(((ratio - 1).abs() > config.clip_range)[drawn].float().mean())
+                approx_kl += float((played.log_prob - log_prob)[drawn].mean())
             steps += 1
     head.eval()
     return {"clip_fraction": clipped / steps, "approx_kl": approx_kl / steps}
