@@ -44,7 +44,7 @@ class SpanPPOConfig:
     learning_rate: float = 3e-4
     clip_range: float = 0.2
     max_grad_norm: float = 0.5
-    validation_tasks: int = 24  # validation prompts scored before and after, at each of the budgets
+    validation_tasks: int = 32  # validation prompts scored before and after, at each of the budgets
     validation_budgets: tuple[float, ...] = (0.3, 0.5)
     seed: int = 0
 
