@@ -31,6 +31,7 @@ SUITES: dict[str, SuiteSpec | LongSuite] = {
     "grounded-qa": SuiteSpec(
         "questions about a passage (grounded 70%, counterfactual, key-value, two-hop 10% each)",
         {"grounded": 0.7, "counterfactual": 0.1, "kv": 0.1, "two_hop": 0.1},
+        size=160,
     ),
     # the test split of the mixed-hard preset: its own templates, names and essays
     "mixed-hard": SuiteSpec(
