@@ -173,7 +173,8 @@ def test_a_group_of_equal_rewards_teaches_nothing():
 
 
 def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatch):
-    from rlprune.train.span_ppo import SpanPPOConfig, span_env, tune_span_head
+    from rlprune.policies.plackett_luce import draws
+    from rlprune.train.span_ppo import SpanPPOConfig, play, span_env, tune_span_head
 
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
     head = _head(model, layer=1)
@@ -188,6 +189,13 @@ def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatc
     assert any(not torch.equal(start[k], v) for k, v in head.state_dict().items())
     env = span_env("smoke", head, "validation", model, tokenizer)
     assert env.config.episode.decision_layers == (1,)  # the head's layer, whatever the preset says
+    played = play(env, head, 0, 0.6, 3)
+    with torch.no_grad():
+        scores = head.scores(played.normed.float(), played.normed[-played.window :].float())
+    count = torch.full((3,), played.count)
+    log_prob, _, drawn = draws(scores.expand(3, -1), played.keys, played.valid.expand(3, -1), count)
+    assert torch.equal(log_prob, played.log_prob)  # PPO's first ratios are exactly 1
+    assert played.count > 0 and drawn.sum(-1).eq(played.count).all()
     save_policy(head.eval(), tmp_path / "tuned", model=model)
     loaded = load_policy(tmp_path / "tuned", model)
     env.reset(options={"task_index": 0, "budget": 0.6})

@@ -105,6 +105,7 @@ def play(env: TokenReductionEnv, head: SpanHeadPolicy, task_index: int, budget: 
         env.reset(options=options)
         if draw == 0:  # the prompt, its budget and so the head's scores are the same every time
             normed, window, valid = _head_inputs(env)
+            normed = normed.half()  # as stored for the update, so the first ratios are exactly 1
             scores = _scores(head, normed, window)
             action = env.features().action_for_share(head.op, "learned", 1.0)
         sample = perturb(scores)
@@ -114,7 +115,7 @@ def play(env: TokenReductionEnv, head: SpanHeadPolicy, task_index: int, budget: 
     count = round(action.ratio * int(valid.sum()))
     stacked = torch.stack(keys)
     log_prob, _, _ = draws(scores.expand_as(stacked), stacked, valid.expand_as(stacked), torch.full((group,), count))
-    return Played(normed.half(), window, valid, count, stacked, log_prob, torch.tensor(rewards))
+    return Played(normed, window, valid, count, stacked, log_prob, torch.tensor(rewards))
 
 
 def advantages(batch: list[Played]) -> list[Tensor]:
@@ -138,6 +139,8 @@ def ppo_update(
     head.train()
     for _ in range(config.epochs):
         for played, adv in zip(batch, advantage, strict=True):
+            if played.count == 0:  # the budget was met before the head's layer: nothing was drawn
+                continue
             scores = _scores(head, played.normed, played.window)
             group = played.keys.shape[0]
             log_prob, _, drawn = draws(
@@ -159,7 +162,7 @@ def ppo_update(
                 approx_kl += float((played.log_prob - log_prob)[drawn].mean())
             steps += 1
     head.eval()
-    return {"clip_fraction": clipped / steps, "approx_kl": approx_kl / steps}
+    return {"clip_fraction": clipped / max(steps, 1), "approx_kl": approx_kl / max(steps, 1)}
 
 
 @torch.no_grad()
