@@ -63,7 +63,7 @@ class SpanPPOConfig:
 class Played:
     """One prompt played ``group`` times: what the head read, what was drawn and how it went."""
 
-    normed: Tensor  # (n, hidden) float16: carried prompt tokens after the decision layer's input norm
+    normed: Tensor  # (n, hidden): carried prompt tokens after the decision layer's input norm
     window: int  # final tokens that are the question
     valid: Tensor  # (n,) bool: tokens that may go
     count: int  # how many went
@@ -105,7 +105,6 @@ def play(env: TokenReductionEnv, head: SpanHeadPolicy, task_index: int, budget: 
         env.reset(options=options)
         if draw == 0:  # the prompt, its budget and so the head's scores are the same every time
             normed, window, valid = _head_inputs(env)
-            normed = normed.half()  # as stored for the update, so the first ratios are exactly 1
             scores = _scores(head, normed, window)
             action = env.features().action_for_share(head.op, "learned", 1.0)
         sample = perturb(scores)
