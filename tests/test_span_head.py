@@ -10,6 +10,7 @@ from conftest import tiny_model, tiny_tokenizer
 
 from rlprune import Reducer, ReducerConfig
 from rlprune.data.tasks import Task
+from rlprune.errors import InvalidArgumentError
 from rlprune.models import model_fingerprint
 from rlprune.policies import PolicyError, SpanHeadPolicy, decider, load_policy, save_policy
 from rlprune.reduction import sentence_end_ids
@@ -170,6 +171,8 @@ def test_a_group_of_equal_rewards_teaches_nothing():
     assert spread[0] > spread[2] > spread[1] and spread.sum().abs() < 1e-6
     with pytest.raises(ValueError, match="group"):
         SpanPPOConfig(group=1)
+    with pytest.raises(ValueError, match="validation_budgets"):
+        SpanPPOConfig(validation_budgets=())
 
 
 def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatch):
@@ -196,6 +199,14 @@ def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatc
     log_prob, _, drawn = draws(scores.expand(3, -1), played.keys, played.valid.expand(3, -1), count)
     assert torch.equal(log_prob, played.log_prob)  # PPO's first ratios are exactly 1
     assert played.count > 0 and drawn.sum(-1).eq(played.count).all()
+    reached = env.features().state.reaches_top()[: played.valid.shape[0]]
+    assert int((played.valid & ~reached).sum()) == played.count  # what the reducer removed is what was drawn
+    lowest = played.keys[-1].masked_fill(~played.valid, float("inf")).argsort()[: played.count]
+    assert not reached[lowest].any()  # the lowest keys went: the log-probability is of the action taken
+    with pytest.raises(InvalidArgumentError, match="group"):
+        play(env, head, 0, 0.6, 0)
+    with pytest.raises(InvalidArgumentError, match="span head"):
+        tune_span_head(torch.nn.Linear(2, 2), model, tokenizer, config, show_progress=False)
     save_policy(head.eval(), tmp_path / "tuned", model=model)
     loaded = load_policy(tmp_path / "tuned", model)
     env.reset(options={"task_index": 0, "budget": 0.6})

@@ -116,11 +116,17 @@ class SpanHeadPolicy(nn.Module):
         mixer = 2 * self.kernel * (MIXER_INPUTS * self.channels + self.channels)
         return float(tokens * (per_token + mixer) + 2 * window * self.hidden_size * self.rank)
 
-    def token_scores(self, features: Features) -> Tensor:
-        """The keep score of every carried token at the decision layer ``features`` describe."""
+    def inputs(self, features: Features) -> tuple[Tensor, int]:
+        """What the head reads at the decision layer ``features`` describe: the carried prompt tokens'
+        states after the layer's input norm ``(n, hidden)``, and how many final ones are the question."""
         ctx = features.reducer.score_context(features.state)
         normed = ctx.normed[0]
-        return self.scores(normed, normed[-min(ctx.window, normed.shape[0]) :]).to(normed.device)
+        return normed, min(ctx.window, normed.shape[0])
+
+    def token_scores(self, features: Features) -> Tensor:
+        """The keep score of every carried token at the decision layer ``features`` describe."""
+        normed, window = self.inputs(features)
+        return self.scores(normed, normed[-window:]).to(normed.device)
 
     @torch.no_grad()
     def propose_budget(self, features: Features) -> float:

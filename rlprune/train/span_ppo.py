@@ -25,9 +25,11 @@ import torch
 from torch import Tensor
 
 from rlprune.envs import EnvConfig, TokenReductionEnv
+from rlprune.errors import InvalidArgumentError
 from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
+from rlprune.reduction import removal_count
 from rlprune.train.recipe import check_count, check_number
 from rlprune.train.run import mean_defined
 
@@ -55,6 +57,8 @@ class SpanPPOConfig:
         check_count("seed", self.seed, 0)
         for name in ("learning_rate", "clip_range", "max_grad_norm"):
             check_number(name, getattr(self, name), 0)
+        if not isinstance(self.validation_budgets, (tuple, list)) or not self.validation_budgets:
+            raise ValueError(f"validation_budgets = {self.validation_budgets!r} must list budgets in (0, 1]")
         for index, budget in enumerate(self.validation_budgets):
             check_number(f"validation_budgets[{index}]", budget, 0, 1)
 
@@ -83,14 +87,6 @@ def span_env(
     )
 
 
-def _head_inputs(env: TokenReductionEnv) -> tuple[Tensor, int, Tensor]:
-    """The states the head reads at the current decision layer, the question window and the removable mask."""
-    features = env.features()
-    ctx = features.reducer.score_context(features.state)
-    normed = ctx.normed[0]
-    return normed, min(ctx.window, normed.shape[0]), features.state.removable()[: normed.shape[0]]
-
-
 def _scores(head: SpanHeadPolicy, normed: Tensor, window: int) -> Tensor:
     normed = normed.float()
     return head.scores(normed, normed[-window:])
@@ -99,19 +95,23 @@ def _scores(head: SpanHeadPolicy, normed: Tensor, window: int) -> Tensor:
 @torch.no_grad()
 def play(env: TokenReductionEnv, head: SpanHeadPolicy, task_index: int, budget: float, group: int) -> Played:
     """Play one prompt ``group`` times at ``budget``, each time removing a fresh Plackett-Luce sample."""
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+        raise InvalidArgumentError(f"group must be a whole number of plays >= 1, got {group!r}")
     options = {"task_index": task_index, "budget": budget}
     keys, rewards = [], []
     for draw in range(group):
         env.reset(options=options)
         if draw == 0:  # the prompt, its budget and so the head's scores are the same every time
-            normed, window, valid = _head_inputs(env)
+            features = env.features()
+            normed, window = head.inputs(features)
+            valid = features.state.removable()[: normed.shape[0]]
             scores = _scores(head, normed, window)
-            action = env.features().action_for_share(head.op, "learned", 1.0)
+            action = features.action_for_share(head.op, "learned", 1.0)
         sample = perturb(scores)
         _, reward, _, _, _ = env.step(dataclasses.replace(action, token_scores=sample))
         keys.append(sample)
         rewards.append(reward)
-    count = round(action.ratio * int(valid.sum()))
+    count = removal_count(action, int(valid.sum()))  # the reducer's own count
     stacked = torch.stack(keys)
     log_prob, _, _ = draws(scores.expand_as(stacked), stacked, valid.expand_as(stacked), torch.full((group,), count))
     return Played(normed, window, valid, count, stacked, log_prob, torch.tensor(rewards))
@@ -181,6 +181,8 @@ def tune_span_head(
     head: SpanHeadPolicy, model, tokenizer, config: SpanPPOConfig, show_progress: bool = True
 ) -> dict[str, Any]:
     """Tune ``head`` in place by PPO on the real reward; returns the history and validation before and after."""
+    if not isinstance(head, SpanHeadPolicy):
+        raise InvalidArgumentError(f"PPO here tunes a span head's scores, not a {type(head).__name__}")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     train_env = span_env(config.env, head, "train", model, tokenizer)
