@@ -97,6 +97,59 @@ def test_exported_head_acts_exactly_like_the_trained_one(tmp_path):
     assert config["kind"] == "span" and config["model"] == model_fingerprint(model)
 
 
+def test_a_sentence_head_drops_whole_sentences_meets_the_budget_and_exports(tmp_path):
+    model = tiny_model("llama")
+    reducer = Reducer(model)  # no sentence ends: the head brings its own
+    head = _head(model)
+    period = 4  # the tiny tokenizer's "."
+    ids = torch.randint(6, 64, (1, 100), generator=torch.Generator().manual_seed(5))
+    ids[0, 9:90:10] = period  # ten sentences of ten tokens, then the question
+    token = reducer.run(ids, decider(head, reducer, 0.7), decision_layers=(2,), protect_last=10)
+    head.select_by("sentence", [period])
+    out = reducer.run(ids, decider(head, reducer, 0.7), decision_layers=(2,), protect_last=10)
+    assert out.flops_ratio == pytest.approx(token.flops_ratio, abs=1e-9)  # the same cut, other tokens
+
+    def cut_sentences(positions: torch.Tensor) -> int:
+        kept = torch.zeros(100, dtype=torch.bool)
+        kept[positions] = True
+        sentences = [kept[max(s, 1) : s + 10] for s in range(0, 90, 10)]  # position 0 is always kept
+        return sum(not (sentence.all() or not sentence.any()) for sentence in sentences)
+
+    assert cut_sentences(token.state.positions) > 1  # token by token, sentences are left in fragments
+    assert cut_sentences(out.state.positions) <= 1  # whole sentences, but the one cut to meet the budget
+    save_policy(head, tmp_path / "head", model=model)
+    config = json.loads((tmp_path / "head" / "config.json").read_text())
+    assert config["network"]["unit"] == "sentence" and config["network"]["sentence_ends"] == [period]
+    again = reducer.run(
+        ids, decider(load_policy(tmp_path / "head", model), reducer, 0.7), decision_layers=(2,), protect_last=10
+    )
+    assert torch.equal(again.state.positions, out.state.positions)
+    with pytest.raises(ValueError, match="sentence ends"):
+        head.select_by("sentence")
+    head.select_by("16")  # a chunk size needs no tokenizer
+    assert head.config()["unit"] == "16" and "sentence_ends" not in head.config()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"unit": "paragraph"}, "network.unit"),
+        ({"unit": "sentence"}, "sentence_ends"),
+        ({"unit": "sentence", "sentence_ends": [-1]}, "sentence_ends"),
+        ({"unit": "token", "sentence_ends": [4]}, "not sentence"),
+    ],
+)
+def test_damaged_unit_settings_are_refused(tmp_path, change, message):
+    model = tiny_model("llama")
+    save_policy(_head(model), tmp_path / "head", model=model)
+    path = tmp_path / "head" / "config.json"
+    config = json.loads(path.read_text())
+    config["network"] |= change
+    path.write_text(json.dumps(config))
+    with pytest.raises(PolicyError, match=message):
+        load_policy(tmp_path / "head", model)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
@@ -217,7 +270,7 @@ def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatc
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--start", "smollm2-135m-span"], "give --ppo-updates too"),
+        (["--unit", "paragraph"], "bad unit"),
         (["--ppo-updates", "2", "--ppo-env", "no-such-preset"], "no-such-preset"),
         (["--ppo-updates", "2", "--ppo-lr", "0"], "learning_rate"),
         (["--start", "no/such/head", "--ppo-updates", "2"], "no policy checkpoint there"),

@@ -25,7 +25,10 @@ def train_head(
     short_items: Annotated[int, typer.Option(min=1, help="Short grounded training questions (train split).")] = 240,
     start: Annotated[
         str | None,
-        typer.Option(help="Skip supervision: start from this span head (a shipped name or a folder) and tune it."),
+        typer.Option(
+            help="Skip supervision: start from this span head (a shipped name or a folder), tune it by PPO "
+            "(--ppo-updates) and export it with --unit."
+        ),
     ] = None,
     ppo_updates: Annotated[
         int, typer.Option(min=0, help="PPO updates on the real reward after supervision (0: supervision only).")
@@ -34,6 +37,10 @@ def train_head(
         str, typer.Option(help="Environment preset whose train prompts, budgets and reward PPO uses.")
     ] = "span",
     ppo_lr: Annotated[float, typer.Option(min=0.0, help="PPO's learning rate.")] = 3e-4,
+    unit: Annotated[
+        str,
+        typer.Option(help="What the exported head keeps or drops together: sentence, token or a chunk size."),
+    ] = "sentence",
     seed: SeedOption = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a checkpoint already in OUT.")] = False,
 ) -> None:
@@ -53,10 +60,9 @@ def train_head(
         epochs=epochs,
         long_per_cell=long_per_cell,
         short_items=short_items,
+        unit=unit,
         seed=seed,
     )
-    if start is not None and ppo_updates == 0:
-        raise InvalidActionError("--start tunes an existing span head by PPO; give --ppo-updates too")
     if start is not None and find_policy(start) is None:
         known = ", ".join(shipped_policies()) or "none"
         raise InvalidActionError(f"--start {start}: no policy checkpoint there (a folder, or a shipped name: {known})")

@@ -12,7 +12,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from rlprune.errors import RLPruneError
+from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.features import (
     OBSERVATION_FIELDS,
     OBSERVATION_SIZE,
@@ -23,7 +23,7 @@ from rlprune.features import (
 from rlprune.policies.budget_head import BUDGET_FEATURES
 from rlprune.policies.span_head import MIXER_INPUTS, SPAN_SPEC_VERSION
 from rlprune.policies.token_network import TOKEN_SPEC_VERSION
-from rlprune.reduction import OPS, SCORERS
+from rlprune.reduction import OPS, SCORERS, parse_unit
 
 SPEC_VERSIONS = {SPEC_VERSION: "layer", TOKEN_SPEC_VERSION: "token", SPAN_SPEC_VERSION: "span"}
 """Spec versions this release reads, and the policy kind each one is."""
@@ -58,6 +58,10 @@ SPAN_NETWORK_KEYS = {
 }
 SPAN_BUDGET_KEYS = {"budget_grid", "budget_hidden"}
 """Optional in a span head's network, together: the budget head that proposes ratios in average mode."""
+SPAN_UNIT_KEYS = {"unit", "sentence_ends"}
+"""Optional in a span head's network: the unit it selects by, and the sentence ends of ``unit="sentence"``."""
+MAX_TOKEN_ID, MAX_SENTENCE_ENDS = 1 << 31, 1 << 20
+"""Bounds on a recorded token id and on how many sentence-end ids a checkpoint may list."""
 MAX_HIDDEN_SIZE, MAX_KERNEL, MAX_GRID = 65536, 255, 64
 """Bounds on the model width a span head reads and on its mixer's kernel."""
 TOKEN_NETWORK_KEYS = {"token_feature_size", "token_hidden"}
@@ -205,9 +209,10 @@ def _validate_decisions(config: dict[str, Any], folder: Path, token: bool) -> No
 def _validate_span_network(config: dict[str, Any], folder: Path) -> None:
     """A span head's shape: every field typed and bounded, the parameter count worked out before allocation."""
     network = config.get("network")
-    if not isinstance(network, dict) or set(network) - SPAN_BUDGET_KEYS != SPAN_NETWORK_KEYS:
+    if not isinstance(network, dict) or set(network) - SPAN_BUDGET_KEYS - SPAN_UNIT_KEYS != SPAN_NETWORK_KEYS:
         raise _invalid(folder, f"network of a span head must have exactly the keys {sorted(SPAN_NETWORK_KEYS)}")
     budget = _validate_budget_head(network, folder)
+    _validate_unit(network, folder)
     bounds = {"hidden_size": MAX_HIDDEN_SIZE, "decision_layer": MAX_LAYER - 1, "rank": MAX_WIDTH, "channels": MAX_WIDTH}
     for key, high in (bounds | {"kernel": MAX_KERNEL}).items():
         low = 0 if key == "decision_layer" else 1
@@ -231,6 +236,31 @@ def _validate_span_network(config: dict[str, Any], folder: Path) -> None:
         )
     if not _same_ints(config.get("decision_layers"), [network["decision_layer"]]):
         raise _invalid(folder, f"decision_layers must be [{network['decision_layer']}], the span head's one layer")
+
+
+def _validate_unit(network: dict[str, Any], folder: Path) -> None:
+    """A span head's optional selection unit; ``unit="sentence"`` lists its tokenizer's sentence-end ids."""
+    unit = network.get("unit", "token")
+    try:
+        unit = parse_unit(unit) if isinstance(unit, (str, int)) and not isinstance(unit, bool) else None
+    except InvalidActionError:
+        unit = None
+    if unit is None:
+        shown = show_value(network.get("unit"))
+        raise _invalid(folder, f"network.unit is {shown}; use token, sentence or a chunk size")
+    if unit != "sentence":
+        if "sentence_ends" in network:
+            raise _invalid(folder, "network.sentence_ends is set but network.unit is not sentence")
+        return
+    ends = network.get("sentence_ends")
+    if (
+        not isinstance(ends, list)
+        or not 0 < len(ends) <= MAX_SENTENCE_ENDS
+        or not all(_is_int(i) and 0 <= i < MAX_TOKEN_ID for i in ends)
+    ):
+        raise _invalid(
+            folder, "network.sentence_ends must list the tokenizer's sentence-end token ids (unit = sentence)"
+        )
 
 
 def _validate_budget_head(network: dict[str, Any], folder: Path) -> int:

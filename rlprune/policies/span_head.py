@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from rlprune.features import Features
 from rlprune.policies.budget_head import BudgetHead, budget_features
-from rlprune.reduction import LayerAction, Pool
+from rlprune.reduction import LayerAction, Pool, parse_unit, unit_ids, unit_ranking
 
 SPAN_SPEC_VERSION = 4
 """Inputs and outputs of span-head policies (layer- and token-level policies have their own)."""
@@ -62,8 +62,11 @@ class SpanHeadPolicy(nn.Module):
         default_budget: float = DEFAULT_BUDGET,
         budget_grid: Sequence[float] | None = None,
         budget_hidden: Sequence[int] | None = None,
+        unit: str = "token",
+        sentence_ends: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        self.select_by(unit, sentence_ends)
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"the mixer's kernel must be a positive odd width, got {kernel}")
         if op not in ("prune", "merge"):
@@ -167,11 +170,30 @@ class SpanHeadPolicy(nn.Module):
         action = features.action_for_share(self.op, "learned", 1.0)
         if action.is_noop:
             return LayerAction()
-        return dataclasses.replace(action, token_scores=self.token_scores(features))
+        return dataclasses.replace(action, token_scores=self.unit_scores(features, self.token_scores(features)))
+
+    def select_by(self, unit: str, sentence_ends: Sequence[int] | None = None) -> None:
+        """Keep and drop whole ``unit``s: ``token``, ``sentence`` (given the tokenizer's sentence-end
+        ids, :func:`~rlprune.reduction.sentence_end_ids`) or a chunk size such as ``"16"``."""
+        unit = parse_unit(unit)
+        if unit == "sentence" and not sentence_ends:
+            raise ValueError("unit='sentence' needs the tokenizer's sentence ends (rlprune.reduction.sentence_end_ids)")
+        self.unit = unit
+        self.sentence_ends = tuple(int(i) for i in sentence_ends) if unit == "sentence" else None
+
+    def unit_scores(self, features: Features, scores: Tensor) -> Tensor:
+        """``scores`` re-ranked so whole units (sentences or chunks) go together, weakest first; the
+        scores themselves for ``unit="token"``."""
+        if self.unit == "token":
+            return scores
+        state = features.state
+        positions = state.positions[: scores.numel()]
+        ends = torch.tensor(self.sentence_ends or (), dtype=torch.long, device=positions.device)
+        return unit_ranking(scores, unit_ids(self.unit, positions, state.input_ids[0], ends)).to(scores.device)
 
     def config(self) -> dict[str, object]:
         """The shape of the network, as a checkpoint records it."""
-        return {
+        network = {
             "hidden_size": self.hidden_size,
             "decision_layer": self.decision_layer,
             "rank": self.rank,
@@ -179,7 +201,13 @@ class SpanHeadPolicy(nn.Module):
             "kernel": self.kernel,
             "op": self.op,
             "default_budget": self.default_budget,
-        } | ({} if self.budget_head is None else self.budget_head.config())
+        }
+        unit = {} if self.unit == "token" else self.unit_config()
+        return network | unit | ({} if self.budget_head is None else self.budget_head.config())
+
+    def unit_config(self) -> dict[str, object]:
+        """What a checkpoint records of a head that selects whole units."""
+        return {"unit": self.unit} | ({"sentence_ends": list(self.sentence_ends)} if self.sentence_ends else {})
 
 
 def listwise_loss(scores: Tensor, targets: Sequence[Tensor], weights: Sequence[float]) -> Tensor:

@@ -27,7 +27,7 @@ from rlprune.policies.checkpoint import find_policy, load_policy, read_config, s
 from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
-from rlprune.reduction import sentence_end_ids, unit_ids
+from rlprune.reduction import parse_unit, sentence_end_ids, unit_ids
 from rlprune.runner import Reducer, ReducerConfig
 from rlprune.train.span_ppo import SpanPPOConfig, tune_span_head
 
@@ -53,7 +53,11 @@ class SpanHeadConfig:
     epochs: int = 12
     learning_rate: float = 3e-3
     sentence_weight: float = 0.5  # the answer's sentence counts half as much as the answer itself
+    unit: str = "sentence"  # what the exported head keeps or drops together (SpanHeadPolicy.select_by)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unit", parse_unit(self.unit))  # a bad unit fails before any work
 
 
 @dataclass
@@ -158,6 +162,7 @@ def train_span_head(
         summary = {"start": str(start), "supervised": read_config(find_policy(start)).get("training", {})}
     if ppo is not None:
         summary["ppo"] = tune_span_head(head, model, tokenizer, ppo, show_progress)
+    head.select_by(config.unit, sentence_end_ids(tokenizer))
     save_policy(head.eval(), out, fingerprint=model_fingerprint(model), training=summary)
     return summary
 
