@@ -10,11 +10,12 @@ from conftest import tiny_model, tiny_tokenizer
 
 from rlprune import Reducer, ReducerConfig
 from rlprune.data.tasks import Task
-from rlprune.errors import InvalidArgumentError
+from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.models import model_fingerprint
 from rlprune.policies import PolicyError, SpanHeadPolicy, decider, load_policy, save_policy
 from rlprune.reduction import sentence_end_ids
-from rlprune.train.span_head import SpanHeadConfig, collect, fit
+from rlprune.train.recipe import SpanHeadConfig, SpanPPOConfig
+from rlprune.train.span_head import collect, fit
 
 WORDS = "the town was on the river . the keeper of the boat rang bells in the year . the name was a keeper".split()
 
@@ -197,7 +198,7 @@ def _played(head: SpanHeadPolicy, rewards: list[float], seed: int = 3):
 
 def test_ppo_update_makes_the_better_sample_more_likely():
     from rlprune.policies.plackett_luce import log_prob_and_entropy
-    from rlprune.train.span_ppo import SpanPPOConfig, ppo_update
+    from rlprune.train.span_ppo import ppo_update
 
     head = _head(tiny_model("llama"))
     played = _played(head, [1.0, 0.0, 0.5, 0.5])
@@ -214,7 +215,7 @@ def test_ppo_update_makes_the_better_sample_more_likely():
 
 
 def test_a_group_of_equal_rewards_teaches_nothing():
-    from rlprune.train.span_ppo import SpanPPOConfig, advantages
+    from rlprune.train.span_ppo import advantages
 
     head = _head(tiny_model("llama"))
     same = _played(head, [0.7, 0.7, 0.7])
@@ -230,7 +231,7 @@ def test_a_group_of_equal_rewards_teaches_nothing():
 
 def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatch):
     from rlprune.policies.plackett_luce import draws
-    from rlprune.train.span_ppo import SpanPPOConfig, play, span_env, tune_span_head
+    from rlprune.train.span_ppo import play, span_env, tune_span_head
 
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
     head = _head(model, layer=1)
@@ -281,3 +282,53 @@ def test_train_head_cli_refuses_bad_ppo_settings_in_one_line(tmp_path, args, fra
 
     assert_clean_error(invoke("train-head", "--out", tmp_path / "h", *args), fragment)
     assert not (tmp_path / "h").exists()
+
+
+def _span_recipe(folder, model_dir) -> str:
+    """A span-head recipe for the tiny model: a few short grounded tasks, two epochs."""
+    path = folder / "span-tiny.toml"
+    path.write_text(
+        f"""policy = "span"
+[span_head]
+model = "{model_dir}"
+decision_layer = 1
+rank = 4
+channels = 2
+kernel = 3
+long_kinds = []
+short_items = 6
+short_tokens = [40, 80]
+epochs = 2
+"""
+    )
+    return str(path)
+
+
+def test_rlprune_train_with_a_span_recipe_exports_a_sentence_head(tmp_path, tiny_model_dir):
+    from hostile.test_inputs_and_faults import assert_clean_error, invoke
+
+    recipe = _span_recipe(tmp_path, tiny_model_dir)
+    result = invoke("train", "--recipe", recipe, "--out", tmp_path / "run", "--seed", 3)
+    assert result.exit_code == 0, result.output
+    model = tiny_model("llama")
+    head = load_policy(tmp_path / "run" / "policy", model)
+    assert isinstance(head, SpanHeadPolicy) and head.decision_layer == 1 and head.unit == "sentence"
+    assert set(head.sentence_ends) == set(sentence_end_ids(tiny_tokenizer()))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["seed"] == 3 and len(summary["loss"]) == 2 and summary["seconds"] > 0
+    assert_clean_error(invoke("train", "--recipe", recipe, "--out", tmp_path / "run"), "remove them or choose another")
+    unused = invoke("train", "--recipe", recipe, "--env", "smoke", "--timesteps", 5, "--out", tmp_path / "other")
+    assert_clean_error(unused, "--env, --timesteps do not apply to a span-head recipe")
+    assert_clean_error(invoke("train", "--recipe", recipe, "--model", "gemma3-270m"), "differs from the recipe's")
+    assert not (tmp_path / "other").exists()
+
+
+def test_span_recipes_refuse_bad_settings(tmp_path):
+    from rlprune.config import ConfigError
+    from rlprune.train.recipe import Recipe
+
+    for table, message in (("epochs = 0", "epochs"), ('unit = "paragraph"', "bad unit")):
+        path = tmp_path / "bad.toml"
+        path.write_text(f'policy = "span"\n[span_head]\n{table}\n')
+        with pytest.raises((ConfigError, InvalidActionError), match=message):
+            Recipe.load(path)

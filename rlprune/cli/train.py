@@ -67,11 +67,20 @@ def train(
     device: PlacementOption = None,
     dtype: PlacementOption = None,
 ) -> None:
-    """Train a reduction policy with PPO, then export it to OUT/policy."""
+    """Train a reduction policy with PPO, then export it to OUT/policy.
+
+    A ``policy = "span"`` recipe (``--recipe span-head``) trains a span head instead: supervision on
+    where each training task's answer is, then PPO on the real reward when the recipe has a
+    ``[span_ppo]`` table; its prompts and model are the recipe's."""
     from rlprune.envs import EnvConfig
     from rlprune.train.recipe import Recipe
     from rlprune.train.run import read_run_meta
 
+    if recipe is not None and not resume and Recipe.load(recipe).policy == "span":
+        given = {"--env": env, "--backend": backend, "--workers": workers, "--address": address}
+        given |= {"--timesteps": timesteps, "--override": override, "--device": device, "--dtype": dtype}
+        _train_span(Recipe.load(recipe), out, model, seed, [flag for flag, value in given.items() if value])
+        return
     stored = read_run_meta(out) if resume else None  # on --resume, what is not given is the run's
     if stored is None:
         env, recipe = env or "grounded-qa", recipe or "ppo-local"
@@ -95,6 +104,24 @@ def train(
         **backend_options,
     )
     _print_summary(summary, chosen, out)
+
+
+def _train_span(recipe: Any, out: Path, model: str | None, seed: int | None, unused: list[str]) -> None:
+    """``rlprune train`` with a span-head recipe, and what it prints."""
+    from rlprune.cli.train_head import report_span_head
+    from rlprune.train.span_head import train_span_run
+
+    if unused:
+        raise InvalidActionError(
+            f"{', '.join(unused)} do not apply to a span-head recipe: it trains on its own [span_head] tasks "
+            "(and [span_ppo] env) in one process; edit the recipe instead"
+        )
+    if model is not None and model != recipe.span_head.model:
+        raise InvalidActionError(f"--model {model} differs from the recipe's model {recipe.span_head.model}")
+    summary = train_span_run(recipe, out, seed)
+    report_span_head(summary)
+    where = f"policy exported to {Path(out) / 'policy'}, summary in {Path(out) / 'summary.json'}"
+    console.print(f"Trained in {summary['seconds']:.0f} s; {where}", highlight=False)
 
 
 def _backend(chosen: str, address: str | None) -> tuple[Callable[..., dict[str, Any]], dict[str, Any]]:

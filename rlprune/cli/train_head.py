@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,8 +49,8 @@ def train_head(
     as a policy (a few minutes on 2 CPU cores, plus about 10 s per PPO update)."""
     from rlprune.envs import EnvConfig
     from rlprune.policies.checkpoint import find_policy, shipped_policies
-    from rlprune.train.span_head import SpanHeadConfig, train_span_head
-    from rlprune.train.span_ppo import SpanPPOConfig
+    from rlprune.train.recipe import SpanHeadConfig, SpanPPOConfig
+    from rlprune.train.span_head import train_span_head
 
     if (out / "config.json").exists() and not force:
         raise InvalidActionError(f"{out} already holds a policy; pass --force to overwrite it or choose another --out")
@@ -73,15 +73,16 @@ def train_head(
             ppo = SpanPPOConfig(env=ppo_env, updates=ppo_updates, learning_rate=ppo_lr, seed=seed)
         except ValueError as error:
             raise InvalidArgumentError(f"PPO settings: {error}") from None
-    summary = train_span_head(config, out, start=start, ppo=ppo)
+    report_span_head(train_span_head(config, out, start=start, ppo=ppo))
+    console.print(f"policy written to {out}; try `rlprune eval --suite niah --evidence-only --policy {out}`")
+
+
+def report_span_head(summary: dict[str, Any]) -> None:
+    """What a span head's training summary says: the supervised loss, PPO's validation before and after."""
     if "loss" in summary:
         loss = summary["loss"]
         console.print(f"{summary['examples']} training prompts, loss {loss[0]:.3f} -> {loss[-1]:.3f}", highlight=False)
-    if ppo is not None:
+    if "ppo" in summary:
         before, after = summary["ppo"]["validation_before"], summary["ppo"]["validation_after"]
-        console.print(
-            "PPO, validation before -> after: "
-            + ", ".join(f"{key} {before[key]:.3f} -> {after[key]:.3f}" for key in before),
-            highlight=False,
-        )
-    console.print(f"policy written to {out}; try `rlprune eval --suite niah --evidence-only --policy {out}`")
+        changes = ", ".join(f"{key} {before[key]:.3f} -> {after[key]:.3f}" for key in before)
+        console.print(f"PPO, validation before -> after: {changes}", highlight=False)

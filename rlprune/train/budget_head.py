@@ -48,7 +48,7 @@ from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import LayerAction, removal_count, sentence_end_ids
 from rlprune.runner import Reducer, ReducerConfig
-from rlprune.train.span_head import SHORT_MIX
+from rlprune.train.recipe import SHORT_MIX
 
 BACKENDS = ("sb3", "ray")
 REWARDS = ("correct", "answer", "evidence")
@@ -472,7 +472,7 @@ def _table_key(config: BudgetHeadConfig, span: SpanHeadPolicy, split: str) -> st
 
 def _span_training_tasks(config: BudgetHeadConfig) -> list[Task]:
     """The prompts the shipped span head trained on (kept out of the budget head's)."""
-    from rlprune.train.span_head import SpanHeadConfig
+    from rlprune.train.recipe import SpanHeadConfig
     from rlprune.train.span_head import training_tasks as span_tasks
 
     return span_tasks(SpanHeadConfig(model=config.model))

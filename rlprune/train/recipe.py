@@ -1,4 +1,5 @@
-"""Training recipes (``train/*.toml``): PPO hyper-parameters and how the run is organised."""
+"""Training recipes (``train/*.toml``): PPO hyper-parameters, how the run is organised, and what a
+span head is trained on."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlprune.config import find_config, from_dict, load_toml
+from rlprune.reduction.spans import parse_unit
 
 
 def check_number(name: str, value: object, low: float, high: float = math.inf, *, low_open: bool = True) -> None:
@@ -134,8 +136,72 @@ class RayConfig:
         check_number("sample_timeout_s", self.sample_timeout_s, 0)
 
 
+SHORT_MIX = {"grounded": 0.3, "paraphrase": 0.25, "lookalike": 0.25, "bridge": 0.1, "kv": 0.1}
+"""The short grounded task kinds, and their shares, that span and budget heads train on."""
+
+
+@dataclass(frozen=True)
+class SpanHeadConfig:
+    """What a span head is trained on and how."""
+
+    model: str = "smollm2-135m"
+    decision_layer: int = 2
+    rank: int = 32
+    channels: int = 16
+    kernel: int = 15
+    long_kinds: tuple[str, ...] = ("niah", "niah-multikey", "niah-multivalue")
+    long_lengths: tuple[int, ...] = (512, 1024, 2048)
+    long_per_cell: int = 3
+    short_mix: dict[str, float] = field(default_factory=lambda: dict(SHORT_MIX))
+    short_items: int = 240
+    short_tokens: tuple[int, int] = (150, 1100)
+    epochs: int = 12
+    learning_rate: float = 3e-3
+    sentence_weight: float = 0.5  # the answer's sentence counts half as much as the answer itself
+    unit: str = "sentence"  # what the exported head keeps or drops together (SpanHeadPolicy.select_by)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "channels", "kernel", "long_per_cell", "short_items", "epochs"):
+            check_count(name, getattr(self, name))
+        check_count("decision_layer", self.decision_layer, 0)
+        check_count("seed", self.seed, 0)
+        check_number("learning_rate", self.learning_rate, 0)
+        check_number("sentence_weight", self.sentence_weight, 0, low_open=False)
+        object.__setattr__(self, "unit", parse_unit(self.unit))  # a bad unit fails before any work
+
+
+@dataclass(frozen=True)
+class SpanPPOConfig:
+    """How a span head is tuned by PPO (an environment preset gives the prompts, budgets and reward)."""
+
+    env: str = "span"  # preset name or path; its decision layers are replaced by the head's layer
+    updates: int = 24
+    prompts: int = 8  # prompts per update
+    group: int = 4  # samples per prompt, at one budget
+    epochs: int = 4  # passes over each batch
+    learning_rate: float = 3e-4
+    clip_range: float = 0.2
+    max_grad_norm: float = 0.5
+    validation_tasks: int = 32  # validation prompts scored before and after, at each of the budgets
+    validation_budgets: tuple[float, ...] = (0.3, 0.5)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("updates", "prompts", "epochs", "validation_tasks"):
+            check_count(name, getattr(self, name))
+        check_count("group", self.group, 2)  # a group of one has no baseline to compare against
+        check_count("seed", self.seed, 0)
+        for name in ("learning_rate", "clip_range", "max_grad_norm"):
+            check_number(name, getattr(self, name), 0)
+        if not isinstance(self.validation_budgets, (tuple, list)) or not self.validation_budgets:
+            raise ValueError(f"validation_budgets = {self.validation_budgets!r} must list budgets in (0, 1]")
+        for index, budget in enumerate(self.validation_budgets):
+            check_number(f"validation_budgets[{index}]", budget, 0, 1)
+
+
 BACKENDS = ("sb3", "ray")
-POLICY_KINDS = ("layer", "token")
+POLICY_KINDS = ("layer", "token", "span")
 
 
 @dataclass(frozen=True)
@@ -143,17 +209,21 @@ class Recipe:
     """A training recipe: the backend, PPO settings and the run's organisation."""
 
     backend: str = "sb3"
-    policy: str = "layer"  # "layer": op, share and scorer per layer; "token": plus a learned per-token head
+    policy: str = "layer"  # "layer": op, share and scorer per layer; "token": plus a learned per-token head;
+    # "span": a span head, supervised on where answers are ([span_head]), then PPO when [span_ppo] is given
     ppo: PPOConfig = field(default_factory=PPOConfig)
     run: RunConfig = field(default_factory=RunConfig)
     warm_start: WarmStart = field(default_factory=WarmStart)
     ray: RayConfig = field(default_factory=RayConfig)
+    span_head: SpanHeadConfig = field(default_factory=SpanHeadConfig)
+    span_ppo: SpanPPOConfig | None = None
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, BACKENDS)
         check_choice("policy", self.policy, POLICY_KINDS)
         parts = {"ppo": (self.ppo, PPOConfig), "run": (self.run, RunConfig)}
         parts |= {"warm_start": (self.warm_start, WarmStart), "ray": (self.ray, RayConfig)}
+        parts |= {"span_head": (self.span_head, SpanHeadConfig)}
         for name, (part, kind) in parts.items():
             if not isinstance(part, kind):
                 raise ValueError(f"{name} must be a {kind.__name__}, got {type(part).__name__}")

@@ -10,8 +10,10 @@ and essays); the test grids and suites are never seen.
 
 from __future__ import annotations
 
+import json
 import random
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,42 +24,17 @@ from rlprune.data.evidence import locate_evidence
 from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task, generate_suite
 from rlprune.errors import InvalidArgumentError
+from rlprune.io import atomic_write_text
 from rlprune.models import load_model, model_fingerprint
 from rlprune.policies.checkpoint import find_policy, load_policy, read_config, save_policy
 from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
-from rlprune.reduction import parse_unit, sentence_end_ids, unit_ids
+from rlprune.reduction import sentence_end_ids, unit_ids
 from rlprune.runner import Reducer, ReducerConfig
-from rlprune.train.span_ppo import SpanPPOConfig, tune_span_head
-
-SHORT_MIX = {"grounded": 0.3, "paraphrase": 0.25, "lookalike": 0.25, "bridge": 0.1, "kv": 0.1}
-"""The short grounded task kinds, and their shares, that span and budget heads train on."""
-
-
-@dataclass(frozen=True)
-class SpanHeadConfig:
-    """What a span head is trained on and how."""
-
-    model: str = "smollm2-135m"
-    decision_layer: int = 2
-    rank: int = 32
-    channels: int = 16
-    kernel: int = 15
-    long_kinds: tuple[str, ...] = ("niah", "niah-multikey", "niah-multivalue")
-    long_lengths: tuple[int, ...] = (512, 1024, 2048)
-    long_per_cell: int = 3
-    short_mix: dict[str, float] = field(default_factory=lambda: dict(SHORT_MIX))
-    short_items: int = 240
-    short_tokens: tuple[int, int] = (150, 1100)
-    epochs: int = 12
-    learning_rate: float = 3e-3
-    sentence_weight: float = 0.5  # the answer's sentence counts half as much as the answer itself
-    unit: str = "sentence"  # what the exported head keeps or drops together (SpanHeadPolicy.select_by)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "unit", parse_unit(self.unit))  # a bad unit fails before any work
+from rlprune.train.common.folder import SUMMARY, check_fresh_folder
+from rlprune.train.recipe import Recipe, SpanHeadConfig, SpanPPOConfig
+from rlprune.train.span_ppo import tune_span_head
 
 
 @dataclass
@@ -171,3 +148,21 @@ def _jsonable(config: SpanHeadConfig) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def train_span_run(
+    recipe: Recipe, out: str | Path, seed: int | None = None, show_progress: bool = True
+) -> dict[str, Any]:
+    """``rlprune train`` with a ``policy = "span"`` recipe: the head goes to ``OUT/policy`` and what
+    was trained, with the wall time, to ``OUT/summary.json``; ``seed`` overrides the recipe's."""
+    out = Path(out)
+    check_fresh_folder(out)
+    config, ppo = recipe.span_head, recipe.span_ppo
+    if seed is not None:
+        config = replace(config, seed=seed)
+        ppo = None if ppo is None else replace(ppo, seed=seed)
+    began = time.perf_counter()
+    summary = train_span_head(config, out / "policy", show_progress, ppo=ppo)
+    summary["seconds"] = time.perf_counter() - began
+    atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    return summary

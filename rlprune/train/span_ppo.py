@@ -30,37 +30,8 @@ from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
 from rlprune.reduction import removal_count
-from rlprune.train.recipe import check_count, check_number
+from rlprune.train.recipe import SpanPPOConfig
 from rlprune.train.run import mean_defined
-
-
-@dataclass(frozen=True)
-class SpanPPOConfig:
-    """How a span head is tuned by PPO (an environment preset gives the prompts, budgets and reward)."""
-
-    env: str = "span"  # preset name or path; its decision layers are replaced by the head's layer
-    updates: int = 24
-    prompts: int = 8  # prompts per update
-    group: int = 4  # samples per prompt, at one budget
-    epochs: int = 4  # passes over each batch
-    learning_rate: float = 3e-4
-    clip_range: float = 0.2
-    max_grad_norm: float = 0.5
-    validation_tasks: int = 32  # validation prompts scored before and after, at each of the budgets
-    validation_budgets: tuple[float, ...] = (0.3, 0.5)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("updates", "prompts", "epochs", "validation_tasks"):
-            check_count(name, getattr(self, name))
-        check_count("group", self.group, 2)  # a group of one has no baseline to compare against
-        check_count("seed", self.seed, 0)
-        for name in ("learning_rate", "clip_range", "max_grad_norm"):
-            check_number(name, getattr(self, name), 0)
-        if not isinstance(self.validation_budgets, (tuple, list)) or not self.validation_budgets:
-            raise ValueError(f"validation_budgets = {self.validation_budgets!r} must list budgets in (0, 1]")
-        for index, budget in enumerate(self.validation_budgets):
-            check_number(f"validation_budgets[{index}]", budget, 0, 1)
 
 
 @dataclass
