@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from rlprune.engine import Reducer, ReductionState
-from rlprune.reduction import OPS, POLICY_OPS, SCORERS, LayerAction
+from rlprune.errors import InvalidActionError
+from rlprune.reduction import OPS, POLICY_OPS, LayerAction, scored
 from rlprune.reduction.scores import carry_forward, neighbour_similarity, question_match, window_attention
 
 SPEC_VERSION = 2
@@ -50,9 +51,24 @@ SHARES: tuple[float, ...] = (0.1, 0.2, 0.35, 0.5, 0.7, 1.0)
 SCORER_CHOICES: tuple[str, ...] = ("attention", "key_norm", "relevance", "similarity")
 
 
+def check_scorer_choice(scorer: str) -> LayerAction:
+    """A scorer a layer policy may choose: a name from :data:`SCORERS`, optionally with span options
+    (``"relevance:pool=-4:+16"``, ``"relevance:unit=16"``); raises ``ValueError`` otherwise."""
+    try:
+        action = scored("prune", 0.5, scorer)
+    except InvalidActionError as error:
+        raise ValueError(f"scorer {scorer!r} in the action spec: {error}") from None
+    if action.unit == "sentence":  # a policy acts where no tokenizer is known (apply, model.generate)
+        raise ValueError(f"scorer {scorer!r}: a policy's action space offers chunks (unit=16), not sentences")
+    return action
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     """A decision as three discrete choices: op, share and scorer (a ``MultiDiscrete`` space).
+
+    A scorer may carry span options (``"relevance:pool=-4:+16"``, ``"relevance:unit=16"``), so a
+    preset can let its policies choose span shapes too (``[episode] scorers``).
 
     The share says how much of the savings still needed to reach the budget this layer makes:
     0.1 leaves most of the work to later layers, 1.0 closes the gap here. The number of tokens
@@ -75,9 +91,10 @@ class ActionSpec:
         bad = [s for s in self.shares if isinstance(s, bool) or not isinstance(s, Real) or not 0 < s <= 1]
         if not self.shares or bad:
             raise ValueError(f"the action spec's shares {self.shares} must be numbers in (0, 1]")
-        missing = [s for s in self.scorers if s not in SCORERS]
-        if not self.scorers or missing:
-            raise ValueError(f"unknown scorer(s) {missing} in the action spec (or no scorer at all)")
+        if not self.scorers or len(set(self.scorers)) != len(self.scorers):
+            raise ValueError(f"the action spec's scorers {self.scorers} must be distinct (and at least one)")
+        for scorer in self.scorers:
+            check_scorer_choice(scorer)
 
     @property
     def nvec(self) -> list[int]:
@@ -152,18 +169,18 @@ class Features:
         target = projected - share * max(projected - self.budget, 0.0)
         removable = int(self.state.removable().sum())
         if target >= projected or removable == 0:
-            return LayerAction(op, 0.0, scorer)  # type: ignore[arg-type]
+            return scored(op, 0.0, scorer)
 
         seen: dict[int, float] = {}
 
         def ratio(count: int) -> float:
             if count not in seen:
-                action = LayerAction(op, count / removable, scorer)  # type: ignore[arg-type]
+                action = scored(op, count / removable, scorer)
                 seen[count] = self.ratio_after({self.layer: action})
             return seen[count]
 
         if ratio(removable) > target:
-            return LayerAction(op, 1.0, scorer)  # type: ignore[arg-type]
+            return scored(op, 1.0, scorer)
         # ratio(low) > target >= ratio(high): interpolate (FLOPs fall smoothly with the count),
         # halving on every other step so the search never takes more than twice a bisection
         low, high, step = 0, removable, 0
@@ -175,7 +192,7 @@ class Features:
                 guess = min(max(guess, low + 1), high - 1)
             low, high = (low, guess) if ratio(guess) <= target else (guess, high)
             step += 1
-        return LayerAction(op, high / removable, scorer)  # type: ignore[arg-type]
+        return scored(op, high / removable, scorer)
 
     def ratio_after(self, schedule: Mapping[int, LayerAction]) -> float:
         """The prefill FLOPs ratio this prompt ends at if ``schedule`` is applied from now on.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -146,6 +147,8 @@ def test_only_keep_applies_when_nothing_is_removable(env):
         ('[reward]\nkl = "high"\n', "must be a number"),
         ("[tasks]\ntrain_size = 2.5\n", "must be an integer"),
         ("[episode\n", "not valid TOML"),
+        ('[episode]\nscorers = ["relevance:unit=sentence"]\n', "offers chunks"),
+        ('[episode]\nscorers = ["relevance:size=3"]\n', "bad span options"),
     ],
 )
 def test_bad_presets_name_the_problem(tmp_path, text, message):
@@ -167,6 +170,37 @@ def test_decision_layers_must_exist_in_the_model(tmp_path, cache_dir):
     with pytest.raises(ConfigError, match="decision layer 9 does not exist"):
         TokenReductionEnv(path, cache_dir=cache_dir)
     assert config.episode.decision_layers == (1, 2, 3)
+
+
+def test_a_preset_can_offer_span_shaped_scorers(tmp_path, cache_dir):
+    from rlprune.policies import ReductionPolicy, load_policy, save_policy
+
+    path = tmp_path / "spans.toml"
+    smoke = (Path(rlprune.envs.__file__).parents[2] / "envs" / "smoke.toml").read_text()
+    path.write_text(
+        smoke.replace("protect_first = 1", 'protect_first = 1\nscorers = ["relevance", "relevance:unit=16"]')
+    )
+    env = TokenReductionEnv(path, cache_dir=cache_dir, budget=0.5)
+    spec = env.action_spec
+    assert env.action_space.nvec.tolist() == [len(spec.ops), len(spec.shares), 2]
+    env.reset(seed=0, options={"task_index": 0})
+    features = env.features()
+    choice = [spec.ops.index("prune"), spec.shares.index(1.0)]
+    plain, chunked = (spec.decode([*choice, scorer], features) for scorer in (0, 1))
+    assert (chunked.scorer, chunked.unit, plain.unit) == ("relevance", "16", "token")
+    assert features.ratio_after({env._state.layer: chunked}) == features.ratio_after({env._state.layer: plain})
+    env.step(np.array([*choice, 1]))
+    state = env._state
+    gone = sorted(set(range(state.prompt_length)) - set(state.positions.tolist()))
+    chunks = {p // 16 for p in gone}
+    protected = set(range(state.protect_first)) | set(
+        range(state.prompt_length - state.protect_last, state.prompt_length)
+    )
+    cut = [c for c in chunks if set(range(16 * c, min(16 * c + 16, state.prompt_length))) - protected - set(gone)]
+    assert gone and len(cut) <= 1  # whole chunks of 16 went, but the one cut to meet the budget
+    policy = ReductionPolicy(hidden=(8,), decision_layers=(1, 2, 3), action_spec=spec)
+    save_policy(policy, tmp_path / "policy")
+    assert load_policy(tmp_path / "policy").action_spec == spec  # the choices travel with the checkpoint
 
 
 def test_shipped_presets_load():

@@ -19,7 +19,15 @@ from rlprune.engine import Reducer, ReducerConfig, ReductionOutput, ReductionSta
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward
 from rlprune.errors import InvalidActionError, RLPruneError
-from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, ActionSpec, Features, flops_projected, observe
+from rlprune.features import (
+    OBSERVATION_BOUNDS,
+    OBSERVATION_SIZE,
+    SCORER_CHOICES,
+    ActionSpec,
+    Features,
+    flops_projected,
+    observe,
+)
 from rlprune.metrics import evidence_kept
 from rlprune.models import load_model
 from rlprune.reduction import LayerAction
@@ -124,6 +132,12 @@ class EpisodeConfig:
     budget: tuple[float, ...] = (0.3, 0.9)  # one value (fixed) or [low, high] drawn per episode
     continuation_tokens: int = 16  # length of the full model's answer used for the quality terms
     protect_first: int = 1
+    scorers: tuple[str, ...] = SCORER_CHOICES  # what a layer policy ranks tokens by, span options allowed
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        """The choices a layer policy has at each decision (op, share, and the scorers above)."""
+        return ActionSpec(scorers=tuple(self.scorers))
 
     def __post_init__(self) -> None:
         layers = self.decision_layers
@@ -133,6 +147,7 @@ class EpisodeConfig:
             raise ValueError(f"budget {list(self.budget)} must lie in (0, 1]: it is a prefill FLOPs ratio")
         if len(self.budget) not in (1, 2) or self.budget[0] > self.budget[-1]:
             raise ValueError(f"budget must be one number or [low, high], got {list(self.budget)}")
+        ActionSpec(scorers=tuple(self.scorers))  # a bad scorer or span option fails with the preset
         if self.continuation_tokens < 1:
             raise ValueError("continuation_tokens must be at least 1")
 
@@ -223,7 +238,7 @@ class TokenReductionEnv(gym.Env):
             continuation_tokens=episode.continuation_tokens,
             folder=cache_dir,
         )
-        self.action_spec = ActionSpec()
+        self.action_spec = episode.action_spec
         self.action_space = spaces.MultiDiscrete(self.action_spec.nvec)
         self.observation_space = spaces.Box(*OBSERVATION_BOUNDS, shape=(OBSERVATION_SIZE,), dtype=np.float32)
         self._state: ReductionState | None = None

@@ -19,6 +19,7 @@ from rlprune.features import (
     SPEC_VERSION,
     TOKEN_FEATURE_FIELDS,
     TOKEN_FEATURE_SIZE,
+    check_scorer_choice,
 )
 from rlprune.policies.budget_head import BUDGET_FEATURES
 from rlprune.policies.span_head import MIXER_INPUTS, SPAN_SPEC_VERSION
@@ -178,10 +179,21 @@ def _validate_action_spec(config: dict[str, Any], folder: Path, token: bool) -> 
             raise _invalid(folder, f"action_spec.shares[{i}] is {show_value(share)}; shares are numbers in (0, 1]")
     if len(set(shares)) != len(shares):
         raise _invalid(folder, f"action_spec.shares {show_value(shares)} repeats a share")
-    scorer_names = ("learned",) if token else tuple(sorted(set(SCORERS) - {"learned"}))
-    scorers = _check_names(folder, "action_spec.scorers", spec.get("scorers"), scorer_names)
+    scorers = _check_list(folder, "action_spec.scorers", spec.get("scorers"))
     if token and scorers != ["learned"]:
         raise _invalid(folder, "action_spec.scorers of a token-level policy must be ['learned']")
+    for i, scorer in enumerate(scorers):
+        try:
+            base = check_scorer_choice(scorer).scorer if isinstance(scorer, str) else None
+        except ValueError:
+            base = None
+        if base is None or (base == "learned") != token:
+            known = ", ".join(sorted(set(SCORERS) - {"learned"}))
+            raise _invalid(
+                folder, f"action_spec.scorers[{i}] is {show_value(scorer)}; known: {known} (span options: pool, unit)"
+            )
+    if len(set(scorers)) != len(scorers):
+        raise _invalid(folder, f"action_spec.scorers {show_value(scorers)} repeats an entry")
     return [len(ops), len(shares), len(scorers)]
 
 

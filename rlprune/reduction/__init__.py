@@ -1,7 +1,7 @@
 """Token reduction: what to do at a layer (action), how to rank tokens (scores), over which spans
 (spans), and the ops that remove them, each an object that plans and prices itself (ops)."""
 
-from rlprune.reduction.action import KEEP, LayerAction, Schedule, format_schedule, parse_schedule
+from rlprune.reduction.action import KEEP, LayerAction, Schedule, format_schedule, parse_schedule, scored
 from rlprune.reduction.ops import (
     OPS,
     POLICY_OPS,
@@ -43,6 +43,7 @@ __all__ = [
     "register_op",
     "register_scorer",
     "removal_count",
+    "scored",
     "select_least_important",
     "sentence_end_ids",
     "track_owners",

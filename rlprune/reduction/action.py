@@ -75,6 +75,31 @@ Schedule = Mapping[int, LayerAction]
 SPAN_OPTIONS = ("pool", "unit")
 
 
+def split_span_options(text: str) -> tuple[list[str], dict[str, str]]:
+    """``"2:prune:0.5:relevance:pool=-4:+16"`` -> ``(["2", "prune", "0.5", "relevance"], {"pool": "-4:+16"})``;
+    an option before a field, or one that is not a span option, is refused."""
+    parts = re.split(r":(?!\+)", text.strip())  # the colon of a pool's "-4:+16" is not a separator
+    fields = [p for p in parts if "=" not in p]
+    options = dict(p.split("=", 1) for p in parts if "=" in p)
+    if set(options) - set(SPAN_OPTIONS) or parts[: len(fields)] != fields:
+        raise InvalidActionError(
+            f"bad span options in {text!r}: options go last and are {' and '.join(SPAN_OPTIONS)}, "
+            "e.g. relevance:pool=-4:+16:unit=16"
+        )
+    return fields, options
+
+
+def scored(op: str, ratio: float, scorer: str) -> LayerAction:
+    """``op`` removing ``ratio`` of the removable tokens as ``scorer`` ranks them: a scorer's name,
+    optionally with span options (``"relevance:pool=-4:+16"``, ``"relevance:unit=16"``), which is
+    how a policy's action space offers span shapes."""
+    fields, options = split_span_options(scorer)
+    if len(fields) != 1:
+        raise InvalidActionError(f"bad scorer {scorer!r}: write SCORER[:pool=P][:unit=U], e.g. relevance:unit=16")
+    pool = options.get("pool")
+    return LayerAction(op, ratio, fields[0], pool=pool, unit=options.get("unit", "token"))  # type: ignore[arg-type]
+
+
 def parse_schedule(text: str) -> dict[int, LayerAction]:
     """Parse ``"2:prune:0.5,12:merge:0.3:similarity"`` into ``{layer: LayerAction}``.
 
@@ -84,11 +109,11 @@ def parse_schedule(text: str) -> dict[int, LayerAction]:
     """
     schedule: dict[int, LayerAction] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        parts = re.split(r":(?!\+)", item)  # the colon of a pool's "-4:+16" is not a separator
-        fields = [p for p in parts if "=" not in p]
-        options = dict(p.split("=", 1) for p in parts if "=" in p)
-        unknown = sorted(set(options) - set(SPAN_OPTIONS))
-        if unknown or not 2 <= len(fields) <= 4 or parts[: len(fields)] != fields:
+        try:
+            fields, options = split_span_options(item)
+        except InvalidActionError:
+            fields, options = [], {}
+        if not 2 <= len(fields) <= 4:
             raise InvalidActionError(
                 f"bad schedule item {item!r}: write LAYER:OP[:RATIO[:SCORER]][:pool=P][:unit=U], "
                 "e.g. 2:prune:0.5 or 2:prune:0.5:attention:pool=-4:+16:unit=sentence"

@@ -23,6 +23,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
 from rlprune.envs import EnvConfig, TokenReductionEnv
+from rlprune.features import ActionSpec
 from rlprune.policies import ReductionPolicy, TokenReductionPolicy
 from rlprune.train.recipe import Recipe
 from rlprune.train.token_actions import TokenActions
@@ -55,6 +56,7 @@ class ReductionRLModule(TorchRLModule, ValueFunctionAPI):
             observation_size=space.shape[0],
             hidden=tuple(self.model_config["hidden"]),
             decision_layers=tuple(self.model_config["decision_layers"]),
+            action_spec=ActionSpec(scorers=tuple(self.model_config["scorers"])),
         )
         self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(input_lens=list(self.reduction.nvec))
 
@@ -132,4 +134,5 @@ def module_spec(env_config: EnvConfig, recipe: Recipe) -> RLModuleSpec:
     if recipe.policy == "token":
         model_config["token_hidden"] = list(recipe.ppo.token_hidden)
         return RLModuleSpec(module_class=TokenRLModule, model_config=model_config)
+    model_config["scorers"] = list(env_config.episode.scorers)
     return RLModuleSpec(module_class=ReductionRLModule, model_config=model_config)

@@ -24,6 +24,7 @@ from torch import nn
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.envs.token_env import TokenLevelEnv
 from rlprune.envs.vector_env import TokenReductionVectorEnv
+from rlprune.features import SCORER_CHOICES, ActionSpec
 from rlprune.policies import ReductionPolicy
 from rlprune.train import common
 from rlprune.train.common import EpisodeWindow, Run, Session, load_checkpoint
@@ -54,8 +55,11 @@ class SharedTrunk(nn.Module):
 class SB3ReductionPolicy(MaskableActorCriticPolicy):
     """A MaskablePPO policy whose networks are a :class:`ReductionPolicy` (``self.reduction``)."""
 
-    def __init__(self, *args, hidden=(64, 64), decision_layers=(2, 6, 12, 20), **kwargs) -> None:
+    def __init__(
+        self, *args, hidden=(64, 64), decision_layers=(2, 6, 12, 20), scorers=SCORER_CHOICES, **kwargs
+    ) -> None:
         self.reduction_kwargs = {"hidden": tuple(hidden), "decision_layers": tuple(decision_layers)}
+        self.reduction_kwargs["action_spec"] = ActionSpec(scorers=tuple(scorers))
         super().__init__(*args, ortho_init=False, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
@@ -220,6 +224,8 @@ def _ppo(run: Run, vec_env: VecEnv) -> MaskablePPO | PPO:
     policy_kwargs: dict[str, Any] = {"hidden": ppo.hidden, "decision_layers": run.env_config.episode.decision_layers}
     if run.token_level:
         policy_kwargs["token_hidden"] = ppo.token_hidden
+    else:
+        policy_kwargs["scorers"] = run.env_config.episode.scorers
     return (PPO if run.token_level else MaskablePPO)(
         SB3TokenPolicy if run.token_level else SB3ReductionPolicy,
         vec_env,

@@ -55,5 +55,6 @@ def as_indices(action, features, spec) -> np.ndarray:
     before, after = features.flops_projected, features.ratio_after({features.layer: action})
     needed = max(before - features.budget, 1e-9)
     share = min(max((before - after) / needed, 0.0), 1.0)
-    scorer = action.scorer if action.scorer in spec.scorers else spec.scorers[0]
+    shaped = f"{action.scorer}{action.span_text()}"  # the scorer with its span options, if the spec offers it
+    scorer = next((s for s in (shaped, action.scorer) if s in spec.scorers), spec.scorers[0])
     return spec.encode(action.op, share, scorer)

@@ -70,7 +70,9 @@ class Run:
         ppo, layers = self.recipe.ppo, self.env_config.episode.decision_layers
         if self.token_level:
             return TokenReductionPolicy(hidden=ppo.hidden, decision_layers=layers, token_hidden=ppo.token_hidden)
-        return ReductionPolicy(hidden=ppo.hidden, decision_layers=layers)
+        return ReductionPolicy(
+            hidden=ppo.hidden, decision_layers=layers, action_spec=self.env_config.episode.action_spec
+        )
 
     @functools.cached_property
     def loaded(self) -> tuple[Any, Any]:
