@@ -246,6 +246,8 @@ def test_shipped_adaptive_policy_proposes_per_prompt_and_acts_like_the_span_head
 
     model, tokenizer = smollm2
     adaptive, span = load_policy("smollm2-135m-adaptive", model), load_policy("smollm2-135m-span", model)
+    assert adaptive.unit == "token" and span.unit == "sentence"
+    span.select_by("token")  # the adaptive policy was measured token by token, as the span head first shipped
     reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
     tasks = load_suite("grounded-qa", limit=6)[1] + load_suite("niah", per_cell=1, depths=(0.5,))[1][:2]
     proposals = {0.2: [], 0.4: []}

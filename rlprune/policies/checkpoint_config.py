@@ -180,18 +180,16 @@ def _validate_action_spec(config: dict[str, Any], folder: Path, token: bool) -> 
     if len(set(shares)) != len(shares):
         raise _invalid(folder, f"action_spec.shares {show_value(shares)} repeats a share")
     scorers = _check_list(folder, "action_spec.scorers", spec.get("scorers"))
-    if token and scorers != ["learned"]:
-        raise _invalid(folder, "action_spec.scorers of a token-level policy must be ['learned']")
+    known = "learned" if token else ", ".join(sorted(set(SCORERS) - {"learned"})) + " (span options: pool, unit)"
     for i, scorer in enumerate(scorers):
         try:
             base = check_scorer_choice(scorer).scorer if isinstance(scorer, str) else None
         except ValueError:
             base = None
         if base is None or (base == "learned") != token:
-            known = ", ".join(sorted(set(SCORERS) - {"learned"}))
-            raise _invalid(
-                folder, f"action_spec.scorers[{i}] is {show_value(scorer)}; known: {known} (span options: pool, unit)"
-            )
+            raise _invalid(folder, f"action_spec.scorers[{i}] is {show_value(scorer)}; known: {known}")
+    if token and scorers != ["learned"]:
+        raise _invalid(folder, "action_spec.scorers of a token-level policy must be ['learned']")
     if len(set(scorers)) != len(scorers):
         raise _invalid(folder, f"action_spec.scorers {show_value(scorers)} repeats an entry")
     return [len(ops), len(shares), len(scorers)]
