@@ -320,6 +320,7 @@ def test_rlprune_train_with_a_span_recipe_exports_a_sentence_head(tmp_path, tiny
     unused = invoke("train", "--recipe", recipe, "--env", "smoke", "--timesteps", 5, "--out", tmp_path / "other")
     assert_clean_error(unused, "--env, --timesteps do not apply to a span-head recipe")
     assert_clean_error(invoke("train", "--recipe", recipe, "--model", "gemma3-270m"), "differs from the recipe's")
+    assert_clean_error(invoke("train", "--recipe", recipe, "--resume", "--out", tmp_path / "run"), "run it again")
     assert not (tmp_path / "other").exists()
 
 

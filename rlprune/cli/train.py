@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from rlprune.cli.common import PlacementOption, console, user_errors
 from rlprune.errors import InvalidActionError
+
+if TYPE_CHECKING:
+    from rlprune.train.recipe import Recipe
 
 EnvOption = Annotated[
     str | None,
@@ -76,10 +79,13 @@ def train(
     from rlprune.train.recipe import Recipe
     from rlprune.train.run import read_run_meta
 
-    if recipe is not None and not resume and Recipe.load(recipe).policy == "span":
+    loaded = Recipe.load(recipe) if recipe is not None else None
+    if loaded is not None and loaded.policy == "span" and resume:
+        raise InvalidActionError("a span-head run keeps no checkpoints to resume (it takes minutes): run it again")
+    if loaded is not None and loaded.policy == "span":
         given = {"--env": env, "--backend": backend, "--workers": workers, "--address": address}
         given |= {"--timesteps": timesteps, "--override": override, "--device": device, "--dtype": dtype}
-        _train_span(Recipe.load(recipe), out, model, seed, [flag for flag, value in given.items() if value])
+        _train_span(loaded, out, model, seed, [flag for flag, value in given.items() if value])
         return
     stored = read_run_meta(out) if resume else None  # on --resume, what is not given is the run's
     if stored is None:
@@ -87,7 +93,7 @@ def train(
     preset_model = EnvConfig.load(env).model if env is not None else stored.get("model")
     if model is not None and model != preset_model:
         raise InvalidActionError(f"--model {model} differs from the preset's model {preset_model}; edit the preset")
-    loaded = Recipe.load(recipe) if recipe is not None else None
+    loaded = Recipe.load(recipe) if recipe is not None else None  # the default recipe, if none was given
     chosen = backend or (loaded.backend if loaded is not None else stored.get("backend", "sb3"))
     run_training, backend_options = _backend(chosen, address)
     summary = run_training(
@@ -106,7 +112,7 @@ def train(
     _print_summary(summary, chosen, out)
 
 
-def _train_span(recipe: Any, out: Path, model: str | None, seed: int | None, unused: list[str]) -> None:
+def _train_span(recipe: Recipe, out: Path, model: str | None, seed: int | None, unused: list[str]) -> None:
     """``rlprune train`` with a span-head recipe, and what it prints."""
     from rlprune.cli.train_head import report_span_head
     from rlprune.train.span_head import train_span_run
