@@ -328,8 +328,35 @@ def test_span_recipes_refuse_bad_settings(tmp_path):
     from rlprune.config import ConfigError
     from rlprune.train.recipe import Recipe
 
-    for table, message in (("epochs = 0", "epochs"), ('unit = "paragraph"', "bad unit")):
+    bad = [("epochs = 0", "epochs"), ('unit = "paragraph"', "bad unit"), ('long_kinds = ["haystack"]', "haystack")]
+    for table, message in [*bad, ("short_mix = { riddles = 1.0 }", "riddles")]:
         path = tmp_path / "bad.toml"
         path.write_text(f'policy = "span"\n[span_head]\n{table}\n')
         with pytest.raises((ConfigError, InvalidActionError), match=message):
             Recipe.load(path)
+
+
+def test_ppo_runs_refuse_a_span_recipe_and_token_runs_refuse_preset_scorers(tmp_path):
+    from rlprune.config import ConfigError, find_config
+    from rlprune.train.common.setup import start_run
+    from rlprune.train.recipe import Recipe
+
+    options = {"backend": "sb3", "overrides": {}, "resume": False, "cache_dir": None}
+    with pytest.raises(ConfigError, match="not a PPO run"):
+        start_run("smoke", Recipe(policy="span"), tmp_path / "a", **options)
+    preset = tmp_path / "spans.toml"
+    text = find_config("smoke", "envs").read_text()
+    preset.write_text(text.replace("protect_first = 1", 'protect_first = 1\nscorers = ["relevance:unit=16"]'))
+    with pytest.raises(ConfigError, match="layer policies only"):
+        start_run(preset, Recipe(policy="token"), tmp_path / "b", **options)
+    assert start_run(preset, Recipe(), tmp_path / "c", **options).new_policy().action_spec.scorers == (
+        "relevance:unit=16",
+    )
+
+
+def test_sentence_ends_must_be_token_ids():
+    head = _head(tiny_model("llama"))
+    for ends in ([4.5], [-1], [True]):
+        with pytest.raises(ValueError, match="token ids"):
+            head.select_by("sentence", ends)
+    assert head.unit == "token"  # a refused unit leaves the head as it was

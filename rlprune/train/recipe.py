@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlprune.config import find_config, from_dict, load_toml
+from rlprune.data.long import LONG_KINDS
+from rlprune.data.tasks import KINDS
 from rlprune.reduction.spans import parse_unit
 
 
@@ -169,6 +171,10 @@ class SpanHeadConfig:
         check_number("learning_rate", self.learning_rate, 0)
         check_number("sentence_weight", self.sentence_weight, 0, low_open=False)
         object.__setattr__(self, "unit", parse_unit(self.unit))  # a bad unit fails before any work
+        for kind in self.long_kinds:
+            check_choice("long_kinds", kind, LONG_KINDS)
+        for kind in self.short_mix:
+            check_choice("short_mix", kind, KINDS)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlprune.config import ConfigError, from_dict
 from rlprune.envs import EnvConfig, TokenReductionEnv
+from rlprune.features import SCORER_CHOICES
 from rlprune.io import atomic_write_text
 from rlprune.models import load_model, model_fingerprint
 from rlprune.policies import ReductionPolicy, TokenReductionPolicy
@@ -164,6 +165,12 @@ def start_run(
     loaded_recipe, env_config = resolve_recipe(recipe, stored), resolve_preset(env_preset, stored)
     env_config = _placed(env_config, placement)
     recipe = _overridden(loaded_recipe, backend, overrides)
+    if recipe.policy == "span":
+        raise ConfigError(
+            "a span-head recipe is not a PPO run: train it with `rlprune train --recipe` (train_span_run)"
+        )
+    if recipe.policy == "token" and tuple(env_config.episode.scorers) != SCORER_CHOICES:
+        raise ConfigError("a token-level policy scores tokens itself: [episode] scorers apply to layer policies only")
     name = str(env_preset) if env_preset is not None else str(stored["env"])  # type: ignore[index]
     meta = {
         "env": name,
