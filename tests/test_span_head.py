@@ -16,6 +16,7 @@ from rlprune.policies import PolicyError, SpanHeadPolicy, decider, load_policy, 
 from rlprune.reduction import sentence_end_ids
 from rlprune.train.recipe import SpanHeadConfig, SpanPPOConfig
 from rlprune.train.span_head import collect, fit
+from rlprune.train.span_ppo import tune_span_head
 
 WORDS = "the town was on the river . the keeper of the boat rang bells in the year . the name was a keeper".split()
 
@@ -360,3 +361,126 @@ def test_sentence_ends_must_be_token_ids():
         with pytest.raises(ValueError, match="token ids"):
             head.select_by("sentence", ends)
     assert head.unit == "token"  # a refused unit leaves the head as it was
+
+
+def _layered(model, min_keep: float = 0.25) -> SpanHeadPolicy:
+    """A head at layer 1 that hands the cut over to a head at layer 2 when the budget allows."""
+    head, later = _head(model, 1), _head(model, 2)
+    with torch.no_grad():
+        for parameter in later.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    head.hand_over(later, min_keep)
+    return head
+
+
+def test_a_later_head_cuts_when_the_budget_lets_it_keep_enough_and_the_first_otherwise():
+    model = tiny_model("llama")
+    reducer = Reducer(model)
+    head = _layered(model)
+    ids = torch.randint(3, 64, (1, 120), generator=torch.Generator().manual_seed(1))
+    layers = head.decision_layers(4)
+    assert layers == (1, 2)
+    for budget, cut_at in ((0.9, 2), (0.75, 2), (0.5, 1), (0.4, 1)):
+        out = reducer.run(ids, decider(head, reducer, budget), decision_layers=layers, protect_last=6)
+        assert out.flops_ratio == pytest.approx(budget, abs=0.02)
+        assert [layer for layer, action in out.state.actions.items() if not action.is_noop] == [cut_at]
+        removable = out.state.tokens_per_layer[0] - 6
+        kept = out.state.tokens_per_layer[-1] - 6
+        # the later head cuts only where it keeps at least min_keep of the removable tokens
+        assert (kept >= 0.25 * removable) if cut_at == 2 else (budget < 0.75)
+    # the later head alone, at its layer, picks exactly the tokens the layered head keeps
+    alone = head.later
+    a = reducer.run(ids, decider(head, reducer, 0.8), decision_layers=layers, protect_last=6)
+    b = reducer.run(ids, decider(alone, reducer, 0.8), decision_layers=(2,), protect_last=6)
+    assert torch.equal(a.state.positions, b.state.positions)
+    with pytest.raises(ValueError, match="layer 1 and 2"):
+        head.decision_layers(2)
+
+
+def test_a_layered_head_exports_and_acts_the_same(tmp_path):
+    model = tiny_model("llama")
+    reducer = Reducer(model)
+    head = _layered(model)
+    save_policy(head, tmp_path / "head", model=model)
+    loaded = load_policy(tmp_path / "head", model)
+    assert isinstance(loaded, SpanHeadPolicy) and loaded.config() == head.config()
+    assert loaded.later is not None and loaded.later.decision_layer == 2 and loaded.min_keep == 0.25
+    ids = torch.randint(3, 64, (1, 90), generator=torch.Generator().manual_seed(3))
+    for budget in (0.5, 0.85):
+        a = reducer.run(ids, decider(head, reducer, budget), decision_layers=(1, 2), protect_last=5, logits="all")
+        b = reducer.run(ids, decider(loaded, reducer, budget), decision_layers=(1, 2), protect_last=5, logits="all")
+        assert torch.equal(a.state.positions, b.state.positions) and torch.equal(a.logits, b.logits)
+    config = json.loads((tmp_path / "head" / "config.json").read_text())
+    assert config["decision_layers"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"decision_layer": 1}, "must come after"),
+        ({"min_keep": 1.0}, "min_keep"),
+        ({"kernel": 4}, "odd"),
+        ({"rank": 0}, "network.later.rank"),
+        ({"extra": 1}, "exactly the keys"),
+    ],
+)
+def test_damaged_later_heads_are_refused(tmp_path, change, message):
+    model = tiny_model("llama")
+    save_policy(_layered(model), tmp_path / "head", model=model)
+    path = tmp_path / "head" / "config.json"
+    config = json.loads(path.read_text())
+    config["network"]["later"] |= change
+    path.write_text(json.dumps(config))
+    with pytest.raises(PolicyError, match=message):
+        load_policy(tmp_path / "head", model)
+    config["network"]["later"] = {"decision_layer": 2}  # parameters no longer add up either
+    path.write_text(json.dumps(config))
+    with pytest.raises(PolicyError, match="exactly the keys"):
+        load_policy(tmp_path / "head", model)
+
+
+def test_hand_over_refuses_what_cannot_follow():
+    model = tiny_model("llama")
+    for first, later, min_keep, message in (
+        (1, _head(model, 1), 0.25, "after layer 1"),
+        (1, _head(model, 2), 1.0, "min_keep"),
+        (0, _layered(model), 0.25, "plain span head"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            _head(model, first).hand_over(later, min_keep)
+
+
+def test_a_span_recipe_with_a_later_layer_trains_both_heads(tmp_path, tiny_model_dir):
+    from hostile.test_inputs_and_faults import invoke
+
+    recipe = _span_recipe(tmp_path, tiny_model_dir)
+    with open(recipe, "a") as file:
+        file.write("later_layer = 2\nmin_keep = 0.3\n")
+    result = invoke("train", "--recipe", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    model = tiny_model("llama")
+    head = load_policy(tmp_path / "run" / "policy", model)
+    assert head.layers == (1, 2) and head.min_keep == 0.3 and head.later.unit == "sentence"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(summary["later_loss"]) == 2
+    # the later head is the one a recipe deciding at layer 2 alone trains
+    text = open(recipe).read().replace("decision_layer = 1", "decision_layer = 2").replace("later_layer = 2\n", "")
+    alone = tmp_path / "alone.toml"
+    alone.write_text(text)
+    assert invoke("train", "--recipe", alone, "--out", tmp_path / "alone").exit_code == 0
+    single = load_policy(tmp_path / "alone" / "policy", model)
+    weights, later = single.state_dict(), head.later.state_dict()
+    assert weights.keys() == later.keys() and all(torch.equal(weights[k], later[k]) for k in weights)
+    with pytest.raises(InvalidArgumentError, match="hands over to layer 2"):
+        tune_span_head(head, model, tiny_tokenizer(), SpanPPOConfig(env="smoke", updates=1))
+
+
+def test_span_recipes_refuse_a_later_layer_that_does_not_follow(tmp_path):
+    from rlprune.config import ConfigError
+    from rlprune.train.recipe import Recipe
+
+    for table, message in (("later_layer = 2", "later_layer"), ("later_layer = 5\nmin_keep = 1.0", "min_keep")):
+        path = tmp_path / "bad.toml"
+        path.write_text(f'policy = "span"\n[span_head]\ndecision_layer = 2\n{table}\n')
+        with pytest.raises((ConfigError, ValueError), match=message):
+            Recipe.load(path)

@@ -61,6 +61,8 @@ SPAN_BUDGET_KEYS = {"budget_grid", "budget_hidden"}
 """Optional in a span head's network, together: the budget head that proposes ratios in average mode."""
 SPAN_UNIT_KEYS = {"unit", "sentence_ends"}
 """Optional in a span head's network: the unit it selects by, and the sentence ends of ``unit="sentence"``."""
+SPAN_LATER_KEYS = {"decision_layer", "rank", "channels", "kernel", "min_keep"}
+"""A span head's optional ``network.later``: the deeper head it hands the cut over to, and when."""
 MAX_TOKEN_ID, MAX_SENTENCE_ENDS = 1 << 31, 1 << 20
 """Bounds on a recorded token id and on how many sentence-end ids a checkpoint may list."""
 MAX_HIDDEN_SIZE, MAX_KERNEL, MAX_GRID = 65536, 255, 64
@@ -219,33 +221,57 @@ def _validate_decisions(config: dict[str, Any], folder: Path, token: bool) -> No
 def _validate_span_network(config: dict[str, Any], folder: Path) -> None:
     """A span head's shape: every field typed and bounded, the parameter count worked out before allocation."""
     network = config.get("network")
-    if not isinstance(network, dict) or set(network) - SPAN_BUDGET_KEYS - SPAN_UNIT_KEYS != SPAN_NETWORK_KEYS:
+    optional = SPAN_BUDGET_KEYS | SPAN_UNIT_KEYS | {"later"}
+    if not isinstance(network, dict) or set(network) - optional != SPAN_NETWORK_KEYS:
         raise _invalid(folder, f"network of a span head must have exactly the keys {sorted(SPAN_NETWORK_KEYS)}")
+    if not _is_int(network["hidden_size"]) or not 1 <= network["hidden_size"] <= MAX_HIDDEN_SIZE:
+        raise _invalid(
+            folder,
+            f"network.hidden_size is {show_value(network['hidden_size'])}; it is an integer in 1..{MAX_HIDDEN_SIZE}",
+        )
     budget = _validate_budget_head(network, folder)
     _validate_unit(network, folder)
-    bounds = {"hidden_size": MAX_HIDDEN_SIZE, "decision_layer": MAX_LAYER - 1, "rank": MAX_WIDTH, "channels": MAX_WIDTH}
-    for key, high in (bounds | {"kernel": MAX_KERNEL}).items():
-        low = 0 if key == "decision_layer" else 1
-        if not _is_int(network[key]) or not low <= network[key] <= high:
-            raise _invalid(folder, f"network.{key} is {show_value(network[key])}; it is an integer in {low}..{high}")
-    if network["kernel"] % 2 == 0:
-        raise _invalid(folder, f"network.kernel is {network['kernel']}; the mixer's kernel is odd")
+    parameters = _head_parameters(network, network["hidden_size"], folder, "network") + budget
+    layers = [network["decision_layer"]]
+    if "later" in network:
+        later = network["later"]
+        if not isinstance(later, dict) or set(later) != SPAN_LATER_KEYS:
+            raise _invalid(folder, f"network.later must have exactly the keys {sorted(SPAN_LATER_KEYS)}")
+        parameters += _head_parameters(later, network["hidden_size"], folder, "network.later")
+        if later["decision_layer"] <= network["decision_layer"]:
+            raise _invalid(folder, "network.later.decision_layer must come after network.decision_layer")
+        if not _is_number(later["min_keep"]) or not 0 < later["min_keep"] < 1:
+            raise _invalid(
+                folder, f"network.later.min_keep is {show_value(later['min_keep'])}; it is a share in (0, 1)"
+            )
+        layers.append(later["decision_layer"])
     if network["op"] not in ("prune", "merge"):
         raise _invalid(folder, f"network.op is {show_value(network['op'])}; a span head prunes or merges")
     if not _is_number(network["default_budget"]) or not 0 < network["default_budget"] <= 1:
         raise _invalid(
             folder, f"network.default_budget is {show_value(network['default_budget'])}; budgets lie in (0, 1]"
         )
-    d, r, c, k = (network[key] for key in ("hidden_size", "rank", "channels", "kernel"))
-    parameters = 2 * d * r + 4 * d + 4 + MIXER_INPUTS * c * k + c + c * k + 1 + budget
     if parameters > MAX_PARAMETERS:
         raise _invalid(folder, f"the network would have {parameters:,} parameters, over the {MAX_PARAMETERS:,} allowed")
     if not _same_ints(network["parameters"], parameters):
         raise _invalid(
             folder, f"network.parameters is {show_value(network['parameters'])} but its layers have {parameters}"
         )
-    if not _same_ints(config.get("decision_layers"), [network["decision_layer"]]):
-        raise _invalid(folder, f"decision_layers must be [{network['decision_layer']}], the span head's one layer")
+    if not _same_ints(config.get("decision_layers"), layers):
+        raise _invalid(folder, f"decision_layers must be {layers}, the span head's layers")
+
+
+def _head_parameters(shape: dict[str, Any], hidden: int, folder: Path, where: str) -> int:
+    """The parameters of one head of ``shape`` (decision layer, rank, channels, kernel), each checked."""
+    bounds = {"decision_layer": MAX_LAYER - 1, "rank": MAX_WIDTH, "channels": MAX_WIDTH, "kernel": MAX_KERNEL}
+    for key, high in bounds.items():
+        low = 0 if key == "decision_layer" else 1
+        if not _is_int(shape[key]) or not low <= shape[key] <= high:
+            raise _invalid(folder, f"{where}.{key} is {show_value(shape[key])}; it is an integer in {low}..{high}")
+    if shape["kernel"] % 2 == 0:
+        raise _invalid(folder, f"{where}.kernel is {shape['kernel']}; the mixer's kernel is odd")
+    r, c, k = (shape[key] for key in ("rank", "channels", "kernel"))
+    return 2 * hidden * r + 4 * hidden + 4 + MIXER_INPUTS * c * k + c + c * k + 1
 
 
 def _validate_unit(network: dict[str, Any], folder: Path) -> None:

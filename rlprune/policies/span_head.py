@@ -7,7 +7,9 @@ those matches into span scores, so the value that *follows* a matching cue ("...
 4018627") is kept with it. The plain cosine match to the question (the ``relevance`` scorer) is one more
 input, so the head starts from the strongest fixed rule and learns where to depart from it. The
 reducer removes the lowest-scored tokens, as many as the budget requires at that layer (one cut,
-like the strongest fixed rules).
+like the strongest fixed rules). A head may hand over to a ``later`` head at a deeper layer: when the
+budget lets that layer keep at least ``min_keep`` of the removable tokens, the cut waits for it, so the
+kept tokens are seen by more full-context layers instead of keeping more of them.
 
 It is trained by supervision on where the evidence is (:mod:`rlprune.train.span_head`): the gold
 answer's tokens and the sentence around them are known from each training task, never from the
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,8 +66,11 @@ class SpanHeadPolicy(nn.Module):
         budget_hidden: Sequence[int] | None = None,
         unit: str = "token",
         sentence_ends: Sequence[int] | None = None,
+        later: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
+        self.later: SpanHeadPolicy | None = None
+        self.min_keep = 1.0
         self.select_by(unit, sentence_ends)
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"the mixer's kernel must be a positive odd width, got {kernel}")
@@ -85,14 +90,33 @@ class SpanHeadPolicy(nn.Module):
             raise ValueError("a budget head needs both its grid and its hidden widths")
         # proposes each prompt's ratio in average-budget mode; without one, the mass heuristic does
         self.budget_head = None if budget_grid is None else BudgetHead(budget_grid, budget_hidden)  # type: ignore[arg-type]
+        if later is not None:
+            shape = {key: int(later[key]) for key in ("decision_layer", "rank", "channels", "kernel")}
+            self.hand_over(
+                SpanHeadPolicy(hidden_size, **shape, op=op, default_budget=default_budget), later["min_keep"]
+            )
+
+    def hand_over(self, later: SpanHeadPolicy, min_keep: float) -> None:
+        """Let ``later`` (a head at a deeper layer) make the cut whenever the budget still lets it keep
+        ``min_keep`` of the removable tokens there; this head cuts at tighter budgets."""
+        if later.decision_layer <= self.decision_layer:
+            raise ValueError(f"a later head decides after layer {self.decision_layer}, not at {later.decision_layer}")
+        if later.later is not None or later.budget_head is not None or later.hidden_size != self.hidden_size:
+            raise ValueError("a later head is a plain span head of the same width")
+        if not 0 < min_keep < 1:
+            raise ValueError(f"min_keep is a share of the removable tokens in (0, 1), got {min_keep}")
+        later.op, later.default_budget = self.op, self.default_budget
+        later.select_by(self.unit, self.sentence_ends)
+        self.later, self.min_keep = later, float(min_keep)
 
     @property
     def layers(self) -> tuple[int, ...]:
-        return (self.decision_layer,)
+        return (self.decision_layer,) + (() if self.later is None else self.later.layers)
 
     def decision_layers(self, num_layers: int) -> tuple[int, ...]:
-        if not 0 <= self.decision_layer < num_layers:
-            raise ValueError(f"the span head decides at layer {self.decision_layer}; the model has {num_layers} layers")
+        if not 0 <= self.layers[-1] < num_layers:
+            at = " and ".join(str(layer) for layer in self.layers)
+            raise ValueError(f"the span head decides at layer {at}; the model has {num_layers} layers")
         return self.layers
 
     def num_parameters(self) -> int:
@@ -161,12 +185,22 @@ class SpanHeadPolicy(nn.Module):
         everything = LayerAction(self.op, 1.0, "learned")
         return budget_features(scores, features.budget, features.ratio_after({self.decision_layer: everything}))
 
+    def hands_over(self, features: Features) -> bool:
+        """Whether the later head makes this prompt's cut: the budget, ``features.budget``, still lets
+        it keep :attr:`min_keep` of the removable tokens at its layer."""
+        if self.later is None:
+            return False
+        cut = LayerAction(self.op, 1.0 - self.min_keep, "learned")
+        return features.ratio_after({self.later.decision_layer: cut}) <= features.budget
+
     @torch.no_grad()
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
-        if features.layer != self.decision_layer:
-            return LayerAction()
         if budget is None:
             features = dataclasses.replace(features, budget=self.default_budget)
+        if self.later is not None and features.layer == self.later.decision_layer:
+            return self.later.act(features, features.budget)  # nothing left to remove if this head cut
+        if features.layer != self.decision_layer or self.hands_over(features):
+            return LayerAction()
         action = features.action_for_share(self.op, "learned", 1.0)
         if action.is_noop:
             return LayerAction()
@@ -184,6 +218,8 @@ class SpanHeadPolicy(nn.Module):
             raise ValueError(f"sentence ends are token ids (whole numbers >= 0), got {list(sentence_ends)[:8]}")
         self.unit = unit
         self.sentence_ends = tuple(int(i) for i in sentence_ends) if unit == "sentence" else None
+        if self.later is not None:
+            self.later.select_by(unit, sentence_ends)
 
     def unit_scores(self, features: Features, scores: Tensor) -> Tensor:
         """``scores`` re-ranked so whole units (sentences or chunks) go together, weakest first; the
@@ -207,7 +243,15 @@ class SpanHeadPolicy(nn.Module):
             "default_budget": self.default_budget,
         }
         unit = {} if self.unit == "token" else self.unit_config()
-        return network | unit | ({} if self.budget_head is None else self.budget_head.config())
+        budget = {} if self.budget_head is None else self.budget_head.config()
+        return network | unit | budget | ({} if self.later is None else {"later": self.later_config()})
+
+    def later_config(self) -> dict[str, float]:
+        """What a checkpoint records of the later head (it shares this head's width, op and unit)."""
+        later = self.later
+        assert later is not None
+        shape = {"decision_layer": later.decision_layer, "rank": later.rank, "channels": later.channels}
+        return shape | {"kernel": later.kernel, "min_keep": self.min_keep}
 
     def unit_config(self) -> dict[str, object]:
         """What a checkpoint records of a head that selects whole units."""

@@ -161,6 +161,8 @@ class SpanHeadConfig:
     learning_rate: float = 3e-3
     sentence_weight: float = 0.5  # the answer's sentence counts half as much as the answer itself
     unit: str = "sentence"  # what the exported head keeps or drops together (SpanHeadPolicy.select_by)
+    later_layer: int | None = None  # a second head here makes the cut when the budget allows (SpanHeadPolicy.hand_over)
+    min_keep: float = 0.25  # ... when it still keeps this share of the removable tokens
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -170,6 +172,11 @@ class SpanHeadConfig:
         check_count("seed", self.seed, 0)
         check_number("learning_rate", self.learning_rate, 0)
         check_number("sentence_weight", self.sentence_weight, 0, low_open=False)
+        if self.later_layer is not None:
+            check_count("later_layer", self.later_layer, self.decision_layer + 1)
+        check_number("min_keep", self.min_keep, 0, 1)
+        if self.min_keep == 1:
+            raise ValueError("min_keep = 1 must be below 1: it is the share of tokens the later head must keep")
         object.__setattr__(self, "unit", parse_unit(self.unit))  # a bad unit fails before any work
         for kind in self.long_kinds:
             check_choice("long_kinds", kind, LONG_KINDS)

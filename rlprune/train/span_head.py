@@ -132,6 +132,12 @@ def train_span_head(
         head = SpanHeadPolicy(reducer.dims.hidden, config.decision_layer, config.rank, config.channels, config.kernel)
         history = fit(head, examples, config, show_progress)
         summary = {"tasks": len(tasks), "examples": len(examples), "loss": history, "config": _jsonable(config)}
+        if config.later_layer is not None:  # the same tasks and targets, read at the deeper layer
+            examples = collect(reducer, tokenizer, tasks, config.later_layer, show_progress)
+            torch.manual_seed(config.seed)  # trained as if alone: `train-head --layer` gives the same head
+            later = SpanHeadPolicy(reducer.dims.hidden, config.later_layer, config.rank, config.channels, config.kernel)
+            summary["later_loss"] = fit(later, examples, config, show_progress)
+            head.hand_over(later, config.min_keep)
     else:
         head = load_policy(start, model)
         if not isinstance(head, SpanHeadPolicy):

@@ -154,6 +154,11 @@ def tune_span_head(
     """Tune ``head`` in place by PPO on the real reward; returns the history and validation before and after."""
     if not isinstance(head, SpanHeadPolicy):
         raise InvalidArgumentError(f"PPO here tunes a span head's scores, not a {type(head).__name__}")
+    if head.later is not None:
+        raise InvalidArgumentError(
+            f"PPO here tunes a span head that cuts at one layer; this one hands over to layer "
+            f"{head.later.decision_layer}: tune a head trained without later_layer"
+        )
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     train_env = span_env(config.env, head, "train", model, tokenizer)
