@@ -276,6 +276,9 @@ def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatc
         (["--ppo-updates", "2", "--ppo-env", "no-such-preset"], "no-such-preset"),
         (["--ppo-updates", "2", "--ppo-lr", "0"], "learning_rate"),
         (["--start", "no/such/head", "--ppo-updates", "2"], "no policy checkpoint there"),
+        (["--later-layer", "2"], "later_layer = 2 must be at least 3"),
+        (["--later-layer", "8", "--min-keep", "1.5"], "min_keep"),
+        (["--later-layer", "8", "--ppo-updates", "2"], "cuts at one layer"),
     ],
 )
 def test_train_head_cli_refuses_bad_ppo_settings_in_one_line(tmp_path, args, fragment):

@@ -18,6 +18,15 @@ def train_head(
     ),
     model: ModelOption = "smollm2-135m",
     layer: Annotated[int, typer.Option(min=0, help="The decision layer whose hidden states the head reads.")] = 2,
+    later_layer: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Also train a head at this deeper layer; it makes the cut whenever the budget still lets it "
+            "keep --min-keep of the removable tokens there.",
+        ),
+    ] = None,
+    min_keep: Annotated[float, typer.Option(help="With --later-layer: the share the later head must keep.")] = 0.25,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training prompts.")] = 12,
     long_per_cell: Annotated[
         int, typer.Option(min=1, help="Training needles per kind, length and depth (train-split essays).")
@@ -54,15 +63,20 @@ def train_head(
 
     if (out / "config.json").exists() and not force:
         raise InvalidActionError(f"{out} already holds a policy; pass --force to overwrite it or choose another --out")
-    config = SpanHeadConfig(
-        model=model,
-        decision_layer=layer,
-        epochs=epochs,
-        long_per_cell=long_per_cell,
-        short_items=short_items,
-        unit=unit,
-        seed=seed,
-    )
+    try:
+        config = SpanHeadConfig(
+            model=model,
+            decision_layer=layer,
+            later_layer=later_layer,
+            min_keep=min_keep,
+            epochs=epochs,
+            long_per_cell=long_per_cell,
+            short_items=short_items,
+            unit=unit,
+            seed=seed,
+        )
+    except ValueError as error:
+        raise InvalidArgumentError(f"span head settings: {error}") from None
     if start is not None and find_policy(start) is None:
         known = ", ".join(shipped_policies()) or "none"
         raise InvalidActionError(f"--start {start}: no policy checkpoint there (a folder, or a shipped name: {known})")
