@@ -487,3 +487,16 @@ def test_span_recipes_refuse_a_later_layer_that_does_not_follow(tmp_path):
         path.write_text(f'policy = "span"\n[span_head]\ndecision_layer = 2\n{table}\n')
         with pytest.raises((ConfigError, ValueError), match=message):
             Recipe.load(path)
+
+
+def test_a_layered_head_in_a_batch_acts_on_each_row_as_alone():
+    model = tiny_model("llama")
+    reducer = Reducer(model)
+    head = _layered(model)
+    rows = [torch.randint(3, 64, (n,), generator=torch.Generator().manual_seed(n)) for n in (60, 90, 120)]
+    for budget in (0.5, 0.8):
+        batch = reducer.run(rows, decider(head, reducer, budget), decision_layers=(1, 2), protect_last=5)
+        for ids, out in zip(rows, batch, strict=True):
+            alone = reducer.run(ids, decider(head, reducer, budget), decision_layers=(1, 2), protect_last=5)
+            assert torch.equal(out.state.positions, alone.state.positions)
+            assert out.tokens_per_layer == alone.tokens_per_layer
