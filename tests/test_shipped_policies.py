@@ -3,7 +3,8 @@
 `tests/data/shipped_policy_outputs.json` holds, for the first 10 grounded-qa test questions at
 budget 0.5, each shipped policy's actions, tokens per layer and 12 greedy answer tokens, recorded
 with the engine before it was split into modules (`smollm2-135m-span`'s again when the head began
-keeping and dropping whole sentences, a change of the policy, not of the engine). Any change to
+keeping and dropping whole sentences and when it gained a later head at layer 8: changes of the
+policy, not of the engine). Any change to
 the engine, the ops, the scorers or the checkpoint loader that moves one decision or one answer token fails here.
 """
 

@@ -96,6 +96,9 @@ def report_span_head(summary: dict[str, Any]) -> None:
     if "loss" in summary:
         loss = summary["loss"]
         console.print(f"{summary['examples']} training prompts, loss {loss[0]:.3f} -> {loss[-1]:.3f}", highlight=False)
+    if "later_loss" in summary:
+        layer, loss = summary["config"]["later_layer"], summary["later_loss"]
+        console.print(f"the later head (layer {layer}), loss {loss[0]:.3f} -> {loss[-1]:.3f}", highlight=False)
     if "ppo" in summary:
         before, after = summary["ppo"]["validation_before"], summary["ppo"]["validation_after"]
         changes = ", ".join(f"{key} {before[key]:.3f} -> {after[key]:.3f}" for key in before)
