@@ -500,3 +500,16 @@ def test_a_layered_head_in_a_batch_acts_on_each_row_as_alone():
             alone = reducer.run(ids, decider(head, reducer, budget), decision_layers=(1, 2), protect_last=5)
             assert torch.equal(out.state.positions, alone.state.positions)
             assert out.tokens_per_layer == alone.tokens_per_layer
+
+
+def test_dropping_the_later_head_cuts_at_the_first_layer_at_every_budget(tmp_path):
+    model = tiny_model("llama")
+    reducer = Reducer(model)
+    head = _layered(model)
+    head.drop_later()
+    assert head.layers == (1,) and "later" not in head.config()
+    ids = torch.randint(3, 64, (1, 120), generator=torch.Generator().manual_seed(1))
+    out = reducer.run(ids, decider(head, reducer, 0.9), decision_layers=(1,), protect_last=6)
+    assert [layer for layer, action in out.state.actions.items() if not action.is_noop] == [1]
+    save_policy(head, tmp_path / "head", model=model)
+    assert load_policy(tmp_path / "head", model).layers == (1,)

@@ -109,6 +109,10 @@ class SpanHeadPolicy(nn.Module):
         later.select_by(self.unit, self.sentence_ends)
         self.later, self.min_keep = later, float(min_keep)
 
+    def drop_later(self) -> None:
+        """Cut at this head's own layer at every budget, as a :class:`BudgetHead` is trained to."""
+        self.later, self.min_keep = None, 1.0
+
     @property
     def layers(self) -> tuple[int, ...]:
         return (self.decision_layer,) + (() if self.later is None else self.later.layers)

@@ -417,6 +417,7 @@ def train_budget_head(
     span = load_policy(config.span_policy, model)
     if not isinstance(span, SpanHeadPolicy):
         raise InvalidArgumentError(f"{config.span_policy} is not a span head; a budget head reads a span head's scores")
+    span.drop_later()  # ratios are chosen and scored for the first head's cut, so that head cuts at every ratio
     reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
     seen = {task.uid for task in _span_training_tasks(config)}
     train_tasks = [task for task in training_tasks(config, "train") if task.uid not in seen]
