@@ -123,6 +123,8 @@ def train_span_head(
 ) -> dict[str, Any]:
     """Supervise a span head (or load the one at ``start``), tune it by PPO on the real reward when
     ``ppo`` is given, and export it to ``out`` as a policy checkpoint; returns a summary."""
+    if start is not None and config.later_layer is not None:
+        raise InvalidArgumentError("a later head is trained by supervision: drop --start, or --later-layer")
     if ppo is not None and config.later_layer is not None:
         raise InvalidArgumentError(
             "PPO tunes a span head that cuts at one layer: drop later_layer (--later-layer) or the PPO stage"
