@@ -450,8 +450,24 @@ def test_hand_over_refuses_what_cannot_follow():
         (1, _head(model, 2), 1.0, "min_keep"),
         (0, _layered(model), 0.25, "plain span head"),
     ):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(InvalidArgumentError, match=message):
             _head(model, first).hand_over(later, min_keep)
+    hidden = model.config.hidden_size
+    shape = {"decision_layer": 2, "rank": 4, "channels": 2, "kernel": 3, "min_keep": 0.25}
+    for change, message in (
+        ({"min_keep": float("nan")}, "min_keep"),
+        ({"min_keep": "0.25"}, "min_keep"),
+        ({"decision_layer": 2.7}, "whole numbers"),
+        ({"rank": True}, "whole numbers"),
+        ({"kernel": None}, "whole numbers"),
+    ):
+        with pytest.raises(InvalidArgumentError, match=message):
+            SpanHeadPolicy(hidden, 1, 4, 2, 3, later=shape | change)
+    with pytest.raises(InvalidArgumentError, match="exactly"):
+        SpanHeadPolicy(hidden, 1, 4, 2, 3, later={k: v for k, v in shape.items() if k != "min_keep"})
+    with pytest.raises(InvalidArgumentError, match="no later head"):
+        _head(model, 1).later_config()
+    assert SpanHeadPolicy(hidden, 1, 4, 2, 3, later=shape).later_config() == shape
 
 
 def test_a_span_recipe_with_a_later_layer_trains_both_heads(tmp_path, tiny_model_dir):

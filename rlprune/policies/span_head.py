@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rlprune.errors import InvalidArgumentError
 from rlprune.features import Features
 from rlprune.policies.budget_head import BudgetHead, budget_features
 from rlprune.reduction import LayerAction, Pool, parse_unit, unit_ids, unit_ranking
@@ -91,7 +92,12 @@ class SpanHeadPolicy(nn.Module):
         # proposes each prompt's ratio in average-budget mode; without one, the mass heuristic does
         self.budget_head = None if budget_grid is None else BudgetHead(budget_grid, budget_hidden)  # type: ignore[arg-type]
         if later is not None:
-            shape = {key: int(later[key]) for key in ("decision_layer", "rank", "channels", "kernel")}
+            shape_keys = ("decision_layer", "rank", "channels", "kernel")
+            if set(later) != {*shape_keys, "min_keep"}:
+                raise InvalidArgumentError(f"later names {sorted(later)}; it needs exactly {[*shape_keys, 'min_keep']}")
+            shape = {key: later[key] for key in shape_keys}
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape.values()):
+                raise InvalidArgumentError(f"the later head's layer and widths are whole numbers, got {shape}")
             self.hand_over(
                 SpanHeadPolicy(hidden_size, **shape, op=op, default_budget=default_budget), later["min_keep"]
             )
@@ -100,11 +106,13 @@ class SpanHeadPolicy(nn.Module):
         """Let ``later`` (a head at a deeper layer) make the cut whenever the budget still lets it keep
         ``min_keep`` of the removable tokens there; this head cuts at tighter budgets."""
         if later.decision_layer <= self.decision_layer:
-            raise ValueError(f"a later head decides after layer {self.decision_layer}, not at {later.decision_layer}")
+            raise InvalidArgumentError(
+                f"a later head decides after layer {self.decision_layer}, not at {later.decision_layer}"
+            )
         if later.later is not None or later.budget_head is not None or later.hidden_size != self.hidden_size:
-            raise ValueError("a later head is a plain span head of the same width")
-        if not 0 < min_keep < 1:
-            raise ValueError(f"min_keep is a share of the removable tokens in (0, 1), got {min_keep}")
+            raise InvalidArgumentError("a later head is a plain span head of the same width")
+        if not isinstance(min_keep, int | float) or isinstance(min_keep, bool) or not 0 < min_keep < 1:
+            raise InvalidArgumentError(f"min_keep is a share of the removable tokens in (0, 1), got {min_keep!r}")
         later.op, later.default_budget = self.op, self.default_budget
         later.select_by(self.unit, self.sentence_ends)
         self.later, self.min_keep = later, float(min_keep)
@@ -194,8 +202,9 @@ class SpanHeadPolicy(nn.Module):
         it keep :attr:`min_keep` of the removable tokens at its layer."""
         if self.later is None:
             return False
+        budget = self.default_budget if features.budget is None else features.budget  # as act() reads it
         cut = LayerAction(self.op, 1.0 - self.min_keep, "learned")
-        return features.ratio_after({self.later.decision_layer: cut}) <= features.budget
+        return features.ratio_after({self.later.decision_layer: cut}) <= budget
 
     @torch.no_grad()
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
@@ -253,7 +262,8 @@ class SpanHeadPolicy(nn.Module):
     def later_config(self) -> dict[str, float]:
         """What a checkpoint records of the later head (it shares this head's width, op and unit)."""
         later = self.later
-        assert later is not None
+        if later is None:
+            raise InvalidArgumentError("this span head cuts at one layer: it has no later head to record")
         shape = {"decision_layer": later.decision_layer, "rank": later.rank, "channels": later.channels}
         return shape | {"kernel": later.kernel, "min_keep": self.min_keep}
 

@@ -113,6 +113,17 @@ def fit(
     return history
 
 
+def supervise(
+    reducer: Reducer, tokenizer, tasks: list[Task], config: SpanHeadConfig, layer: int, show_progress: bool = True
+) -> tuple[SpanHeadPolicy, list[Example], list[float]]:
+    """A head at ``layer`` fitted to ``tasks``' evidence; seeded from ``config.seed`` just before it is
+    built, so a head is the same whether it is trained alone or as another head's later one."""
+    examples = collect(reducer, tokenizer, tasks, layer, show_progress)
+    torch.manual_seed(config.seed)
+    head = SpanHeadPolicy(reducer.dims.hidden, layer, config.rank, config.channels, config.kernel)
+    return head, examples, fit(head, examples, config, show_progress)
+
+
 def train_span_head(
     config: SpanHeadConfig,
     out: str | Path,
@@ -134,15 +145,12 @@ def train_span_head(
     if start is None:
         reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
         tasks = training_tasks(config)
-        examples = collect(reducer, tokenizer, tasks, config.decision_layer, show_progress)
-        head = SpanHeadPolicy(reducer.dims.hidden, config.decision_layer, config.rank, config.channels, config.kernel)
-        history = fit(head, examples, config, show_progress)
+        head, examples, history = supervise(reducer, tokenizer, tasks, config, config.decision_layer, show_progress)
         summary = {"tasks": len(tasks), "examples": len(examples), "loss": history, "config": _jsonable(config)}
         if config.later_layer is not None:  # the same tasks and targets, read at the deeper layer
-            examples = collect(reducer, tokenizer, tasks, config.later_layer, show_progress)
-            torch.manual_seed(config.seed)  # trained as if alone: `train-head --layer` gives the same head
-            later = SpanHeadPolicy(reducer.dims.hidden, config.later_layer, config.rank, config.channels, config.kernel)
-            summary["later_loss"] = fit(later, examples, config, show_progress)
+            later, _, summary["later_loss"] = supervise(
+                reducer, tokenizer, tasks, config, config.later_layer, show_progress
+            )
             head.hand_over(later, config.min_keep)
     else:
         head = load_policy(start, model)
