@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSAGE = (ROOT / "eval" / "demo" / "harbour.txt").read_text()
-DEMO_SCHEDULE = "2:prune:0.5:relevance,8:prune:0.5:relevance"  # the README quick start
+DEMO_SCHEDULE = "2:prune:0.5:relevance,8:prune:0.5:relevance"  # the fixed-schedule example in docs/policies.md
 
 
 def test_no_reduction_reproduces_the_real_model(smollm2):
