@@ -1,4 +1,5 @@
-"""The package layout of docs/layout.md: no module over 500 lines, and the import rules hold.
+"""The layout of docs/layout.md: no module over 500 lines, the import rules hold, and each top-level
+data folder says which package reads it.
 
 The rules are import-linter contracts in pyproject.toml (``[tool.importlinter]``); ``make lint``
 runs them too. Here they run whenever import-linter is installed (the ``dev`` extra).
@@ -56,3 +57,12 @@ def test_import_contracts_hold():
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+@pytest.mark.parametrize("folder", ["envs", "train", "policies", "eval"])
+def test_each_data_folder_says_which_package_reads_it(folder):
+    """A top-level data folder and the rlprune/ package of the same name are never confused."""
+    readme = (ROOT / folder / "README.md").read_text()
+    assert f"`rlprune/{folder}/`" in readme and (PACKAGE / folder / "__init__.py").is_file()
+    links = re.findall(r"\]\(([^)#\s]+)", readme)
+    assert [link for link in links if not (ROOT / folder / link).exists()] == []
