@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class ModelDims:
-    """The shapes of a decoder that FLOPs and cache sizes depend on; a loaded model's: adapter_for(model).dims()."""
+    """The shapes of a decoder that FLOPs and cache sizes depend on (a loaded model's:
+    ``rlprune.adapters.adapter_for(model).dims()``)."""
 
     layers: int
     hidden: int
