@@ -43,9 +43,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# ruff, then the import rules of docs/layout.md ([tool.importlinter] in pyproject.toml)
 lint: install
 	$(BIN)/ruff check rlprune tests benchmarks
 	$(BIN)/ruff format --check rlprune tests benchmarks
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python benchmarks/prefill_speed.py

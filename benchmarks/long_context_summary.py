@@ -17,7 +17,8 @@ from pathlib import Path
 
 from rlprune.data.long import LONG_KINDS
 from rlprune.eval import FULL
-from rlprune.eval.report import heatmap_plot, speed_by_length, speed_table
+from rlprune.eval.plots import heatmap_plot
+from rlprune.eval.report import speed_by_length, speed_table
 from rlprune.io import atomic_write_text
 
 

@@ -8,7 +8,7 @@ observation or the action space changes: checkpoints record it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from numbers import Real
@@ -124,6 +124,12 @@ class ActionSpec:
 
     def to_dict(self) -> dict[str, list]:
         return {"ops": list(self.ops), "shares": list(self.shares), "scorers": list(self.scorers)}
+
+
+def token_action_spec(shares: Sequence[float] | None = None) -> ActionSpec:
+    """A token-level policy's choices: op and share; the scorer is always its own token head (``learned``)."""
+    base = ActionSpec()
+    return ActionSpec(base.ops, tuple(shares) if shares else base.shares, ("learned",))
 
 
 @dataclass

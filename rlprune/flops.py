@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 
 @dataclass(frozen=True)
 class ModelDims:
-    """The shapes of a decoder that FLOPs and cache sizes depend on."""
+    """The shapes of a decoder that FLOPs and cache sizes depend on (a loaded model's:
+    ``rlprune.adapters.adapter_for(model).dims()``)."""
 
     layers: int
     hidden: int
@@ -39,13 +38,6 @@ class ModelDims:
             object.__setattr__(self, "windows", (None,) * self.layers)
         if len(self.windows) != self.layers:
             raise ValueError(f"expected {self.layers} per-layer windows, got {len(self.windows)}")
-
-    @classmethod
-    def from_model(cls, model, dtype: torch.dtype | None = None) -> ModelDims:
-        """The dims of a loaded model, read through its family's adapter."""
-        from rlprune.adapters import adapter_for
-
-        return adapter_for(model).dims(dtype)
 
     @property
     def q_width(self) -> int:

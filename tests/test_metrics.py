@@ -10,7 +10,8 @@ import torch
 
 from rlprune import load_model
 from rlprune.data.evidence import Evidence
-from rlprune.data.tasks import Task, generate_task
+from rlprune.data.generators import generate_task
+from rlprune.data.tasks import Task
 from rlprune.envs import EnvConfig
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import quality

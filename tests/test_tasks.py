@@ -130,7 +130,7 @@ def test_hard_kinds_hold_out_templates_names_and_essays():
     import re
 
     from rlprune.data.essays import essays
-    from rlprune.data.tasks import HARD_KINDS
+    from rlprune.data.generators import HARD_KINDS
 
     names = {split: {name for name, _ in essays(split)} for split in ("train", "validation", "test")}
     assert names["train"] and names["test"] and not names["train"] & names["test"]

@@ -10,11 +10,11 @@ from rlprune.cli.common import DeviceOption, DtypeOption, ModelOption, console, 
 @user_errors
 def info(model: ModelOption = "smollm2-135m", device: DeviceOption = "cpu", dtype: DtypeOption = "float32") -> None:
     """Show the model's shape, parameter count and the cache folder."""
-    from rlprune.flops import ModelDims
+    from rlprune.adapters import adapter_for
     from rlprune.models import count_parameters, load_model, rlprune_home
 
     lm, _ = load_model(model, device=device, dtype=dtype)
-    dims = ModelDims.from_model(lm)
+    dims = adapter_for(lm).dims()
     table = Table(title=f"rlprune info: {model}", show_header=False)
     rows = {
         "architecture": f"{lm.config.model_type} ({type(lm).__name__})",

@@ -3,6 +3,7 @@ the real essays long-context tasks hide their facts in. Evaluation, training and
 reduction all read from here; nothing in it imports gymnasium.
 """
 
-from rlprune.data.tasks import KINDS, SPLITS, Task, answer_correct, generate_suite, generate_task, load_jsonl
+from rlprune.data.generators import generate_suite, generate_task
+from rlprune.data.tasks import KINDS, SPLITS, Task, answer_correct, load_jsonl
 
 __all__ = ["KINDS", "SPLITS", "Task", "answer_correct", "generate_suite", "generate_task", "load_jsonl"]

@@ -11,7 +11,8 @@ Importing this package registers the environment::
 
 from gymnasium.envs.registration import register, registry
 
-from rlprune.data.tasks import KINDS, SPLITS, Task, answer_correct, generate_suite, generate_task, load_jsonl
+from rlprune.data.generators import generate_suite, generate_task
+from rlprune.data.tasks import KINDS, SPLITS, Task, answer_correct, load_jsonl
 from rlprune.envs.env import EnvConfig, EpisodeConfig, TaskConfig, TokenReductionEnv
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import Quality, RewardConfig, quality

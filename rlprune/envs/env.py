@@ -14,7 +14,8 @@ import numpy as np
 from gymnasium import spaces
 
 from rlprune.config import ConfigError, find_config, from_dict, load_toml
-from rlprune.data.tasks import KINDS, SPLITS, Task, generate_suite, load_jsonl
+from rlprune.data.generators import generate_suite
+from rlprune.data.tasks import KINDS, SPLITS, Task, load_jsonl
 from rlprune.engine import Reducer, ReducerConfig, ReductionOutput, ReductionState
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward

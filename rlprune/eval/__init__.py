@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlprune.data.suites import SUITES, SuiteSpec
 from rlprune.eval.harness import (
     ALL_BASELINES,
     FULL,
@@ -21,7 +22,7 @@ from rlprune.eval.harness import (
     parse_depths,
 )
 from rlprune.eval.report import aggregate, markdown_table, write_results
-from rlprune.eval.suites import SUITES, SuiteSpec, load_suite
+from rlprune.eval.suites import load_suite
 
 
 def evaluate(

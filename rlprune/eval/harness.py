@@ -38,6 +38,7 @@ from rlprune.metrics import (
     unsupported_words,
 )
 from rlprune.models import DEFAULT_MODEL, fingerprint_id, load_model
+from rlprune.output import apply_adapter
 from rlprune.policies import BestStatic, Policy, decider, find_policy, resolve_policy
 from rlprune.policies.baselines import table_path
 from rlprune.progress import Progress
@@ -203,8 +204,6 @@ class Evaluation:
         # average mode with an oracle grid: each policy also runs held to every grid ratio, as "NAME held"
         self.held = {f"{m.name}{HELD}": m for m in self.methods[: len(config.policies)] if config.oracle_grid}
         if config.adapter:  # after the policies: they are checked against the base model's weights
-            from rlprune.output import apply_adapter
-
             model = self.model = apply_adapter(model, config.adapter)
         self.reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
         self.out.mkdir(parents=True, exist_ok=True)

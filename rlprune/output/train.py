@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, TrainerCallback
 
-from rlprune.data.tasks import Task, generate_suite, load_jsonl
+from rlprune.data.generators import generate_suite
+from rlprune.data.suites import SUITES
+from rlprune.data.tasks import Task, load_jsonl
 from rlprune.engine import Reducer
 from rlprune.errors import RLPruneError
-from rlprune.eval.suites import SUITES
 from rlprune.io import atomic_write_text
 from rlprune.models import DEFAULT_MODEL, load_model
 from rlprune.output.adapter import without_checkpointing_renames

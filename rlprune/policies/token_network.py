@@ -17,19 +17,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from rlprune.features import OBSERVATION_SIZE, TOKEN_FEATURE_SIZE, ActionSpec, Features
+from rlprune.features import OBSERVATION_SIZE, TOKEN_FEATURE_SIZE, ActionSpec, Features, token_action_spec
 from rlprune.policies.network import ReductionPolicy, tanh_mlp
 from rlprune.policies.plackett_luce import bound, perturb
 from rlprune.reduction import LayerAction
 
 TOKEN_SPEC_VERSION = 3
 """Observation/action spec of token-level policies (layer policies use ``features.SPEC_VERSION``)."""
-
-
-def token_action_spec(shares: Sequence[float] | None = None) -> ActionSpec:
-    """Op and share choices; the scorer is always the policy's own token head."""
-    base = ActionSpec()
-    return ActionSpec(base.ops, tuple(shares) if shares else base.shares, ("learned",))
 
 
 class TokenReductionPolicy(ReductionPolicy):

@@ -35,8 +35,9 @@ from torch import Tensor, nn
 
 from rlprune.budget import oracle
 from rlprune.data.evidence import locate_evidence
+from rlprune.data.generators import generate_suite
 from rlprune.data.long import LongSuite
-from rlprune.data.tasks import Task, answer_correct, generate_suite
+from rlprune.data.tasks import Task, answer_correct
 from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.features import Features
 from rlprune.io import atomic_write

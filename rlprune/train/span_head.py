@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from rlprune.data.evidence import locate_evidence
+from rlprune.data.generators import generate_suite
 from rlprune.data.long import LongSuite
-from rlprune.data.tasks import Task, generate_suite
+from rlprune.data.tasks import Task
 from rlprune.errors import InvalidArgumentError
 from rlprune.io import atomic_write_text
 from rlprune.models import load_model, model_fingerprint
