@@ -22,11 +22,13 @@ from transformers.utils import logging as hf_logging
 
 from rlprune.adapters import check_supported
 from rlprune.errors import InvalidArgumentError, ModelNotFoundError, RLPruneError
-from rlprune.io import atomic_write_text
+from rlprune.io import atomic_write_text, check_regular_file
 from rlprune.validate import shown
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION_KERNELS = ("sdpa",)
+MAX_GGUF_BYTES = 1 << 40
+"""Most bytes a GGUF file may hold (a bound, so a device or a runaway file is never read as one)."""
 """The attention kernels the reducer runs correctly: its masks leave plain causal attention to SDPA."""
 
 
@@ -177,8 +179,10 @@ def _load(name: str, dtype: torch.dtype, attn_implementation: str):
         folder = _converted_folder(ALIASES[name].gguf_path())
     elif name.endswith(".gguf"):
         path = Path(name).expanduser()
-        if not path.is_file():
-            raise ModelNotFoundError(f"GGUF file {name} does not exist; check the path")
+        try:  # missing, unreadable, a device or a folder: each said as it is
+            check_regular_file(path, "GGUF file", MAX_GGUF_BYTES)
+        except RLPruneError as error:
+            raise ModelNotFoundError(f"--model: {error}") from None
         folder = _converted_folder(path)
     elif Path(name).expanduser().is_dir():
         folder = Path(name).expanduser()
