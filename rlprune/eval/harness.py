@@ -103,7 +103,7 @@ class EvalConfig:
         if self.oracle_grid and self.budget_mode != "average":
             raise RLPruneError("--oracle-grid compares per-prompt ratios with fixed ones; add --budget-mode average")
         for ratio in self.oracle_grid:
-            check_budget(ratio)
+            check_number(ratio, "each oracle_grid ratio", at_most=1.0, hint=" (--oracle-grid)", error=RLPruneError)
         _refuse_repeats([float(g) for g in self.oracle_grid], "ratio {:g} is given twice in --oracle-grid")
 
 
