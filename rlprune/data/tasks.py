@@ -75,7 +75,7 @@ class Task:
         so an evaluation never reuses a record made for other answers or other groups."""
         parts = [self.kind, self.context, self.question, self.answer, list(self.answers), self.prior, self.meta]
         text = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]  # never fails on odd text
 
 
 ARTICLES = ("a", "an", "the")

@@ -35,10 +35,10 @@ class Journal:
         self.records: dict[tuple[str, str, float | None], dict[str, Any]] = {}
         self.set_aside: Path | None = None  # where ``fresh`` moved the earlier journal
         check_writable(path, "evaluation journal in --out")
+        if not (path.is_file() and path.stat().st_size):  # no journal yet: no report here is rlprune's
+            _refuse_foreign_reports(path.parent)
         self._lock = _lock(path.with_name(LOCK))
         try:
-            if not (path.is_file() and path.stat().st_size):  # no journal yet: no report here is rlprune's
-                _refuse_foreign_reports(path.parent)
             if fresh and path.exists():
                 self.set_aside = _free_name(path.with_name(JOURNAL + ".old"))  # every earlier journal is kept
                 os.replace(path, self.set_aside)

@@ -140,7 +140,7 @@ def test_eval_never_replaces_a_report_it_did_not_write(pair, tmp_path, monkeypat
     with pytest.raises(RLPruneError, match=f"holds {report} but no records.jsonl: rlprune did not write it"):
         run(pair, suite_file(tmp_path), Path("."))
     assert (tmp_path / report).read_text() == "the user's own"
-    assert not (tmp_path / "records.jsonl").exists()
+    assert not (tmp_path / "records.jsonl").exists() and not (tmp_path / ".lock").exists()
 
 
 def test_an_evaluation_folder_of_its_own_is_rewritten_and_resumed(pair, tmp_path):
