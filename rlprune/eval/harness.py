@@ -123,16 +123,18 @@ def _method_key(spec: str) -> str:
     return str(path.resolve()) if path is not None else spec.strip()
 
 
-_PARAMETER = re.compile(r"\s*[A-Za-z_]\w*\s*=")
-"""A ``key=`` at the start of a comma-separated part: it continues the spec before it."""
+_CONTINUATION = re.compile(r"\s*([A-Za-z_]\w*\s*=|\d+\s*:)")
+"""A comma-separated part starting with ``key=`` or with a static schedule's ``LAYER:``: it continues the spec
+before it."""
 
 
 def parse_baselines(text: str) -> tuple[str, ...]:
     """``"all"``, ``"none"`` (only the policies) or a comma-separated list of baseline specs. A part
-    starting with ``key=`` continues the spec before it: ``snapkv,fastv:layer=2,ratio=0.5`` is two specs."""
+    starting with ``key=`` (or ``LAYER:`` in a static schedule) continues the spec before it:
+    ``snapkv,fastv:layer=2,ratio=0.5`` is two specs, ``static:2:prune:0.5,12:merge:0.3`` one."""
     specs: list[str] = []
     for part in filter(None, (part.strip() for part in text.split(","))):
-        if specs and ":" in specs[-1] and _PARAMETER.match(part):
+        if specs and ":" in specs[-1] and _CONTINUATION.match(part):
             specs[-1] += f",{part}"
         else:
             specs.append(part)

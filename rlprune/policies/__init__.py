@@ -25,6 +25,8 @@ def resolve_policy(spec: str | Path | Policy, model: PreTrainedModel | None = No
     policy's name such as ``smollm2-135m-grounded``."""
     if not isinstance(spec, (str, Path)):
         return spec
+    if isinstance(spec, str) and not spec.strip():  # Path("") would mean the current folder
+        raise PolicyError("the policy (--policy) is empty; give a checkpoint folder, a shipped name or a baseline")
     if is_baseline(spec):  # before folders: ./random is the folder, random the baseline
         return make_baseline(str(spec))
     if Path(spec).is_dir():

@@ -164,6 +164,13 @@ def test_a_folder_named_like_a_baseline_does_not_shadow_it(pair, tmp_path, monke
     assert {row["method"] for row in rows} == {"full model", "random"}
 
 
+@pytest.mark.parametrize("command", ["eval", "generate"])
+def test_an_empty_policy_is_refused_by_name(tiny_model_dir, tmp_path, command):
+    extra = ["--out", tmp_path / "o"] if command == "eval" else ["hello"]
+    result = invoke(command, "--model", tiny_model_dir, "--policy", " ", *extra)
+    clean_error(result, "the policy (--policy) is empty")
+
+
 # -- fingerprints read only what a checkpoint declares, bounded -----------------------------------------
 
 
@@ -236,6 +243,8 @@ def test_a_policy_load_policy_would_refuse_is_not_saved(tmp_path):
         ("snapkv,fastv:layer=2,ratio=0.5", ("snapkv", "fastv:layer=2,ratio=0.5")),
         ("fastv:layer=2, ratio=0.5 ,tome", ("fastv:layer=2,ratio=0.5", "tome")),
         ("random,tome", ("random", "tome")),
+        ("static:2:prune:0.5,3:merge:0.3,tome", ("static:2:prune:0.5,3:merge:0.3", "tome")),
+        ("tome,ratio=0.5", ("tome", "ratio=0.5")),  # no spec to continue: refused later as unknown
         ("all", ("random", "fastv", "snapkv", "pyramid", "tome")),
         ("none", ()),
     ],
