@@ -36,7 +36,7 @@ def best_static(
     """Grid-search fixed schedules (layer x scorer x op x span shape) on validation: the `best-static` table."""
     from rlprune.envs import EnvConfig
     from rlprune.eval.best_static import check_table_path, search, write_table
-    from rlprune.eval.harness import parse_budgets
+    from rlprune.eval.options import parse_budgets
     from rlprune.policies.baselines import TABLES
 
     preset = EnvConfig.load(env)

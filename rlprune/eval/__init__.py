@@ -17,10 +17,8 @@ from rlprune.eval.harness import (
     FULL,
     EvalConfig,
     Evaluation,
-    parse_baselines,
-    parse_budgets,
-    parse_depths,
 )
+from rlprune.eval.options import parse_baselines, parse_budgets, parse_depths
 from rlprune.eval.report import aggregate, markdown_table, write_results
 from rlprune.eval.suites import SUITES, SuiteSpec, load_suite
 
