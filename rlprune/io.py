@@ -1,7 +1,8 @@
 """Files written whole or not at all, and read only when they are regular files of bounded size.
 
 A crash never leaves a half-written result behind; a FIFO, a device or a huge file given where a
-file is expected is refused instead of blocking or filling memory.
+file is expected is refused instead of blocking or filling memory. Every path written or locked is
+checked first (:func:`check_writable`): a regular file or nothing, in a folder that can be written.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
-    """Call ``write(staging_path)``, then move the staged file onto ``path`` in one step."""
-    path = Path(path)
+def atomic_write(path: str | Path, write: Callable[[str], object], what: str = "file") -> None:
+    """Call ``write(staging_path)``, then move the staged file onto ``path`` in one step (checked first
+    by :func:`check_writable`: a FIFO, a device or a folder at ``path`` is refused, never replaced)."""
+    path = check_writable(path, what)
     handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(handle)
     try:
@@ -48,9 +50,56 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
             os.unlink(staging)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str, what: str = "file") -> None:
     """Write ``text`` to ``path`` atomically."""
-    atomic_write(path, lambda staging: Path(staging).write_text(text))
+    atomic_write(path, lambda staging: Path(staging).write_text(text), what)
+
+
+def check_writable(path: str | Path, what: str = "file") -> Path:
+    """``path`` as a :class:`Path` if it may be written: nothing there, or a regular file this process can
+    write (symlinks followed), inside an existing folder it can write to. Anything else (a FIFO, which an
+    open would block on, a device, a socket, a folder, a read-only file or folder) is one clear error."""
+    path = Path(path)
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        status = None
+    except OSError as error:
+        raise _unwritable(path, what, error.strerror or str(error)) from None
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        shown = _KINDS.get(stat.S_IFMT(status.st_mode), "a special file")
+        raise _unwritable(path, what, f"it is {shown}, not a regular file; remove it or choose another path")
+    folder = path.parent
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise _unwritable(path, what, f"its folder {folder} {problem}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _unwritable(path, what, f"its folder {folder} is not writable (permission denied)")
+    if status is not None and not os.access(path, os.W_OK):
+        raise _unwritable(path, what, "it is read-only (permission denied)")
+    return path
+
+
+def open_append(path: str | Path, what: str = "file") -> Any:
+    """``path`` opened for appending text, created if absent: checked by :func:`check_writable`, then
+    opened non-blocking (a FIFO swapped in meanwhile cannot block the open) and checked again once open."""
+    path = check_writable(path, what)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags, 0o666)
+    except OSError as error:  # ENXIO: a FIFO without a reader
+        raise _unwritable(path, what, error.strerror or str(error)) from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        shown = _KINDS.get(stat.S_IFMT(mode), "a special file")
+        raise _unwritable(path, what, f"it is {shown}, not a regular file; remove it or choose another path")
+    os.set_blocking(descriptor, True)
+    return open(descriptor, "a", encoding="utf-8", closefd=True)  # noqa: SIM115 - the caller closes it
+
+
+def _unwritable(path: Path, what: str, problem: str) -> RLPruneError:
+    return RLPruneError(f"{what} {path} cannot be written: {problem}")
 
 
 class JSONError(RLPruneError):
@@ -79,11 +128,30 @@ def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_TEXT_BYTES
     return data
 
 
+def hash_file(digest: Any, path: str | Path, what: str = "file", limit: int = MAX_TEXT_BYTES) -> None:
+    """Feed the regular file at ``path`` to ``digest`` (a :mod:`hashlib` object) in chunks, refused as
+    :func:`read_bytes` refuses, and never past ``limit`` bytes: memory stays bounded whatever the size."""
+    path = Path(path)
+    check_regular_file(path, what, limit)
+    seen = 0
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(descriptor, "rb", closefd=True) as handle:
+            _check_regular(os.fstat(descriptor).st_mode, path, what)
+            while chunk := handle.read(1 << 20):
+                seen += len(chunk)
+                if seen > limit:
+                    raise _too_big(path, what, limit)
+                digest.update(chunk)
+    except OSError as error:
+        raise _unreadable(path, what, error) from None
+
+
 def check_regular_file(path: str | Path, what: str = "file", limit: int = MAX_TEXT_BYTES) -> None:
     """Refuse ``path`` unless it is a regular file (symlinks followed) of at most ``limit`` bytes.
 
     Before a file is opened: by :func:`read_bytes`, and by callers whose library opens the file
-    itself (safetensors).
+    itself (safetensors), so a file this process may not read is said to be unreadable, not missing.
     """
     path = Path(path)
     try:
@@ -93,6 +161,8 @@ def check_regular_file(path: str | Path, what: str = "file", limit: int = MAX_TE
     _check_regular(status.st_mode, path, what)
     if status.st_size > limit:
         raise _too_big(path, what, limit)
+    if not os.access(path, os.R_OK):  # a library that opens the file itself may call this "missing"
+        raise _unreadable(path, what, PermissionError())
 
 
 def read_text(path: str | Path, what: str = "file", limit: int = MAX_TEXT_BYTES) -> str:

@@ -22,11 +22,13 @@ from transformers.utils import logging as hf_logging
 
 from rlprune.adapters import check_supported
 from rlprune.errors import InvalidArgumentError, ModelNotFoundError, RLPruneError
-from rlprune.io import atomic_write_text
+from rlprune.io import atomic_write_text, check_regular_file, hash_file, read_json
 from rlprune.validate import shown
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTENTION_KERNELS = ("sdpa",)
+MAX_GGUF_BYTES = 1 << 40
+"""Most bytes a GGUF file may hold (a bound, so a device or a runaway file is never read as one)."""
 """The attention kernels the reducer runs correctly: its masks leave plain causal attention to SDPA."""
 
 
@@ -177,8 +179,10 @@ def _load(name: str, dtype: torch.dtype, attn_implementation: str):
         folder = _converted_folder(ALIASES[name].gguf_path())
     elif name.endswith(".gguf"):
         path = Path(name).expanduser()
-        if not path.is_file():
-            raise ModelNotFoundError(f"GGUF file {name} does not exist; check the path")
+        try:  # missing, unreadable, a device or a folder: each said as it is
+            check_regular_file(path, "GGUF file", MAX_GGUF_BYTES)
+        except RLPruneError as error:
+            raise ModelNotFoundError(f"--model: {error}") from None
         folder = _converted_folder(path)
     elif Path(name).expanduser().is_dir():
         folder = Path(name).expanduser()
@@ -227,17 +231,15 @@ def content_hash(path: Path) -> str:
     index = rlprune_home() / "gguf-hashes.json"
     key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     try:
-        known = json.loads(index.read_text())
+        known = read_json(index, "GGUF hash index")
         if not isinstance(known, dict):
             known = {}
-    except (OSError, ValueError):
+    except RLPruneError:  # missing, damaged or not a file: the hash is computed again
         known = {}
     if isinstance(known.get(key), str):
         return known[key]
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
+    hash_file(digest, path, "GGUF file", MAX_GGUF_BYTES)  # in chunks, bounded, never blocking on a FIFO
     known[key] = digest.hexdigest()
     try:  # remembering is an optimisation: a read-only cache only costs the hash next time
         index.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rlprune.cli.common import PlacementOption, console, user_errors
+from rlprune.cli.common import PlacementOption, console, out_path, user_errors
 from rlprune.errors import InvalidActionError
 
 
@@ -19,9 +19,10 @@ def best_static(
     ),
     budgets: Annotated[str, typer.Option(help="Budgets to find the best schedule for, comma-separated.")] = "0.3,0.5",
     items: Annotated[int, typer.Option(min=1, help="Validation prompts each schedule is scored on.")] = 24,
-    out: Annotated[Path | None, typer.Option(help="Where to write the table (default: eval/best-static/ENV.json).")] = (
-        None
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(parser=out_path, help="Where to write the table (default: eval/best-static/ENV.json)."),
+    ] = (None),
     layers: Annotated[
         str | None,
         typer.Option(help="Decision layers searched, comma-separated (default: those of 2,4,8 the model has)."),
@@ -35,7 +36,7 @@ def best_static(
     """Grid-search fixed schedules (layer x scorer x op x span shape) on validation: the `best-static` table."""
     from rlprune.envs import EnvConfig
     from rlprune.eval.best_static import check_table_path, search, write_table
-    from rlprune.eval.harness import parse_budgets
+    from rlprune.eval.options import parse_budgets
     from rlprune.policies.baselines import TABLES
 
     preset = EnvConfig.load(env)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -25,6 +27,15 @@ DeviceOption = Annotated[str, typer.Option(help="Where the model runs: cpu, cuda
 DtypeOption = Annotated[str, typer.Option(help="Model weights' dtype: float32, bfloat16 or float16.")]
 PlacementOption = Annotated[str | None, typer.Option(help="Override the preset's model device / dtype.")]
 SeedOption = Annotated[int, typer.Option(help="Seed.")]
+
+
+def out_path(value: str | Path) -> Path:
+    """An ``--out`` value as a path; an empty one (an unset shell variable) is refused, since it would
+    silently mean the current folder."""
+    text = os.fspath(value)
+    if not text.strip():
+        raise typer.BadParameter("is empty (an unset shell variable?); give a folder, such as --out runs/x")
+    return Path(text)
 
 
 def user_errors(command: F) -> F:

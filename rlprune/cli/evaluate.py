@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from rlprune.cli.common import DeviceOption, DtypeOption, ModelOption, console, err_console, user_errors
+from rlprune.cli.common import DeviceOption, DtypeOption, ModelOption, console, err_console, out_path, user_errors
 
 SuiteOption = Annotated[
     str,
@@ -25,7 +25,9 @@ PolicyOption = Annotated[
 BaselinesOption = Annotated[
     str, typer.Option(help='"all" (random, fastv, snapkv, pyramid, tome), "none", or a comma-separated list.')
 ]
-OutOption = Annotated[Path, typer.Option(help="Folder for results.json/.csv/.md, pareto.png and the journal.")]
+OutOption = Annotated[
+    Path, typer.Option(parser=out_path, help="Folder for results.json/.csv/.md, pareto.png and the journal.")
+]
 AdapterOption = Annotated[
     Path | None, typer.Option(help="A LoRA adapter from `rlprune train-output`, merged into the model.")
 ]

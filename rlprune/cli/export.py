@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from rlprune.cli.common import console, user_errors
+from rlprune.cli.common import console, out_path, user_errors
 from rlprune.errors import RLPruneError
 
 
 @user_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A training run folder.")],
-    out: Annotated[Path, typer.Option(help="Where to write the policy checkpoint.")],
+    out: Annotated[Path, typer.Option(parser=out_path, help="Where to write the policy checkpoint.")],
     force: Annotated[bool, typer.Option("--force", help="Replace what OUT already holds.")] = False,
 ) -> None:
     """Export a run's best policy (or its last) as a checkpoint folder."""

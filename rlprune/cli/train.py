@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from rlprune.cli.common import PlacementOption, console, user_errors
+from rlprune.cli.common import PlacementOption, console, out_path, user_errors
 from rlprune.errors import InvalidActionError
 
 if TYPE_CHECKING:
@@ -25,7 +25,9 @@ RecipeOption = Annotated[
     str | None,
     typer.Option(help="Training recipe name or path (train/*.toml); default: ppo-local, on --resume the run's."),
 ]
-OutOption = Annotated[Path, typer.Option(help="Run folder: checkpoints, logs, summary, exported policy.")]
+OutOption = Annotated[
+    Path, typer.Option(parser=out_path, help="Run folder: checkpoints, logs, summary, exported policy.")
+]
 ModelCheckOption = Annotated[str | None, typer.Option("--model", "-m", help="Must match the preset's model (checked).")]
 BackendOption = Annotated[
     str | None, typer.Option(help="sb3 (one machine) or ray (RLlib env runners); default: the recipe's.")

@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from rlprune.cli.common import ModelOption, SeedOption, console, user_errors
+from rlprune.cli.common import ModelOption, SeedOption, console, out_path, user_errors
 from rlprune.errors import InvalidActionError
 from rlprune.policies.budget_head import DEFAULT_GRID
 
 
 @user_errors
 def train_budget(
-    out: Annotated[Path, typer.Option(help="Where the span head with its budget head is written.")] = Path(
-        "runs/adaptive"
-    ),
+    out: Annotated[
+        Path, typer.Option(parser=out_path, help="Where the span head with its budget head is written.")
+    ] = Path("runs/adaptive"),
     model: ModelOption = "smollm2-135m",
     span_policy: Annotated[
         str, typer.Option(help="The span head whose scores the budget head reads (a shipped name or a folder).")

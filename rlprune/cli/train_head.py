@@ -7,15 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from rlprune.cli.common import ModelOption, SeedOption, console, user_errors
+from rlprune.cli.common import ModelOption, SeedOption, console, out_path, user_errors
 from rlprune.errors import InvalidActionError, InvalidArgumentError
 
 
 @user_errors
 def train_head(
-    out: Annotated[Path, typer.Option(help="Where the span-head policy checkpoint is written.")] = Path(
-        "runs/span-head"
-    ),
+    out: Annotated[
+        Path, typer.Option(parser=out_path, help="Where the span-head policy checkpoint is written.")
+    ] = Path("runs/span-head"),
     model: ModelOption = "smollm2-135m",
     layer: Annotated[int, typer.Option(min=0, help="The decision layer whose hidden states the head reads.")] = 2,
     later_layer: Annotated[
@@ -26,7 +26,9 @@ def train_head(
             "keep --min-keep of the removable tokens there.",
         ),
     ] = None,
-    min_keep: Annotated[float, typer.Option(help="With --later-layer: the share the later head must keep.")] = 0.25,
+    min_keep: Annotated[
+        float | None, typer.Option(help="With --later-layer: the share the later head must keep (default 0.25).")
+    ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training prompts.")] = 12,
     long_per_cell: Annotated[
         int, typer.Option(min=1, help="Training needles per kind, length and depth (train-split essays).")
@@ -63,12 +65,14 @@ def train_head(
 
     if (out / "config.json").exists() and not force:
         raise InvalidActionError(f"{out} already holds a policy; pass --force to overwrite it or choose another --out")
+    if min_keep is not None and later_layer is None:
+        raise InvalidActionError("--min-keep sets the later head's share; add --later-layer or drop --min-keep")
     try:
         config = SpanHeadConfig(
             model=model,
             decision_layer=layer,
             later_layer=later_layer,
-            min_keep=min_keep,
+            **({} if min_keep is None else {"min_keep": min_keep}),
             epochs=epochs,
             long_per_cell=long_per_cell,
             short_items=short_items,
@@ -82,7 +86,12 @@ def train_head(
         raise InvalidActionError(f"--start {start}: no policy checkpoint there (a folder, or a shipped name: {known})")
     ppo = None
     if ppo_updates:
-        EnvConfig.load(ppo_env)  # an unknown preset fails now, not after the supervised stage
+        preset_model = EnvConfig.load(ppo_env).model  # an unknown preset fails now, not after the supervised stage
+        if model != preset_model:
+            raise InvalidActionError(
+                f"--model {model} differs from the --ppo-env preset's model {preset_model}; "
+                "give that model, or a preset for this one"
+            )
         try:
             ppo = SpanPPOConfig(env=ppo_env, updates=ppo_updates, learning_rate=ppo_lr, seed=seed)
         except ValueError as error:

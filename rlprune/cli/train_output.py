@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rlprune.cli.common import DeviceOption, DtypeOption, ModelOption, SeedOption, console, user_errors
+from rlprune.cli.common import DeviceOption, DtypeOption, ModelOption, SeedOption, console, out_path, user_errors
 
 
 @user_errors
@@ -36,7 +36,9 @@ def train_output(
         int, typer.Option(min=1, help="Training prompts drawn from the suite's train split.")
     ] = 64,
     seed: SeedOption = 0,
-    out: Annotated[Path, typer.Option(help="Run folder: adapter/, summary.json, trainer logs.")] = Path("runs/output"),
+    out: Annotated[
+        Path, typer.Option(parser=out_path, help="Run folder: adapter/, summary.json, trainer logs.")
+    ] = Path("runs/output"),
 ) -> None:
     """Train a LoRA adapter with GRPO (TRL) so the model answers with fewer tokens."""
     from rlprune.output.train import OutputTrainConfig

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlprune.data.text import fold, surrogate_field, visible
 from rlprune.errors import RLPruneError
 
 SPLITS = ("train", "validation", "test")
@@ -53,30 +53,31 @@ class Task:
         so an evaluation never reuses a record made for other answers or other groups."""
         parts = [self.kind, self.context, self.question, self.answer, list(self.answers), self.prior, self.meta]
         text = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]  # never fails on odd text
 
 
 ARTICLES = ("a", "an", "the")
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def _words(text: str, articles: bool = False) -> list[str]:
-    """Lower-case words without punctuation, and without articles unless ``articles``."""
-    words = text.lower().translate(_PUNCTUATION).split()
+    """The words of ``text`` folded for matching (:func:`~rlprune.data.text.fold`: NFKC, case-folded,
+    no punctuation or invisible characters), without articles unless ``articles``."""
+    words = fold(text).split()
     return words if articles else [w for w in words if w not in ARTICLES]
 
 
 def normalize(text: str) -> str:
-    """Lower case, no punctuation or articles, single spaces (SQuAD-style answer matching)."""
+    """Folded words without articles, single spaces (SQuAD-style answer matching, Unicode-aware)."""
     return " ".join(_words(text))
 
 
 def answer_words(alias: str) -> str:
     """What an output must contain, as whole words, to say ``alias``: the alias normalised, or a
     one-character alias ("A", a choice's letter) as itself, which normalising would drop as an article.
-    Empty when the alias says nothing (``"The"``, ``"?"``)."""
+    Empty when the alias says nothing visible (``"The"``, ``"?"``, a zero-width space, a direction mark)."""
     kept = " ".join(_words(alias, articles=True))
-    return kept if len(kept) == 1 else normalize(alias)
+    words = kept if len(kept) == 1 else normalize(alias)
+    return words if visible(words) else ""
 
 
 def answer_correct(output: str, task: Task) -> bool | None:
@@ -102,14 +103,17 @@ def load_jsonl(path: str | Path) -> list[Task]:
     """Tasks from JSONL: ``{"context", "question", "answer", "answers"}`` or ``{"prompt"}`` per line,
     plus any other fields (``id``, ``kind``, ``source`` ...), which are kept in ``Task.meta``.
 
-    Every malformed line is reported, with its number, in one error; a line that repeats a key
-    is malformed (JSON would silently keep the last value). The file must be a regular file of at
-    most :data:`MAX_SUITE_BYTES`.
+    The suite is checked as a whole and every bad line is reported, with its number, in one error:
+    a line that is not JSON or repeats a key (JSON would silently keep the last value), a line with a
+    lone surrogate escape (``"\\ud800"``), an answer with nothing visible once folded, ``answer``
+    and ``answers`` that disagree, and a line that repeats an earlier item (the same question,
+    context, answers and fields), which would be counted twice. The file must be a regular file of
+    at most :data:`MAX_SUITE_BYTES`.
     """
     from rlprune.io import JSONError, parse_json, read_text
 
     path = Path(path)
-    tasks, problems = [], []
+    tasks, problems, first_line = [], [], {}
     for number, line in enumerate(read_text(path, "suite file", MAX_SUITE_BYTES).splitlines(), start=1):
         if not line.strip():
             continue
@@ -122,13 +126,15 @@ def load_jsonl(path: str | Path) -> list[Task]:
         if problem:
             problems.append(f"line {number}: {problem}")
             continue
-        meta = {k: v for k, v in item.items() if k not in JSONL_FIELDS}  # kept for --group-by and reports
-        if "prompt" in item:
-            tasks.append(Task("instruction", item["prompt"], meta=meta))
+        task = _jsonl_task(item)
+        first = first_line.setdefault(task.uid, number)
+        if first != number:
+            problems.append(
+                f"line {number}: repeats line {first} (the same item would be counted twice); remove one, "
+                'or tell them apart with a field such as "id"'
+            )
             continue
-        answers = tuple(item.get("answers") or ([item["answer"]] if item.get("answer") else []))
-        kind = "grounded" if item.get("context") and answers else "instruction"
-        tasks.append(Task(kind, item["question"], item.get("context"), item.get("answer"), answers, meta=meta))
+        tasks.append(task)
     if problems:
         shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise RLPruneError(f"{path} has {len(problems)} malformed line(s):\n  {shown}")
@@ -137,9 +143,22 @@ def load_jsonl(path: str | Path) -> list[Task]:
     return tasks
 
 
+def _jsonl_task(item: dict) -> Task:
+    """The task a checked JSONL line describes."""
+    meta = {k: v for k, v in item.items() if k not in JSONL_FIELDS}  # kept for --group-by and reports
+    if "prompt" in item:
+        return Task("instruction", item["prompt"], meta=meta)
+    answers = tuple(item.get("answers") or ([item["answer"]] if item.get("answer") else []))
+    kind = "grounded" if item.get("context") and answers else "instruction"
+    return Task(kind, item["question"], item.get("context"), item.get("answer"), answers, meta=meta)
+
+
 def _jsonl_problem(item: object) -> str | None:
     if not isinstance(item, dict):
         return "expected a JSON object"
+    field = surrogate_field(item)
+    if field is not None:
+        return f"{field} holds a lone surrogate escape (such as \\ud800), which is not text; write the character itself"
     if "prompt" in item:
         if set(item) & {"context", "question", "answer", "answers"}:
             return '"prompt" stands alone; use "question" with "context" instead'
@@ -154,9 +173,15 @@ def _jsonl_problem(item: object) -> str | None:
     answers = item.get("answers")
     if answers is not None and (not isinstance(answers, list) or not all(isinstance(a, str) for a in answers)):
         return '"answers" must be a list of strings'
-    for alias in [*(answers or []), *([item["answer"]] if isinstance(item.get("answer"), str) else [])]:
+    answer = item.get("answer")
+    for alias in [*(answers or []), *([answer] if isinstance(answer, str) else [])]:
         if not answer_words(alias):
-            return f"answer {alias!r} is empty once articles and punctuation are ignored; give the words it must say"
+            return (
+                f"answer {alias!r} is empty once articles, punctuation and invisible characters are ignored; "
+                "give the words it must say"
+            )
+    if isinstance(answer, str) and answers is not None and answer_words(answer) not in map(answer_words, answers):
+        return f'"answer" {answer!r} is not one of "answers"; add it there, or give only one of the two'
     if item.get("match") not in (None, "any", "all"):
         return f'"match" must be "any" or "all", got {item["match"]!r}'
     return None

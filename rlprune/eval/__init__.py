@@ -12,15 +12,14 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlprune.data.suites import SUITES, SuiteSpec
+from rlprune.errors import RLPruneError
 from rlprune.eval.harness import (
     ALL_BASELINES,
     FULL,
     EvalConfig,
     Evaluation,
-    parse_baselines,
-    parse_budgets,
-    parse_depths,
 )
+from rlprune.eval.options import parse_baselines, parse_budgets, parse_depths
 from rlprune.eval.report import aggregate, markdown_table, write_results
 from rlprune.eval.suites import load_suite
 
@@ -36,8 +35,11 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Run (or resume) an evaluation into ``out`` and write its reports; returns the aggregate rows.
 
-    With ``fresh``, records already in ``out`` are set aside and everything is evaluated again.
+    With ``fresh``, records already in ``out`` are set aside and everything is evaluated again. An
+    empty ``out`` is refused: it would silently mean the current folder.
     """
+    if isinstance(out, str) and not out.strip():
+        raise RLPruneError("out is empty; give the folder for the results, such as runs/eval")
     with Evaluation(config, out, model=model, tokenizer=tokenizer, fresh=fresh) as evaluation:
         records = evaluation.run(show_progress)
         return write_results(out, records, _meta(config, evaluation), config.bootstrap_samples, config.group_by)

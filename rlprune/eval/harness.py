@@ -26,6 +26,7 @@ from rlprune.errors import RLPruneError
 from rlprune.eval.journal import JOURNAL, Journal
 from rlprune.eval.suites import load_suite
 from rlprune.inference import check_budget
+from rlprune.io import MAX_JSON_BYTES, hash_file, read_bytes
 from rlprune.metrics import (
     KL_DEFINITION,
     agreement,
@@ -39,17 +40,20 @@ from rlprune.metrics import (
 )
 from rlprune.models import DEFAULT_MODEL, fingerprint_id, load_model
 from rlprune.output import apply_adapter
-from rlprune.policies import BestStatic, Policy, decider, find_policy, resolve_policy
+from rlprune.policies import BestStatic, Policy, decider, find_policy, is_baseline, resolve_policy
 from rlprune.policies.baselines import table_path
+from rlprune.policies.checkpoint_config import CONFIG, MAX_CONFIG_BYTES, MAX_PARAMETERS, WEIGHTS, WEIGHTS_HEADER_BYTES
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids
 from rlprune.runner import GenerationResult, Reducer, ReducerConfig, ReductionBatch, ReductionState
+from rlprune.validate import check_number
 
 FULL = "full model"
 HELD = " held"  # suffix of a policy held to one oracle-grid ratio in average mode
 ALL_BASELINES = ("random", "fastv", "snapkv", "pyramid", "tome")
 FORMAT = 2  # records carry their method's identity
+MAX_WEIGHTS_BYTES = 8 * MAX_PARAMETERS + WEIGHTS_HEADER_BYTES  # the largest policy weights any checkpoint may hold
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ class EvalConfig:
         if self.oracle_grid and self.budget_mode != "average":
             raise RLPruneError("--oracle-grid compares per-prompt ratios with fixed ones; add --budget-mode average")
         for ratio in self.oracle_grid:
-            check_budget(ratio)
+            check_number(ratio, "each oracle_grid ratio", at_most=1.0, hint=" (--oracle-grid)", error=RLPruneError)
         _refuse_repeats([float(g) for g in self.oracle_grid], "ratio {:g} is given twice in --oracle-grid")
 
 
@@ -115,37 +119,8 @@ def _refuse_repeats(values: list[Any], message: str) -> None:
 
 def _method_key(spec: str) -> str:
     """What makes two method specs the same method: a checkpoint folder's resolved path, else the spec."""
-    path = find_policy(spec)
+    path = checkpoint_folder(spec)
     return str(path.resolve()) if path is not None else spec.strip()
-
-
-def parse_baselines(text: str) -> tuple[str, ...]:
-    """``"all"``, ``"none"`` (only the policies) or a comma-separated list of baseline specs."""
-    text = text.strip()
-    if text == "all":
-        return ALL_BASELINES
-    if text in ("", "none"):
-        return ()
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def parse_depths(text: str) -> tuple[float, ...]:
-    """``"0,0.5,1"`` as numbers (checked by the suite to lie in [0, 1])."""
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise RLPruneError(f"--depths {text!r} must be comma-separated numbers from 0 to 1 such as 0,0.5,1") from None
-
-
-def parse_budgets(text: str, option: str = "--budgets") -> tuple[float, ...]:
-    """``"0.3,0.5,0.7"`` as numbers, each checked to lie in (0, 1]."""
-    try:
-        budgets = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise RLPruneError(f"{option} {text!r} must be comma-separated numbers such as 0.3,0.5,0.7") from None
-    for budget in budgets:
-        check_budget(budget)
-    return budgets
 
 
 @dataclass(frozen=True)
@@ -154,19 +129,28 @@ class Method:
     policy: Policy
 
 
+def checkpoint_folder(spec: str) -> Path | None:
+    """The checkpoint folder a method spec names, as :func:`resolve_policy` resolves it: a baseline's
+    name (``random``, ``fastv:layer=2``) always means the baseline, even beside a folder of that name."""
+    return None if is_baseline(spec) else find_policy(spec)
+
+
 def method_identity(spec: str) -> str:
-    """A hash of what a method is: a checkpoint folder's files, a best-static table's content, or
-    the baseline spec itself. Equal names with other contents get other identities."""
+    """A hash of what a method is: a checkpoint's own files (its config and weights, read bounded:
+    nothing else in its folder), a best-static table's content, or the baseline spec itself. Equal
+    names with other contents get other identities."""
     digest = hashlib.sha256()
-    path = find_policy(spec)
+    path = checkpoint_folder(spec)
     if path is not None:
-        for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
-            digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+        for name, limit in ((CONFIG, MAX_CONFIG_BYTES), (WEIGHTS, MAX_WEIGHTS_BYTES)):
+            digest.update(name.encode() + b"\0")
+            hash_file(digest, path / name, "policy file", limit)
+            digest.update(b"\0")
         return digest.hexdigest()
     digest.update(spec.strip().encode())
     name, _, params = spec.strip().partition(":")
     if name == "best-static":
-        digest.update(table_path(params or BestStatic.table).read_bytes())
+        digest.update(read_bytes(table_path(params or BestStatic.table), "best-static table", MAX_JSON_BYTES))
     return digest.hexdigest()
 
 
@@ -197,7 +181,7 @@ class Evaluation:
             model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype)
         self.model, self.tokenizer = model, tokenizer
         specs = [*config.policies, *config.baselines]
-        names = [Path(s).name if Path(s).is_dir() else s for s in specs]
+        names = [s if checkpoint_folder(s) is None else Path(s).name for s in specs]
         if len(set(names)) != len(names):
             names = list(specs)  # two checkpoints with the same folder name: use their paths
         self.methods = [Method(name, resolve_policy(spec, model)) for name, spec in zip(names, specs, strict=True)]

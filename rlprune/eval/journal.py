@@ -9,9 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from rlprune.errors import RLPruneError
+from rlprune.io import check_writable, open_append, read_bytes
 
 JOURNAL = "records.jsonl"
 LOCK = ".lock"
+REPORTS = ("results.json", "results.csv", "results.md", "pareto.png", "heatmap.png")
+"""The reports an evaluation writes beside its journal; the journal marks them as rlprune's own."""
+MAX_JOURNAL_BYTES = 1 << 30
+"""Most bytes a journal may hold (about a million records)."""
 
 
 class Journal:
@@ -20,12 +25,18 @@ class Journal:
     Every record carries its method's identity (a hash of the checkpoint files or of the baseline
     spec), so records of another checkpoint under the same name are refused, never mixed. A lock
     file keeps a second evaluation out of the folder while this one writes to it.
+
+    The journal also marks the folder's reports (:data:`REPORTS`) as rlprune's own: a folder with a
+    report but no journal holds a file rlprune did not write, and is refused rather than overwritten.
     """
 
     def __init__(self, path: Path, settings: dict[str, Any], identities: dict[str, str], fresh: bool = False) -> None:
         self.path, self.identities = path, identities
         self.records: dict[tuple[str, str, float | None], dict[str, Any]] = {}
         self.set_aside: Path | None = None  # where ``fresh`` moved the earlier journal
+        check_writable(path, "evaluation journal in --out")
+        if not (path.is_file() and path.stat().st_size):  # no journal yet: no report here is rlprune's
+            _refuse_foreign_reports(path.parent)
         self._lock = _lock(path.with_name(LOCK))
         try:
             if fresh and path.exists():
@@ -35,7 +46,7 @@ class Journal:
             if path.is_file() and path.stat().st_size:
                 self._read(settings)
             else:
-                with path.open("w") as handle:
+                with open_append(path, "evaluation journal in --out") as handle:
                     handle.write(json.dumps({"settings": settings}) + "\n")
         except BaseException:
             self.close()
@@ -55,14 +66,14 @@ class Journal:
 
     def add(self, record: dict[str, Any]) -> None:
         record = {**record, "method_id": self.identities[record["method"]]}
-        with self.path.open("a") as handle:
+        with open_append(self.path, "evaluation journal in --out") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         self.records[self.key(record["item"], record["method"], record["budget"])] = record
 
     def _read(self, settings: dict[str, Any]) -> None:
-        data = self.path.read_bytes()
+        data = read_bytes(self.path, "evaluation journal", MAX_JOURNAL_BYTES)
         if not data.endswith(b"\n"):  # a line torn by an interruption: cut it, so the next record starts clean
             with self.path.open("r+b") as handle:
                 handle.truncate(data.rfind(b"\n") + 1)
@@ -106,11 +117,23 @@ def _free_name(path: Path) -> Path:
     return free
 
 
+def _refuse_foreign_reports(folder: Path) -> None:
+    """Refuse a folder without a journal that holds a report: rlprune did not write that file, so it
+    is never replaced."""
+    found = [name for name in REPORTS if os.path.lexists(folder / name)]
+    if found:
+        raise RLPruneError(
+            f"--out {folder} holds {', '.join(found)} but no {JOURNAL}: rlprune did not write "
+            f"{'it' if len(found) == 1 else 'them'} and will not replace {'it' if len(found) == 1 else 'them'}; "
+            "choose another --out folder, or move the file(s) away"
+        )
+
+
 def _lock(path: Path):
     """An exclusive lock on ``path``, held while the returned file stays open."""
     import fcntl
 
-    handle = path.open("a")
+    handle = open_append(path, "evaluation lock in --out")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

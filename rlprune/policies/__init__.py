@@ -14,15 +14,23 @@ from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.policies.token_network import TokenReductionPolicy
 
 
+def is_baseline(spec: str | Path | Policy) -> bool:
+    """Whether ``spec`` names a baseline (``random``, ``fastv:layer=2``). A baseline's name always means
+    the baseline, never a folder of that name in the working folder; give such a folder as ``./random``."""
+    return isinstance(spec, str) and spec.strip().split(":", 1)[0] in BASELINES
+
+
 def resolve_policy(spec: str | Path | Policy, model: PreTrainedModel | None = None) -> Policy:
     """A policy object, a checkpoint folder, a baseline spec such as ``fastv:layer=2``, or a shipped
     policy's name such as ``smollm2-135m-grounded``."""
     if not isinstance(spec, (str, Path)):
         return spec
+    if isinstance(spec, str) and not spec.strip():  # Path("") would mean the current folder
+        raise PolicyError("the policy (--policy) is empty; give a checkpoint folder, a shipped name or a baseline")
+    if is_baseline(spec):  # before folders: ./random is the folder, random the baseline
+        return make_baseline(str(spec))
     if Path(spec).is_dir():
         return load_policy(spec, model)
-    if str(spec).split(":", 1)[0] in BASELINES:
-        return make_baseline(str(spec))
     folder = find_policy(spec)
     if folder is not None:
         return load_policy(folder, model)
@@ -44,6 +52,7 @@ __all__ = [
     "TokenReductionPolicy",
     "decider",
     "find_policy",
+    "is_baseline",
     "load_policy",
     "make_baseline",
     "resolve_policy",

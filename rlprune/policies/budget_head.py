@@ -59,6 +59,10 @@ def budget_features(scores: Tensor, target: float, min_ratio: float) -> Tensor:
     )
 
 
+MAX_GRID = 64
+"""Most ratios a budget grid may hold (a checkpoint with more is refused at load, so none is made)."""
+
+
 class BudgetHead(nn.Module):
     """A small tanh MLP from :data:`BUDGET_FEATURES` to logits over a grid of FLOPs ratios.
 
@@ -71,6 +75,8 @@ class BudgetHead(nn.Module):
         grid, hidden = tuple(float(g) for g in grid), tuple(int(h) for h in hidden)
         if not grid or any(not 0 < g <= 1 for g in grid) or list(grid) != sorted(set(grid)):
             raise InvalidArgumentError(f"a budget grid is increasing FLOPs ratios in (0, 1], got {list(grid)}")
+        if len(grid) > MAX_GRID:
+            raise InvalidArgumentError(f"a budget grid (--grid) holds at most {MAX_GRID} ratios, got {len(grid)}")
         if not hidden or any(h < 1 for h in hidden):
             raise InvalidArgumentError(f"a budget head needs hidden layers of positive width, got {list(hidden)}")
         self.grid, self.hidden = grid, hidden

@@ -121,6 +121,13 @@ def _span_config(policy: SpanHeadPolicy) -> dict[str, Any]:
 
 
 def _write(policy: torch.nn.Module, folder: Path, config: dict[str, Any]) -> Path:
+    """Write ``config`` and the weights, once the config passes the check :func:`load_policy` makes:
+    what is saved always loads."""
+    try:
+        validate_config(json.loads(json.dumps(config)), folder)
+    except PolicyError as error:
+        problem = str(error).partition(" is not a valid policy config: ")[2].partition(". The checkpoint")[0]
+        raise PolicyError(f"this policy cannot be saved as a checkpoint: {problem or error}") from None
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in policy.state_dict().items()}
     atomic_write(folder / WEIGHTS, lambda path: save_file(state, path, metadata={"format": FORMAT}))
     atomic_write_text(folder / CONFIG, json.dumps(config, indent=2) + "\n")

@@ -21,7 +21,7 @@ from rlprune.features import (
     TOKEN_FEATURE_SIZE,
     check_scorer_choice,
 )
-from rlprune.policies.budget_head import BUDGET_FEATURES
+from rlprune.policies.budget_head import BUDGET_FEATURES, MAX_GRID
 from rlprune.policies.span_head import MIXER_INPUTS, SPAN_SPEC_VERSION
 from rlprune.policies.token_network import TOKEN_SPEC_VERSION
 from rlprune.reduction import OPS, SCORERS, parse_unit
@@ -65,8 +65,8 @@ SPAN_LATER_KEYS = {"decision_layer", "rank", "channels", "kernel", "min_keep"}
 """A span head's optional ``network.later``: the deeper head it hands the cut over to, and when."""
 MAX_TOKEN_ID, MAX_SENTENCE_ENDS = 1 << 31, 1 << 20
 """Bounds on a recorded token id and on how many sentence-end ids a checkpoint may list."""
-MAX_HIDDEN_SIZE, MAX_KERNEL, MAX_GRID = 65536, 255, 64
-"""Bounds on the model width a span head reads and on its mixer's kernel."""
+MAX_HIDDEN_SIZE, MAX_KERNEL = 65536, 255
+"""Bounds on the model width a span head reads and on its mixer's kernel (a budget grid's: MAX_GRID)."""
 TOKEN_NETWORK_KEYS = {"token_feature_size", "token_hidden"}
 COMMON_KEYS = {"format", "format_version", "spec_version", "kind", "network", "decision_layers"}
 COMMON_KEYS |= {"model", "reward_preset", "training", "created"}

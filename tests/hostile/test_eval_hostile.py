@@ -284,7 +284,9 @@ def test_an_ungradable_suite_line_is_refused_with_its_number(tiny_model_dir, tmp
     assert "line 1:" not in result.output and not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("change", [{"answer": "A"}, {"answers": ["a", "B."], "match": "all"}, {"match": "any"}])
+@pytest.mark.parametrize(
+    "change", [{"answer": "A"}, {"answer": "b", "answers": ["a", "B."], "match": "all"}, {"match": "any"}]
+)
 def test_one_letter_answers_and_an_explicit_match_mode_load(tmp_path, change):
     (task,) = load_jsonl(write_suite(tmp_path / "suite.jsonl", [{**GOOD, **change}]))
     assert task.kind == "grounded"
