@@ -373,3 +373,34 @@ def test_a_policy_of_no_known_kind_is_checked_by_its_decision_layers(tiny):
     with pytest.raises(IncompatiblePolicyError) as error:
         rlprune.generate(*tiny, QUESTION, policy=Deep())
     refused(error, "mine: a decision layer is 6, but the model has 4 layers")
+
+
+@pytest.mark.parametrize("fit", ["behaviour-cloning", "teacher"])
+def test_a_warm_start_baseline_beyond_the_environments_model_is_refused_before_any_episode(tiny, tmp_path, fit):
+    import dataclasses
+
+    from rlprune.envs import TokenReductionEnv
+    from rlprune.train.recipe import Recipe, WarmStart
+    from rlprune.train.teacher import collect
+    from rlprune.train.warm_start import behaviour_clone
+
+    model, tokenizer = tiny
+    env = TokenReductionEnv("smoke", model=model, tokenizer=tokenizer, cache_dir=tmp_path, budget=0.5)
+    recipe = dataclasses.replace(Recipe.load("smoke"), warm_start=WarmStart("tome:start=9", episodes=2))
+    policy = (ReductionPolicy if fit == "behaviour-cloning" else TokenReductionPolicy)(decision_layers=(1, 2, 3))
+    with nothing_runs(model), pytest.raises(IncompatiblePolicyError) as error:
+        (behaviour_clone if fit == "behaviour-cloning" else collect)(policy, env, recipe)
+    refused(error, "tome:start=9,ratio=0.05: start is 9, but the model has 4 layers (0..3)")
+
+
+GENERATED = ["span-later-deeper", "span-wider", "other-model", "tome:start=99", "fastv:unit=4096"]
+
+
+@pytest.mark.parametrize("method", GENERATED)
+def test_rlprune_generate_refuses_what_does_not_fit_in_one_line(checkpoints, method):
+    policy, named = checkpoints[method] if method in checkpoints else (method, BEYOND[method])
+    args = ["generate", QUESTION, "--model", "tiny-random", "--policy", str(policy), "--max-new-tokens", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and result.output.count("error:") == 1, result.output
+    assert "Traceback" not in result.output
+    assert named in " ".join(result.output.split()), result.output
