@@ -74,7 +74,7 @@ class Baseline:
         for layer in sorted(self.schedule(self.max_strength, shape.layers)):
             shape.layer("a schedule's layer", layer)
 
-    def whole(self, field: str, low: int) -> None:
+    def check_whole(self, field: str, low: int) -> None:
         """Refuse an argument ``field`` that is not a whole number ``>= low``."""
         value = getattr(self, field)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -175,7 +175,7 @@ class SingleLayerPrune(Spanned, Baseline):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.whole("layer", 0)
+        self.check_whole("layer", 0)
 
     @property
     def strength(self) -> float:
@@ -234,7 +234,7 @@ class PyramidDrop(Spanned, Baseline):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.whole("stages", 1)
+        self.check_whole("stages", 1)
 
     @property
     def strength(self) -> float:
@@ -261,7 +261,7 @@ class ToMe(Spanned, Baseline):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.whole("start", 0)
+        self.check_whole("start", 0)
 
     @property
     def strength(self) -> float:

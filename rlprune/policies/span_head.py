@@ -142,9 +142,10 @@ class SpanHeadPolicy(nn.Module):
         if self.later is not None:
             shape.layer("later.decision_layer", self.later.decision_layer)
         shape.width("hidden_size", self.hidden_size)
-        for head, prefix in ((self, ""), (self.later, "later.")):
-            for name in ("token", "question", "local") if head is not None else ():
-                shape.width(f"{prefix}{name}.weight's width", getattr(head, name).in_features)
+        heads = {"": self} | ({} if self.later is None else {"later.": self.later})
+        for prefix, head in heads.items():  # the weights, should they have been swapped after construction
+            for name in ("token", "question", "local"):
+                shape.width(f"the width of {prefix}{name}.weight", getattr(head, name).in_features)
         if self.sentence_ends:
             shape.token_ids("sentence_ends", self.sentence_ends)
         if self.unit.isdigit():

@@ -404,3 +404,13 @@ def test_rlprune_generate_refuses_what_does_not_fit_in_one_line(checkpoints, met
     assert result.exit_code == 1 and result.output.count("error:") == 1, result.output
     assert "Traceback" not in result.output
     assert named in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.parametrize("entry", ["apply", "generate", "Reducer.run", "check_compatible"])
+def test_a_span_head_whose_weights_were_swapped_for_another_width_is_refused(tiny, entry):
+    model, tokenizer = tiny
+    policy = SpanHeadPolicy(64, 1)
+    policy.question = torch.nn.Linear(96, policy.rank, bias=False)  # hidden_size still says 64
+    with nothing_runs(model), pytest.raises(IncompatiblePolicyError) as error:
+        OBJECT_ENTRIES[entry](model, tokenizer, policy)
+    refused(error, "the width of question.weight is 96, but the model is 64 wide")
