@@ -24,7 +24,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from rlprune.budget import BudgetController, workload_budget
 from rlprune.engine import Reducer, ReducerConfig, ReductionBatch, ReductionState
 from rlprune.errors import InvalidActionError, InvalidArgumentError, RLPruneError
-from rlprune.policies import Policy, PolicyError, decider, resolve_policy
+from rlprune.policies import Policy, PolicyError, check_compatible, decider, resolve_policy
 from rlprune.prompts import build_prompt
 from rlprune.validate import check_budget, check_int, check_prompts, shown  # noqa: F401 (check_budget re-exported)
 
@@ -33,10 +33,10 @@ SAMPLING_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "generator", "
 
 
 def check_policy(policy: object, model: PreTrainedModel) -> Policy:
-    """``policy`` as a :class:`Policy`, refusing anything that is not a policy, a checkpoint folder or a
-    baseline spec before a prompt runs."""
+    """``policy`` as a :class:`Policy` that fits ``model``, refusing anything that is not a policy, a
+    checkpoint folder or a baseline spec before a prompt runs."""
     if callable(getattr(policy, "act", None)) and callable(getattr(policy, "decision_layers", None)):
-        return policy
+        return check_compatible(policy, model)
     if isinstance(policy, str) and policy.strip():
         return resolve_policy(policy, model)
     if isinstance(policy, os.PathLike):

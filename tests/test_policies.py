@@ -30,8 +30,9 @@ def random_observations(count: int = 100, seed: int = 0) -> np.ndarray:
 
 
 def trained_like(seed: int = 0) -> ReductionPolicy:
-    """A policy with random weights everywhere, so its actions vary with the observation."""
-    policy = ReductionPolicy()
+    """A policy with random weights everywhere, so its actions vary with the observation; it decides
+    at layers the 4-layer tiny models have."""
+    policy = ReductionPolicy(decision_layers=(1, 2, 3))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in policy.parameters():

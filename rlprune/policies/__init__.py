@@ -9,6 +9,7 @@ from transformers import PreTrainedModel
 from rlprune.policies.base import Policy, decider
 from rlprune.policies.baselines import BASELINES, Baseline, BaselineError, BestStatic, make_baseline
 from rlprune.policies.checkpoint import PolicyError, find_policy, load_policy, save_policy, shipped_policies
+from rlprune.policies.compat import IncompatiblePolicyError, ModelShape, check_compatible
 from rlprune.policies.network import ReductionPolicy
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.policies.token_network import TokenReductionPolicy
@@ -22,7 +23,13 @@ def is_baseline(spec: str | Path | Policy) -> bool:
 
 def resolve_policy(spec: str | Path | Policy, model: PreTrainedModel | None = None) -> Policy:
     """A policy object, a checkpoint folder, a baseline spec such as ``fastv:layer=2``, or a shipped
-    policy's name such as ``smollm2-135m-grounded``."""
+    policy's name such as ``smollm2-135m-grounded``; with ``model``, checked to fit it
+    (:func:`~rlprune.policies.compat.check_compatible`) before anything runs."""
+    policy = _resolve(spec, model)
+    return policy if model is None else check_compatible(policy, model)
+
+
+def _resolve(spec: str | Path | Policy, model: PreTrainedModel | None) -> Policy:
     if not isinstance(spec, (str, Path)):
         return spec
     if isinstance(spec, str) and not spec.strip():  # Path("") would mean the current folder
@@ -45,11 +52,14 @@ __all__ = [
     "Baseline",
     "BaselineError",
     "BestStatic",
+    "IncompatiblePolicyError",
+    "ModelShape",
     "Policy",
     "PolicyError",
     "ReductionPolicy",
     "SpanHeadPolicy",
     "TokenReductionPolicy",
+    "check_compatible",
     "decider",
     "find_policy",
     "is_baseline",

@@ -9,6 +9,7 @@ from rlprune.budget import BudgetController
 from rlprune.engine import Reducer, ReductionState
 from rlprune.errors import InvalidActionError
 from rlprune.features import Features
+from rlprune.policies.compat import check_compatible
 from rlprune.reduction import LayerAction
 
 
@@ -38,9 +39,11 @@ def decider(
 
     With a :class:`~rlprune.budget.BudgetController` for ``budget`` (average-budget mode) each prompt
     runs at its own ratio, fixed at its first decision: the controller's offset on the policy's
-    :meth:`propose_budget` (the target for a policy without one). The caller records the realised
+    :meth:`propose_budget` (the target for a policy without one). A policy that does not fit the
+    reducer's model is refused here (:func:`~rlprune.policies.compat.check_compatible`). The caller records the realised
     ratios with :meth:`BudgetController.record` after the batch, so every row sees the same offset.
     """
+    check_compatible(policy, reducer)  # before any layer runs
     if isinstance(budget, BudgetController):
         return _average_decider(policy, reducer, budget, deterministic)
     budget = run_budget(policy, budget)

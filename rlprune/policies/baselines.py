@@ -11,13 +11,16 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rlprune.config import data_path
 from rlprune.errors import RLPruneError
 from rlprune.features import Features
 from rlprune.io import read_json
 from rlprune.reduction import KEEP, LayerAction, Pool, parse_schedule, parse_unit
+
+if TYPE_CHECKING:
+    from rlprune.policies.compat import ModelShape
 
 
 class BaselineError(RLPruneError):
@@ -64,6 +67,18 @@ class Baseline:
         if not 0.0 <= ratio <= 1.0:
             raise BaselineError(f"{cls.name}: ratio={ratio} is outside [0, 1]")
         return baseline
+
+    def check_model(self, shape: ModelShape) -> None:
+        """Refuse a model this baseline's arguments do not fit (:func:`~rlprune.policies.compat.check_compatible`):
+        every layer its schedule names lies inside the model."""
+        for layer in sorted(self.schedule(self.max_strength, shape.layers)):
+            shape.layer("a schedule's layer", layer)
+
+    def check_whole(self, field: str, low: int) -> None:
+        """Refuse an argument ``field`` that is not a whole number ``>= low``."""
+        value = getattr(self, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise BaselineError(f"{self.name}: {field}={value!r} must be a whole number >= {low}")
 
     def decision_layers(self, num_layers: int) -> tuple[int, ...]:
         layers = tuple(sorted(self.schedule(self.max_strength, num_layers)))
@@ -126,6 +141,14 @@ class Spanned:
         except RLPruneError as error:
             raise BaselineError(f"{getattr(self, 'name', 'baseline')}: {error}") from None
 
+    def check_spans(self, shape: ModelShape) -> None:
+        """Refuse a pool or chunk that reaches over the model's whole context (one span of everything)."""
+        if self.pool:
+            pool = Pool.parse(self.pool)
+            shape.reach("pool", pool.before + pool.after + 1)
+        if self.unit.isdigit():
+            shape.reach("unit", int(self.unit))
+
 
 def _prune(ratio: float, scorer: str, op: str = "prune") -> LayerAction:
     return LayerAction(op, min(max(ratio, 0.0), 1.0), scorer)
@@ -150,12 +173,20 @@ class SingleLayerPrune(Spanned, Baseline):
     layer: int = 2
     ratio: float = 0.5
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_whole("layer", 0)
+
     @property
     def strength(self) -> float:
         return self.ratio
 
     def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
         return {self.layer: self.spans(_prune(strength, self.scorer, self.op))}
+
+    def check_model(self, shape: ModelShape) -> None:
+        shape.layer("layer", self.layer)
+        self.check_spans(shape)
 
 
 @dataclass
@@ -201,9 +232,18 @@ class PyramidDrop(Spanned, Baseline):
     stages: int = 3
     ratio: float = 0.5
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_whole("stages", 1)
+
     @property
     def strength(self) -> float:
         return self.ratio
+
+    def check_model(self, shape: ModelShape) -> None:
+        """Each stage needs a layer of its own after layer 0: a model of L layers fits L - 1 stages."""
+        shape.at_most("stages", self.stages, shape.layers - 1, "one stage per layer after layer 0")
+        self.check_spans(shape)
 
     def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
         layers = {round(num_layers * i / (self.stages + 1)) for i in range(1, self.stages + 1)}
@@ -219,9 +259,17 @@ class ToMe(Spanned, Baseline):
     start: int = 1
     ratio: float = 0.05
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_whole("start", 0)
+
     @property
     def strength(self) -> float:
         return self.ratio
+
+    def check_model(self, shape: ModelShape) -> None:
+        shape.layer("start", self.start)
+        self.check_spans(shape)
 
     def schedule(self, strength: float, num_layers: int) -> dict[int, LayerAction]:
         ratio = min(max(strength, 0.0), 1.0)
@@ -312,6 +360,10 @@ class BestStatic(Baseline):
 
     def decision_layers(self, num_layers: int) -> tuple[int, ...]:
         return tuple(sorted({layer for s in self._choices.values() for layer in s.decision_layers(num_layers)}))
+
+    def check_model(self, shape: ModelShape) -> None:
+        for choice in self._choices.values():
+            choice.check_model(shape)
 
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
         schedule = self.choice(budget)

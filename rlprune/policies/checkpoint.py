@@ -45,6 +45,7 @@ from rlprune.policies.checkpoint_config import (
     show_value,
     validate_config,
 )
+from rlprune.policies.compat import ModelShape, check_compatible
 from rlprune.policies.network import ReductionPolicy
 from rlprune.policies.span_head import SPAN_SPEC_VERSION, SpanHeadPolicy
 from rlprune.policies.token_network import TOKEN_SPEC_VERSION, TokenReductionPolicy
@@ -71,11 +72,14 @@ def save_policy(
     Without ``model`` the checkpoint records no model fingerprint: it loads only without a model
     (training's own checkpoints); give ``model`` for a checkpoint meant to be used.
     """
+    recorded = model_fingerprint(model) if model is not None else fingerprint
+    if recorded is not None:  # what load_policy would refuse is not written
+        check_compatible(policy, model if model is not None else ModelShape.recorded(recorded))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(policy, SpanHeadPolicy):
         config = _span_config(policy) | {
-            "model": model_fingerprint(model) if model is not None else fingerprint,
+            "model": recorded,
             "reward_preset": reward_preset,
             "training": training or {},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -101,7 +105,7 @@ def save_policy(
         "observation_fields": [name for name, _ in OBSERVATION_FIELDS],
         "token_feature_fields": [name for name, _ in TOKEN_FEATURE_FIELDS] if token_level else None,
         "default_budget": policy.default_budget or _validated_budget(training or {}),
-        "model": model_fingerprint(model) if model is not None else fingerprint,
+        "model": recorded,
         "reward_preset": reward_preset,
         "training": training or {},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -159,6 +163,10 @@ def load_policy(
             )
         check_model(config["model"], model_fingerprint(model), folder)
     policy = build_policy(config, folder)
+    if model is not None or config.get("model") is not None:  # before any weight is read
+        fits = model if model is not None else ModelShape.recorded(config["model"])
+        hint = f"its {CONFIG} does not fit its model: export the policy again"
+        check_compatible(policy, fits, label=f"the policy in {folder}", hint=hint)
     policy.load_state_dict(read_weights(folder / WEIGHTS, policy.state_dict()), strict=True)
     policy.default_budget = default_budget(config)
     return policy.eval()

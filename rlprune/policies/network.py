@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ from torch.distributions import Categorical
 from rlprune.errors import RLPruneError
 from rlprune.features import OBSERVATION_SIZE, ActionSpec, Features
 from rlprune.reduction import LayerAction
+
+if TYPE_CHECKING:
+    from rlprune.policies.compat import ModelShape
 
 KEEP_BIAS = 2.0  # initial logit advantage of "keep": a fresh policy keeps every token
 
@@ -84,6 +88,12 @@ class ReductionPolicy(nn.Module):
         if bad:
             raise RLPruneError(f"this policy decides at layer(s) {bad}, which a {num_layers}-layer model lacks")
         return self.layers
+
+    def check_model(self, shape: ModelShape) -> None:
+        """Refuse a model without this policy's decision layers (its observation is the same for every
+        model: :func:`~rlprune.policies.compat.check_compatible`)."""
+        for layer in self.layers:
+            shape.layer("decision_layers", layer)
 
     @torch.no_grad()
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:

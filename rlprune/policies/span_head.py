@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,9 @@ from rlprune.errors import InvalidArgumentError
 from rlprune.features import Features
 from rlprune.policies.budget_head import BudgetHead, budget_features
 from rlprune.reduction import LayerAction, Pool, parse_unit, unit_ids, unit_ranking
+
+if TYPE_CHECKING:
+    from rlprune.policies.compat import ModelShape
 
 SPAN_SPEC_VERSION = 4
 """Inputs and outputs of span-head policies (layer- and token-level policies have their own)."""
@@ -130,6 +134,22 @@ class SpanHeadPolicy(nn.Module):
             at = " and ".join(str(layer) for layer in self.layers)
             raise ValueError(f"the span head decides at layer {at}; the model has {num_layers} layers")
         return self.layers
+
+    def check_model(self, shape: ModelShape) -> None:
+        """Refuse a model this head cannot read (:func:`~rlprune.policies.compat.check_compatible`): its
+        layers (the budget head proposes at the first), its width and its sentence ends must fit."""
+        shape.layer("decision_layer", self.decision_layer)
+        if self.later is not None:
+            shape.layer("later.decision_layer", self.later.decision_layer)
+        shape.width("hidden_size", self.hidden_size)
+        heads = {"": self} | ({} if self.later is None else {"later.": self.later})
+        for prefix, head in heads.items():  # the weights, should they have been swapped after construction
+            for name in ("token", "question", "local"):
+                shape.width(f"the width of {prefix}{name}.weight", getattr(head, name).in_features)
+        if self.sentence_ends:
+            shape.token_ids("sentence_ends", self.sentence_ends)
+        if self.unit.isdigit():
+            shape.reach("unit", int(self.unit))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

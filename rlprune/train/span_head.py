@@ -28,6 +28,7 @@ from rlprune.errors import InvalidArgumentError
 from rlprune.io import atomic_write_text
 from rlprune.models import load_model, model_fingerprint
 from rlprune.policies.checkpoint import find_policy, load_policy, read_config, save_policy
+from rlprune.policies.compat import ModelShape
 from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
@@ -143,7 +144,11 @@ def train_span_head(
         )
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(config.model)
-    if start is None:
+    if start is None:  # both layers fit the model before any supervision
+        shape = ModelShape.of(model)
+        shape.layer("decision_layer (--layer)", config.decision_layer)
+        if config.later_layer is not None:
+            shape.layer("later_layer (--later-layer)", config.later_layer)
         reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
         tasks = training_tasks(config)
         head, examples, history = supervise(reducer, tokenizer, tasks, config, config.decision_layer, show_progress)

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.errors import InvalidArgumentError
+from rlprune.policies.compat import check_compatible
 from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
@@ -159,6 +160,7 @@ def tune_span_head(
             f"PPO here tunes a span head that cuts at one layer; this one hands over to layer "
             f"{head.later.decision_layer}: tune a head trained without later_layer"
         )
+    check_compatible(head, model)  # before the environments meet it
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     train_env = span_env(config.env, head, "train", model, tokenizer)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from rlprune.envs import Reference, TokenReductionEnv
 from rlprune.features import Features
-from rlprune.policies import Baseline, TokenReductionPolicy, make_baseline
+from rlprune.policies import Baseline, TokenReductionPolicy, check_compatible, make_baseline
 from rlprune.policies.plackett_luce import log_prob_and_entropy
 from rlprune.progress import Progress
 from rlprune.reduction import LayerAction
@@ -105,7 +105,7 @@ class TeacherSample:
 def collect(policy: TokenReductionPolicy, env: TokenReductionEnv, recipe: Recipe) -> list[TeacherSample]:
     """Play episodes where a fixed schedule picks how many tokens go and the teacher picks which."""
     settings = recipe.warm_start
-    baseline = make_baseline(settings.baseline or "static:2:prune:0.5:relevance")
+    baseline = check_compatible(make_baseline(settings.baseline or "static:2:prune:0.5:relevance"), env.reducer)
     spec = policy.action_spec
     importance: dict[str, dict[int, torch.Tensor]] = {}
     layers = env.config.episode.decision_layers

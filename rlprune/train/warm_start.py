@@ -6,14 +6,14 @@ import numpy as np
 import torch
 
 from rlprune.envs import TokenReductionEnv
-from rlprune.policies import ReductionPolicy, make_baseline
+from rlprune.policies import ReductionPolicy, check_compatible, make_baseline
 from rlprune.train.recipe import Recipe
 
 
 def behaviour_clone(policy: ReductionPolicy, env: TokenReductionEnv, recipe: Recipe) -> dict[str, float]:
     """Imitate a baseline: play it in ``env``, express its choices as actions, fit them by cross-entropy."""
     settings = recipe.warm_start
-    baseline = make_baseline(settings.baseline)
+    baseline = check_compatible(make_baseline(settings.baseline), env.reducer)  # before any episode
     spec = policy.action_spec
     observations, masks, actions = [], [], []
     for episode in range(settings.episodes):
