@@ -80,6 +80,30 @@ def check_writable(path: str | Path, what: str = "file") -> Path:
     return path
 
 
+def check_folder(path: str | Path, what: str = "--out") -> Path:
+    """``path`` as a :class:`Path` if a folder may be made or used there: not empty (``Path("")`` would
+    silently mean the current folder), and an existing folder or nothing at all (symlinks followed: a
+    dangling link, a file, a FIFO or a device is refused by what it is)."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise RLPruneError(f"{what} is empty (an unset shell variable?); give a folder, such as runs/x")
+    path = Path(text)
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise RLPruneError(f"{what} {path} is a link to nothing; remove it or choose another folder") from None
+        return path
+    except OSError as error:
+        raise RLPruneError(f"{what} {path} cannot be used: {error.strerror or error}") from None
+    if not stat.S_ISDIR(status.st_mode):
+        shown = {stat.S_IFREG: "a file"}.get(stat.S_IFMT(status.st_mode)) or _KINDS.get(
+            stat.S_IFMT(status.st_mode), "a special file"
+        )
+        raise RLPruneError(f"{what} {path} is {shown}, not a folder; choose another path")
+    return path
+
+
 def open_append(path: str | Path, what: str = "file") -> Any:
     """``path`` opened for appending text, created if absent: checked by :func:`check_writable`, then
     opened non-blocking (a FIFO swapped in meanwhile cannot block the open) and checked again once open."""

@@ -25,7 +25,8 @@ PromptArgument = Annotated[
 ]
 ContextOption = Annotated[str | None, typer.Option(help="A passage the question is about; @FILE reads it from a file.")]
 ScheduleOption = Annotated[
-    str, typer.Option(help='Reduction schedule, "LAYER:OP[:RATIO[:SCORER]],...", e.g. "2:prune:0.5,12:merge:0.3".')
+    str | None,
+    typer.Option(help='Reduction schedule, "LAYER:OP[:RATIO[:SCORER]],...", e.g. "2:prune:0.5,12:merge:0.3".'),
 ]
 PolicyOption = Annotated[
     str | None,
@@ -62,7 +63,7 @@ def generate(
     device: DeviceOption = "cpu",
     dtype: DtypeOption = "float32",
     context: ContextOption = None,
-    schedule: ScheduleOption = "",
+    schedule: ScheduleOption = None,
     policy: PolicyOption = None,
     budget: BudgetOption = None,
     budget_mode: BudgetModeOption = "prompt",
@@ -84,6 +85,11 @@ def generate(
     """Generate with a reduced prefill and compare it with the full model."""
     from rlprune.prompts import build_prompt
 
+    if schedule is not None and not schedule.strip():
+        raise InvalidActionError(
+            "--schedule is empty; give LAYER:OP[:RATIO] items such as 2:prune:0.5, or leave it out"
+        )
+    schedule = schedule or ""
     schedule_actions, context = _check_options(schedule, policy, budget, context)
     reducer, tokenizer, actions, layers, budget = _reducer(
         model, device, dtype, policy, budget, adapter, schedule_actions, (budget_mode, floor, ceiling)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,7 +129,7 @@ def load_jsonl(path: str | Path) -> list[Task]:
             problems.append(f"line {number}: {problem}")
             continue
         task = _jsonl_task(item)
-        first = first_line.setdefault(task.uid, number)
+        first = first_line.setdefault(_graded_as(task), number)
         if first != number:
             problems.append(
                 f"line {number}: repeats line {first} (the same item would be counted twice); remove one, "
@@ -141,6 +143,33 @@ def load_jsonl(path: str | Path) -> list[Task]:
     if not tasks:
         raise RLPruneError(f"{path} holds no tasks")
     return tasks
+
+
+def _graded_as(task: Task) -> str:
+    """What a suite's items must not share: the prompt, the groups and the answers as they are matched
+    (folded: "Zoë" in NFC and in NFD, or "Ａｄａ" and "Ada", are graded alike, so two such lines are one
+    item counted twice)."""
+    answers = sorted({answer_words(a) for a in (*task.answers, *([task.answer] if task.answer else []))})
+    parts = [task.kind, task.context, task.question, answers, task.prior, task.meta]
+    return json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _shows(text: str) -> bool:
+    """Whether ``text`` holds a character one can see (punctuation counts): not only spaces, format
+    characters such as a zero-width space, or combining marks."""
+    return any(unicodedata.category(char)[0] in "LNSP" for char in text)
+
+
+def _nonfinite_field(value: object, where: str = "") -> str | None:
+    """Where in a parsed JSON value a number is NaN or infinite (``NaN``, ``Infinity``: not JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "a value"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _nonfinite_field(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
+        if found is not None:
+            return found
+    return None
 
 
 def _jsonl_task(item: dict) -> Task:
@@ -159,11 +188,18 @@ def _jsonl_problem(item: object) -> str | None:
     field = surrogate_field(item)
     if field is not None:
         return f"{field} holds a lone surrogate escape (such as \\ud800), which is not text; write the character itself"
+    field = _nonfinite_field(item)
+    if field is not None:
+        return f"{field} is NaN or infinite, which JSON has no words for; write a number or text"
     if "prompt" in item:
         if set(item) & {"context", "question", "answer", "answers"}:
             return '"prompt" stands alone; use "question" with "context" instead'
-        return None if isinstance(item["prompt"], str) and item["prompt"].strip() else '"prompt" must be non-empty text'
-    if not isinstance(item.get("question"), str) or not item["question"].strip():
+        return (
+            None
+            if isinstance(item["prompt"], str) and _shows(item["prompt"])
+            else '"prompt" must be text with something visible'
+        )
+    if not isinstance(item.get("question"), str) or not _shows(item["question"]):
         return 'needs a non-empty "question" (or a "prompt")'
     for key in ("context", "answer"):
         if key in item and item[key] is not None and not isinstance(item[key], str):

@@ -26,7 +26,7 @@ from rlprune.errors import RLPruneError
 from rlprune.eval.journal import JOURNAL, Journal
 from rlprune.eval.suites import load_suite
 from rlprune.inference import check_budget
-from rlprune.io import MAX_JSON_BYTES, hash_file, read_bytes
+from rlprune.io import MAX_JSON_BYTES, check_folder, hash_file, read_bytes
 from rlprune.metrics import (
     KL_DEFINITION,
     agreement,
@@ -88,6 +88,9 @@ class EvalConfig:
         for budget in self.budgets:
             check_budget(budget)
         _refuse_repeats([float(b) for b in self.budgets], "budget {:g} is given twice in --budgets; give each once")
+        for field, option in (("policies", "--policy"), ("baselines", "--baselines")):
+            if any(not isinstance(spec, str) or not spec.strip() for spec in getattr(self, field)):
+                raise RLPruneError(f"{field} ({option}) holds an empty or non-text entry; give specs such as fastv")
         _refuse_repeats(
             [_method_key(spec) for spec in (*self.policies, *self.baselines)],
             "method {!r} is given twice (--policy, --baselines); give each method once",
@@ -168,7 +171,7 @@ class Evaluation:
     ) -> None:
         """With ``fresh``, records already in ``out`` are set aside (``records.jsonl.old``, then
         ``records.jsonl.old.1`` ...: none is overwritten) and all is redone."""
-        self.config, self.out = config, Path(out)
+        self.config, self.out = config, check_folder(out)
         self._evidence: dict[str, Evidence | None] = {}
         self.suite, self.tasks = load_suite(config.suite, config.limit, config.per_cell, config.depths)
         fields = sorted({"kind", *(key for task in self.tasks for key in task.meta)})

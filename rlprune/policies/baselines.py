@@ -51,7 +51,9 @@ class Baseline:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         values: dict[str, object] = {}
         for item in filter(None, (p.strip() for p in params.split(","))):
-            key, equals, text = item.partition("=")
+            key, equals, text = (part.strip() for part in item.partition("="))
+            if key in values:
+                raise BaselineError(f"{cls.name}: {key} is given twice; give each parameter once")
             if not equals or key not in fields:
                 known = ", ".join(fields) or "none"
                 raise BaselineError(f"{cls.name}: bad parameter {item!r}; write key=value with key one of: {known}")
@@ -382,7 +384,11 @@ BASELINES: dict[str, type[Baseline]] = {
 
 def make_baseline(spec: str) -> Baseline:
     """Build a baseline from ``NAME[:PARAMS]`` (``fastv:layer=2``, ``static:2:prune:0.5``, ``best-static:TABLE``)."""
-    name, _, params = spec.strip().partition(":")
+    if not isinstance(spec, str):
+        raise BaselineError(f"a baseline spec is text such as fastv:layer=2, got {type(spec).__name__} {spec!r}")
+    name, colon, params = spec.strip().partition(":")
+    if colon and not params.strip():
+        raise BaselineError(f"{spec!r} has nothing after ':'; drop the ':' or give the parameters (fastv:layer=2)")
     if name not in BASELINES:
         raise BaselineError(f"unknown baseline {name!r}; use one of {', '.join(BASELINES)} or a checkpoint folder")
     return BASELINES[name].from_params(params)

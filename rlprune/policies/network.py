@@ -91,7 +91,12 @@ class ReductionPolicy(nn.Module):
 
     def check_model(self, shape: ModelShape) -> None:
         """Refuse a model without this policy's decision layers (its observation is the same for every
-        model: :func:`~rlprune.policies.compat.check_compatible`)."""
+        model: :func:`~rlprune.policies.compat.check_compatible`), or no decision layer at all (it would
+        never reduce, silently running the full model under its name)."""
+        if not self.layers:
+            from rlprune.policies.compat import IncompatiblePolicyError  # compat imports this module's callers
+
+            raise IncompatiblePolicyError("decision_layers is empty: the policy would never act; give it a layer")
         for layer in self.layers:
             shape.layer("decision_layers", layer)
 

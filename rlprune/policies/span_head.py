@@ -244,11 +244,15 @@ class SpanHeadPolicy(nn.Module):
         ids, :func:`~rlprune.reduction.sentence_end_ids`) or a chunk size such as ``"16"``."""
         unit = parse_unit(unit)
         if unit == "sentence" and not sentence_ends:
-            raise ValueError("unit='sentence' needs the tokenizer's sentence ends (rlprune.reduction.sentence_end_ids)")
+            raise InvalidArgumentError(
+                "unit='sentence' needs the tokenizer's sentence ends (rlprune.reduction.sentence_end_ids)"
+            )
         if unit == "sentence" and not all(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in sentence_ends
         ):
-            raise ValueError(f"sentence ends are token ids (whole numbers >= 0), got {list(sentence_ends)[:8]}")
+            raise InvalidArgumentError(
+                f"sentence_ends are token ids (whole numbers >= 0), got {list(sentence_ends)[:8]}"
+            )
         self.unit = unit
         self.sentence_ends = tuple(int(i) for i in sentence_ends) if unit == "sentence" else None
         if self.later is not None:
