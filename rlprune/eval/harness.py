@@ -88,9 +88,9 @@ class EvalConfig:
         for budget in self.budgets:
             check_budget(budget)
         _refuse_repeats([float(b) for b in self.budgets], "budget {:g} is given twice in --budgets; give each once")
-        for field, option in (("policies", "--policy"), ("baselines", "--baselines")):
+        for field, what in (("policies", "the policy (--policy)"), ("baselines", "a baseline (--baselines)")):
             if any(not isinstance(spec, str) or not spec.strip() for spec in getattr(self, field)):
-                raise RLPruneError(f"{field} ({option}) holds an empty or non-text entry; give specs such as fastv")
+                raise RLPruneError(f"{what} is empty; give a checkpoint folder, a shipped name or a baseline ({field})")
         _refuse_repeats(
             [_method_key(spec) for spec in (*self.policies, *self.baselines)],
             "method {!r} is given twice (--policy, --baselines); give each method once",

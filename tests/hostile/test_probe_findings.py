@@ -195,11 +195,11 @@ def test_evaluation_from_python_refuses_an_empty_or_fifo_folder_and_writes_nothi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "s.jsonl"]
 
 
-@pytest.mark.parametrize(("field", "option"), [("baselines", "--baselines"), ("policies", "--policy")])
-def test_an_empty_method_in_eval_config_names_its_own_field(field, option):
+@pytest.mark.parametrize(("field", "named"), [("baselines", "a baseline (--baselines)"), ("policies", "(--policy)")])
+def test_an_empty_method_in_eval_config_names_its_own_field(field, named):
     with pytest.raises(RLPruneError) as error:
         EvalConfig("grounded-qa", budgets=(0.5,), **{field: ("",)})
-    one_line(error, f"{field} ({option})")
+    one_line(error, named, f"({field})")
 
 
 # -- generate ---------------------------------------------------------------------------------------------
