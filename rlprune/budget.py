@@ -90,7 +90,7 @@ class BudgetController:
     given: list[float] = field(default_factory=list, repr=False)  # its ratios
     lowest: list[float] = field(default_factory=list, repr=False)  # and the least each row can reach
     batches: int = 0
-    _owner: int | None = field(default=None, repr=False)  # the thread whose batch is under way
+    _owner: int | None = field(default=None, init=False, repr=False, compare=False)  # whose batch is under way
 
     def assign(self, proposals: Sequence[float], lowest: Sequence[float] | None = None) -> list[float]:
         """One batch's ratios: every proposal plus one offset, each cut to ``[floor, ceiling]``.

@@ -3,11 +3,12 @@
     with rlprune.apply(model, "snapkv", budget=0.5):
         model.generate(input_ids, max_new_tokens=32)
 
-Inside the block, the model's forward runs the prefill through :class:`Reducer` with the policy
-and decodes from the reduced per-layer cache; on exit (also after an exception) the model is
-exactly as before. A padded batch (``attention_mask``, left padding as generation uses) runs as
-one reduced batch in which every prompt keeps its own tokens. ``rlprune.generate`` is the
-explicit form.
+Inside the block, the model's calls from the thread that entered it run the prefill through
+:class:`Reducer` with the policy and decode from the reduced per-layer cache; calls from other threads
+run the full model. Blocks nest and exit in any order; when the last exits (also after an exception)
+the model is exactly as before (:mod:`rlprune.dispatch`). A padded batch (``attention_mask``, left
+padding as generation uses) runs as one reduced batch in which every prompt keeps its own tokens.
+``rlprune.generate`` is the explicit form.
 """
 
 from __future__ import annotations
