@@ -38,7 +38,7 @@ class Dispatcher:
     def current(self) -> Callable | None:
         """The forward of the innermost block this context has open on the model (``None`` if none)."""
         for block in reversed(_OPEN.get()):
-            if block.dispatcher is self:
+            if block.dispatcher is self and not block.closed:
                 return block.forward
         return None
 
@@ -51,10 +51,11 @@ class Dispatcher:
         return (self.current() or self.plain())(*args, **kwargs)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class _Block:
     dispatcher: Dispatcher
     forward: Callable
+    closed: bool = False  # exited, perhaps from another context than the one that entered it
 
 
 @contextmanager
@@ -66,6 +67,7 @@ def scope(model: torch.nn.Module, forward: Callable) -> Iterator[None]:
     try:
         yield
     finally:
+        block.closed = True
         _OPEN.set(tuple(b for b in _OPEN.get() if b is not block))
         _uninstall(block.dispatcher)
 

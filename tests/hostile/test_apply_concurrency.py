@@ -3,6 +3,7 @@ calls of the thread that entered it, and when every block has exited the model i
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -60,6 +61,19 @@ def test_an_exception_inside_nested_blocks_leaves_the_model_untouched(model, unt
         with rlprune.apply(model, "fastv", budget=0.5):
             model.generate(IDS, max_new_tokens=2, do_sample=False)
             raise RuntimeError("boom")
+    assert_untouched(model, untouched)
+
+
+def test_a_block_exited_from_another_thread_stops_reducing_where_it_was_entered(model, untouched):
+    with rlprune.apply(model, "none"):
+        outer = model(IDS).logits
+        inner = rlprune.apply(model, "snapkv", budget=0.3)
+        inner.__enter__()
+        assert reduced_positions(model) < outer.shape[1]
+        thread = threading.Thread(target=inner.__exit__, args=(None, None, None))
+        thread.start()
+        thread.join(60)
+        assert torch.equal(model(IDS).logits, outer)  # the outer block again, not the exited one
     assert_untouched(model, untouched)
 
 
@@ -141,6 +155,22 @@ def test_a_block_in_one_thread_leaves_the_model_whole_for_another(model, untouch
     finally:
         done.set()
         holder.join(60)
+    assert_untouched(model, untouched)
+
+
+def test_an_asyncio_task_started_outside_a_block_runs_the_full_model(model, untouched):
+    async def main() -> tuple[torch.Tensor, torch.Tensor]:
+        async def plain() -> torch.Tensor:
+            await asyncio.sleep(0)
+            return model(IDS).logits  # runs while the block below is open
+
+        task = asyncio.create_task(plain())  # its context was copied before the block
+        with rlprune.apply(model, "snapkv", budget=0.3):
+            full = await task
+            return full, model(IDS).logits
+
+    full, reduced = asyncio.run(main())
+    assert torch.equal(full, untouched[1]) and reduced.shape[1] < IDS.shape[1]
     assert_untouched(model, untouched)
 
 
