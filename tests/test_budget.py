@@ -48,6 +48,23 @@ def test_a_long_run_of_unreachable_proposals_is_recovered_from_within_a_few_prom
     assert controller.ratios[-1] == pytest.approx(0.4, abs=0.02)  # not stuck at the floor
 
 
+def test_a_first_batch_averages_the_target_and_rows_too_short_to_cut_are_made_up_by_the_others():
+    controller = BudgetController(AverageBudget(0.4, floor=0.1))
+    given = controller.assign([0.9, 0.8, 0.85, 0.95])  # every proposal far above the target
+    assert sum(given) / 4 == pytest.approx(0.4, abs=1e-6) and given[3] - given[1] == pytest.approx(0.15)
+    controller.record(given)
+    assert controller.shortfall() is None and controller.batches == 1
+    short = BudgetController(AverageBudget(0.4, floor=0.1))
+    given = short.assign([0.5, 0.5, 0.5, 0.5], lowest=[0.9, 0.0, 0.0, 0.0])  # the first row cannot go below 0.9
+    assert given[1] == given[2] == given[3] == pytest.approx((1.6 - 0.9) / 3, abs=1e-6)
+    short.record([0.9, *given[1:]])
+    assert short.mean == pytest.approx(0.4, abs=1e-6)
+    hopeless = BudgetController(AverageBudget(0.4, floor=0.1))
+    assert hopeless.assign([0.5, 0.5], lowest=[0.9, 0.8]) == [0.1, 0.1]  # as low as they go
+    hopeless.record([0.9, 0.8])
+    assert hopeless.given == [] and "cannot be cut below a mean of 0.850" in hopeless.shortfall()
+
+
 def test_proposals_and_controller_settings_are_checked():
     controller = BudgetController(AverageBudget(0.4))
     for bad in (float("nan"), "0.3", None, True):
