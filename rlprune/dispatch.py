@@ -29,7 +29,10 @@ class Dispatcher:
 
     def __init__(self, model: torch.nn.Module, found: Callable | None) -> None:
         self.model, self.found, self.open = model, found, 0  # found: the instance's own forward, if it had one
-        self.__signature__ = inspect.signature(self.plain())  # what generate() reads to choose its arguments
+        try:  # generate() reads the forward's signature to choose its arguments: show it the model's own
+            self.__signature__ = inspect.signature(self.plain())
+        except (TypeError, ValueError):  # a forward without one: generate() sees (*args, **kwargs)
+            pass
 
     def plain(self) -> Callable:
         """The forward the model had before the first block."""
