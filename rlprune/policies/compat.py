@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
+from rlprune.adapters import adapter_for
 from rlprune.errors import InvalidArgumentError, RLPruneError
 from rlprune.flops import ModelDims
 from rlprune.policies.baselines import Baseline
@@ -46,7 +47,7 @@ class ModelShape:
         dims = getattr(model, "dims", None)
         if isinstance(dims, ModelDims):  # a Reducer
             return cls(dims.layers, dims.hidden, dims.vocab, getattr(model, "max_positions", None) or None)
-        dims = ModelDims.from_model(model)
+        dims = adapter_for(model).dims()
         positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         return cls(dims.layers, dims.hidden, dims.vocab, int(positions) if positions else None)
 
