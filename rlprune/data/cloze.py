@@ -48,7 +48,11 @@ def _spans(sentence: str) -> list[tuple[int, int]]:
     for i, (start, end, word) in enumerate(words):
         if word[0].isdigit():
             spans.append((start, end))
-        elif i > 0 and _name_word(word) and not (i > 1 and _name_word(words[i - 1][2])):
+        elif (
+            i > 0
+            and _name_word(word)
+            and not (i > 1 and _name_word(words[i - 1][2]) and _joined(sentence, words, i - 1))
+        ):
             last = i  # the start of a run of capitalised words
             while (
                 last - i < 3

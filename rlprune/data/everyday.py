@@ -234,12 +234,11 @@ def everyday_task(rng: random.Random, length: int, depth: float, *, split: str) 
             values = _fields(rng, split)
         entries.append((rng.choice(templates)[0], values))  # the other entries in any of the split's wordings
         words += len(entries[-1][0].format(**values).split())
-    at = round(depth * (len(entries) - 1))
-    entries[at] = (entry, asked)
+    entries.insert(round(depth * len(entries)), (entry, asked))
     context = "\n".join([heading, *(wording.format(**values) for wording, values in entries)])
     if not all(_once(asked[name], context) for name in unique if name in _fields_in(entry)):
         return everyday_task(rng, length, depth, split=split)  # a value repeated inside a template: draw again
-    others = sorted({values[field] for _, values in entries} - {asked[field]})
+    others = sorted({values[field] for wording, values in entries if field in _fields_in(wording)} - {asked[field]})
     meta = {"depth": depth, "length": length, "style": style, "distractors": others}
     answer = asked[field]
     return Task("everyday-gen", question.format(**asked), context, answer, (answer,), meta=meta)
