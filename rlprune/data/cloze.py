@@ -14,10 +14,10 @@ from __future__ import annotations
 import random
 import re
 
+from rlprune.data.long import TOKENS_PER_WORD
 from rlprune.data.tasks import Task
 from rlprune.errors import RLPruneError
 
-TOKENS_PER_WORD = 1.3  # as in rlprune.data.long: English prose under Llama-family tokenizers
 BLANK = "____"
 QUESTION = "Which words complete this sentence from the text: '{sentence}'?"
 ARTICLES = ("the", "a", "an")
@@ -48,34 +48,30 @@ def _spans(sentence: str) -> list[tuple[int, int]]:
     for i, (start, end, word) in enumerate(words):
         if word[0].isdigit():
             spans.append((start, end))
-        elif (
-            i > 0
-            and _name_word(word)
-            and not (i > 1 and _name_word(words[i - 1][2]) and _joined(sentence, words, i - 1))
-        ):
-            last = i  # the start of a run of capitalised words
-            while (
-                last - i < 3
-                and last + 1 < len(words)
-                and _name_word(words[last + 1][2])
-                and _joined(sentence, words, last)
-            ):
-                last += 1
-            spans.append((start, words[last][1]))
+        elif i > 0 and _name_word(word) and not (i > 1 and _continues(sentence, words, i)):
+            spans.append((start, words[_run_end(sentence, words, i, 3, _name_word)][1]))  # a run starts here
         elif word.lower() in ARTICLES:
-            last = i
-            while (
-                last - i < 2
-                and last + 1 < len(words)
-                and _content_word(words[last + 1][2])
-                and _joined(sentence, words, last)
-            ):
-                last += 1
-            for end_at in range(last, i, -1):  # the longest run that a boundary closes
-                if _closed(sentence, words, end_at):
-                    spans.append((words[i + 1][0], words[end_at][1]))
-                    break
+            last = _run_end(sentence, words, i, 2, _content_word)
+            closed = [at for at in range(last, i, -1) if _closed(sentence, words, at)]
+            if closed:  # the longest run that a boundary closes
+                spans.append((words[i + 1][0], words[closed[0]][1]))
     return spans
+
+
+def _continues(sentence: str, words: list[tuple[int, int, str]], i: int) -> bool:
+    """Whether ``words[i]`` continues a run of capitalised words begun before it."""
+    return _name_word(words[i - 1][2]) and _run_end(sentence, words, i - 1, 1, _name_word) == i
+
+
+def _run_end(sentence: str, words: list[tuple[int, int, str]], i: int, most: int, accept) -> int:
+    """The index of the last of up to ``most`` words after ``words[i]`` that ``accept`` takes, each
+    one space after the one before (no punctuation between); ``i`` where there is none."""
+    last = i
+    while last - i < most and last + 1 < len(words) and accept(words[last + 1][2]):
+        if sentence[words[last][1] : words[last + 1][0]] != " ":
+            break
+        last += 1
+    return last
 
 
 def _closed(sentence: str, words: list[tuple[int, int, str]], last: int) -> bool:
@@ -85,11 +81,6 @@ def _closed(sentence: str, words: list[tuple[int, int, str]], last: int) -> bool
     if last + 1 == len(words) or not sentence[end : end + 1].isspace():
         return True
     return words[last + 1][2].lower() in BOUNDARY
-
-
-def _joined(sentence: str, words: list[tuple[int, int, str]], last: int) -> bool:
-    """Whether only a space separates ``words[last]`` from the next word."""
-    return sentence[words[last][1] : words[last + 1][0]] == " "
 
 
 def _name_word(word: str) -> bool:

@@ -16,9 +16,9 @@ import re
 import string
 from collections.abc import Sequence
 
+from rlprune.data.long import TOKENS_PER_WORD
 from rlprune.data.tasks import Task
 
-TOKENS_PER_WORD = 1.3  # as in rlprune.data.long
 SPLIT_PARTS = {"train": (0, 1, 2), "validation": (3,), "test": (4,)}
 
 FIRST = """Aurelio Bettina Casimir Delphine Eamon Fenella Gaspard Hester Ignatius Jolene Leopold Marisol Nico

