@@ -195,9 +195,9 @@ def echoes_question(answer: str, question: str) -> bool:
     """Whether ``answer`` says ``question`` back instead of answering it: it repeats, in the
     question's order, more than half of the question's content words (and at least two), and says
     no content word of its own (singular and plural match). An answer that adds one new content
-    word (a name, a number) is an answer, however much of the question it repeats."""
+    word (a name, a number, or a "yes" or "no") is an answer, however much of the question it repeats."""
     asked = [_stem(w) for w in normalize(question).split() if w not in STOPWORDS]
-    said = [_stem(w) for w in normalize(answer).split() if w not in STOPWORDS]
+    said = [_stem(w) for w in normalize(answer).split() if w not in STOPWORDS or w in ("yes", "no")]
     if not said or set(said) - set(asked):
         return False
     common = [0] * (len(said) + 1)  # the longest common subsequence, one row at a time

@@ -127,6 +127,7 @@ def test_every_new_kind_is_a_suite_a_span_recipe_accepts_and_its_evidence_is_fou
         ("Which words complete this sentence from the text: 'The ____ then was divided into two groups'", True),
         ("The world then was divided into two groups.", False),  # the blank filled
         ("Kalomiru number magic special", False),  # the words, but not in the question's order
+        ("No, the special magic number for Kalomiru is not given.", False),  # a "no" answers
     ],
 )
 def test_an_echo_says_most_of_the_question_back_in_order_and_nothing_new(answer, echo):

@@ -117,9 +117,6 @@ def _window(stream: list[tuple[str, str]], at: int, length: int, depth: float) -
     def size(i: int) -> int:
         return len(stream[i][1].split())
 
-    def ahead_of(start: int) -> int:
-        return sum(size(i) for i in range(start, at))
-
     before, ahead = at, 0
     while before > 0 and ahead < depth * max(words - size(at), 0):
         before -= 1
@@ -131,7 +128,8 @@ def _window(stream: list[tuple[str, str]], at: int, length: int, depth: float) -
     while before > 0 and total < words:  # the essays ran out after it: fill before
         before -= 1
         total += size(before)
-    return [sentence for _, sentence in stream[before:after]], ahead_of(before) / max(total - size(at), 1)
+        ahead += size(before)
+    return [sentence for _, sentence in stream[before:after]], ahead / max(total - size(at), 1)
 
 
 def cloze_task(rng: random.Random, length: int, depth: float, *, split: str) -> Task:
