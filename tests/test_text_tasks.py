@@ -12,7 +12,7 @@ import pytest
 
 from rlprune import build_prompt, load_model
 from rlprune.data.cloze import BLANK, _spans, cloze_task
-from rlprune.data.everyday import FIRST, ITEMS, LAST, PREFIXES, STYLES
+from rlprune.data.everyday import FIRST, ITEMS, LAST, PREFIXES, STYLES, TOKENS_PER_WORD
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.long import LONG_KINDS, LongSuite
 from rlprune.data.tasks import answer_correct
@@ -82,7 +82,7 @@ def test_everyday_documents_hold_the_asked_fact_once(split):
         assert all(d in task.context for d in task.meta["distractors"]) and task.answer not in task.meta["distractors"]
         assert names_other_value(task.meta["distractors"][0], task) is True
         assert names_other_value(task.answer, task) is False
-        assert len(task.context.split()) >= task.meta["length"] / 1.3
+        assert len(task.context.split()) >= task.meta["length"] / TOKENS_PER_WORD
 
 
 def test_everyday_splits_differ_by_template_and_name_and_avoid_the_held_out_set():
