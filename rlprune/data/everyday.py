@@ -63,7 +63,7 @@ STYLES: dict[str, dict[str, tuple[list[str], list[Template]]]] = {
                     "Where did {who} hand in the {item}?",
                     "street",
                 )
-            ],  # noqa: E501
+            ],
         ),
         "test": (
             ["Pinned to the board at the {town} sports club"],
@@ -73,7 +73,7 @@ STYLES: dict[str, dict[str, tuple[list[str], list[Template]]]] = {
                     "When do the doors open for {who}'s repair afternoon?",
                     "time",
                 )
-            ],  # noqa: E501
+            ],
         ),
     },
     "letters": {
@@ -84,12 +84,12 @@ STYLES: dict[str, dict[str, tuple[list[str], list[Template]]]] = {
                     "Dear neighbour, my new telephone extension is {code}. Best wishes, {who}.",
                     "What is {who}'s new telephone extension?",
                     "code",
-                ),  # noqa: E501
+                ),
                 (
                     "Dear friend, we have moved to {street} in {town}. Come and visit! Love, {who}.",
                     "Which town has {who} moved to?",
                     "town",
-                ),  # noqa: E501
+                ),
             ],
         ),
         "validation": (
@@ -100,7 +100,7 @@ STYLES: dict[str, dict[str, tuple[list[str], list[Template]]]] = {
                     "On which street should {who}'s letters arrive?",
                     "street",
                 )
-            ],  # noqa: E501
+            ],
         ),
         "test": (
             ["Notes left on the kitchen table"],
@@ -110,7 +110,7 @@ STYLES: dict[str, dict[str, tuple[list[str], list[Template]]]] = {
                     "How much does {who} still owe for the tickets?",
                     "amount",
                 )
-            ],  # noqa: E501
+            ],
         ),
     },
     "logs": {
@@ -133,7 +133,7 @@ STYLES: dict[str, dict[str, tuple[list[str], list[Template]]]] = {
                     "At what time did {who} take out the {item}?",
                     "time",
                 )
-            ],  # noqa: E501
+            ],
         ),
     },
     "timetables": {
@@ -152,7 +152,7 @@ STYLES: dict[str, dict[str, tuple[list[str], list[Template]]]] = {
                     "What is the single fare of the coach to {town}?",
                     "amount",
                 )
-            ],  # noqa: E501
+            ],
         ),
         "test": (
             ["Summer sailings"],
@@ -162,7 +162,7 @@ STYLES: dict[str, dict[str, tuple[list[str], list[Template]]]] = {
                     "At what time does the ferry for {town} cast off?",
                     "time",
                 )
-            ],  # noqa: E501
+            ],
         ),
     },
     "receipts": {
@@ -185,7 +185,7 @@ STYLES: dict[str, dict[str, tuple[list[str], list[Template]]]] = {
                     "Who served line {code} of the bill?",
                     "who",
                 )
-            ],  # noqa: E501
+            ],
         ),
     },
 }
