@@ -219,7 +219,8 @@ def other_values(task: Task) -> set[str]:
     capitalised names (runs of up to four capitalised words that do not start a sentence or a line)
     where every answer is one. Values the question or an answer says, and function words, are left out."""
     aliases = task.answers or ((task.answer,) if task.answer else ())
-    found = {str(v) for v in task.meta.get("distractors", ()) or ()}
+    listed = task.meta.get("distractors") or ()
+    found = {str(v) for v in ((listed,) if isinstance(listed, str) else listed)}
     if task.context and aliases:
         if any(_NUMBER.search(a) for a in aliases):
             found |= set(_NUMBER.findall(task.context))

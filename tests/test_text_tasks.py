@@ -151,6 +151,8 @@ def test_another_value_is_a_wrong_answer_naming_a_value_of_the_context():
     assert names_other_value("7731", numbers) and names_other_value("It was 1999.", numbers)
     lower = Task("grounded", "Where does Tom work?", "Tom works at the boatyard, Ann at the mill.", "boatyard")
     assert names_other_value("the mill", lower) is None  # no values of the answer's shape are known
+    listed = Task("grounded", lower.question, lower.context, "boatyard", meta={"distractors": "mill"})
+    assert names_other_value("At the mill.", listed) is True  # a JSONL line may name them
     assert names_other_value("x", Task("instruction", "Write a poem.")) is None
 
 
