@@ -5,16 +5,20 @@
 at its first decision layer (``propose_budget``), and a :class:`BudgetController` shifts the proposals
 by one offset so that the realised mean stays on the target, within a per-prompt floor and ceiling.
 
-The controller adds one offset to every proposal, chosen between batches so that the last
-``window`` proposals, shifted by it and cut to ``[floor, ceiling]``, would average the target
-plus the running deficit (target x prompts - ratios spent) spread over the next ``horizon`` prompts. The proposals'
-differences stay; what the floor and ceiling cut off is made up by the others. Every row of a batch
-sees the same offset, so a prompt gets the ratio it would get alone.
+A batch's rows propose together, then get their ratios together (:meth:`BudgetController.assign`):
+one offset for every row, fitted so that the last ``window`` proposals, *this batch's included*,
+shifted by it and cut to ``[floor, ceiling]``, average the target plus the running deficit (target x
+prompts - ratios spent) spread over the next ``horizon`` prompts. So a workload of one batch (one
+prompt, a padded batch, a short file) averages the target, and a long stream follows its proposals.
+The proposals' differences stay; what the floor and ceiling cut off, and what a prompt too short to
+cut cannot give, is made up by the others. A workload whose realised mean still misses the target by
+more than :data:`AVERAGE_TOLERANCE` says why (:meth:`BudgetController.shortfall`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,54 +63,107 @@ class AverageBudget:
             )
 
 
+AVERAGE_TOLERANCE = 0.03
+"""How far a workload's realised mean may sit from an average budget's target before it is reported."""
+
+
+class AverageBudgetWarning(UserWarning):
+    """A workload in average-budget mode ended with its realised mean off the target."""
+
+
 @dataclass
 class BudgetController:
-    """Turns per-prompt proposals into ratios whose running mean holds :attr:`AverageBudget.target`."""
+    """Turns per-prompt proposals into ratios whose running mean holds :attr:`AverageBudget.target`.
+
+    One controller serves one stream, a batch at a time: a batch's rows are given their ratios
+    (:meth:`assign`), run, and recorded (:meth:`record`) before the next batch asks. A thread that
+    asks while another thread's batch is under way is refused: give each thread its own controller.
+    """
 
     budget: AverageBudget
-    offset: float = 0.0
-    ratios: list[float] = field(default_factory=list, repr=False)
-    proposals: list[float] = field(default_factory=list, repr=False)
-    pending: list[float] = field(default_factory=list, repr=False)
-    given: list[float] = field(default_factory=list, repr=False)
+    offset: float = 0.0  # the offset the last batch was given
+    ratios: list[float] = field(default_factory=list, repr=False)  # per recorded prompt: the ratio realised,
+    proposals: list[float] = field(default_factory=list, repr=False)  # the one it proposed,
+    assigned: list[float] = field(default_factory=list, repr=False)  # the one it was given,
+    reachable: list[float] = field(default_factory=list, repr=False)  # and the least it could reach
+    pending: list[float] = field(default_factory=list, repr=False)  # the batch under way: its proposals,
+    given: list[float] = field(default_factory=list, repr=False)  # its ratios
+    lowest: list[float] = field(default_factory=list, repr=False)  # and the least each row can reach
+    batches: int = 0
+    _owner: int | None = field(default=None, init=False, repr=False, compare=False)  # whose batch is under way
 
-    def ratio(self, proposal: float) -> float:
-        """The ratio a prompt gets: its proposal plus the current offset, within floor and ceiling.
+    def assign(self, proposals: Sequence[float], lowest: Sequence[float] | None = None) -> list[float]:
+        """One batch's ratios: every proposal plus one offset, each cut to ``[floor, ceiling]``.
 
-        The batch's proposals and ratios wait in :attr:`pending` and :attr:`given` until :meth:`record`.
+        The offset is fitted now, over the recent proposals and this batch's, so a first batch gets
+        the target on average. ``lowest`` is, per row, the least ratio its prompt can reach (its
+        protected tokens stay): others make up for a row held above its share. The batch waits in
+        :attr:`pending` and :attr:`given` until :meth:`record`.
         """
-        if not is_number(proposal):
-            raise InvalidArgumentError(f"a budget proposal must be a finite number, got {shown(proposal)}")
-        given = min(max(proposal + self.offset, self.budget.floor), self.budget.ceiling)
-        self.pending.append(float(proposal))
-        self.given.append(given)
-        return given
-
-    def replay(self, proposals: Iterable[float], realised: Iterable[float]) -> None:
-        """Take up a stream where it stopped (a resumed evaluation): its proposals and realised ratios."""
-        self.pending.extend(proposals)
-        self.record(realised)
-
-    def record(self, realised: Iterable[float]) -> None:
-        """Account one batch's realised ratios and set the offset the next batch sees."""
-        self.ratios.extend(float(r) for r in realised)
-        self.proposals.extend(self.pending)
-        self.pending.clear()
-        self.given.clear()
-        if not self.ratios or not self.proposals:
-            return
+        proposals = [_ratio(p, "a budget proposal") for p in proposals]
+        lowest = [0.0] * len(proposals) if lowest is None else [_ratio(x, "a lowest ratio") for x in lowest]
+        if len(lowest) != len(proposals):
+            raise InvalidArgumentError(f"{len(lowest)} lowest ratios for {len(proposals)} proposals; give one per row")
+        self._claim()
         budget = self.budget
-        deficit = budget.target * len(self.ratios) - sum(self.ratios)
-        aim = min(max(budget.target + deficit / budget.horizon, budget.floor), budget.ceiling)
-        recent = torch.tensor(self.proposals[-budget.window :], dtype=torch.float64)
+        spent = sum(self.ratios) + sum(map(max, self.given, self.lowest))  # a batch under way: what it will spend
+        deficit = budget.target * (len(self.ratios) + len(self.given)) - spent
+        aim = min(max(budget.target + deficit / max(budget.horizon, len(proposals)), budget.floor), budget.ceiling)
+        history, keep = self.proposals + self.pending, max(budget.window - len(proposals), 0)
+        earlier = history[len(history) - keep :] if keep else []
+        shifted = torch.tensor(earlier + proposals, dtype=torch.float64)
+        least = torch.tensor([0.0] * len(earlier) + lowest, dtype=torch.float64)
         low, high = -1.0, 1.0  # proposals are ratios in [0, 1]: no useful offset reaches further
-        for _ in range(40):  # bisection: the shifted, cut mean grows with the offset
+        for _ in range(40):  # bisection: the mean each row will spend grows with the offset
             middle = (low + high) / 2
-            if float((recent + middle).clamp(budget.floor, budget.ceiling).mean()) < aim:
+            if float((shifted + middle).clamp(budget.floor, budget.ceiling).maximum(least).mean()) < aim:
                 low = middle
             else:
                 high = middle
         self.offset = (low + high) / 2
+        given = [min(max(p + self.offset, budget.floor), budget.ceiling) for p in proposals]
+        self.pending.extend(proposals)
+        self.given.extend(given)
+        self.lowest.extend(lowest)
+        return given
+
+    def ratio(self, proposal: float) -> float:
+        """The ratio one prompt gets: :meth:`assign` for a batch of one."""
+        return self.assign([proposal])[0]
+
+    def replay(self, proposals: Iterable[float], realised: Iterable[float]) -> None:
+        """Take up a stream where it stopped (a resumed evaluation): its proposals and realised ratios."""
+        realised = [float(r) for r in realised]
+        self.pending.extend(proposals)
+        self.given.extend(realised)
+        self.lowest.extend([0.0] * len(realised))
+        self.record(realised)
+
+    def record(self, realised: Iterable[float]) -> None:
+        """Account the batch under way: the ratios its rows realised."""
+        realised = [float(r) for r in realised]
+        self.ratios.extend(realised)
+        self.proposals.extend(self.pending)
+        self.assigned.extend(self.given)
+        self.reachable.extend(max(low, self.budget.floor) for low in self.lowest)
+        self.batches += 1
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Forget the batch under way (it failed before its ratios were realised)."""
+        self.pending.clear()
+        self.given.clear()
+        self.lowest.clear()
+        self._owner = None
+
+    def _claim(self) -> None:
+        thread = threading.get_ident()
+        if self.pending and self._owner not in (None, thread):
+            raise InvalidArgumentError(
+                "this BudgetController is giving ratios to a batch in another thread; one controller serves one "
+                "stream: give each thread its own, or run their batches in turn"
+            )
+        self._owner = thread
 
     @property
     def count(self) -> int:
@@ -118,28 +175,71 @@ class BudgetController:
         """The realised mean ratio so far (``None`` before the first prompt)."""
         return sum(self.ratios) / len(self.ratios) if self.ratios else None
 
+    def shortfall(self) -> str | None:
+        """Why the realised mean misses the target by more than :data:`AVERAGE_TOLERANCE`; ``None`` if it holds."""
+        mean, target = self.mean, self.budget.target
+        if mean is None or abs(mean - target) <= AVERAGE_TOLERANCE + 1e-9:
+            return None
+        least = sum(self.reachable) / len(self.reachable) if self.reachable else self.budget.floor
+        given = sum(self.assigned) / len(self.assigned) if self.assigned else mean
+        if least > target + AVERAGE_TOLERANCE:
+            why = f"these prompts cannot be cut below a mean of {least:.3f} (too short: their protected tokens stay)"
+        elif abs(given - mean) > AVERAGE_TOLERANCE:
+            why = f"the policy realised a mean of {mean:.3f} for ratios given at a mean of {given:.3f}"
+        else:
+            why = (
+                f"{self.count} prompt(s) in {self.batches} batch(es) are too few for the controller "
+                "to even out the per-prompt ratios"
+            )
+        off = f"realised mean {mean:.3f} misses the average budget {target:g} by more than {AVERAGE_TOLERANCE:g}"
+        return f"{off}: {why}"
+
+    def summary(self) -> str:
+        """One line on the stream so far: target, realised mean and spread, and any shortfall."""
+        if self.mean is None:
+            return f"average budget {self.budget.target:g}: no prompt recorded"
+        spread = float(torch.tensor(self.ratios, dtype=torch.float64).std(unbiased=False))
+        line = (
+            f"average budget {self.budget.target:g}: realised mean FLOPs ratio {self.mean:.3f} "
+            f"(std {spread:.3f}) over {self.count} prompts"
+        )
+        missed = self.shortfall()
+        return line if missed is None else f"{line}; not controlled: {missed}"
+
+
+def _ratio(value: object, what: str) -> float:
+    if not is_number(value):
+        raise InvalidArgumentError(f"{what} must be a finite number, got {shown(value)}")
+    return float(value)
+
 
 def workload_budget(
-    budget: float | BudgetController | None,
-    mode: str = "prompt",
+    budget: float | AverageBudget | BudgetController | None,
+    mode: str | None = None,
     *,
     floor: float | None = None,
     ceiling: float | None = None,
 ) -> float | BudgetController | None:
     """What :func:`~rlprune.policies.decider` takes for a user's budget settings.
 
-    ``"prompt"`` mode gives the checked ratio back (``None`` lets baselines use their own); ``"average"``
-    a new :class:`BudgetController` holding ``budget`` as the mean. A controller passed in is used as
-    is, so one stream can span several calls.
+    A ratio in ``"prompt"`` mode (the default for a ratio) comes back checked (``None`` lets baselines
+    use their own); in ``"average"`` mode it becomes a new :class:`BudgetController` holding it as the
+    mean. An :class:`AverageBudget` becomes a new controller; a controller is used as is, so one stream
+    can span several calls. Either is an average budget: ``mode="prompt"`` with one is refused.
     """
-    mode = check_budget_mode(mode)
-    if isinstance(budget, BudgetController):
+    mode = None if mode is None else check_budget_mode(mode)
+    if isinstance(budget, (AverageBudget, BudgetController)):
+        if mode == "prompt":
+            raise InvalidArgumentError(
+                f"budget_mode='prompt' holds every prompt to one ratio, but budget is a {type(budget).__name__} "
+                "(a mean over a stream): give budget_mode='average' or leave it out"
+            )
         if floor is not None or ceiling is not None:
             raise InvalidArgumentError(
-                "a BudgetController carries its own floor and ceiling; give them to its AverageBudget"
+                f"a {type(budget).__name__} carries its own floor and ceiling; give them to its AverageBudget"
             )
-        return budget
-    if mode == "prompt":
+        return BudgetController(budget) if isinstance(budget, AverageBudget) else budget
+    if mode != "average":
         if floor is not None or ceiling is not None:
             raise InvalidArgumentError("floor and ceiling bound per-prompt ratios in budget_mode='average' only")
         return check_budget(budget)

@@ -28,12 +28,17 @@ Measures of a generated answer:
   the full model's answer (:func:`hallucinated`);
 - **evidence kept**: every token of an occurrence of the gold answer reached the last layer
   (:func:`evidence_kept`);
-- **degenerate**: the answer loops (:func:`degenerate`).
+- **degenerate**: the answer loops (:func:`degenerate`);
+- **echoes the question**: the answer says the question back instead of answering it
+  (:func:`echoes_question`);
+- **names another value**: a wrong answer names a value of the context that is not the gold one,
+  e.g. the number of another key (:func:`names_other_value`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -182,6 +187,60 @@ def degenerate(answer: str, n: int = 8) -> bool:
     return len(set(grams)) < len(grams)
 
 
+def _stem(word: str) -> str:
+    return word.removesuffix("s")
+
+
+def echoes_question(answer: str, question: str) -> bool:
+    """Whether ``answer`` says ``question`` back instead of answering it: it repeats, in the
+    question's order, more than half of the question's content words (and at least two), and says
+    no content word of its own (singular and plural match). An answer that adds one new content
+    word (a name, a number, or a "yes" or "no") is an answer, however much of the question it repeats."""
+    asked = [_stem(w) for w in normalize(question).split() if w not in STOPWORDS]
+    said = [_stem(w) for w in normalize(answer).split() if w not in STOPWORDS or w in ("yes", "no")]
+    if not said or set(said) - set(asked):
+        return False
+    common = [0] * (len(said) + 1)  # the longest common subsequence, one row at a time
+    for word in asked:
+        previous = 0
+        for j, other in enumerate(said, start=1):
+            previous, common[j] = common[j], previous + 1 if word == other else max(common[j], common[j - 1])
+    return common[-1] >= 2 and common[-1] > len(asked) / 2
+
+
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_NAME = re.compile(r"(?<![.!?:]\s)(?<![\n\r])(?<!^)\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*){0,3}")
+
+
+def other_values(task: Task) -> set[str]:
+    """The values of ``task``'s context that are not its answer, normalised: the ``distractors``
+    its metadata lists (a JSONL line may list them), and the context's values of the gold answer's
+    shape: numbers (digits, with any ``.``, ``,`` or ``:`` inside) where an answer holds one, else
+    capitalised names (runs of up to four capitalised words that do not start a sentence or a line)
+    where every answer is one. Values the question or an answer says, and function words, are left out."""
+    aliases = task.answers or ((task.answer,) if task.answer else ())
+    listed = task.meta.get("distractors") or ()
+    found = {str(v) for v in ((listed,) if isinstance(listed, str) else listed)}
+    if task.context and aliases:
+        if any(_NUMBER.search(a) for a in aliases):
+            found |= set(_NUMBER.findall(task.context))
+        elif all(a.strip()[:1].isupper() for a in aliases):
+            found |= set(_NAME.findall(task.context.strip()))
+    known = f" {normalize(' '.join((task.question, *aliases)))} "
+    return {v for v in map(normalize, found) if content_words(v) and f" {v} " not in known}
+
+
+def names_other_value(answer: str, task: Task) -> bool | None:
+    """Whether a wrong ``answer`` names one of :func:`other_values` (another key's number, another
+    person of the text); ``None`` where the task has no answer or no such values are known."""
+    correct = answer_correct(answer, task)
+    values = other_values(task)
+    if correct is None or not values:
+        return None
+    said = f" {normalize(answer)} "
+    return not correct and any(f" {v} " in said for v in values)
+
+
 def evidence_kept(evidence: Evidence | None, reaches_top: Tensor) -> tuple[bool | None, float | None]:
     """``(whole, share)`` of the gold answer's tokens that reached the last layer (see
     :meth:`Evidence.kept`); ``(None, None)`` where the answer is not in the context."""
@@ -199,10 +258,13 @@ __all__ = [
     "answer_token_accuracy",
     "content_words",
     "degenerate",
+    "echoes_question",
     "evidence_kept",
     "hallucinated",
     "kl_divergence",
     "log_probs",
+    "names_other_value",
+    "other_values",
     "out_of_context_mass",
     "partial_answer",
     "top1_agreement",

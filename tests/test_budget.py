@@ -48,6 +48,23 @@ def test_a_long_run_of_unreachable_proposals_is_recovered_from_within_a_few_prom
     assert controller.ratios[-1] == pytest.approx(0.4, abs=0.02)  # not stuck at the floor
 
 
+def test_a_first_batch_averages_the_target_and_rows_too_short_to_cut_are_made_up_by_the_others():
+    controller = BudgetController(AverageBudget(0.4, floor=0.1))
+    given = controller.assign([0.9, 0.8, 0.85, 0.95])  # every proposal far above the target
+    assert sum(given) / 4 == pytest.approx(0.4, abs=1e-6) and given[3] - given[1] == pytest.approx(0.15)
+    controller.record(given)
+    assert controller.shortfall() is None and controller.batches == 1
+    short = BudgetController(AverageBudget(0.4, floor=0.1))
+    given = short.assign([0.5, 0.5, 0.5, 0.5], lowest=[0.9, 0.0, 0.0, 0.0])  # the first row cannot go below 0.9
+    assert given[1] == given[2] == given[3] == pytest.approx((1.6 - 0.9) / 3, abs=1e-6)
+    short.record([0.9, *given[1:]])
+    assert short.mean == pytest.approx(0.4, abs=1e-6)
+    hopeless = BudgetController(AverageBudget(0.4, floor=0.1))
+    assert hopeless.assign([0.5, 0.5], lowest=[0.9, 0.8]) == [0.1, 0.1]  # as low as they go
+    hopeless.record([0.9, 0.8])
+    assert hopeless.given == [] and "cannot be cut below a mean of 0.850" in hopeless.shortfall()
+
+
 def test_proposals_and_controller_settings_are_checked():
     controller = BudgetController(AverageBudget(0.4))
     for bad in (float("nan"), "0.3", None, True):
@@ -89,8 +106,14 @@ def _prompts(count: int) -> list[torch.Tensor]:
 
 
 def _head(model) -> SpanHeadPolicy:
+    """A random span head made sharp enough (weights x 3) that it proposes different ratios for different
+    prompts; at its initial scale its mass is spread so evenly that every proposal is 1.0."""
     torch.manual_seed(0)
-    return SpanHeadPolicy(model.config.hidden_size, decision_layer=1, rank=8, channels=4, kernel=5)
+    head = SpanHeadPolicy(model.config.hidden_size, decision_layer=1, rank=8, channels=4, kernel=5)
+    with torch.no_grad():
+        for weight in head.parameters():
+            weight.mul_(3.0)
+    return head
 
 
 def _padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,30 +125,22 @@ def _padded(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def test_apply_in_average_mode_gives_a_batch_row_the_ratio_it_gets_alone():
+def test_apply_in_average_mode_gives_a_batch_one_offset_and_each_row_the_ratio_it_gets_alone():
     model = tiny_model("llama", layers=8)
     head, rows = _head(model), _prompts(3)
-    warm = _prompts(5)
-
-    def controller() -> BudgetController:
-        made = BudgetController(AverageBudget(0.6, floor=0.3))
-        with rlprune.apply(model, head, budget=made):
-            for prompt in warm:  # the same history, so the same offset
-                model.generate(prompt, max_new_tokens=1, do_sample=False)
-        return made
-
-    batched = controller()
-    ids, mask = _padded(rows)
-    with rlprune.apply(model, head, budget=batched):
-        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=1, do_sample=False, pad_token_id=0)
-    alone = controller()
-    with rlprune.apply(model, head, budget=alone):
-        offset = alone.offset
-        for prompt in rows:
+    stream = BudgetController(AverageBudget(0.6, floor=0.3))
+    with rlprune.apply(model, head, budget=stream):
+        for prompt in _prompts(5):  # a history first
             model.generate(prompt, max_new_tokens=1, do_sample=False)
-            alone.offset = offset  # each row alone sees the offset the batch saw
-    assert batched.ratios[-3:] == pytest.approx(alone.ratios[-3:], abs=1e-6)
-    assert max(batched.ratios) - min(batched.ratios) > 0.02  # the head asks for different ratios
+        ids, mask = _padded(rows)
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=1, do_sample=False, pad_token_id=0)
+    proposals, given = torch.tensor(stream.proposals[-3:]), torch.tensor(stream.assigned[-3:])
+    assert torch.allclose(given, (proposals + stream.offset).clamp(0.3, 1.0), atol=1e-9)  # one offset for the batch
+    assert float(given.max() - given.min()) > 0.05  # the proposals' differences stay
+    reducer = Reducer(model)
+    for row, ratio, realised in zip(rows, stream.assigned[-3:], stream.ratios[-3:], strict=True):
+        alone = reducer.run(row, decider(head, reducer, ratio), decision_layers=(1,))
+        assert alone.flops_ratio == pytest.approx(realised, abs=1e-6)  # a row runs as it would alone
 
 
 def test_a_stream_of_single_prompts_holds_the_average():
@@ -137,7 +152,7 @@ def test_a_stream_of_single_prompts_holds_the_average():
         out = reducer.run(prompt, decider(head, reducer, stream), decision_layers=(1,), protect_last=4)
         stream.record([out.flops_ratio])
     assert abs(stream.mean - 0.55) <= 0.02
-    assert torch.tensor(stream.ratios).std() > 0.01
+    assert torch.tensor(stream.ratios).std() > 0.05  # each prompt at its own ratio
 
 
 def test_average_mode_settings_are_checked_where_they_are_given():
@@ -179,8 +194,7 @@ def _head_and_suite(tmp_path, items: int, lengths: int):
     from rlprune.policies import save_policy
 
     model, tokenizer = load_model("tiny-random")
-    torch.manual_seed(0)
-    head = SpanHeadPolicy(model.config.hidden_size, decision_layer=1, rank=8, channels=4, kernel=5)
+    head = _head(model)
     save_policy(head, tmp_path / "head", fingerprint=model_fingerprint(model))
     passage = "The harbour is quiet in winter. Boats rest on the shingle. "
     lines = [{"context": passage * (3 + i % lengths) + f"The keeper is Ada {i}.", "question": "Who is the keeper?",

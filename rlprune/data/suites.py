@@ -67,4 +67,9 @@ SUITES: dict[str, SuiteSpec | LongSuite] = {
     "variable-tracking": LongSuite(
         "variable-tracking", "a chain of four variable assignments in the essays; all names are asked"
     ),
+    "niah-multiquery": LongSuite("niah-multiquery", "four magic numbers under different keys; two are asked"),
+    "cloze": LongSuite("cloze", "a sentence of the test essays quoted with a span blanked; the span is asked"),
+    "everyday-gen": LongSuite(
+        "everyday-gen", "generated notices, letters, logs, timetables, receipts; one entry asked", (256, 512, 1024)
+    ),
 }

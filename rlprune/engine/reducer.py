@@ -278,8 +278,10 @@ class Reducer:
             prompt_length=prompt_length,
             resume_from=resume_from,
         )
+        decide_rows = getattr(decide, "decide_rows", None)  # a decider that gives a batch's rows their ratios together
         while not state.done:
-            state = self.step(state, [decide(row) for row in rows_of(state)], advance=False)
+            rows = rows_of(state)
+            state = self.step(state, decide_rows(rows) if decide_rows else [decide(row) for row in rows], advance=False)
         return state
 
     # -- decoding --------------------------------------------------------------------------

@@ -12,8 +12,13 @@ end of an episode, the reduced model is teacher-forced on the full model's answe
            - over_budget * max(0, FLOPs ratio - budget)
            + evidence * share of the gold answer's tokens that reached the last layer
                                                           (where the answer is in the context)
+           - echo * the reduced model's answer says the question back (metrics.echoes_question)
+           - loop * the reduced model's answer loops (metrics.degenerate)
 
 The evidence term reads where the answer is from the task, never from what the policy observes.
+The echo and loop terms judge a generated answer, so they count where the caller generated one and
+passes it to :func:`final_reward` (the environment teacher-forces the full model's answer and
+generates none); both weigh 0 by default.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from torch import Tensor
 from rlprune.envs.reference import Reference
 from rlprune.metrics import (
     answer_token_accuracy,
+    degenerate,
+    echoes_question,
     kl_divergence,
     log_probs,
     out_of_context_mass,
@@ -46,6 +53,8 @@ class RewardConfig:
     flops: float = 1.0
     over_budget: float = 4.0
     evidence: float = 0.0
+    echo: float = 0.0
+    loop: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -88,10 +97,22 @@ def step_reward(projected_before: float, projected_after: float, budget: float, 
     return config.flops * (max(projected_before, budget) - max(projected_after, budget))
 
 
+def answer_penalty(answer: str, question: str, config: RewardConfig) -> float:
+    """What a generated ``answer`` to ``question`` loses for saying the question back or looping."""
+    return config.echo * echoes_question(answer, question) + config.loop * degenerate(answer)
+
+
 def final_reward(
-    q: Quality, flops_ratio: float, budget: float, config: RewardConfig, evidence_share: float | None = None
+    q: Quality,
+    flops_ratio: float,
+    budget: float,
+    config: RewardConfig,
+    evidence_share: float | None = None,
+    answer: str | None = None,
+    question: str = "",
 ) -> float:
-    """The end-of-episode terms: quality, hallucination, the over-budget penalty and evidence kept."""
+    """The end-of-episode terms: quality, hallucination, the over-budget penalty, evidence kept, and
+    where the reduced model's ``answer`` to ``question`` was generated, its echo and loop penalties."""
     reward = -config.kl * min(q.kl, config.kl_cap) + config.agreement * q.agreement
     if q.answer_accuracy is not None:
         reward += config.answer * q.answer_accuracy
@@ -99,4 +120,6 @@ def final_reward(
     reward -= config.over_budget * max(0.0, flops_ratio - budget)
     if evidence_share is not None:
         reward += config.evidence * evidence_share
+    if answer is not None:
+        reward -= answer_penalty(answer, question, config)
     return reward

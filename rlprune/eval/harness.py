@@ -32,8 +32,10 @@ from rlprune.metrics import (
     agreement,
     answer_correct,
     confidence,
+    echoes_question,
     evidence_kept,
     hallucinated,
+    names_other_value,
     partial_answer,
     top_k,
     unsupported_words,
@@ -363,7 +365,8 @@ class Evaluation:
                     reaches = state.reaches_top()
                 yield self._base_record(index, task, name, budget, len(prompt), ratios, reaches) | {
                     "answer": None, "correct": None, "hallucinated": None, "unsupported": None, "said_prior": None,
-                    "partial": None, "prefill_s": None, "decode_s": None, "batch": len(rows), "new_tokens": None,
+                    "partial": None, "echo": None, "other_value": None, "prefill_s": None, "decode_s": None,
+                    "batch": len(rows), "new_tokens": None,
                 }  # fmt: skip
 
     def _base_record(
@@ -446,6 +449,8 @@ class Evaluation:
             # content words in neither the context nor the question (comparable with the full model)
             "unsupported": unsupported_words(text, task.context, task.question) if task.grounded else None,
             "said_prior": answer_correct(text, _prior_task(task)) if task.prior else None,
+            "echo": echoes_question(text, task.question),  # says the question back instead of answering
+            "other_value": names_other_value(text, task),  # a wrong answer naming another value of the context
             "prefill_s": result.prefill_seconds / batch,
             "decode_s": result.decode_seconds / batch,
             "batch": batch,

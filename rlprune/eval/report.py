@@ -30,6 +30,8 @@ COLUMNS = (
     ("unsupported", "unsupported", "%"),
     ("said_prior", "prior", "%"),
     ("degeneration", "loops", "%"),
+    ("echo", "echoes", "%"),
+    ("other_value", "other value", "%"),
     ("out_of_context_mass", "OOC mass", ".3f"),
     ("kl", "KL", ".3f"),
     ("top1", "top-1", "%"),
@@ -110,9 +112,10 @@ def aggregate(records: Sequence[dict[str, Any]], samples: int = 1000, seed: int 
             ),
             "said_prior": ([[float(r["said_prior"]) for r in group if r.get("said_prior") is not None]], _mean),
             "degeneration": ([[float(degenerate(r["answer"])) for r in generated]], _mean),
-            **{  # the agreement measures are None in a run without teacher forcing
+            **{  # the agreement measures are None in a run without teacher forcing, echo and other value in
+                # older records and other_value where no other values are known
                 key: ([[float(r[key]) for r in group if r.get(key) is not None]], _mean)
-                for key in ("out_of_context_mass", "kl", "top1", "flops_ratio", "kv_ratio")
+                for key in ("echo", "other_value", "out_of_context_mass", "kl", "top1", "flops_ratio", "kv_ratio")
             },
             "mean_new_tokens": (
                 [[float(r["new_tokens"]) for r in generated]],

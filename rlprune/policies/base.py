@@ -39,13 +39,15 @@ def decider(
 
     With a :class:`~rlprune.budget.BudgetController` for ``budget`` (average-budget mode) each prompt
     runs at its own ratio, fixed at its first decision: the controller's offset on the policy's
-    :meth:`propose_budget` (the target for a policy without one). A policy that does not fit the
-    reducer's model is refused here (:func:`~rlprune.policies.compat.check_compatible`). The caller records the realised
-    ratios with :meth:`BudgetController.record` after the batch, so every row sees the same offset.
+    :meth:`propose_budget` (the target for a policy without one). The caller records the realised
+    ratios with :meth:`BudgetController.record` after the batch. The rows of a batch propose together
+    and get one offset, fitted to their proposals too (so a workload of one batch meets the target).
+    A policy that does not fit the reducer's model is refused here
+    (:func:`~rlprune.policies.compat.check_compatible`).
     """
     check_compatible(policy, reducer)  # before any layer runs
     if isinstance(budget, BudgetController):
-        return _average_decider(policy, reducer, budget, deterministic)
+        return _AverageDecider(policy, reducer, budget, deterministic)
     budget = run_budget(policy, budget)
     observed_budget = 1.0 if budget is None else budget
 
@@ -55,21 +57,36 @@ def decider(
     return decide
 
 
-def _average_decider(
-    policy: Policy, reducer: Reducer, controller: BudgetController, deterministic: bool
-) -> Callable[[ReductionState], LayerAction]:
-    ratios: dict[int, float] = {}  # each row's ratio, by the identity of its state, set at its first decision
-    propose = getattr(policy, "propose_budget", None)
+CUT_ALL = LayerAction("prune", 1.0, "random")
+"""Every removable token removed: what the least ratio a prompt can reach is measured with."""
 
-    def decide(state: ReductionState) -> LayerAction:
-        if state.decisions_made == 0:
-            target = controller.budget.target  # what a proposing policy reads as its features' budget
-            proposal = target if propose is None else propose(Features(reducer, state, target))
-            ratios[id(state)] = controller.ratio(proposal)
-        ratio = ratios[id(state)]
-        return policy.act(Features(reducer, state, ratio), ratio, deterministic)
 
-    return decide
+class _AverageDecider:
+    """Average-budget mode: at the rows' first decision every row proposes its ratio, the controller
+    gives the whole batch its ratios at once (:meth:`BudgetController.assign`), and each row acts at
+    its own from then on. The engine calls :meth:`decide_rows` with all the rows of a step."""
+
+    def __init__(self, policy: Policy, reducer: Reducer, controller: BudgetController, deterministic: bool) -> None:
+        self.policy, self.reducer, self.controller, self.deterministic = policy, reducer, controller, deterministic
+        self.propose = getattr(policy, "propose_budget", None)
+        self.ratios: dict[int, float] = {}  # each row's ratio, by the identity of its state, set at its first decision
+
+    def __call__(self, state: ReductionState) -> LayerAction:
+        return self.decide_rows([state])[0]
+
+    def decide_rows(self, rows: list[ReductionState]) -> list[LayerAction]:
+        first = [row for row in rows if row.decisions_made == 0]
+        if first:
+            target = self.controller.budget.target  # what a proposing policy reads as its features' budget
+            seen = [Features(self.reducer, row, target) for row in first]
+            proposals = [target if self.propose is None else self.propose(features) for features in seen]
+            lowest = [features.ratio_after({row.layer: CUT_ALL}) for features, row in zip(seen, first, strict=True)]
+            for row, ratio in zip(first, self.controller.assign(proposals, lowest), strict=True):
+                self.ratios[id(row)] = ratio
+        return [self._act(row, self.ratios[id(row)]) for row in rows]
+
+    def _act(self, row: ReductionState, ratio: float) -> LayerAction:
+        return self.policy.act(Features(self.reducer, row, ratio), ratio, self.deterministic)
 
 
 def run_budget(policy: Policy, budget: float | None) -> float | None:
