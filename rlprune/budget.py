@@ -92,6 +92,13 @@ class BudgetController:
     batches: int = 0
     _owner: int | None = field(default=None, init=False, repr=False, compare=False)  # whose batch is under way
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.budget, AverageBudget):
+            raise InvalidArgumentError(
+                f"BudgetController takes an AverageBudget, got {type(self.budget).__name__} {self.budget!r}; "
+                "write BudgetController(AverageBudget(0.4))"
+            )
+
     def assign(self, proposals: Sequence[float], lowest: Sequence[float] | None = None) -> list[float]:
         """One batch's ratios: every proposal plus one offset, each cut to ``[floor, ceiling]``.
 

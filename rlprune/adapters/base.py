@@ -188,6 +188,13 @@ def check_supported(config) -> None:
 
 
 def adapter_for(model: PreTrainedModel) -> ModelAdapter:
-    """The adapter that runs ``model``."""
+    """The adapter that runs ``model``: a causal LM with its head (``AutoModelForCausalLM``), not the bare
+    decoder (``model.model``) nor anything else."""
+    parts = ("config", "model", "lm_head")
+    if not all(hasattr(model, part) for part in parts) or not hasattr(model.config, "model_type"):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is not a causal language model with its head; pass the model "
+            "AutoModelForCausalLM (or rlprune.load_model) gives, not its decoder"
+        )
     check_supported(model.config)
     return ADAPTERS[model.config.model_type](model)

@@ -209,3 +209,25 @@ def test_generate_refuses_an_empty_schedule_rather_than_running_the_full_model()
     result = CliRunner().invoke(app, ["generate", QUESTION, "--model", "tiny-random", "--schedule", " "])
     assert result.exit_code == 1 and result.output.count("error:") == 1, result.output
     assert "--schedule is empty" in result.output
+
+
+# -- apply ------------------------------------------------------------------------------------------------
+
+
+def test_apply_refuses_the_bare_decoder_in_one_line(tiny):
+    from rlprune import apply
+    from rlprune.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError) as error, apply(tiny[0].model, "fastv"):
+        pass
+    one_line(error, "LlamaModel is not a causal language model with its head")
+    assert "forward" not in tiny[0].model.__dict__
+
+
+@pytest.mark.parametrize("budget", [0.9, None, "0.5"])
+def test_a_budget_controller_refuses_anything_but_an_average_budget(budget):
+    from rlprune.budget import BudgetController
+
+    with pytest.raises(RLPruneError) as error:
+        BudgetController(budget)
+    one_line(error, "BudgetController takes an AverageBudget")
