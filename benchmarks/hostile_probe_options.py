@@ -458,7 +458,10 @@ def blocks(p: Probe) -> None:
         "budget=-inf": (dict(budget=float("-inf")), "budget"),
         "budget='half'": (dict(budget="half"), "budget"),
         "budget_mode='avg'": (dict(budget=0.5, budget_mode="avg"), "budget_mode"),
-        "prompt mode with a controller": (dict(budget=BudgetController(0.5), budget_mode="prompt"), "prompt"),
+        "prompt mode with a controller": (
+            dict(budget=BudgetController(AverageBudget(0.5)), budget_mode="prompt"),
+            "prompt",
+        ),
         "prompt mode with AverageBudget": (dict(budget=AverageBudget(0.5), budget_mode="prompt"), "prompt"),
         "floor above ceiling": (dict(budget=0.5, budget_mode="average", floor=0.8, ceiling=0.2), "floor"),
         "floor in prompt mode": (dict(budget=0.5, floor=0.2), "floor"),
@@ -468,9 +471,13 @@ def blocks(p: Probe) -> None:
     }
     for name, (kwargs, named) in refused.items():
         p.add(f"apply {name}", "apply", block(**kwargs), REFUSE, named)
+    p.add("BudgetController(0.9)", "apply", lambda: BudgetController(0.9), REFUSE, "AverageBudget")
     p.add("apply(None, 'fastv')", "apply", lambda: rlprune.apply(None, "fastv").__enter__(), REFUSE)
     p.add("apply(model.model, 'fastv')", "apply", lambda: rlprune.apply(m.model, "fastv").__enter__(), EITHER)
-    for name, budget in {"AverageBudget(1.0)": AverageBudget(1.0), "controller(0.9)": BudgetController(0.9)}.items():
+    for name, budget in {
+        "AverageBudget(1.0)": AverageBudget(1.0),
+        "controller(0.9)": BudgetController(AverageBudget(0.9)),
+    }.items():
         p.add(f"apply {name} with a baseline", "apply", block(budget=budget), EITHER)
     p.add(
         "generate a list in average mode with a baseline",
