@@ -126,7 +126,7 @@ def workload_budget(
     floor: float | None = None,
     ceiling: float | None = None,
 ) -> float | BudgetController | None:
-    """What :func:`~rlprune.policies.decider` takes for a user's budget settings.
+    """What :meth:`Reducer.run` takes as ``budget=`` for a user's budget settings.
 
     ``"prompt"`` mode gives the checked ratio back (``None`` lets baselines use their own); ``"average"``
     a new :class:`BudgetController` holding ``budget`` as the mean. A controller passed in is used as

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from rlprune.budget import BudgetController, workload_budget
 from rlprune.engine import Reducer, ReducerConfig, ReductionBatch, ReductionState
 from rlprune.errors import InvalidActionError, InvalidArgumentError, RLPruneError
-from rlprune.policies import Policy, PolicyError, decider, resolve_policy
+from rlprune.policies import Policy, PolicyError, resolve_policy
 from rlprune.prompts import build_prompt
 from rlprune.validate import check_budget, check_int, check_prompts, shown  # noqa: F401 (check_budget re-exported)
 
@@ -89,9 +89,9 @@ class _ReducedForward:
                     raise RLPruneError("rlprune.apply on a batch gives logits for each prompt's last token only")
             outs = self.reducer.run(
                 input_ids,
-                decider(self.policy, self.reducer, self.budget),
+                policy=self.policy,
+                budget=self.budget,
                 attention_mask=attention_mask if batched else None,
-                decision_layers=self.policy.decision_layers(self.reducer.dims.layers),
                 protect_last=self.protect_last,
                 logits="last" if logits_to_keep == 1 else "all",
             )
@@ -183,8 +183,8 @@ def generate(
     built = [build_prompt(tokenizer, q, c) for q, c in zip(questions, contexts, strict=True)]
     results = reducer.generate(
         [b.input_ids[0] for b in built] if len(built) > 1 else built[0].input_ids,
-        decider(policy, reducer, budget),
-        decision_layers=policy.decision_layers(reducer.dims.layers),
+        policy=policy,
+        budget=budget,
         protect_last=[b.protect_last for b in built] if len(built) > 1 else built[0].protect_last,
         max_new_tokens=max_new_tokens,
         **sampling,

@@ -11,6 +11,7 @@ import torch
 from rlprune import load_model
 from rlprune.data.evidence import Evidence
 from rlprune.data.tasks import Task, generate_task
+from rlprune.engine import Reducer
 from rlprune.envs import EnvConfig
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import quality
@@ -33,8 +34,7 @@ from rlprune.metrics import (
     top_k,
     unsupported_words,
 )
-from rlprune.policies import decider, resolve_policy
-from rlprune.runner import Reducer
+from rlprune.policies import resolve_policy
 from rlprune.train.recipe import Recipe
 from rlprune.train.run import Evaluator
 
@@ -162,8 +162,8 @@ def test_the_reference_cache_stores_what_evaluation_derives_from_the_full_logits
     policy = resolve_policy("snapkv")
     reduced = reducer.run(
         reference.input_ids,
-        decider(policy, reducer, 0.3),
-        decision_layers=policy.decision_layers(reducer.dims.layers),
+        policy=policy,
+        budget=0.3,
         logits="continuation",
         prompt_length=reference.prompt_length,
         protect_last=reference.protect_last,

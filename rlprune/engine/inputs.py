@@ -79,10 +79,12 @@ def check_schedule(schedule: Mapping[int, LayerAction], num_layers: int) -> None
             raise InvalidActionError(f"the schedule's action at layer {layer} is {action!r}, not a LayerAction")
 
 
-def decider(
+def decisions(
     actions: ActionSource, decision_layers: Sequence[int] | None, num_layers: int
 ) -> tuple[Sequence[int] | None, Callable[[ReductionState], LayerAction]]:
     """The decision layers and the per-row decision of a schedule, a callable or nothing."""
+    if callable(getattr(actions, "act", None)):
+        raise InvalidActionError("a policy goes in as policy=, e.g. reducer.run(ids, policy=policy, budget=0.5)")
     if isinstance(actions, Mapping):
         if decision_layers is not None:
             raise ValueError("a schedule fixes its own decision layers; do not pass decision_layers")

@@ -27,11 +27,12 @@ from rlprune.engine.inputs import (
     ReducerConfig,
     check_action,
     check_logits,
-    decider,
+    decisions,
     per_row,
     prompt_options,
 )
 from rlprune.engine.loop import LayerLoop
+from rlprune.engine.policy import Budget, Decide, Policy, consult
 from rlprune.engine.state import ReductionBatch, ReductionOutput, ReductionState, SharedCache, rows_of
 from rlprune.errors import InvalidArgumentError, InvalidPromptError, UnsupportedModelError
 from rlprune.reduction import LayerAction, ReductionPlan, ScoreContext
@@ -49,7 +50,8 @@ class Reducer:
             state = reducer.step(state, policy(state))
         out = reducer.finish(state)
 
-    or, in one call, ``reducer.run(input_ids, {2: LayerAction("prune", 0.5)})``.
+    or, in one call, ``reducer.run(input_ids, {2: LayerAction("prune", 0.5)})`` for a fixed schedule
+    and ``reducer.run(input_ids, policy=policy, budget=0.5)`` for a policy.
     """
 
     def __init__(self, model: PreTrainedModel, config: ReducerConfig | None = None) -> None:
@@ -227,6 +229,8 @@ class Reducer:
         input_ids: Prompts,
         actions: ActionSource = None,
         *,
+        policy: Policy | None = None,
+        budget: Budget = None,
         attention_mask: Tensor | None = None,
         logits: str = "last",
         decision_layers: Sequence[int] | None = None,
@@ -234,15 +238,24 @@ class Reducer:
         prompt_length: int | None = None,
         resume_from: Tensor | None = None,
     ) -> ReductionOutput | list[ReductionOutput]:
-        """A whole reduced prefill: a schedule ``{layer: action}`` or a callable deciding per layer
-        (and per row, for several prompts, which then give one output each).
+        """A whole reduced prefill (one output per prompt for several prompts), decided by one of:
 
-        Keyword arguments are those of :meth:`start` and :meth:`finish`.
+        - ``policy`` at ``budget``: the policy names its decision layers and acts on the
+          :class:`~rlprune.engine.features.Features` of each row there (:mod:`rlprune.engine.policy`);
+          ``budget`` is a ratio in (0, 1], ``None`` (the policy's own) or a
+          :class:`~rlprune.budget.BudgetController` (average-budget mode);
+        - ``actions``: a fixed schedule ``{layer: action}``, or a callable deciding per row at
+          each of ``decision_layers``;
+        - neither: the full model.
+
+        The other keyword arguments are those of :meth:`start` and :meth:`finish`.
         """
         check_logits(logits)  # before the prefill, not after it
         state = self.select(
             input_ids,
             actions,
+            policy=policy,
+            budget=budget,
             attention_mask=attention_mask,
             decision_layers=decision_layers,
             protect_last=protect_last,
@@ -257,6 +270,8 @@ class Reducer:
         input_ids: Prompts,
         actions: ActionSource = None,
         *,
+        policy: Policy | None = None,
+        budget: Budget = None,
         attention_mask: Tensor | None = None,
         decision_layers: Sequence[int] | None = None,
         protect_last: int | Sequence[int] | None = None,
@@ -269,7 +284,7 @@ class Reducer:
         whole prefill costs (:meth:`project_flops`): all an evidence measure needs, at a fraction of
         the time. :meth:`finish` completes it into exactly what :meth:`run` returns.
         """
-        decision_layers, decide = decider(actions, decision_layers, self.dims.layers)
+        decision_layers, decide = self._decisions(actions, decision_layers, policy, budget)
         state = self.start(
             input_ids,
             attention_mask=attention_mask,
@@ -281,6 +296,21 @@ class Reducer:
         while not state.done:
             state = self.step(state, [decide(row) for row in rows_of(state)], advance=False)
         return state
+
+    def _decisions(
+        self, actions: ActionSource, decision_layers: Sequence[int] | None, policy: Policy | None, budget: Budget
+    ) -> tuple[Sequence[int] | None, Decide]:
+        """The decision layers and the per-row decision of what :meth:`run` was given (see there),
+        checked before any layer runs."""
+        if policy is None:
+            if budget is not None:
+                raise InvalidArgumentError("budget= goes with policy=; a schedule or a callable sets its own ratios")
+            return decisions(actions, decision_layers, self.dims.layers)
+        if actions is not None or decision_layers is not None:
+            raise InvalidArgumentError(
+                "give policy= or actions (with decision_layers), not both: a policy names its own decision layers"
+            )
+        return consult(policy, self, budget)
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -299,6 +329,8 @@ class Reducer:
         input_ids: Prompts,
         actions: ActionSource = None,
         *,
+        policy: Policy | None = None,
+        budget: Budget = None,
         attention_mask: Tensor | None = None,
         max_new_tokens: int = 64,
         do_sample: bool = False,
@@ -312,6 +344,7 @@ class Reducer:
     ) -> GenerationResult | list[GenerationResult]:
         """Reduced prefill, then decoding from the reduced per-layer cache until EOS or the limit.
 
+        What decides the prefill is given as to :meth:`run`: ``policy`` at ``budget``, or ``actions``.
         Several prompts decode together, one result each; a row that reached EOS is fed its
         last token until every row is done, and its result stops at its EOS.
         """
@@ -319,6 +352,8 @@ class Reducer:
             self,
             input_ids,
             actions,
+            policy=policy,
+            budget=budget,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from rlprune.policies.base import Policy, decider
+from rlprune.engine import Policy
 from rlprune.policies.baselines import BASELINES, Baseline, BaselineError, BestStatic, make_baseline
 from rlprune.policies.checkpoint import PolicyError, find_policy, load_policy, save_policy, shipped_policies
 from rlprune.policies.network import ReductionPolicy
@@ -42,7 +42,6 @@ __all__ = [
     "ReductionPolicy",
     "SpanHeadPolicy",
     "TokenReductionPolicy",
-    "decider",
     "find_policy",
     "load_policy",
     "make_baseline",

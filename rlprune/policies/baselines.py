@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from rlprune.config import data_path
+from rlprune.engine.features import Features
 from rlprune.errors import RLPruneError
-from rlprune.features import Features
 from rlprune.io import read_json
 from rlprune.reduction import KEEP, LayerAction, Pool, parse_schedule, parse_unit
 

@@ -12,8 +12,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from rlprune.errors import InvalidActionError, RLPruneError
-from rlprune.features import (
+from rlprune.engine.features import (
     OBSERVATION_FIELDS,
     OBSERVATION_SIZE,
     SPEC_VERSION,
@@ -21,6 +20,7 @@ from rlprune.features import (
     TOKEN_FEATURE_SIZE,
     check_scorer_choice,
 )
+from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.policies.budget_head import BUDGET_FEATURES
 from rlprune.policies.span_head import MIXER_INPUTS, SPAN_SPEC_VERSION
 from rlprune.policies.token_network import TOKEN_SPEC_VERSION

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
+from rlprune.engine.features import OBSERVATION_SIZE, ActionSpec, Features
 from rlprune.errors import RLPruneError
-from rlprune.features import OBSERVATION_SIZE, ActionSpec, Features
 from rlprune.reduction import LayerAction
 
 KEEP_BIAS = 2.0  # initial logit advantage of "keep": a fresh policy keeps every token
