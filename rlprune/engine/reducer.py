@@ -32,7 +32,7 @@ from rlprune.engine.inputs import (
     prompt_options,
 )
 from rlprune.engine.loop import LayerLoop
-from rlprune.engine.policy import Budget, Decide, Policy, consult
+from rlprune.engine.policy import Budget, Policy
 from rlprune.engine.state import ReductionBatch, ReductionOutput, ReductionState, SharedCache, rows_of
 from rlprune.errors import InvalidArgumentError, InvalidPromptError, UnsupportedModelError
 from rlprune.reduction import LayerAction, ReductionPlan, ScoreContext
@@ -50,8 +50,7 @@ class Reducer:
             state = reducer.step(state, policy(state))
         out = reducer.finish(state)
 
-    or, in one call, ``reducer.run(input_ids, {2: LayerAction("prune", 0.5)})`` for a fixed schedule
-    and ``reducer.run(input_ids, policy=policy, budget=0.5)`` for a policy.
+    or, in one call, ``reducer.run(input_ids, policy=policy, budget=0.5)`` or ``reducer.run(input_ids, schedule)``.
     """
 
     def __init__(self, model: PreTrainedModel, config: ReducerConfig | None = None) -> None:
@@ -238,17 +237,11 @@ class Reducer:
         prompt_length: int | None = None,
         resume_from: Tensor | None = None,
     ) -> ReductionOutput | list[ReductionOutput]:
-        """A whole reduced prefill (one output per prompt for several prompts), decided by one of:
-
-        - ``policy`` at ``budget``: the policy names its decision layers and acts on the
-          :class:`~rlprune.engine.features.Features` of each row there (:mod:`rlprune.engine.policy`);
-          ``budget`` is a ratio in (0, 1], ``None`` (the policy's own) or a
-          :class:`~rlprune.budget.BudgetController` (average-budget mode);
-        - ``actions``: a fixed schedule ``{layer: action}``, or a callable deciding per row at
-          each of ``decision_layers``;
-        - neither: the full model.
-
-        The other keyword arguments are those of :meth:`start` and :meth:`finish`.
+        """A whole reduced prefill (one output per prompt for several), decided by ``policy`` at ``budget``
+        (a ratio in (0, 1], ``None`` for the policy's own, or a :class:`~rlprune.budget.BudgetController`:
+        :mod:`rlprune.engine.policy`), by ``actions`` (a schedule ``{layer: action}``, or a callable deciding
+        per row at each of ``decision_layers``) or by nothing (the full model). The other keyword
+        arguments are those of :meth:`start` and :meth:`finish`.
         """
         check_logits(logits)  # before the prefill, not after it
         state = self.select(
@@ -284,7 +277,7 @@ class Reducer:
         whole prefill costs (:meth:`project_flops`): all an evidence measure needs, at a fraction of
         the time. :meth:`finish` completes it into exactly what :meth:`run` returns.
         """
-        decision_layers, decide = self._decisions(actions, decision_layers, policy, budget)
+        decision_layers, decide = decisions(self, actions, decision_layers, policy, budget)
         state = self.start(
             input_ids,
             attention_mask=attention_mask,
@@ -296,21 +289,6 @@ class Reducer:
         while not state.done:
             state = self.step(state, [decide(row) for row in rows_of(state)], advance=False)
         return state
-
-    def _decisions(
-        self, actions: ActionSource, decision_layers: Sequence[int] | None, policy: Policy | None, budget: Budget
-    ) -> tuple[Sequence[int] | None, Decide]:
-        """The decision layers and the per-row decision of what :meth:`run` was given (see there),
-        checked before any layer runs."""
-        if policy is None:
-            if budget is not None:
-                raise InvalidArgumentError("budget= goes with policy=; a schedule or a callable sets its own ratios")
-            return decisions(actions, decision_layers, self.dims.layers)
-        if actions is not None or decision_layers is not None:
-            raise InvalidArgumentError(
-                "give policy= or actions (with decision_layers), not both: a policy names its own decision layers"
-            )
-        return consult(policy, self, budget)
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -344,9 +322,8 @@ class Reducer:
     ) -> GenerationResult | list[GenerationResult]:
         """Reduced prefill, then decoding from the reduced per-layer cache until EOS or the limit.
 
-        What decides the prefill is given as to :meth:`run`: ``policy`` at ``budget``, or ``actions``.
-        Several prompts decode together, one result each; a row that reached EOS is fed its
-        last token until every row is done, and its result stops at its EOS.
+        The prefill is decided as in :meth:`run`. Several prompts decode together, one result each; a
+        row that reached EOS is fed its last token until every row is done, and its result stops at its EOS.
         """
         return decoding.generate(
             self,
