@@ -81,7 +81,7 @@ def test_a_learned_policy_without_a_budget_runs_at_its_own_and_average_mode_at_t
         (ratio,) = stream.given  # fixed at the prompt's first decision, then kept
         fixed = reducer.run(ids, policy=policy, budget=ratio, protect_last=6)
         assert torch.equal(averaged.state.positions, fixed.state.positions) and averaged.flops_ratio < 0.85
-    assert stream.pending == [0.65] and stream.given == [0.65]
+    assert stream.pending == [0.65] and stream.given == pytest.approx([0.65], abs=1e-9)  # the offset is bisected
 
 
 class _Outside:
