@@ -32,15 +32,15 @@ import numpy as np
 import torch
 
 from rlprune.budget import AverageBudget, BudgetController, oracle
+from rlprune.engine import Reducer, ReducerConfig
 from rlprune.eval.report import bootstrap_interval
 from rlprune.eval.suites import load_suite
 from rlprune.metrics import answer_correct
 from rlprune.models import load_model
-from rlprune.policies import decider, resolve_policy
+from rlprune.policies import resolve_policy
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids
-from rlprune.runner import Reducer, ReducerConfig
 from rlprune.train.span_head import collect
 
 
@@ -149,8 +149,7 @@ def main() -> None:
                 stream.replay([done[key]["proposal"]], [done[key]["ratio"]])
             return done[key]
         prompt = prompts[index]
-        result = reducer.generate(prompt.input_ids, decider(chooser, reducer, stream or budget),
-                                  decision_layers=chooser.decision_layers(reducer.dims.layers),
+        result = reducer.generate(prompt.input_ids, policy=chooser, budget=stream or budget,
                                   protect_last=prompt.protect_last, max_new_tokens=args.max_new_tokens)  # fmt: skip
         text = tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip()
         record = {"method": method, "budget": budget, "item": index, "ratio": result.prefill.flops_ratio,

@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.table import Table
 
 from rlprune import Reducer, build_prompt, load_model, make_baseline
-from rlprune.policies import decider
 from rlprune.timing import best_seconds_interleaved
 
 PASSAGE = (Path(__file__).resolve().parents[1] / "eval" / "demo" / "harbour.txt").read_text()
@@ -62,16 +61,12 @@ def main() -> None:
     fns, ratios = {}, {}
     for spec in ("none", "snapkv"):
         method = make_baseline(spec)
-        layers = method.decision_layers(reducer.dims.layers)
 
-        def one_at_a_time(method=method, layers=layers):
-            return [
-                reducer.run(row, decider(method, reducer, args.budget), decision_layers=layers, protect_last=tail)
-                for row, tail in rows
-            ]
+        def one_at_a_time(method=method):
+            return [reducer.run(row, policy=method, budget=args.budget, protect_last=tail) for row, tail in rows]
 
-        def batched(method=method, layers=layers):
-            return reducer.run(ids, decider(method, reducer, args.budget), decision_layers=layers, protect_last=tails)
+        def batched(method=method):
+            return reducer.run(ids, policy=method, budget=args.budget, protect_last=tails)
 
         fns[(spec, 1)], fns[(spec, args.batch)] = one_at_a_time, batched
         with torch.no_grad():

@@ -33,7 +33,7 @@ from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig  # 
 
 from rlprune import Reducer, make_baseline  # noqa: E402
 from rlprune.models import resolve_device, resolve_dtype  # noqa: E402
-from rlprune.policies import ReductionPolicy, TokenReductionPolicy, decider  # noqa: E402
+from rlprune.policies import ReductionPolicy, TokenReductionPolicy  # noqa: E402
 from rlprune.timing import best_seconds, best_seconds_interleaved, synchronize  # noqa: E402
 
 
@@ -98,7 +98,7 @@ def check_model(name, config, args, device, dtype, console) -> dict:
         torch.manual_seed(2)
         for parameter in policy.parameters():
             parameter.data.normal_(0, 0.5)
-        out = reducer.run(ids, decider(policy, reducer, args.budget), decision_layers=points, protect_last=16)
+        out = reducer.run(ids, policy=policy, budget=args.budget, protect_last=16)
         policies_ok &= bool(torch.isfinite(out.logits.float()).all()) and out.flops_ratio <= 1.0
     result = {
         "model": name,
@@ -110,7 +110,6 @@ def check_model(name, config, args, device, dtype, console) -> dict:
         "lengths": [],
     }
     method = make_baseline("snapkv")
-    layers = method.decision_layers(reducer.dims.layers)
     for n in args.lengths:
         ids = torch.randint(10, vocab, (1, n), generator=generator).to(device)
 
@@ -118,8 +117,7 @@ def check_model(name, config, args, device, dtype, console) -> dict:
             return model(ids, logits_to_keep=1)
 
         def reduced(ids=ids):
-            decide = decider(method, reducer, args.budget)
-            return reducer.run(ids, decide, decision_layers=layers, protect_last=32)
+            return reducer.run(ids, policy=method, budget=args.budget, protect_last=32)
 
         try:
             out = reduced()
@@ -143,11 +141,10 @@ def check_model(name, config, args, device, dtype, console) -> dict:
     rows = [torch.randint(10, vocab, (512,), generator=generator).to(device) for _ in range(args.batch)]
 
     def one_at_a_time():
-        return [reducer.run(row, decider(method, reducer, args.budget), decision_layers=layers, protect_last=32)
-                for row in rows]  # fmt: skip
+        return [reducer.run(row, policy=method, budget=args.budget, protect_last=32) for row in rows]
 
     def batched():
-        return reducer.run(rows, decider(method, reducer, args.budget), decision_layers=layers, protect_last=32)
+        return reducer.run(rows, policy=method, budget=args.budget, protect_last=32)
 
     times = best_seconds_interleaved({"single": one_at_a_time, "batch": batched}, args.repeats, device)
     tokens = 512 * args.batch

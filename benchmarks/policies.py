@@ -21,8 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from rlprune import Reducer, build_prompt, load_model, make_baseline
-from rlprune.policies import ReductionPolicy, SpanHeadPolicy, TokenReductionPolicy, decider, load_policy
-from rlprune.runner import ReductionOutput
+from rlprune.engine import ReductionOutput
+from rlprune.engine.policy import consult
+from rlprune.policies import ReductionPolicy, SpanHeadPolicy, TokenReductionPolicy, load_policy
 from rlprune.timing import best_seconds
 
 PASSAGE = (Path(__file__).resolve().parents[1] / "eval" / "demo" / "harbour.txt").read_text()
@@ -50,12 +51,9 @@ def main() -> None:
         table.add_column(column, justify="right")
     for spec in METHODS:
         method = make_baseline(spec)
-        layers = method.decision_layers(reducer.dims.layers)
 
-        def run(method=method, layers=layers):
-            return reducer.run(
-                ids, decider(method, reducer, args.budget), decision_layers=layers, protect_last=prompt.protect_last
-            )
+        def run(method=method):
+            return reducer.run(ids, policy=method, budget=args.budget, protect_last=prompt.protect_last)
 
         out = run()
         seconds = best_seconds(run, args.repeats)
@@ -90,7 +88,7 @@ def main() -> None:
 
 def overhead(console, reducer, policy, ids, protect_last, args) -> ReductionOutput:
     """Time every decision (features, network, choice) within the reduced forward it steers."""
-    decide = decider(policy, reducer, args.budget)
+    layers, decide = consult(policy, reducer, args.budget)
     spent = []
 
     def timed(state):
@@ -99,7 +97,6 @@ def overhead(console, reducer, policy, ids, protect_last, args) -> ReductionOutp
         spent.append(time.perf_counter() - start)
         return action
 
-    layers = policy.decision_layers(reducer.dims.layers)
     seconds = best_seconds(
         lambda: reducer.run(ids, timed, decision_layers=layers, protect_last=protect_last), args.repeats
     )

@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.table import Table
 
 from rlprune import LayerAction, Reducer, build_prompt, load_model, make_baseline
-from rlprune.policies import decider
 from rlprune.timing import best_seconds_interleaved
 
 matplotlib.use("Agg")
@@ -72,11 +71,9 @@ def main() -> None:
             fns[label] = lambda schedule=schedule: reducer.run(ids, schedule, protect_last=protect_last)
     for spec in ("snapkv", "static:4:prune:0.5:relevance", "pyramid"):  # asked for the budget
         method = make_baseline(spec)
-        layers = method.decision_layers(reducer.dims.layers)
 
-        def run(method=method, layers=layers):
-            decide = decider(method, reducer, args.budget)
-            return reducer.run(ids, decide, decision_layers=layers, protect_last=protect_last)
+        def run(method=method):
+            return reducer.run(ids, policy=method, budget=args.budget, protect_last=protect_last)
 
         fns[f"{spec} at budget {args.budget}"] = run
     for keep in SWEEP:

@@ -227,7 +227,7 @@ def workload_budget(
     floor: float | None = None,
     ceiling: float | None = None,
 ) -> float | BudgetController | None:
-    """What :func:`~rlprune.policies.decider` takes for a user's budget settings.
+    """What :meth:`Reducer.run` takes as ``budget=`` for a user's budget settings.
 
     A ratio in ``"prompt"`` mode (the default for a ratio) comes back checked (``None`` lets baselines
     use their own); in ``"average"`` mode it becomes a new :class:`BudgetController` holding it as the

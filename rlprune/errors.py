@@ -33,6 +33,10 @@ class InvalidArgumentError(RLPruneError, ValueError):
     too, so code catching that keeps working)."""
 
 
+class PolicyError(RLPruneError):
+    """A policy checkpoint is missing, corrupt, from another version, or for another model."""
+
+
 def describe_os_error(error: OSError) -> str:
     """One line for a fault of the machine rather than of rlprune: what failed and what to do."""
     where = f" {error.filename}" if error.filename else ""

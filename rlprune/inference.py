@@ -28,7 +28,7 @@ from rlprune import dispatch
 from rlprune.budget import AverageBudget, AverageBudgetWarning, BudgetController, workload_budget
 from rlprune.engine import Reducer, ReducerConfig, ReductionBatch, ReductionState
 from rlprune.errors import InvalidActionError, InvalidArgumentError, RLPruneError
-from rlprune.policies import Policy, PolicyError, check_compatible, decider, resolve_policy
+from rlprune.policies import Policy, PolicyError, check_compatible, resolve_policy
 from rlprune.prompts import build_prompt
 from rlprune.validate import check_budget, check_int, check_prompts, shown  # noqa: F401 (check_budget re-exported)
 
@@ -108,9 +108,9 @@ class _ReducedForward:
         with _batch(self.budget):
             outs = self.reducer.run(
                 input_ids,
-                decider(self.policy, self.reducer, self.budget),
+                policy=self.policy,
+                budget=self.budget,
                 attention_mask=attention_mask if batched else None,
-                decision_layers=self.policy.decision_layers(self.reducer.dims.layers),
                 protect_last=self.protect_last,
                 logits="last" if logits_to_keep == 1 else "all",
             )
@@ -224,8 +224,8 @@ def generate(
     with _batch(budget):
         results = reducer.generate(
             [b.input_ids[0] for b in built] if len(built) > 1 else built[0].input_ids,
-            decider(policy, reducer, budget),
-            decision_layers=policy.decision_layers(reducer.dims.layers),
+            policy=policy,
+            budget=budget,
             protect_last=[b.protect_last for b in built] if len(built) > 1 else built[0].protect_last,
             max_new_tokens=max_new_tokens,
             **sampling,

@@ -89,7 +89,7 @@ def test_full_prefill_flops_count_exactly_the_visible_pairs(arch):
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_projection_equals_what_the_reducer_charges(arch):
     """One FLOPs truth: the projection a baseline or policy plans with is what the run costs."""
-    from rlprune.features import Features
+    from rlprune.engine.features import Features
 
     reducer = Reducer(tiny_model(arch))
     ids = random_ids(64, seed=33)

@@ -7,7 +7,7 @@ import torch
 from conftest import CONFIGS, random_ids, tiny_model
 
 from rlprune import LayerAction, Reducer
-from rlprune.runner import ReductionBatch
+from rlprune.engine import ReductionBatch
 
 LENGTHS = (37, 52, 44)
 PER_ROW = [  # rows choose different actions at the same layers

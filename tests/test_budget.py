@@ -12,7 +12,7 @@ import rlprune
 from rlprune import Reducer
 from rlprune.budget import AverageBudget, BudgetController, check_budget_mode, workload_budget
 from rlprune.errors import InvalidArgumentError, RLPruneError
-from rlprune.policies import SpanHeadPolicy, decider
+from rlprune.policies import SpanHeadPolicy
 
 
 def run_stream(controller: BudgetController, proposals: list[float], batch: int = 1) -> None:
@@ -139,7 +139,7 @@ def test_apply_in_average_mode_gives_a_batch_one_offset_and_each_row_the_ratio_i
     assert float(given.max() - given.min()) > 0.05  # the proposals' differences stay
     reducer = Reducer(model)
     for row, ratio, realised in zip(rows, stream.assigned[-3:], stream.ratios[-3:], strict=True):
-        alone = reducer.run(row, decider(head, reducer, ratio), decision_layers=(1,))
+        alone = reducer.run(row, policy=head, budget=ratio)
         assert alone.flops_ratio == pytest.approx(realised, abs=1e-6)  # a row runs as it would alone
 
 
@@ -149,7 +149,7 @@ def test_a_stream_of_single_prompts_holds_the_average():
     stream = BudgetController(AverageBudget(0.55, floor=0.2))
     for prompt in _prompts(40):
         reducer = Reducer(model)
-        out = reducer.run(prompt, decider(head, reducer, stream), decision_layers=(1,), protect_last=4)
+        out = reducer.run(prompt, policy=head, budget=stream, protect_last=4)
         stream.record([out.flops_ratio])
     assert abs(stream.mean - 0.55) <= 0.02
     assert torch.tensor(stream.ratios).std() > 0.05  # each prompt at its own ratio

@@ -16,10 +16,10 @@ from rlprune import Reducer, ReducerConfig
 from rlprune.budget import AverageBudget, BudgetController
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.tasks import answer_correct
+from rlprune.engine.features import Features
 from rlprune.errors import InvalidActionError, InvalidArgumentError
-from rlprune.features import Features
 from rlprune.metrics import evidence_kept
-from rlprune.policies import PolicyError, SpanHeadPolicy, decider, load_policy, save_policy
+from rlprune.policies import PolicyError, SpanHeadPolicy, load_policy, save_policy
 from rlprune.policies.budget_head import BUDGET_FEATURES, BudgetHead, budget_features
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids
@@ -77,14 +77,14 @@ def test_outcome_table_is_what_the_reducer_does():
         prompt = build_prompt(tokenizer, task.question, task.context)
         evidence = locate_evidence(prompt, task)
         for column, ratio in enumerate(GRID):
-            state = reducer.select(prompt.input_ids, decider(head, reducer, ratio), decision_layers=head.layers,
+            state = reducer.select(prompt.input_ids, policy=head, budget=ratio,
                                    protect_last=prompt.protect_last)  # fmt: skip
             realised = reducer.project_flops(state, {}) / reducer.full_flops(state)
             assert float(table.ratios[row, column]) == pytest.approx(realised, abs=1e-6)
             assert bool(table.kept[row, column]) == evidence_kept(evidence, state.reaches_top())[0]
         # the likelihood is that of a whole reduced prefill, teacher-forced on the gold answer
         gold = tokenizer.encode(task.answer, add_special_tokens=False)
-        out = reducer.run(prompt.input_ids, decider(head, reducer, GRID[0]), decision_layers=head.layers,
+        out = reducer.run(prompt.input_ids, policy=head, budget=GRID[0],
                           protect_last=prompt.protect_last)  # fmt: skip
         logits = torch.cat([out.logits[0, -1:], reducer.extend(out.state, gold[:-1])[0]])
         expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(gold)[:, None]).mean().exp()
@@ -108,7 +108,7 @@ def test_correct_quality_is_each_ratios_own_generation():
         ]
         texts = reduced_answers(reducer, tokenizer, prompt, head.decision_layer, actions, 6)
         for column, ratio in enumerate(GRID):
-            alone = reducer.generate(prompt.input_ids, decider(head, reducer, ratio), decision_layers=head.layers,
+            alone = reducer.generate(prompt.input_ids, policy=head, budget=ratio,
                                      protect_last=prompt.protect_last, max_new_tokens=6)  # fmt: skip
             assert texts[column] == tokenizer.decode(alone.tokens[0], skip_special_tokens=True)
             assert float(table.answer[row, column]) == float(bool(answer_correct(texts[column], task)))
@@ -200,7 +200,7 @@ def test_exported_budget_head_proposes_as_trained(tmp_path):
         ratios = []
         for candidate in (policy, loaded):
             controller = BudgetController(AverageBudget(target, floor=0.5))
-            out = reducer.run(ids, decider(candidate, reducer, controller), decision_layers=(2,), protect_last=6)
+            out = reducer.run(ids, policy=candidate, budget=controller, protect_last=6)
             ratios.append((controller.pending[0], out.flops_ratio))
         assert ratios[0] == ratios[1] and ratios[0][0] in GRID  # the proposal is a grid ratio
 
@@ -255,10 +255,10 @@ def test_shipped_adaptive_policy_proposes_per_prompt_and_acts_like_the_span_head
         prompt = build_prompt(tokenizer, task.question, task.context)
         for target, row in proposals.items():
             controller = BudgetController(AverageBudget(target))
-            reducer.select(prompt.input_ids, decider(adaptive, reducer, controller), decision_layers=(2,),
+            reducer.select(prompt.input_ids, policy=adaptive, budget=controller,
                            protect_last=prompt.protect_last)  # fmt: skip
             row.append(controller.pending[0])
-        held = [reducer.select(prompt.input_ids, decider(p, reducer, 0.3), decision_layers=(2,),
+        held = [reducer.select(prompt.input_ids, policy=p, budget=0.3,
                                protect_last=prompt.protect_last) for p in (adaptive, span)]  # fmt: skip
         assert torch.equal(held[0].reaches_top(), held[1].reaches_top())
     assert all(p in adaptive.budget_head.grid for row in proposals.values() for p in row)

@@ -16,7 +16,7 @@ import rlprune
 from rlprune import Reducer, load_model
 from rlprune.budget import AVERAGE_TOLERANCE, AverageBudget, AverageBudgetWarning, BudgetController
 from rlprune.errors import InvalidArgumentError
-from rlprune.policies import decider, save_policy
+from rlprune.policies import save_policy
 
 PASSAGE = "The harbour is quiet in winter. Boats rest on the shingle. "
 QUESTION = "Who is the keeper?"
@@ -47,7 +47,7 @@ def test_one_batch_meets_the_target_though_every_proposal_is_far_from_it(tiny):
     stream = BudgetController(AverageBudget(0.4))
     reducer = Reducer(model)
     rows = prompts(tokenizer, 4)
-    outs = reducer.run([r[0] for r in rows], decider(head, reducer, stream), decision_layers=(1,), protect_last=8)
+    outs = reducer.run([r[0] for r in rows], policy=head, budget=stream, protect_last=8)
     stream.record(out.flops_ratio for out in outs)
     assert min(stream.proposals) > 0.4 + AVERAGE_TOLERANCE  # at offset 0 every row would run above the target
     assert_held(stream, 0.4)

@@ -12,8 +12,8 @@ from gymnasium.utils.env_checker import check_env
 
 import rlprune.envs  # noqa: F401  (registers the environment)
 from rlprune.config import ConfigError
+from rlprune.engine.features import OBSERVATION_FIELDS, OBSERVATION_SIZE, ActionSpec
 from rlprune.envs import ENV_ID, EnvConfig, TokenReductionEnv
-from rlprune.features import OBSERVATION_FIELDS, OBSERVATION_SIZE, ActionSpec
 from rlprune.reduction import LayerAction
 
 

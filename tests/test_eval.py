@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 
 from rlprune import load_model, save_policy
 from rlprune.cli import app
+from rlprune.engine import Reducer
 from rlprune.envs import EnvConfig
 from rlprune.errors import RLPruneError
 from rlprune.eval import FULL, SUITES, EvalConfig, Evaluation, aggregate, evaluate, load_suite, parse_budgets
 from rlprune.eval.report import bootstrap_interval, differences
 from rlprune.metrics import agreement, degenerate, top_k, unsupported_words
 from rlprune.policies import ReductionPolicy
-from rlprune.runner import Reducer
 
 PASSAGE = "The harbour of Saltmarsh is quiet in winter. Boats rest on the shingle and nets dry in the sun. "
 

@@ -8,7 +8,7 @@ from transformers import pipeline
 
 import rlprune
 from rlprune import InvalidPromptError, RLPruneError, build_prompt, load_model
-from rlprune.runner import ReductionBatch
+from rlprune.engine import ReductionBatch
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,6 @@ def test_apply_with_policy_none_equals_plain_generate(smollm2):
 @pytest.mark.parametrize("spec", ["random", "fastv", "snapkv", "pyramid", "tome", "static:2:prune:0.5,8:merge:0.3"])
 def test_baselines_meet_budgets_on_512_token_prompts(smollm2, spec):
     from rlprune import make_baseline
-    from rlprune.policies import decider
 
     model, tokenizer = smollm2
     context = (PASSAGE + " ") * 3
@@ -118,8 +117,8 @@ def test_baselines_meet_budgets_on_512_token_prompts(smollm2, spec):
     for budget in (0.4, 0.6, 0.8):
         out = reducer.run(
             ids,
-            decider(baseline, reducer, budget),
-            decision_layers=baseline.decision_layers(30),
+            policy=baseline,
+            budget=budget,
             protect_last=prompt.protect_last,
         )
         assert out.flops_ratio == pytest.approx(budget, abs=0.03), (spec, budget)
@@ -129,7 +128,6 @@ def test_baselines_meet_budgets_on_512_token_prompts(smollm2, spec):
 def test_the_shipped_policy_meets_the_budget_it_is_given(smollm2, budget):
     from rlprune import load_policy
     from rlprune.envs import EnvConfig
-    from rlprune.policies import decider
 
     model, tokenizer = smollm2
     policy = load_policy(ROOT / "policies" / "smollm2-135m-grounded", model)
@@ -140,8 +138,8 @@ def test_the_shipped_policy_meets_the_budget_it_is_given(smollm2, budget):
         prompt = build_prompt(tokenizer, task.question, task.context)
         out = reducer.run(
             prompt.input_ids,
-            decider(policy, reducer, budget),
-            decision_layers=policy.decision_layers(30),
+            policy=policy,
+            budget=budget,
             protect_last=prompt.protect_last,
         )
         assert out.flops_ratio == pytest.approx(budget, abs=0.05)

@@ -12,6 +12,7 @@ from rlprune import load_model
 from rlprune.data.evidence import Evidence
 from rlprune.data.generators import generate_task
 from rlprune.data.tasks import Task
+from rlprune.engine import Reducer
 from rlprune.envs import EnvConfig
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.envs.rewards import quality
@@ -34,8 +35,7 @@ from rlprune.metrics import (
     top_k,
     unsupported_words,
 )
-from rlprune.policies import decider, resolve_policy
-from rlprune.runner import Reducer
+from rlprune.policies import resolve_policy
 from rlprune.train.recipe import Recipe
 from rlprune.train.run import Evaluator
 
@@ -163,8 +163,8 @@ def test_the_reference_cache_stores_what_evaluation_derives_from_the_full_logits
     policy = resolve_policy("snapkv")
     reduced = reducer.run(
         reference.input_ids,
-        decider(policy, reducer, 0.3),
-        decision_layers=policy.decision_layers(reducer.dims.layers),
+        policy=policy,
+        budget=0.3,
         logits="continuation",
         prompt_length=reference.prompt_length,
         protect_last=reference.protect_last,

@@ -11,13 +11,12 @@ import torch
 from conftest import random_ids, tiny_model
 
 from rlprune import LayerAction, Reducer, load_model
-from rlprune.features import OBSERVATION_SIZE, ActionSpec, Features
+from rlprune.engine.features import OBSERVATION_SIZE, ActionSpec, Features
 from rlprune.policies import (
     BASELINES,
     BaselineError,
     PolicyError,
     ReductionPolicy,
-    decider,
     load_policy,
     make_baseline,
     resolve_policy,
@@ -141,9 +140,7 @@ def test_baselines_meet_the_budget_they_are_asked_for(spec, budget):
     model = tiny_model("llama", layers=12, max_position_embeddings=1024)
     reducer = Reducer(model)
     baseline = make_baseline(spec)
-    out = reducer.run(
-        random_ids(512, seed=40), decider(baseline, reducer, budget), decision_layers=baseline.decision_layers(12)
-    )
+    out = reducer.run(random_ids(512, seed=40), policy=baseline, budget=budget)
     assert out.flops_ratio == pytest.approx(budget, abs=0.03)
 
 
@@ -151,8 +148,8 @@ def test_baselines_without_a_budget_use_their_own_ratio(llama):
     reducer = Reducer(llama)
     out = reducer.run(
         random_ids(90),
-        decider(make_baseline("fastv:layer=2,ratio=0.5"), reducer, None),
-        decision_layers=(2,),
+        policy=make_baseline("fastv:layer=2,ratio=0.5"),
+        budget=None,
         protect_last=8,
     )
     assert out.tokens_per_layer == [90, 90, 90 - round(0.5 * 81), 90 - round(0.5 * 81)]
@@ -170,7 +167,7 @@ def test_learned_policy_acts_through_the_reducer(llama):
     reducer = Reducer(llama)
     policy = trained_like(seed=3)
     policy.layers = (1, 2)
-    out = reducer.run(random_ids(60), decider(policy, reducer, 0.5), decision_layers=policy.decision_layers(4))
+    out = reducer.run(random_ids(60), policy=policy, budget=0.5)
     assert set(out.state.actions) == {1, 2}
     with pytest.raises(Exception, match="lacks"):
         ReductionPolicy(decision_layers=(9,)).decision_layers(4)

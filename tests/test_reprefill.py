@@ -9,9 +9,9 @@ from conftest import CONFIGS, random_ids, tiny_model
 from test_flops import WIDE, counted
 
 from rlprune import LayerAction, Reducer, flops
+from rlprune.engine.features import ActionSpec, Features
 from rlprune.errors import InvalidActionError
-from rlprune.features import ActionSpec, Features
-from rlprune.policies import decider, make_baseline
+from rlprune.policies import make_baseline
 from rlprune.reduction import OPS, POLICY_OPS, SCORERS, register_op
 from rlprune.reduction.ops import Prune
 
@@ -202,7 +202,7 @@ def test_gemfilter_reprefills_so_every_layer_holds_the_kept_tokens():
     model = tiny_model("llama", layers=12, max_position_embeddings=1024)
     reducer = Reducer(model)
     baseline = make_baseline("gemfilter:layer=4")
-    out = reducer.run(random_ids(512, seed=40), decider(baseline, reducer, 0.5), decision_layers=(4,))
+    out = reducer.run(random_ids(512, seed=40), policy=baseline, budget=0.5)
     assert out.state.actions[baseline.layer].op == "reprefill"
     assert out.state.n_tokens < 512 and out.tokens_per_layer == [out.state.n_tokens] * 12
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from rlprune.engine import Reducer
 from rlprune.eval.suites import load_suite
-from rlprune.policies import decider, load_policy
+from rlprune.policies import load_policy
 from rlprune.prompts import build_prompt
-from rlprune.runner import Reducer
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "shipped_policy_outputs.json").read_text())
 
@@ -33,8 +33,8 @@ def test_a_shipped_policy_decides_and_answers_as_recorded(smollm2, name):
         prompt = build_prompt(tokenizer, task.question, task.context)
         result = reducer.generate(
             prompt.input_ids,
-            decider(policy, reducer, 0.5),
-            decision_layers=policy.decision_layers(reducer.dims.layers),
+            policy=policy,
+            budget=0.5,
             protect_last=prompt.protect_last,
             max_new_tokens=12,
         )

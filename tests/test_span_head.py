@@ -12,7 +12,7 @@ from rlprune import Reducer, ReducerConfig
 from rlprune.data.tasks import Task
 from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.models import model_fingerprint
-from rlprune.policies import PolicyError, SpanHeadPolicy, decider, load_policy, save_policy
+from rlprune.policies import PolicyError, SpanHeadPolicy, load_policy, save_policy
 from rlprune.reduction import sentence_end_ids
 from rlprune.train.recipe import SpanHeadConfig, SpanPPOConfig
 from rlprune.train.span_head import collect, fit
@@ -45,11 +45,11 @@ def test_head_meets_the_budget_and_decides_only_at_its_layer():
     head = _head(model)
     ids = torch.randint(3, 64, (1, 120), generator=torch.Generator().manual_seed(1))
     for budget in (0.6, 0.7, 0.9):
-        out = reducer.run(ids, decider(head, reducer, budget), decision_layers=head.decision_layers(4), protect_last=6)
+        out = reducer.run(ids, policy=head, budget=budget, protect_last=6)
         assert out.flops_ratio == pytest.approx(budget, abs=0.02)
         assert list(out.state.actions) == [2]
     head.default_budget = 0.7  # a 4-layer model cut at layer 2 cannot go under about 0.55
-    without = reducer.run(ids, decider(head, reducer, None), decision_layers=(2,), protect_last=6)
+    without = reducer.run(ids, policy=head, budget=None, protect_last=6)
     assert without.flops_ratio == pytest.approx(0.7, abs=0.02)  # its own budget, not 1.0
     with pytest.raises(ValueError, match="layer 2"):
         head.decision_layers(2)
@@ -92,8 +92,8 @@ def test_exported_head_acts_exactly_like_the_trained_one(tmp_path):
     loaded = load_policy(tmp_path / "head", model)
     assert isinstance(loaded, SpanHeadPolicy) and loaded.config() == head.config()
     ids = torch.randint(3, 64, (1, 90), generator=torch.Generator().manual_seed(3))
-    a = reducer.run(ids, decider(head, reducer, 0.7), decision_layers=(2,), protect_last=5, logits="all")
-    b = reducer.run(ids, decider(loaded, reducer, 0.7), decision_layers=(2,), protect_last=5, logits="all")
+    a = reducer.run(ids, policy=head, budget=0.7, protect_last=5, logits="all")
+    b = reducer.run(ids, policy=loaded, budget=0.7, protect_last=5, logits="all")
     assert torch.equal(a.state.positions, b.state.positions) and torch.equal(a.logits, b.logits)
     config = json.loads((tmp_path / "head" / "config.json").read_text())
     assert config["kind"] == "span" and config["model"] == model_fingerprint(model)
@@ -106,9 +106,9 @@ def test_a_sentence_head_drops_whole_sentences_meets_the_budget_and_exports(tmp_
     period = 4  # the tiny tokenizer's "."
     ids = torch.randint(6, 64, (1, 100), generator=torch.Generator().manual_seed(5))
     ids[0, 9:90:10] = period  # ten sentences of ten tokens, then the question
-    token = reducer.run(ids, decider(head, reducer, 0.7), decision_layers=(2,), protect_last=10)
+    token = reducer.run(ids, policy=head, budget=0.7, protect_last=10)
     head.select_by("sentence", [period])
-    out = reducer.run(ids, decider(head, reducer, 0.7), decision_layers=(2,), protect_last=10)
+    out = reducer.run(ids, policy=head, budget=0.7, protect_last=10)
     assert out.flops_ratio == pytest.approx(token.flops_ratio, abs=1e-9)  # the same cut, other tokens
 
     def cut_sentences(positions: torch.Tensor) -> int:
@@ -122,9 +122,7 @@ def test_a_sentence_head_drops_whole_sentences_meets_the_budget_and_exports(tmp_
     save_policy(head, tmp_path / "head", model=model)
     config = json.loads((tmp_path / "head" / "config.json").read_text())
     assert config["network"]["unit"] == "sentence" and config["network"]["sentence_ends"] == [period]
-    again = reducer.run(
-        ids, decider(load_policy(tmp_path / "head", model), reducer, 0.7), decision_layers=(2,), protect_last=10
-    )
+    again = reducer.run(ids, policy=load_policy(tmp_path / "head", model), budget=0.7, protect_last=10)
     assert torch.equal(again.state.positions, out.state.positions)
     with pytest.raises(ValueError, match="sentence ends"):
         head.select_by("sentence")
@@ -385,17 +383,17 @@ def test_a_later_head_cuts_when_the_budget_lets_it_keep_enough_and_the_first_oth
     layers = head.decision_layers(4)
     assert layers == (1, 2)
     for budget, cut_at in ((0.9, 2), (0.75, 2), (0.5, 1), (0.4, 1)):
-        out = reducer.run(ids, decider(head, reducer, budget), decision_layers=layers, protect_last=6)
+        out = reducer.run(ids, policy=head, budget=budget, protect_last=6)
         assert out.flops_ratio == pytest.approx(budget, abs=0.02)
         assert [layer for layer, action in out.state.actions.items() if not action.is_noop] == [cut_at]
         # the later head cuts exactly where, cutting alone at its layer, it keeps min_keep of the removable tokens
-        alone = reducer.run(ids, decider(head.later, reducer, budget), decision_layers=(2,), protect_last=6)
+        alone = reducer.run(ids, policy=head.later, budget=budget, protect_last=6)
         removable, kept = alone.tokens_per_layer[0] - 6, alone.tokens_per_layer[-1] - 6
         assert (kept >= 0.25 * removable) == (cut_at == 2)
     # the later head alone, at its layer, picks exactly the tokens the layered head keeps
     alone = head.later
-    a = reducer.run(ids, decider(head, reducer, 0.8), decision_layers=layers, protect_last=6)
-    b = reducer.run(ids, decider(alone, reducer, 0.8), decision_layers=(2,), protect_last=6)
+    a = reducer.run(ids, policy=head, budget=0.8, protect_last=6)
+    b = reducer.run(ids, policy=alone, budget=0.8, protect_last=6)
     assert torch.equal(a.state.positions, b.state.positions)
     with pytest.raises(ValueError, match="layer 1 and 2"):
         head.decision_layers(2)
@@ -411,8 +409,8 @@ def test_a_layered_head_exports_and_acts_the_same(tmp_path):
     assert loaded.later is not None and loaded.later.decision_layer == 2 and loaded.min_keep == 0.25
     ids = torch.randint(3, 64, (1, 90), generator=torch.Generator().manual_seed(3))
     for budget in (0.5, 0.85):
-        a = reducer.run(ids, decider(head, reducer, budget), decision_layers=(1, 2), protect_last=5, logits="all")
-        b = reducer.run(ids, decider(loaded, reducer, budget), decision_layers=(1, 2), protect_last=5, logits="all")
+        a = reducer.run(ids, policy=head, budget=budget, protect_last=5, logits="all")
+        b = reducer.run(ids, policy=loaded, budget=budget, protect_last=5, logits="all")
         assert torch.equal(a.state.positions, b.state.positions) and torch.equal(a.logits, b.logits)
     config = json.loads((tmp_path / "head" / "config.json").read_text())
     assert config["decision_layers"] == [1, 2]
@@ -512,9 +510,9 @@ def test_a_layered_head_in_a_batch_acts_on_each_row_as_alone():
     head = _layered(model)
     rows = [torch.randint(3, 64, (n,), generator=torch.Generator().manual_seed(n)) for n in (60, 90, 120)]
     for budget in (0.5, 0.8):
-        batch = reducer.run(rows, decider(head, reducer, budget), decision_layers=(1, 2), protect_last=5)
+        batch = reducer.run(rows, policy=head, budget=budget, protect_last=5)
         for ids, out in zip(rows, batch, strict=True):
-            alone = reducer.run(ids, decider(head, reducer, budget), decision_layers=(1, 2), protect_last=5)
+            alone = reducer.run(ids, policy=head, budget=budget, protect_last=5)
             assert torch.equal(out.state.positions, alone.state.positions)
             assert out.tokens_per_layer == alone.tokens_per_layer
 
@@ -526,7 +524,7 @@ def test_dropping_the_later_head_cuts_at_the_first_layer_at_every_budget(tmp_pat
     head.drop_later()
     assert head.layers == (1,) and "later" not in head.config()
     ids = torch.randint(3, 64, (1, 120), generator=torch.Generator().manual_seed(1))
-    out = reducer.run(ids, decider(head, reducer, 0.9), decision_layers=(1,), protect_last=6)
+    out = reducer.run(ids, policy=head, budget=0.9, protect_last=6)
     assert [layer for layer, action in out.state.actions.items() if not action.is_noop] == [1]
     save_policy(head, tmp_path / "head", model=model)
     assert load_policy(tmp_path / "head", model).layers == (1,)

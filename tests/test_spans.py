@@ -10,7 +10,6 @@ from test_runner import _record
 
 from rlprune import LayerAction, Reducer, ReducerConfig
 from rlprune.errors import InvalidActionError
-from rlprune.policies import decider
 from rlprune.policies.baselines import BaselineError, make_baseline
 from rlprune.reduction import Pool, format_schedule, parse_schedule, parse_unit, sentence_end_ids, unit_ranking
 
@@ -121,8 +120,8 @@ def test_pool_shapes_meet_the_budget_exactly(pool):
     ids = random_ids(120, seed=4)
     spanned = make_baseline(f"snapkv:pool={pool}")
     for budget in (0.6, 0.7, 0.8):  # a 4-layer model pruned at layer 2 cannot go under about 0.55
-        a = reducer.run(ids, decider(spanned, reducer, budget), decision_layers=(2,))
-        b = plain.run(ids, decider(make_baseline("snapkv"), plain, budget), decision_layers=(2,))
+        a = reducer.run(ids, policy=spanned, budget=budget)
+        b = plain.run(ids, policy=make_baseline("snapkv"), budget=budget)
         assert a.flops_ratio == pytest.approx(b.flops_ratio)
         assert a.flops_ratio <= budget + 0.02
 

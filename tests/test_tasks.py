@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from rlprune import build_prompt
+from rlprune.engine import Reducer
 from rlprune.envs import KINDS, ReferenceCache, Task, answer_correct, generate_suite, generate_task, load_jsonl
 from rlprune.envs.reference import answer_token_mask
 from rlprune.envs.rewards import quality
 from rlprune.errors import RLPruneError
 from rlprune.models import load_model
-from rlprune.runner import Reducer
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -15,16 +15,16 @@ from conftest import random_ids
 from gymnasium.utils.env_checker import check_env
 
 from rlprune import LayerAction, Reducer, load_model
+from rlprune.engine.features import TOKEN_FEATURE_SIZE, token_features
+from rlprune.engine.policy import consult
 from rlprune.envs import TokenReductionEnv
 from rlprune.envs.token_env import TokenLevelEnv
 from rlprune.errors import InvalidActionError
-from rlprune.features import TOKEN_FEATURE_SIZE, token_features
 from rlprune.policies import (
     BaselineError,
     PolicyError,
     ReductionPolicy,
     TokenReductionPolicy,
-    decider,
     load_policy,
     make_baseline,
     save_policy,
@@ -131,7 +131,11 @@ def trained_like(seed: int = 0) -> TokenReductionPolicy:
 
 
 def _removed(reducer, policy, ids, budget, deterministic=True):
-    out = reducer.run(ids, decider(policy, reducer, budget, deterministic), decision_layers=policy.layers)
+    if deterministic:
+        out = reducer.run(ids, policy=policy, budget=budget)
+    else:  # sampled actions: the decision the reducer consults, drawing the removed tokens
+        layers, decide = consult(policy, reducer, budget, deterministic=False)
+        out = reducer.run(ids, decide, decision_layers=layers)
     return out.state.positions.tolist(), out.flops_ratio
 
 
@@ -191,7 +195,7 @@ def test_best_static_reads_its_table_and_meets_the_budget(llama, tmp_path):
     assert baseline.decision_layers(4) == (1, 2)
     reducer = Reducer(llama)
     for budget, layer in ((0.4, 1), (0.6, 2)):
-        out = reducer.run(random_ids(80, seed=5), decider(baseline, reducer, budget), decision_layers=(1, 2))
+        out = reducer.run(random_ids(80, seed=5), policy=baseline, budget=budget)
         assert out.flops_ratio <= budget + 0.02 and set(out.state.actions) == {1, 2}
         assert not out.state.actions[3 - layer].ratio  # only the chosen schedule's layer acts
     (tmp_path / "bad.json").write_text("{}")

@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from rlprune import Reducer, load_model, load_policy
+from rlprune.engine.features import OBSERVATION_SIZE
 from rlprune.errors import RLPruneError
-from rlprune.features import OBSERVATION_SIZE
-from rlprune.policies import decider
 from rlprune.train.recipe import Recipe
 from rlprune.train.sb3 import train
 
@@ -46,7 +45,7 @@ def test_a_smoke_run_exports_a_policy_that_loads_and_runs(smoke_run):
     assert config["model"]["architecture"] == "llama" and config["training"]["run"]["timesteps"] == 256
     reducer = Reducer(model)
     ids = tokenizer("the boat is in the town " * 8, return_tensors="pt").input_ids
-    out = reducer.run(ids, decider(policy, reducer, 0.5), decision_layers=policy.decision_layers(4))
+    out = reducer.run(ids, policy=policy, budget=0.5)
     assert out.logits.shape[-1] == model.config.vocab_size
 
 

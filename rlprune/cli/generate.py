@@ -91,7 +91,7 @@ def generate(
         )
     schedule = schedule or ""
     schedule_actions, context = _check_options(schedule, policy, budget, context)
-    reducer, tokenizer, actions, layers, budget = _reducer(
+    reducer, tokenizer, method, budget = _reducer(
         model, device, dtype, policy, budget, adapter, schedule_actions, (budget_mode, floor, ceiling)
     )
     sampling = {"do_sample": sample, "temperature": temperature, "top_k": top_k, "top_p": top_p}
@@ -100,14 +100,12 @@ def generate(
             raise InvalidActionError(
                 "with @FILE.jsonl, each line gives its own context; drop --context, --protect-last, --raw"
             )
-        _generate_file(
-            Path(prompt[1:]), reducer, tokenizer, actions, layers, batch_size, max_new_tokens, sampling, budget
-        )
+        _generate_file(Path(prompt[1:]), reducer, tokenizer, method, batch_size, max_new_tokens, sampling, budget)
         return
     built = build_prompt(tokenizer, prompt, context, chat=not raw)
     keep_last = built.protect_last if protect_last is None else protect_last
     report, prefill = _generate_prompt(
-        reducer, tokenizer, built, actions, layers, keep_last, max_new_tokens, sampling, seed, repeats
+        reducer, tokenizer, built, method, keep_last, max_new_tokens, sampling, seed, repeats
     )
     lm = reducer.model
     averaged = isinstance(budget, BudgetController)
@@ -157,15 +155,15 @@ def _reducer(
     adapter: Path | None,
     schedule,
     mode: tuple[str, float | None, float | None] = ("prompt", None, None),
-) -> tuple[Any, Any, Any, tuple[int, ...] | None, Any]:
-    """Load the model (the adapter merged in) and the policy: the reducer, the tokenizer, the actions (the
-    policy's, else the schedule's), the policy's decision layers (``None`` for a schedule) and its budget
+) -> tuple[Any, Any, dict[str, Any], Any]:
+    """Load the model (the adapter merged in) and the policy: the reducer, the tokenizer, what decides the
+    prefill (the reducer's ``policy=`` and ``budget=``, else the schedule as ``actions=``) and the budget
     (a :class:`~rlprune.budget.BudgetController` in average mode)."""
     from rlprune.budget import workload_budget
+    from rlprune.engine import Reducer
+    from rlprune.engine.policy import run_budget
     from rlprune.models import load_model
-    from rlprune.policies import decider, resolve_policy
-    from rlprune.policies.base import run_budget
-    from rlprune.runner import Reducer
+    from rlprune.policies import resolve_policy
 
     lm, tokenizer = load_model(model, device=device, dtype=dtype)
     reducer = Reducer(lm)
@@ -180,21 +178,19 @@ def _reducer(
 
         lm = apply_adapter(lm, adapter)
         reducer = Reducer(lm)
-    if chosen is None:
-        return reducer, tokenizer, schedule, None, budget
-    return reducer, tokenizer, decider(chosen, reducer, budget), chosen.decision_layers(reducer.dims.layers), budget
+    method = {"actions": schedule} if chosen is None else {"policy": chosen, "budget": budget}
+    return reducer, tokenizer, method, budget
 
 
 def _generate_prompt(
-    reducer, tokenizer, built, actions, layers, keep_last: int, max_new_tokens: int, sampling, seed: int, repeats: int
+    reducer, tokenizer, built, method, keep_last: int, max_new_tokens: int, sampling, seed: int, repeats: int
 ) -> tuple[dict[str, Any], Any]:
     """Generate the answer to one prompt and time its prefill, full and reduced; the report and the prefill."""
     lm = reducer.model
     input_ids = built.input_ids.to(lm.device)
     result = reducer.generate(
         input_ids,
-        actions,
-        decision_layers=layers,
+        **method,
         max_new_tokens=max_new_tokens,
         **sampling,
         generator=torch.Generator(lm.device).manual_seed(seed),
@@ -202,9 +198,7 @@ def _generate_prompt(
     )
     prefill = result.prefill
     full_s = _median_seconds(lambda: lm(input_ids, logits_to_keep=1), repeats, lm.device)
-    reduced_s = _median_seconds(
-        lambda: reducer.run(input_ids, actions, decision_layers=layers, protect_last=keep_last), repeats, lm.device
-    )
+    reduced_s = _median_seconds(lambda: reducer.run(input_ids, **method, protect_last=keep_last), repeats, lm.device)
     report = {
         "text": tokenizer.decode(result.tokens[0], skip_special_tokens=True).strip(),
         "prompt_tokens": len(built),
@@ -233,9 +227,7 @@ def _warn_budget(budget: float | None, flops_ratio: float, where: str = "") -> N
         )
 
 
-def _generate_file(
-    path: Path, reducer, tokenizer, actions, layers, batch_size: int, max_new_tokens: int, sampling, budget=None
-):
+def _generate_file(path: Path, reducer, tokenizer, method, batch_size: int, max_new_tokens: int, sampling, budget=None):
     """Answer every prompt of a JSONL file in batches; print one JSON line per prompt, in order."""
     from rlprune.data.tasks import load_jsonl
     from rlprune.prompts import build_prompt
@@ -248,8 +240,7 @@ def _generate_file(
         built = [build_prompt(tokenizer, task.question, task.context) for task in group]
         results = reducer.generate(
             [b.input_ids[0] for b in built],
-            actions,
-            decision_layers=layers,
+            **method,
             protect_last=[b.protect_last for b in built],
             max_new_tokens=max_new_tokens,
             generator=torch.Generator(reducer.model.device).manual_seed(start),

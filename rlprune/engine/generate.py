@@ -19,6 +19,7 @@ from transformers.generation.logits_process import (
 from rlprune import flops
 from rlprune.engine.inputs import ActionSource, Prompts
 from rlprune.engine.loop import LayerLoop, Padded
+from rlprune.engine.policy import Budget, Policy
 from rlprune.engine.state import ReductionBatch, ReductionOutput, ReductionState
 from rlprune.errors import InvalidActionError, InvalidArgumentError, InvalidPromptError
 from rlprune.timing import Stopwatch
@@ -130,6 +131,8 @@ def generate(
     input_ids: Prompts,
     actions: ActionSource,
     *,
+    policy: Policy | None,
+    budget: Budget,
     attention_mask: Tensor | None,
     max_new_tokens: int,
     do_sample: bool,
@@ -158,7 +161,12 @@ def generate(
     chain = warpers(temperature, top_k, top_p) if do_sample else None  # bad settings fail first
     clock = Stopwatch(reducer.model.device)
     prefills = reducer.run(
-        prompts if batched else prompts[0], actions, decision_layers=decision_layers, protect_last=protect_last
+        prompts if batched else prompts[0],
+        actions,
+        policy=policy,
+        budget=budget,
+        decision_layers=decision_layers,
+        protect_last=protect_last,
     )
     prefills = prefills if batched else [prefills]
     prefill_seconds = clock.lap()

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from rlprune.engine.policy import Budget, Decide, Policy, consult
 from rlprune.errors import InvalidActionError, InvalidArgumentError, InvalidPromptError
 from rlprune.reduction import KEEP, LayerAction
 from rlprune.validate import check_int, is_integer, shown
 
 if TYPE_CHECKING:
+    from rlprune.engine.reducer import Reducer
     from rlprune.engine.state import ReductionState
 
 ActionSource = Mapping[int, LayerAction] | Callable[["ReductionState"], LayerAction] | None
@@ -79,14 +81,29 @@ def check_schedule(schedule: Mapping[int, LayerAction], num_layers: int) -> None
             raise InvalidActionError(f"the schedule's action at layer {layer} is {action!r}, not a LayerAction")
 
 
-def decider(
-    actions: ActionSource, decision_layers: Sequence[int] | None, num_layers: int
-) -> tuple[Sequence[int] | None, Callable[[ReductionState], LayerAction]]:
-    """The decision layers and the per-row decision of a schedule, a callable or nothing."""
+def decisions(
+    reducer: Reducer,
+    actions: ActionSource,
+    decision_layers: Sequence[int] | None,
+    policy: Policy | None,
+    budget: Budget,
+) -> tuple[Sequence[int] | None, Decide]:
+    """The decision layers and the per-row decision of what :meth:`Reducer.run` was given: a policy at
+    its budget (:func:`~rlprune.engine.policy.consult`), a schedule, a callable or nothing."""
+    if policy is not None:
+        if actions is not None or decision_layers is not None:
+            raise InvalidArgumentError(
+                "give policy= or actions (with decision_layers), not both: a policy names its own decision layers"
+            )
+        return consult(policy, reducer, budget)
+    if budget is not None:
+        raise InvalidArgumentError("budget= goes with policy=; a schedule or a callable sets its own ratios")
+    if callable(getattr(actions, "act", None)):
+        raise InvalidActionError("a policy goes in as policy=, e.g. reducer.run(ids, policy=policy, budget=0.5)")
     if isinstance(actions, Mapping):
         if decision_layers is not None:
             raise ValueError("a schedule fixes its own decision layers; do not pass decision_layers")
-        check_schedule(actions, num_layers)
+        check_schedule(actions, reducer.dims.layers)
         return sorted(actions), lambda s: actions[s.layer]
     if actions is None:
         return (), lambda s: KEEP

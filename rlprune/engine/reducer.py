@@ -27,11 +27,12 @@ from rlprune.engine.inputs import (
     ReducerConfig,
     check_action,
     check_logits,
-    decider,
+    decisions,
     per_row,
     prompt_options,
 )
 from rlprune.engine.loop import LayerLoop
+from rlprune.engine.policy import Budget, Policy
 from rlprune.engine.state import ReductionBatch, ReductionOutput, ReductionState, SharedCache, rows_of
 from rlprune.errors import InvalidArgumentError, InvalidPromptError, UnsupportedModelError
 from rlprune.reduction import LayerAction, ReductionPlan, ScoreContext
@@ -49,7 +50,7 @@ class Reducer:
             state = reducer.step(state, policy(state))
         out = reducer.finish(state)
 
-    or, in one call, ``reducer.run(input_ids, {2: LayerAction("prune", 0.5)})``.
+    or, in one call, ``reducer.run(input_ids, policy=policy, budget=0.5)`` or ``reducer.run(input_ids, schedule)``.
     """
 
     def __init__(self, model: PreTrainedModel, config: ReducerConfig | None = None) -> None:
@@ -227,6 +228,8 @@ class Reducer:
         input_ids: Prompts,
         actions: ActionSource = None,
         *,
+        policy: Policy | None = None,
+        budget: Budget = None,
         attention_mask: Tensor | None = None,
         logits: str = "last",
         decision_layers: Sequence[int] | None = None,
@@ -234,15 +237,18 @@ class Reducer:
         prompt_length: int | None = None,
         resume_from: Tensor | None = None,
     ) -> ReductionOutput | list[ReductionOutput]:
-        """A whole reduced prefill: a schedule ``{layer: action}`` or a callable deciding per layer
-        (and per row, for several prompts, which then give one output each).
-
-        Keyword arguments are those of :meth:`start` and :meth:`finish`.
+        """A whole reduced prefill (one output per prompt for several), decided by ``policy`` at ``budget``
+        (a ratio in (0, 1], ``None`` for the policy's own, or a :class:`~rlprune.budget.BudgetController`:
+        :mod:`rlprune.engine.policy`), by ``actions`` (a schedule ``{layer: action}``, or a callable deciding
+        per row at each of ``decision_layers``) or by nothing (the full model). The other keyword
+        arguments are those of :meth:`start` and :meth:`finish`.
         """
         check_logits(logits)  # before the prefill, not after it
         state = self.select(
             input_ids,
             actions,
+            policy=policy,
+            budget=budget,
             attention_mask=attention_mask,
             decision_layers=decision_layers,
             protect_last=protect_last,
@@ -257,6 +263,8 @@ class Reducer:
         input_ids: Prompts,
         actions: ActionSource = None,
         *,
+        policy: Policy | None = None,
+        budget: Budget = None,
         attention_mask: Tensor | None = None,
         decision_layers: Sequence[int] | None = None,
         protect_last: int | Sequence[int] | None = None,
@@ -269,7 +277,7 @@ class Reducer:
         whole prefill costs (:meth:`project_flops`): all an evidence measure needs, at a fraction of
         the time. :meth:`finish` completes it into exactly what :meth:`run` returns.
         """
-        decision_layers, decide = decider(actions, decision_layers, self.dims.layers)
+        decision_layers, decide = decisions(self, actions, decision_layers, policy, budget)
         state = self.start(
             input_ids,
             attention_mask=attention_mask,
@@ -278,7 +286,7 @@ class Reducer:
             prompt_length=prompt_length,
             resume_from=resume_from,
         )
-        decide_rows = getattr(decide, "decide_rows", None)  # a decider that gives a batch's rows their ratios together
+        decide_rows = getattr(decide, "decide_rows", None)  # average budgets: a batch's rows get their ratios together
         while not state.done:
             rows = rows_of(state)
             state = self.step(state, decide_rows(rows) if decide_rows else [decide(row) for row in rows], advance=False)
@@ -301,6 +309,8 @@ class Reducer:
         input_ids: Prompts,
         actions: ActionSource = None,
         *,
+        policy: Policy | None = None,
+        budget: Budget = None,
         attention_mask: Tensor | None = None,
         max_new_tokens: int = 64,
         do_sample: bool = False,
@@ -314,13 +324,15 @@ class Reducer:
     ) -> GenerationResult | list[GenerationResult]:
         """Reduced prefill, then decoding from the reduced per-layer cache until EOS or the limit.
 
-        Several prompts decode together, one result each; a row that reached EOS is fed its
-        last token until every row is done, and its result stops at its EOS.
+        The prefill is decided as in :meth:`run`. Several prompts decode together, one result each; a
+        row that reached EOS is fed its last token until every row is done, and its result stops at its EOS.
         """
         return decoding.generate(
             self,
             input_ids,
             actions,
+            policy=policy,
+            budget=budget,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,

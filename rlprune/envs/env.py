@@ -17,10 +17,7 @@ from rlprune.config import ConfigError, find_config, from_dict, load_toml
 from rlprune.data.generators import generate_suite
 from rlprune.data.tasks import KINDS, SPLITS, Task, load_jsonl
 from rlprune.engine import Reducer, ReducerConfig, ReductionOutput, ReductionState
-from rlprune.envs.reference import Reference, ReferenceCache
-from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward
-from rlprune.errors import InvalidActionError, RLPruneError
-from rlprune.features import (
+from rlprune.engine.features import (
     OBSERVATION_BOUNDS,
     OBSERVATION_SIZE,
     SCORER_CHOICES,
@@ -29,6 +26,9 @@ from rlprune.features import (
     flops_projected,
     observe,
 )
+from rlprune.envs.reference import Reference, ReferenceCache
+from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward
+from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.metrics import evidence_kept
 from rlprune.models import load_model
 from rlprune.reduction import LayerAction
@@ -185,8 +185,8 @@ class EnvConfig:
 class TokenReductionEnv(gym.Env):
     """Learn to reduce tokens: an episode is one prompt, a step is one decision layer.
 
-    Observation: a ``Box`` vector, see :data:`rlprune.features.OBSERVATION_FIELDS`.
-    Action: ``MultiDiscrete([op, share, scorer])``, see :class:`rlprune.features.ActionSpec`;
+    Observation: a ``Box`` vector, see :data:`rlprune.engine.features.OBSERVATION_FIELDS`.
+    Action: ``MultiDiscrete([op, share, scorer])``, see :class:`rlprune.engine.features.ActionSpec`;
     ``action_masks()`` marks the choices that apply.
     Reward: see :mod:`rlprune.envs.rewards`. The final ``info`` holds ``flops_ratio``, ``kl``,
     ``agreement``, ``answer_accuracy``, ``hallucination``, ``budget``, and ``evidence_kept`` and

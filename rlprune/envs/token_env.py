@@ -22,9 +22,15 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from rlprune.engine.features import (
+    OBSERVATION_BOUNDS,
+    OBSERVATION_SIZE,
+    TOKEN_FEATURE_SIZE,
+    Features,
+    token_action_spec,
+)
 from rlprune.envs.env import TokenReductionEnv, check_action, check_int
 from rlprune.errors import InvalidPromptError
-from rlprune.features import OBSERVATION_BOUNDS, OBSERVATION_SIZE, TOKEN_FEATURE_SIZE, Features, token_action_spec
 from rlprune.reduction import LayerAction
 
 KEY_BOUND = 100.0

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rlprune.engine import Reducer, ReducerConfig
 from rlprune.envs import EnvConfig
 from rlprune.envs.reference import Reference, ReferenceCache
 from rlprune.errors import InvalidActionError, RLPruneError
@@ -29,11 +30,10 @@ from rlprune.inference import check_budget
 from rlprune.io import atomic_write_text
 from rlprune.metrics import answer_token_accuracy, log_probs, top1_agreement
 from rlprune.models import fingerprint_id, load_model
-from rlprune.policies import Policy, decider
+from rlprune.policies import Policy
 from rlprune.policies.baselines import Static
 from rlprune.progress import Progress
 from rlprune.reduction import parse_schedule, sentence_end_ids
-from rlprune.runner import Reducer, ReducerConfig
 
 T = TypeVar("T")
 
@@ -158,8 +158,8 @@ def answer_score(reducer: Reducer, reference: Reference, policy: Policy, budget:
     teacher-forced (top-1 agreement where the answer does not appear in it)."""
     out = reducer.run(
         reference.input_ids,
-        decider(policy, reducer, budget),
-        decision_layers=policy.decision_layers(reducer.dims.layers),
+        policy=policy,
+        budget=budget,
         logits="continuation",
         prompt_length=reference.prompt_length,
         protect_last=reference.protect_last,

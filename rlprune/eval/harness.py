@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlprune.budget import BudgetController, workload_budget
 from rlprune.data.evidence import Evidence, locate_evidence
 from rlprune.data.tasks import Task
+from rlprune.engine import GenerationResult, Reducer, ReducerConfig, ReductionBatch, ReductionState
 from rlprune.errors import RLPruneError
 from rlprune.eval.journal import JOURNAL, Journal
 from rlprune.eval.suites import load_suite
@@ -42,13 +43,12 @@ from rlprune.metrics import (
 )
 from rlprune.models import DEFAULT_MODEL, fingerprint_id, load_model
 from rlprune.output import apply_adapter
-from rlprune.policies import BestStatic, Policy, decider, find_policy, is_baseline, resolve_policy
+from rlprune.policies import BestStatic, Policy, find_policy, is_baseline, resolve_policy
 from rlprune.policies.baselines import table_path
 from rlprune.policies.checkpoint_config import CONFIG, MAX_CONFIG_BYTES, MAX_PARAMETERS, WEIGHTS, WEIGHTS_HEADER_BYTES
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids
-from rlprune.runner import GenerationResult, Reducer, ReducerConfig, ReductionBatch, ReductionState
 from rlprune.validate import check_number
 
 FULL = "full model"
@@ -351,8 +351,8 @@ class Evaluation:
                 policy = policies[name]
                 selected = self.reducer.select(
                     [p.input_ids[0] for p in built],
-                    decider(policy, self.reducer, budget),
-                    decision_layers=policy.decision_layers(self.reducer.dims.layers),
+                    policy=policy,
+                    budget=budget,
                     protect_last=[p.protect_last for p in built],
                 )
                 states = list(selected) if isinstance(selected, ReductionBatch) else [selected]
@@ -402,8 +402,8 @@ class Evaluation:
         built = [prompts[task.uid] for _, task in rows]
         results = self.reducer.generate(
             [p.input_ids[0] for p in built],
-            None if policy is None else decider(policy, self.reducer, budget),
-            decision_layers=None if policy is None else policy.decision_layers(self.reducer.dims.layers),
+            policy=policy,
+            budget=budget,
             max_new_tokens=self.config.max_new_tokens,
             protect_last=[p.protect_last for p in built],
         )
@@ -414,8 +414,8 @@ class Evaluation:
         built = [prompts[task.uid] for _, task in rows]
         return self.reducer.run(
             [forced[task.uid][0] for _, task in rows],
-            None if policy is None else decider(policy, self.reducer, budget),
-            decision_layers=None if policy is None else policy.decision_layers(self.reducer.dims.layers),
+            policy=policy,
+            budget=budget,
             logits="continuation",
             prompt_length=[len(p) for p in built],
             protect_last=[p.protect_last for p in built],

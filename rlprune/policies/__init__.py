@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from rlprune.policies.base import Policy, decider
+from rlprune.engine import Policy
 from rlprune.policies.baselines import BASELINES, Baseline, BaselineError, BestStatic, make_baseline
 from rlprune.policies.checkpoint import PolicyError, find_policy, load_policy, save_policy, shipped_policies
 from rlprune.policies.compat import IncompatiblePolicyError, ModelShape, check_compatible
@@ -60,7 +60,6 @@ __all__ = [
     "SpanHeadPolicy",
     "TokenReductionPolicy",
     "check_compatible",
-    "decider",
     "find_policy",
     "is_baseline",
     "load_policy",

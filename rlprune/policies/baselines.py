@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rlprune.config import data_path
+from rlprune.engine.features import Features
 from rlprune.errors import RLPruneError
-from rlprune.features import Features
 from rlprune.io import read_json
 from rlprune.reduction import KEEP, LayerAction, Pool, parse_schedule, parse_unit
 
@@ -32,6 +32,12 @@ class Baseline:
     """A schedule shape ``strength -> {layer: action}``; subclasses define :meth:`schedule`."""
 
     name: ClassVar[str] = ""
+    fit_hint: ClassVar[str] = "change the spec"
+    """What a refusal of the compatibility check advises; it names the baseline by its spec (``fit_label``)."""
+
+    @property
+    def fit_label(self) -> str:
+        return str(self)
 
     @property
     def strength(self) -> float:

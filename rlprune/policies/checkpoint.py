@@ -22,13 +22,13 @@ from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
 from rlprune.config import data_names, data_path
-from rlprune.errors import RLPruneError
-from rlprune.features import (
+from rlprune.engine.features import (
     OBSERVATION_FIELDS,
     SPEC_VERSION,
     TOKEN_FEATURE_FIELDS,
     ActionSpec,
 )
+from rlprune.errors import RLPruneError
 from rlprune.io import JSONError, atomic_write, atomic_write_text, check_regular_file, parse_json, read_bytes
 from rlprune.models import model_fingerprint
 from rlprune.policies.checkpoint_config import (

@@ -12,8 +12,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from rlprune.errors import InvalidActionError, RLPruneError
-from rlprune.features import (
+from rlprune.engine.features import (
     OBSERVATION_FIELDS,
     OBSERVATION_SIZE,
     SPEC_VERSION,
@@ -21,6 +20,7 @@ from rlprune.features import (
     TOKEN_FEATURE_SIZE,
     check_scorer_choice,
 )
+from rlprune.errors import InvalidActionError, PolicyError
 from rlprune.policies.budget_head import BUDGET_FEATURES, MAX_GRID
 from rlprune.policies.span_head import MIXER_INPUTS, SPAN_SPEC_VERSION
 from rlprune.policies.token_network import TOKEN_SPEC_VERSION
@@ -76,10 +76,6 @@ TOP_KEYS = {"span": COMMON_KEYS, "layer": NETWORK_POLICY_KEYS, "token": NETWORK_
 WEIGHTS_HEADER_BYTES = 1 << 20
 """Room for the safetensors header beside the tensors (a policy's is a few hundred bytes)."""
 FINGERPRINT_TYPES = {"architecture": str, "layers": int, "hidden_size": int, "vocab_size": int, "weights_sha256": str}
-
-
-class PolicyError(RLPruneError):
-    """A policy checkpoint is missing, corrupt, from another version, or for another model."""
 
 
 def validate_config(config: Any, folder: Path) -> None:

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
+from rlprune.engine.features import OBSERVATION_SIZE, ActionSpec, Features
 from rlprune.errors import RLPruneError
-from rlprune.features import OBSERVATION_SIZE, ActionSpec, Features
 from rlprune.reduction import LayerAction
 
 if TYPE_CHECKING:

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rlprune.engine.features import Features
 from rlprune.errors import InvalidArgumentError
-from rlprune.features import Features
 from rlprune.policies.budget_head import BudgetHead, budget_features
 from rlprune.reduction import LayerAction, Pool, parse_unit, unit_ids, unit_ranking
 

@@ -3,7 +3,7 @@
 The layer head is the :class:`ReductionPolicy` trunk over the layer observation: op (keep, prune,
 merge) and the share of the still-needed savings made here; that share fixes how many tokens go.
 The token head is one small MLP applied to every carried prompt token's features
-(:data:`rlprune.features.TOKEN_FEATURE_FIELDS`) giving a bounded keep score; the lowest-scored
+(:data:`rlprune.engine.features.TOKEN_FEATURE_FIELDS`) giving a bounded keep score; the lowest-scored
 tokens go. Acting deterministically removes exactly those; sampling draws the removed tokens
 without replacement (Plackett-Luce, see :mod:`rlprune.policies.plackett_luce`), whose
 log-probability PPO uses.
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from rlprune.features import OBSERVATION_SIZE, TOKEN_FEATURE_SIZE, ActionSpec, Features, token_action_spec
+from rlprune.engine.features import OBSERVATION_SIZE, TOKEN_FEATURE_SIZE, ActionSpec, Features, token_action_spec
 from rlprune.policies.network import ReductionPolicy, tanh_mlp
 from rlprune.policies.plackett_luce import bound, perturb
 from rlprune.reduction import LayerAction

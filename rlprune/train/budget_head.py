@@ -38,8 +38,9 @@ from rlprune.data.evidence import locate_evidence
 from rlprune.data.generators import generate_suite
 from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task, answer_correct
+from rlprune.engine import Reducer, ReducerConfig
+from rlprune.engine.features import Features
 from rlprune.errors import InvalidActionError, InvalidArgumentError
-from rlprune.features import Features
 from rlprune.io import atomic_write
 from rlprune.models import load_model
 from rlprune.policies.budget_head import BUDGET_FEATURES, DEFAULT_GRID, BudgetHead, target_feature
@@ -48,7 +49,6 @@ from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import LayerAction, removal_count, sentence_end_ids
-from rlprune.runner import Reducer, ReducerConfig
 from rlprune.train.recipe import SHORT_MIX
 
 BACKENDS = ("sb3", "ray")

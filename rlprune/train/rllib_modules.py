@@ -22,8 +22,8 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
+from rlprune.engine.features import ActionSpec
 from rlprune.envs import EnvConfig, TokenReductionEnv
-from rlprune.features import ActionSpec
 from rlprune.policies import ReductionPolicy, TokenReductionPolicy
 from rlprune.train.recipe import Recipe
 from rlprune.train.token_actions import TokenActions

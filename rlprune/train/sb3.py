@@ -21,10 +21,10 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from torch import nn
 
+from rlprune.engine.features import SCORER_CHOICES, ActionSpec
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.envs.token_env import TokenLevelEnv
 from rlprune.envs.vector_env import TokenReductionVectorEnv
-from rlprune.features import SCORER_CHOICES, ActionSpec
 from rlprune.policies import ReductionPolicy
 from rlprune.train import common
 from rlprune.train.common import EpisodeWindow, Run, Session, load_checkpoint

@@ -20,8 +20,8 @@ import torch
 from conftest import tiny_model
 from safetensors.torch import load_file, save_file
 
+from rlprune.engine.features import OBSERVATION_SIZE, TOKEN_FEATURE_SIZE, ActionSpec
 from rlprune.errors import RLPruneError
-from rlprune.features import OBSERVATION_SIZE, TOKEN_FEATURE_SIZE, ActionSpec
 from rlprune.output.adapter import without_checkpointing_renames
 from rlprune.policies import PolicyError, ReductionPolicy, TokenReductionPolicy, load_policy, save_policy
 from rlprune.policies import checkpoint as checkpoint_module

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 import rlprune
 from rlprune import load_model
 from rlprune.cli import app
+from rlprune.engine import Reducer
 from rlprune.eval import EvalConfig, Evaluation
 from rlprune.models import model_fingerprint
 from rlprune.policies import (
@@ -32,14 +33,12 @@ from rlprune.policies import (
     ReductionPolicy,
     SpanHeadPolicy,
     TokenReductionPolicy,
-    decider,
     load_policy,
     make_baseline,
     resolve_policy,
     save_policy,
 )
 from rlprune.policies.compat import ModelShape, check_compatible
-from rlprune.runner import Reducer
 from rlprune.train.budget_head import BudgetHeadConfig, train_budget_head
 from rlprune.train.recipe import SpanHeadConfig, SpanPPOConfig
 from rlprune.train.span_head import train_span_head
@@ -158,8 +157,8 @@ OBJECT_ENTRIES: dict[str, Callable] = {
     "apply": lambda m, t, p: run_apply(m, p, ids(t)),
     "generate": lambda m, t, p: rlprune.generate(m, t, QUESTION, context=CONTEXT, policy=p, max_new_tokens=2),
     "generate-a-list": lambda m, t, p: rlprune.generate(m, t, [QUESTION] * 2, context=CONTEXT, policy=p),
-    "Reducer.run": lambda m, t, p: Reducer(m).run(ids(t), decider(p, Reducer(m), 0.5)),
-    "Reducer.generate": lambda m, t, p: Reducer(m).generate(ids(t), decider(p, Reducer(m), 0.5), max_new_tokens=2),
+    "Reducer.run": lambda m, t, p: Reducer(m).run(ids(t), policy=p, budget=0.5),
+    "Reducer.generate": lambda m, t, p: Reducer(m).generate(ids(t), policy=p, budget=0.5, max_new_tokens=2),
     "resolve_policy": lambda m, t, p: resolve_policy(p, m),
     "check_compatible": lambda m, t, p: check_compatible(p, m),
     "span-ppo-environment": lambda m, t, p: tune_span_head(p, m, t, span_ppo()),
@@ -313,7 +312,7 @@ def test_baseline_arguments_at_the_models_limits_run_and_reduce_where_they_say(t
     baseline = resolve_policy(spec, model)
     reducer = Reducer(model)
     prompt = ids(tokenizer)
-    out = reducer.run(prompt, decider(baseline, reducer, None), decision_layers=baseline.decision_layers(4))
+    out = reducer.run(prompt, policy=baseline)
     acted = {layer for layer, action in out.state.actions.items() if not action.is_noop}
     assert acted == AT_THE_LIMIT[spec]
     assert out.tokens_per_layer[-1] < prompt.shape[1]  # tokens really went
@@ -324,7 +323,7 @@ BASELINE_ENTRIES: dict[str, Callable] = {
     "resolve_policy": lambda m, t, s, tmp, suite: resolve_policy(s, m),
     "apply": lambda m, t, s, tmp, suite: run_apply(m, s, ids(t)),
     "generate": lambda m, t, s, tmp, suite: rlprune.generate(m, t, QUESTION, context=CONTEXT, policy=s),
-    "Reducer.run": lambda m, t, s, tmp, suite: Reducer(m).run(ids(t), decider(make_baseline(s), Reducer(m), 0.5)),
+    "Reducer.run": lambda m, t, s, tmp, suite: Reducer(m).run(ids(t), policy=make_baseline(s), budget=0.5),
     "eval-harness": lambda m, t, s, tmp, suite: Evaluation(
         EvalConfig(str(suite), model="tiny-random", baselines=(s,), budgets=(0.5,)), tmp / "eval", model=m, tokenizer=t
     ),

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 from rlprune.cli import app
 from rlprune.data.long import LONG_KINDS, LongSuite
 from rlprune.data.tasks import Task, answer_correct, load_jsonl
+from rlprune.engine import Reducer
 from rlprune.errors import RLPruneError
 from rlprune.eval import EvalConfig, Evaluation, evaluate, load_suite
 from rlprune.eval.suites import SUITES
-from rlprune.runner import Reducer
 
 CONTEXT = "the keeper was in the town . " * 12
 GOOD = {"context": CONTEXT, "question": "where is the keeper ?", "answer": "town"}

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from hostile.test_inputs_and_faults import assert_clean_error, invoke
 from rlprune.config import ConfigError, load_toml
 from rlprune.data.tasks import load_jsonl
+from rlprune.engine.policy import run_budget
 from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.io import MAX_JSON_DEPTH, JSONError, check_regular_file, parse_json, read_bytes, read_json, read_text
 from rlprune.policies import (
@@ -33,7 +34,6 @@ from rlprune.policies import (
     make_baseline,
     save_policy,
 )
-from rlprune.policies.base import run_budget
 from rlprune.policies.checkpoint_config import TOP_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from rlprune import save_policy
 from rlprune.cli import app
+from rlprune.engine import Reducer
 from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.eval import EvalConfig, Evaluation, evaluate
 from rlprune.policies import ReductionPolicy
 from rlprune.reduction import LayerAction
-from rlprune.runner import Reducer
 
 runner = CliRunner()
 QUESTION = "town ?"

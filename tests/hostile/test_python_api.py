@@ -15,10 +15,10 @@ from conftest import tiny_model
 
 import rlprune
 from rlprune import InvalidActionError, InvalidArgumentError, InvalidPromptError, RLPruneError, load_model
+from rlprune.engine import Reducer, ReducerConfig
 from rlprune.errors import UnsupportedModelError
 from rlprune.policies import PolicyError, ReductionPolicy, make_baseline, save_policy
 from rlprune.reduction import LayerAction
-from rlprune.runner import Reducer, ReducerConfig
 
 QUESTION = "What colour is the boat?"
 CONTEXT = "the boat was in the town . " * 6

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlprune.config import ConfigError, from_dict
+from rlprune.engine.features import SCORER_CHOICES
 from rlprune.envs import EnvConfig, TokenReductionEnv
-from rlprune.features import SCORER_CHOICES
 from rlprune.io import atomic_write_text
 from rlprune.models import load_model, model_fingerprint
 from rlprune.policies import ReductionPolicy, TokenReductionPolicy

@@ -1,8 +1,8 @@
-"""What a policy sees at a decision layer and what it may do there.
+"""What a policy sees of a reduction state at a decision layer, and what it may do there.
 
-The environment, the policies and the inference plug-in all use this module, so a policy
-observes and acts the same way in training and in use. Bump :data:`SPEC_VERSION` when the
-observation or the action space changes: checkpoints record it.
+The reducer builds these features for every policy it consults (:mod:`rlprune.engine.policy`) and the
+environment builds the same ones, so a policy observes and acts the same way in training and in use.
+Bump :data:`SPEC_VERSION` when the observation or the action space changes: checkpoints record it.
 """
 
 from __future__ import annotations
@@ -12,15 +12,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from numbers import Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlprune.engine import Reducer, ReductionState
 from rlprune.errors import InvalidActionError
 from rlprune.reduction import OPS, POLICY_OPS, LayerAction, scored
 from rlprune.reduction.scores import carry_forward, neighbour_similarity, question_match, window_attention
+
+if TYPE_CHECKING:  # the reducer builds features; they only read it
+    from rlprune.engine.reducer import Reducer
+    from rlprune.engine.state import ReductionState
 
 SPEC_VERSION = 2
 
