@@ -32,13 +32,18 @@ gemma: install
 
 # The main job on the default model: train the span head (the shipped policy's recipe, minutes; a
 # finished run is reused), answer held-out grounded questions with it, SnapKV and the full model side
-# by side, then the demo question. The layer policy's PPO run: `rlprune train --env demo --recipe demo`.
-# Each step prints its own wall time (a fresh clone: add the install and the model's first conversion).
+# by side, then the demo question, answered by the policy and by the full model as they come (at
+# 135M parameters both can add a clause the passage does not say). The layer policy's PPO run:
+# `rlprune train --env demo --recipe demo`. Each step prints its own wall time (a fresh clone: add
+# the install and the model's first conversion).
+FULL_ANSWER := $(BIN)/rlprune generate "$(DEMO_QUESTION)" --context @$(DEMO_CONTEXT) --policy none --repeats 1 --json \
+	| $(BIN)/python -c "import json, sys; print('Full model:', json.load(sys.stdin)['text'])"
 timed = echo "demo: $(1)..."; start=$$(date +%s); $(2); status=$$?; echo "demo: $(1) took $$(( $$(date +%s) - start )) s"; exit $$status
 demo: install
 	@$(call timed,train,test -f $(DEMO_RUN)/policy/config.json || $(BIN)/rlprune train --recipe span-head --out $(DEMO_RUN))
 	@$(call timed,compare,$(BIN)/python benchmarks/compare.py --policy $(DEMO_RUN)/policy --baselines snapkv --preset demo --budget $(DEMO_BUDGET))
 	@$(call timed,generate,$(BIN)/rlprune generate "$(DEMO_QUESTION)" --context @$(DEMO_CONTEXT) --policy $(DEMO_RUN)/policy --budget $(DEMO_BUDGET))
+	@$(call timed,full model,$(FULL_ANSWER))
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -6,6 +6,12 @@ will read there are kept. The targets come from the task, not the prompt: the an
 tokens and the sentence around them. A listwise loss pushes both above every other token, so any
 top-k cut keeps them. Training tasks come from the train split only (their own templates, names
 and essays); the test grids and suites are never seen.
+
+Training is made as repeatable as is cheap (:func:`repeatable`): a fixed torch thread count,
+deterministic kernels where torch has them, a seeded task and example order that no dict, set, hash
+or directory-listing order reaches, and every prompt's states computed alone (batch of one). The same
+machine then gives the same weights; another CPU's kernels round differently, so across machines
+the result agrees within the tolerance tests/test_span_recipe.py checks, not bit for bit.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,25 @@ from rlprune.reduction import sentence_end_ids, unit_ids
 from rlprune.train.common.folder import SUMMARY, check_fresh_folder
 from rlprune.train.recipe import Recipe, SpanHeadConfig, SpanPPOConfig
 from rlprune.train.span_ppo import tune_span_head
+
+TRAIN_THREADS = 2
+"""Torch threads while a span head trains, whatever the machine has: the thread count decides how
+a CPU kernel splits its sums, so a fixed count keeps the rounding the same run to run."""
+
+
+@contextmanager
+def repeatable(threads: int | None = None) -> Iterator[None]:
+    """``threads`` (default :data:`TRAIN_THREADS`) torch threads and deterministic algorithms inside;
+    both are restored on the way out."""
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(threads or TRAIN_THREADS)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # ops without one warn rather than fail
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=warn_only)
 
 
 @dataclass
@@ -126,6 +153,7 @@ def supervise(
     return head, examples, fit(head, examples, config, show_progress)
 
 
+@repeatable()
 def train_span_head(
     config: SpanHeadConfig,
     out: str | Path,
