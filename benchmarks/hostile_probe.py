@@ -1,4 +1,4 @@
-"""A hostile-input probe: ~200 inputs a careless or adversarial user could give, through the CLI and the
+"""A hostile-input probe: over 300 inputs a careless or adversarial user could give, through the CLI and the
 Python API, on the ``tiny-random`` model. Each must either succeed sensibly or end in one clean rlprune
 error; a traceback from deep inside a library, a silently ignored input, a hang or a model left altered
 is a failure.

@@ -14,8 +14,9 @@ SuiteOption = Annotated[
     str,
     typer.Option(
         help="A built-in suite (test split: grounded-qa, mixed-hard, counterfactual, kv-retrieval, long-context, "
-        "instructions; real-text grids: niah, niah-multikey, niah-multivalue, variable-tracking), a training "
-        "preset's split (env:PRESET[:SPLIT]) or a .jsonl file."
+        "arithmetic, short-answers, instructions; real-text grids: niah, niah-multikey, niah-multivalue, "
+        "niah-multiquery, variable-tracking, cloze, everyday-gen), a training preset's split (env:PRESET[:SPLIT]) "
+        "or a .jsonl file."
     ),
 ]
 PolicyOption = Annotated[
