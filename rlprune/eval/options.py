@@ -54,12 +54,13 @@ def parse_depths(text: str) -> tuple[float, ...]:
 
 def parse_budgets(text: str, option: str = "--budgets") -> tuple[float, ...]:
     """``"0.3,0.5,0.7"`` as numbers, each checked to lie in (0, 1]; an empty list is refused."""
+    parts = _parts(text, option)
+    if not parts:
+        raise RLPruneError(f"{option} lists nothing; give at least one budget, e.g. {option} 0.3,0.5,0.7")
     try:
-        budgets = tuple(float(part) for part in _parts(text, option))
+        budgets = tuple(float(part) for part in parts)
     except ValueError:
-        budgets = ()
-    if not budgets:
-        raise RLPruneError(f"{option} {text!r} must be comma-separated numbers such as 0.3,0.5,0.7")
+        raise RLPruneError(f"{option} {text!r} must be comma-separated numbers such as 0.3,0.5,0.7") from None
     for budget in budgets:
         check_number(
             budget, f"each {option} value", at_most=1.0, hint=" (a target prefill FLOPs ratio)", error=RLPruneError

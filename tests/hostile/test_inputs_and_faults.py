@@ -211,7 +211,7 @@ def test_eval_out_that_is_a_file(tiny_model_dir, tmp_path, suite_file):
     blocker.write_text("keep me")
     result = invoke("eval", "--suite", suite_file, "--model", tiny_model_dir, "--out", blocker, "--baselines", "none",
                     "--budgets", "0.5", "--max-new-tokens", 2)  # fmt: skip
-    assert_clean_error(result, "in the way")
+    assert_clean_error(result, "is a file, not a folder")
     assert blocker.read_text() == "keep me"
 
 
