@@ -43,6 +43,7 @@ from rlprune.io import atomic_write
 from rlprune.models import load_model
 from rlprune.policies.budget_head import BUDGET_FEATURES, DEFAULT_GRID, BudgetHead, target_feature
 from rlprune.policies.checkpoint import load_policy, save_policy
+from rlprune.policies.kinds import expect_kind
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
@@ -414,9 +415,8 @@ def train_budget_head(
     """
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(config.model)
-    span = load_policy(config.span_policy, model)
-    if not isinstance(span, SpanHeadPolicy):
-        raise InvalidArgumentError(f"{config.span_policy} is not a span head; a budget head reads a span head's scores")
+    why = f"a budget head reads a span head's scores, and {config.span_policy} is not a span head"
+    span = expect_kind(load_policy(config.span_policy, model), "span", why)
     span.drop_later()  # ratios are chosen and scored for the first head's cut, so that head cuts at every ratio
     reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
     seen = {task.uid for task in _span_training_tasks(config)}

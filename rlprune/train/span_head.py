@@ -27,6 +27,7 @@ from rlprune.errors import InvalidArgumentError
 from rlprune.io import atomic_write_text
 from rlprune.models import load_model, model_fingerprint
 from rlprune.policies.checkpoint import find_policy, load_policy, read_config, save_policy
+from rlprune.policies.kinds import expect_kind
 from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
@@ -153,9 +154,8 @@ def train_span_head(
             )
             head.hand_over(later, config.min_keep)
     else:
-        head = load_policy(start, model)
-        if not isinstance(head, SpanHeadPolicy):
-            raise InvalidArgumentError(f"{start} is not a span head; PPO here tunes a span head's scores")
+        why = f"PPO here tunes a span head's scores, and {start} is not a span head"
+        head = expect_kind(load_policy(start, model), "span", why)
         summary = {"start": str(start), "supervised": read_config(find_policy(start)).get("training", {})}
     if ppo is not None:
         summary["ppo"] = tune_span_head(head, model, tokenizer, ppo, show_progress)

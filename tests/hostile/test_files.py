@@ -34,7 +34,7 @@ from rlprune.policies import (
     save_policy,
 )
 from rlprune.policies.base import run_budget
-from rlprune.policies.checkpoint_config import TOP_KEYS
+from rlprune.policies.kinds import KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "town ?"
@@ -301,7 +301,7 @@ def test_unknown_top_level_keys_are_refused(tmp_path, kind, key):
         load_policy(folder)
     message = str(raised.value)
     assert f"unknown key {key!r}" in message and f"a {kind}-level policy's keys are" in message
-    assert all(known in message for known in TOP_KEYS[kind])
+    assert all(known in message for known in KINDS[kind].top_keys)
 
 
 @pytest.mark.parametrize("value", [0, -0.5, 1.5, True, "0.5", float("nan"), [0.5]])
