@@ -76,8 +76,8 @@ def train(
     where each training task's answer is, then PPO on the real reward when the recipe has a
     ``[span_ppo]`` table; its prompts and model are the recipe's."""
     from rlprune.envs import EnvConfig
+    from rlprune.train.common.folder import read_run_meta
     from rlprune.train.recipe import Recipe
-    from rlprune.train.run import read_run_meta
 
     loaded = Recipe.load(recipe) if recipe is not None else None
     if loaded is not None and loaded.policy == "span" and resume:

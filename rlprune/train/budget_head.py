@@ -37,6 +37,7 @@ from rlprune.budget import oracle
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task, answer_correct, generate_suite
+from rlprune.engine import Reducer, ReducerConfig
 from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.features import Features
 from rlprune.io import atomic_write
@@ -48,7 +49,6 @@ from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import LayerAction, removal_count, sentence_end_ids
-from rlprune.runner import Reducer, ReducerConfig
 from rlprune.train.recipe import SHORT_MIX
 
 BACKENDS = ("sb3", "ray")

@@ -23,6 +23,7 @@ from torch import Tensor
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task, generate_suite
+from rlprune.engine import Reducer, ReducerConfig
 from rlprune.errors import InvalidArgumentError
 from rlprune.io import atomic_write_text
 from rlprune.models import load_model, model_fingerprint
@@ -32,7 +33,6 @@ from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids, unit_ids
-from rlprune.runner import Reducer, ReducerConfig
 from rlprune.train.common.folder import SUMMARY, check_fresh_folder
 from rlprune.train.recipe import Recipe, SpanHeadConfig, SpanPPOConfig
 from rlprune.train.span_ppo import tune_span_head

@@ -31,8 +31,8 @@ from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
 from rlprune.reduction import removal_count
+from rlprune.train.common.validation import mean_defined
 from rlprune.train.recipe import SpanPPOConfig
-from rlprune.train.run import mean_defined
 
 
 @dataclass

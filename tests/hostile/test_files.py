@@ -203,7 +203,7 @@ def test_a_best_static_table_that_is_a_fifo_is_refused(tmp_path):
 
 
 def test_a_run_file_is_strict_json(tmp_path):
-    from rlprune.train.run import RunFolderError, read_run_meta
+    from rlprune.train.common.folder import RunFolderError, read_run_meta
 
     (tmp_path / "run.json").write_text(json.dumps({"recipe": {}, "env": "smoke", "x": [[[1]]]}))
     assert read_run_meta(tmp_path)["env"] == "smoke"

@@ -9,12 +9,14 @@ from rlprune.train.common.loop import Session, next_multiple, train, train_run, 
 from rlprune.train.common.monitor import EpisodeWindow, Monitor, training_progress
 from rlprune.train.common.resume import SAFE_ON_RESUME
 from rlprune.train.common.setup import Run, start_run
+from rlprune.train.common.validation import Evaluator, mean_defined
 
 __all__ = [
     "SAFE_ON_RESUME",
     "Backend",
     "BestKeeper",
     "EpisodeWindow",
+    "Evaluator",
     "Monitor",
     "Run",
     "RunFolderError",
@@ -25,6 +27,7 @@ __all__ = [
     "finish_run",
     "last_checkpoint",
     "load_checkpoint",
+    "mean_defined",
     "next_multiple",
     "read_run_meta",
     "read_state",

@@ -38,7 +38,7 @@ from rlprune.train.common.resume import check_same_run, resolve_overrides
 from rlprune.train.recipe import Recipe
 
 if TYPE_CHECKING:
-    from rlprune.train.run import Evaluator
+    from rlprune.train.common.validation import Evaluator
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Run:
     @functools.cached_property
     def evaluator(self) -> Evaluator:
         """Validation episodes on the run's model."""
-        from rlprune.train.run import Evaluator  # validation lives beside the public run API
+        from rlprune.train.common.validation import Evaluator
 
         model, tokenizer = self.loaded
         return Evaluator(self.env_config, self.recipe, self.cache_dir, model=model, tokenizer=tokenizer)
