@@ -23,7 +23,7 @@ from rlprune.policies import PolicyError, SpanHeadPolicy, decider, load_policy, 
 from rlprune.policies.budget_head import BUDGET_FEATURES, BudgetHead, budget_features
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids
-from rlprune.train.budget_head import (
+from rlprune.train.kinds.budget_head import (
     BudgetEnv,
     BudgetHeadConfig,
     Duals,
@@ -165,7 +165,7 @@ def test_env_rewards_quality_minus_the_price_of_the_ratio():
 def test_ppo_learns_to_spend_where_the_answer_needs_it():
     """On a table where half the prompts need 0.8 and a feature says which, PPO under a 0.5 average
     gives the hard ones 0.8 and the easy ones the least: all answers kept where one ratio keeps half."""
-    from rlprune.train.budget_head import train_sb3
+    from rlprune.train.kinds.budget_head import train_sb3
 
     table = _synthetic()
     config = BudgetHeadConfig(grid=(0.2, 0.4, 0.6, 0.8, 1.0), targets=(0.5,), hidden=(16,), timesteps=12_000,
@@ -288,7 +288,7 @@ def test_train_budget_cli_keeps_an_existing_policy(tmp_path):
 
 
 def test_outcome_table_key_follows_the_span_head_and_the_table_settings_not_ppo():
-    from rlprune.train.budget_head import _table_key
+    from rlprune.train.kinds.budget_head import _table_key
 
     head = _head(tiny_model("llama"))
     config = BudgetHeadConfig()

@@ -17,8 +17,8 @@ from rlprune import Reducer, load_model, load_policy
 from rlprune.errors import RLPruneError
 from rlprune.features import OBSERVATION_SIZE
 from rlprune.policies import decider
+from rlprune.train.backends.sb3 import train
 from rlprune.train.recipe import Recipe
-from rlprune.train.sb3 import train
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_a_smoke_run_exports_a_policy_that_loads_and_runs(smoke_run):
 def test_the_export_acts_like_the_trained_sb3_policy(smoke_run, cache_dir, tmp_path):
     from sb3_contrib import MaskablePPO
 
-    from rlprune.train.sb3 import SB3ReductionPolicy, load_sb3_checkpoint
+    from rlprune.train.backends.sb3 import SB3ReductionPolicy, load_sb3_checkpoint
 
     run, _ = smoke_run
     from rlprune.envs import TokenReductionEnv
@@ -93,7 +93,7 @@ def test_resume_continues_the_timestep_count(tmp_path, cache_dir):
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir, sig):
     run = tmp_path / "run"
     script = (
-        "from rlprune.train.sb3 import train\n"
+        "from rlprune.train.backends.sb3 import train\n"
         f"train('smoke', 'smoke', {str(run)!r}, timesteps=1_000_000, cache_dir={cache_dir!r}, quiet=True)\n"
     )
     process = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -120,8 +120,8 @@ def test_behaviour_cloning_warm_start_imitates_the_baseline(cache_dir):
 
     from rlprune.envs import TokenReductionEnv
     from rlprune.policies import ReductionPolicy
+    from rlprune.train.kinds.warm_start import behaviour_clone
     from rlprune.train.recipe import WarmStart
-    from rlprune.train.warm_start import behaviour_clone
 
     recipe = dataclasses.replace(
         Recipe.load("smoke"), warm_start=WarmStart("static:1:prune:0.5:relevance", episodes=30, epochs=30)
@@ -137,7 +137,7 @@ def test_behaviour_cloning_warm_start_imitates_the_baseline(cache_dir):
 
 def token_actions_case(seed: int = 0):
     """A batch of two token-level decisions: 3 ops (keep masked in neither), 2 shares, 4 tokens."""
-    from rlprune.train.token_actions import TokenActions
+    from rlprune.train.kinds.token_actions import TokenActions
 
     generator = torch.Generator().manual_seed(seed)
     op_logits = torch.randn(2, 3, generator=generator, requires_grad=True)
@@ -165,7 +165,7 @@ def test_the_token_entropy_bonus_is_exact_for_one_draw_and_never_rewards_acting(
 
 
 def test_token_actions_survive_packing_and_act_deterministically_on_the_most_likely_choices():
-    from rlprune.train.token_actions import TokenActions
+    from rlprune.train.kinds.token_actions import TokenActions
 
     actions = token_actions_case(1)
     unpacked = TokenActions.unpack(actions.pack(), ops=3, shares=2)

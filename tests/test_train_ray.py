@@ -20,8 +20,8 @@ from ray.rllib.core.columns import Columns  # noqa: E402
 from rlprune import load_model, load_policy  # noqa: E402
 from rlprune.envs import EnvConfig, TokenLevelEnv, TokenReductionEnv  # noqa: E402
 from rlprune.policies import TokenReductionPolicy  # noqa: E402
+from rlprune.train.backends.rllib import MaskedObservation, ReductionRLModule, TokenRLModule, module_spec, train  # noqa: E402
 from rlprune.train.recipe import Recipe  # noqa: E402
-from rlprune.train.rllib import MaskedObservation, ReductionRLModule, TokenRLModule, module_spec, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_the_token_distribution_is_the_sb3_backends(token_env):
     log-probability and the same entropy bonus's op and share parts (one distribution for both)."""
     from stable_baselines3.common.utils import obs_as_tensor
 
-    from rlprune.train.sb3_tokens import SB3TokenPolicy
+    from rlprune.train.backends.sb3_tokens import SB3TokenPolicy
 
     sb3 = SB3TokenPolicy(
         token_env.observation_space,
@@ -215,8 +215,8 @@ def test_budget_head_trains_on_env_runners(local_ray):
     the learner's weights, so it gives the hard prompts more than the easy ones and keeps their answers."""
     from test_budget_head import _synthetic
 
-    from rlprune.train.budget_head import BudgetHeadConfig, choices, measure
-    from rlprune.train.budget_rllib import train_rllib
+    from rlprune.train.kinds.budget_head import BudgetHeadConfig, choices, measure
+    from rlprune.train.kinds.budget_rllib import train_rllib
 
     table = _synthetic()
     config = BudgetHeadConfig(grid=(0.2, 0.4, 0.6, 0.8, 1.0), targets=(0.5,), hidden=(16,), timesteps=4096,

@@ -115,7 +115,7 @@ def train(
 def _train_span(recipe: Recipe, out: Path, model: str | None, seed: int | None, unused: list[str]) -> None:
     """``rlprune train`` with a span-head recipe, and what it prints."""
     from rlprune.cli.train_head import report_span_head
-    from rlprune.train.span_head import train_span_run
+    from rlprune.train.kinds.span_head import train_span_run
 
     if unused:
         raise InvalidActionError(
@@ -139,10 +139,10 @@ def _backend(chosen: str, address: str | None) -> tuple[Callable[..., dict[str, 
     if address is not None and chosen != "ray":
         raise InvalidActionError("--address needs --backend ray")
     if chosen == "ray":
-        from rlprune.train.rllib import train as run_training
+        from rlprune.train.backends.rllib import train as run_training
 
         return run_training, {"address": address}
-    from rlprune.train.sb3 import train as run_training
+    from rlprune.train.backends.sb3 import train as run_training
 
     return run_training, {}
 

@@ -49,7 +49,7 @@ def train_budget(
     """Train a budget head with PPO under a constraint on the average FLOPs ratio, and export the span
     head with it: in `--budget-mode average` it proposes each prompt's ratio (minutes on 2 CPU cores)."""
     from rlprune.eval import parse_budgets
-    from rlprune.train.budget_head import BudgetHeadConfig, train_budget_head
+    from rlprune.train.kinds.budget_head import BudgetHeadConfig, train_budget_head
 
     if (out / "config.json").exists() and not force:
         raise InvalidActionError(f"{out} already holds a policy; pass --force to overwrite it or choose another --out")

@@ -58,8 +58,8 @@ def train_head(
     as a policy (a few minutes on 2 CPU cores, plus about 10 s per PPO update)."""
     from rlprune.envs import EnvConfig
     from rlprune.policies.checkpoint import find_policy, shipped_policies
+    from rlprune.train.kinds.span_head import train_span_head
     from rlprune.train.recipe import SpanHeadConfig, SpanPPOConfig
-    from rlprune.train.span_head import train_span_head
 
     if (out / "config.json").exists() and not force:
         raise InvalidActionError(f"{out} already holds a policy; pass --force to overwrite it or choose another --out")

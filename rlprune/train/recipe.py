@@ -109,7 +109,7 @@ class WarmStart:
     """Optional behaviour cloning of a baseline before PPO (e.g. ``snapkv``); off when empty.
 
     For token-level policies the baseline sets the layer head (how many tokens go where) and the
-    teacher (:mod:`rlprune.train.teacher`) sets the token head; it always runs for them.
+    teacher (:mod:`rlprune.train.kinds.teacher`) sets the token head; it always runs for them.
     """
 
     baseline: str = ""

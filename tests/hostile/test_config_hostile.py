@@ -20,8 +20,8 @@ from rlprune.envs import EnvConfig
 from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.eval import best_static
 from rlprune.eval.best_static import LAYERS, check_table_path, grid_layers, search
+from rlprune.train.backends.sb3 import train
 from rlprune.train.recipe import Recipe
-from rlprune.train.sb3 import train
 
 runner = CliRunner()
 SMOKE = ROOT / "envs" / "smoke.toml"

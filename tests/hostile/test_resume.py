@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from rlprune.cli import app
 from rlprune.config import ConfigError
 from rlprune.errors import RLPruneError
-from rlprune.train.sb3 import train
+from rlprune.train.backends.sb3 import train
 
 RECIPE: dict[str, dict[str, str]] = {
     "": {"backend": '"sb3"'},
@@ -73,7 +73,7 @@ def snapshot(folder: Path) -> dict[str, str] | None:
 
 
 def cli_args(out: Path, env_preset=None, recipe=None, **options: Any) -> list[str]:
-    """The ``rlprune train`` command line for the keyword arguments of :func:`rlprune.train.sb3.train`."""
+    """The ``rlprune train`` command line for the keyword arguments of :func:`rlprune.train.backends.sb3.train`."""
     args = ["train", "--out", str(out)]
     args += ["--env", str(env_preset)] if env_preset is not None else []
     args += ["--recipe", str(recipe)] if recipe is not None else []

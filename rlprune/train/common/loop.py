@@ -88,11 +88,11 @@ def warm_start(policy: ReductionPolicy, run: Run) -> dict[str, Any] | None:
     """Fit a fresh policy before PPO: the teacher for token-level policies, behaviour cloning of the
     recipe's baseline for layer policies (none without one). Returns what the fit measured."""
     if run.token_level:
-        from rlprune.train.teacher import teacher_warm_start
+        from rlprune.train.kinds.teacher import teacher_warm_start
 
         return teacher_warm_start(policy, run.trainer_env, run.recipe)
     if run.recipe.warm_start.baseline:
-        from rlprune.train.warm_start import behaviour_clone
+        from rlprune.train.kinds.warm_start import behaviour_clone
 
         return behaviour_clone(policy, run.trainer_env, run.recipe)
     return None

@@ -34,8 +34,8 @@ from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids, unit_ids
 from rlprune.train.common.folder import SUMMARY, check_fresh_folder
+from rlprune.train.kinds.span_ppo import tune_span_head
 from rlprune.train.recipe import Recipe, SpanHeadConfig, SpanPPOConfig
-from rlprune.train.span_ppo import tune_span_head
 
 
 @dataclass

@@ -440,7 +440,7 @@ def train_budget_head(
     if config.backend == "sb3":
         head, duals = train_sb3(config, train, show_progress)
     else:
-        from rlprune.train.budget_rllib import train_rllib
+        from rlprune.train.kinds.budget_rllib import train_rllib
 
         head, duals = train_rllib(config, train, show_progress)
     policy = SpanHeadPolicy(**(span.config() | head.config()))  # type: ignore[arg-type]
@@ -473,8 +473,8 @@ def _table_key(config: BudgetHeadConfig, span: SpanHeadPolicy, split: str) -> st
 
 def _span_training_tasks(config: BudgetHeadConfig) -> list[Task]:
     """The prompts the shipped span head trained on (kept out of the budget head's)."""
+    from rlprune.train.kinds.span_head import training_tasks as span_tasks
     from rlprune.train.recipe import SpanHeadConfig
-    from rlprune.train.span_head import training_tasks as span_tasks
 
     return span_tasks(SpanHeadConfig(model=config.model))
 

@@ -4,7 +4,7 @@ Each module holds its policy as ``self.reduction``; the learner's weights under 
 the policy's own state dict. Layer policies see the action mask in the observation
 (:class:`MaskedObservation`) and act through RLlib's multi-categorical distribution; token-level
 policies see :class:`rlprune.envs.token_env.TokenLevelEnv`'s observation and act through
-:class:`TokenActionDistribution`, which is :class:`rlprune.train.token_actions.TokenActions`, the
+:class:`TokenActionDistribution`, which is :class:`rlprune.train.kinds.token_actions.TokenActions`, the
 distribution the SB3 backend uses.
 """
 
@@ -25,8 +25,8 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.features import ActionSpec
 from rlprune.policies import ReductionPolicy, TokenReductionPolicy
+from rlprune.train.kinds.token_actions import TokenActions
 from rlprune.train.recipe import Recipe
-from rlprune.train.token_actions import TokenActions
 
 
 class MaskedObservation(gym.ObservationWrapper):

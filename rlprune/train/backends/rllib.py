@@ -1,7 +1,7 @@
 """PPO on Ray workers with RLlib's new API stack, for every policy kind.
 
 The policy is the same :class:`ReductionPolicy` (or :class:`TokenReductionPolicy`), held by an
-RLModule (:mod:`rlprune.train.rllib_modules`); its weights are the policy's own, so the export is
+RLModule (:mod:`rlprune.train.backends.rllib_modules`); its weights are the policy's own, so the export is
 exact. Each env runner builds its environment (and loads the model) itself from a small config,
 never receiving the model through Ray. A runner that dies is restarted by RLlib and the run goes
 on. Everything around the learner (run folder, checkpoints, validation, export) is
@@ -31,15 +31,15 @@ from rlprune.envs import EnvConfig, TokenLevelEnv, TokenReductionEnv
 from rlprune.errors import RLPruneError
 from rlprune.policies import ReductionPolicy
 from rlprune.train import common
-from rlprune.train.common import Run, Session
-from rlprune.train.recipe import Recipe
-from rlprune.train.rllib_modules import (
+from rlprune.train.backends.rllib_modules import (
     MaskedObservation,
     ReductionRLModule,
     TokenActionDistribution,
     TokenRLModule,
     module_spec,
 )
+from rlprune.train.common import Run, Session
+from rlprune.train.recipe import Recipe
 
 __all__ = [
     "ENV_NAME",
@@ -262,7 +262,7 @@ def train(
     """Train a reduction policy (either kind) with RLlib PPO on Ray env runners; returns the summary
     (also in ``summary.json``). ``address`` joins a Ray cluster (default: the recipe's, else a local
     Ray); ``on_iteration(algo, result)`` is called after every iteration; ``resume`` and ``override``
-    work as in :func:`rlprune.train.sb3.train`.
+    work as in :func:`rlprune.train.backends.sb3.train`.
     """
 
     def backend(run: Run) -> RLlibBackend:

@@ -1,5 +1,5 @@
 """PPO on one machine with Stable-Baselines3: sb3-contrib's MaskablePPO for layer policies, PPO
-with :class:`rlprune.train.sb3_tokens.SB3TokenPolicy` for token-level ones.
+with :class:`rlprune.train.backends.sb3_tokens.SB3TokenPolicy` for token-level ones.
 
 The SB3 policy *is* a :class:`ReductionPolicy`: its trunk, action head and value head are the
 SB3 policy's extractor, ``action_net`` and ``value_net``, so exporting is exact. Everything around
@@ -27,10 +27,10 @@ from rlprune.envs.vector_env import TokenReductionVectorEnv
 from rlprune.features import SCORER_CHOICES, ActionSpec
 from rlprune.policies import ReductionPolicy
 from rlprune.train import common
+from rlprune.train.backends.sb3_tokens import SB3TokenPolicy
+from rlprune.train.backends.sb3_vec import BatchedVecEnv
 from rlprune.train.common import EpisodeWindow, Run, Session, load_checkpoint
 from rlprune.train.recipe import Recipe
-from rlprune.train.sb3_tokens import SB3TokenPolicy
-from rlprune.train.sb3_vec import BatchedVecEnv
 
 
 class SharedTrunk(nn.Module):
