@@ -202,9 +202,13 @@ def test_best_static_reads_its_table_and_meets_the_budget(llama, tmp_path):
 
 
 def test_token_level_training_runs_and_exports(tmp_path):
-    from rlprune.train.backends.sb3 import train
+    from rlprune.train.trainer import TrainOptions, train
 
-    summary = train("smoke", "token-smoke", tmp_path / "run", cache_dir=str(tmp_path / "refs"), quiet=True)
+    summary = train(
+        TrainOptions(
+            env="smoke", recipe="token-smoke", out=tmp_path / "run", cache_dir=str(tmp_path / "refs"), quiet=True
+        )
+    )
     assert summary["warm_start"]["token_samples"] > 0
     policy = load_policy(tmp_path / "run" / "policy")
     assert isinstance(policy, TokenReductionPolicy)

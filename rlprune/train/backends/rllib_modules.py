@@ -128,11 +128,15 @@ class TokenRLModule(TorchRLModule, ValueFunctionAPI):
         return values
 
 
-def module_spec(env_config: EnvConfig, recipe: Recipe) -> RLModuleSpec:
-    """The RLModule for the recipe's policy kind, shaped as the recipe and preset say."""
+def layer_module(env_config: EnvConfig, recipe: Recipe) -> RLModuleSpec:
+    """A layer policy's RLModule, shaped as the recipe and preset say."""
     model_config = {"hidden": list(recipe.ppo.hidden), "decision_layers": list(env_config.episode.decision_layers)}
-    if recipe.policy == "token":
-        model_config["token_hidden"] = list(recipe.ppo.token_hidden)
-        return RLModuleSpec(module_class=TokenRLModule, model_config=model_config)
     model_config["scorers"] = list(env_config.episode.scorers)
     return RLModuleSpec(module_class=ReductionRLModule, model_config=model_config)
+
+
+def token_module(env_config: EnvConfig, recipe: Recipe) -> RLModuleSpec:
+    """A token-level policy's RLModule, shaped as the recipe and preset say."""
+    model_config = {"hidden": list(recipe.ppo.hidden), "decision_layers": list(env_config.episode.decision_layers)}
+    model_config["token_hidden"] = list(recipe.ppo.token_hidden)
+    return RLModuleSpec(module_class=TokenRLModule, model_config=model_config)

@@ -5,7 +5,7 @@ from rlprune.train.common.backend import Backend
 from rlprune.train.common.checkpoints import BestKeeper, load_checkpoint, save_checkpoint
 from rlprune.train.common.finish import conclude_run, export, export_policy, finish_run
 from rlprune.train.common.folder import RunFolderError, last_checkpoint, read_run_meta, read_state
-from rlprune.train.common.loop import Session, next_multiple, train, train_run, warm_start
+from rlprune.train.common.loop import Session, next_multiple, train_run, warm_start
 from rlprune.train.common.monitor import EpisodeWindow, Monitor, training_progress
 from rlprune.train.common.resume import SAFE_ON_RESUME
 from rlprune.train.common.setup import Run, start_run
@@ -33,7 +33,6 @@ __all__ = [
     "read_state",
     "save_checkpoint",
     "start_run",
-    "train",
     "train_run",
     "training_progress",
     "warm_start",

@@ -29,7 +29,8 @@ from rlprune.train.backends.rllib import init_ray
 from rlprune.train.kinds.budget_head import BudgetEnv, Duals, export_head
 
 if TYPE_CHECKING:
-    from rlprune.train.kinds.budget_head import BudgetHeadConfig, Outcomes
+    from rlprune.train.kinds.budget_head import Outcomes
+    from rlprune.train.recipe import BudgetHeadConfig
 
 ENV_NAME = "rlprune-budget"
 RUNNERS = 2
