@@ -110,7 +110,7 @@ KINDS: dict[str, PolicyKind] = {
 }
 """The checkpointed policy kinds, by the name their configs record."""
 
-BUDGET_HEAD = Trainer("rlprune.train.kinds.budget_head:train_budget")
+BUDGET_HEAD = Trainer("rlprune.train.kinds.budget_train:train_budget")
 """A budget head (:class:`BudgetHead`) is trained on its own, but checkpointed inside its span head's
 ``network`` (:mod:`rlprune.policies.schema_span`), so it is a trainable kind without a checkpoint kind."""
 

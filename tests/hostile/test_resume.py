@@ -73,7 +73,7 @@ def snapshot(folder: Path) -> dict[str, str] | None:
 
 
 def cli_args(out: Path, env_preset=None, recipe=None, **options: Any) -> list[str]:
-    """The ``rlprune train`` command line for the keyword arguments of :func:`rlprune.train.backends.sb3.train`."""
+    """The ``rlprune train`` command line for the keyword arguments of :class:`rlprune.train.trainer.TrainOptions`."""
     args = ["train", "--out", str(out)]
     args += ["--env", str(env_preset)] if env_preset is not None else []
     args += ["--recipe", str(recipe)] if recipe is not None else []
@@ -206,8 +206,7 @@ def test_resuming_with_other_settings_is_refused_before_anything_is_written(case
 @pytest.mark.parametrize("mode", ["api", "cli"])
 def test_a_run_of_another_backend_is_not_resumed(mode, run):
     edit_json(run / "run.json", lambda meta: meta | {"backend": "ray"})
-    backend = {"backend": "sb3"} if mode == "cli" else {}  # the API's sb3.train is the sb3 backend
-    fails_cleanly(mode, run, r'backend: "ray" in the run, "sb3" now', RLPruneError, resume=True, **backend)
+    fails_cleanly(mode, run, r'backend: "ray" in the run, "sb3" now', RLPruneError, resume=True, backend="sb3")
 
 
 # -- folders that hold no run, a damaged one, or one that is there already ----------------------
