@@ -68,11 +68,11 @@ def train(
 ) -> None:
     """Train the policy kind the recipe names, then export it to OUT/policy.
 
-    Layer and token policies train by PPO in an environment preset (--env), on either backend. A
-    ``policy = "span"`` recipe (``--recipe span-head``) trains a span head: supervision on where each
-    training task's answer is, then PPO on the real reward when the recipe has a ``[span_ppo]`` table.
-    A ``policy = "budget"`` recipe trains a budget head for a span head. Span and budget recipes take
-    their prompts and model from the recipe."""
+    Layer and token policies train by PPO in an environment preset (--env), on either backend. A span
+    recipe (--recipe span-head) trains a span head: supervision on where each training task's answer
+    is, then PPO on the real reward when the recipe has a span_ppo table. A budget recipe (--recipe
+    adaptive) trains a budget head for a span head. Span and budget recipes take their prompts and
+    model from the recipe."""
     from rlprune.train.trainer import TrainOptions
     from rlprune.train.trainer import train as run_training
 
