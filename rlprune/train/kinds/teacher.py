@@ -20,15 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rlprune.engine import Reducer
 from rlprune.envs import Reference, TokenReductionEnv
 from rlprune.features import Features
 from rlprune.policies import Baseline, TokenReductionPolicy, check_compatible, make_baseline
 from rlprune.policies.plackett_luce import log_prob_and_entropy
 from rlprune.progress import Progress
 from rlprune.reduction import LayerAction
-from rlprune.runner import Reducer
+from rlprune.train.kinds.warm_start import as_indices
 from rlprune.train.recipe import Recipe
-from rlprune.train.warm_start import as_indices
 
 LAYER_HEAD_STEPS = 300
 SPAN = 3  # importance is max-pooled over this many neighbouring tokens
