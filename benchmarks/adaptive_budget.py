@@ -41,7 +41,7 @@ from rlprune.policies import resolve_policy
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids
-from rlprune.train.span_head import collect
+from rlprune.train.kinds.span_head import collect
 
 
 def need_correlation(reducer: Reducer, tokenizer, head, tasks) -> None:

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rlprune.envs import EnvConfig, TokenReductionEnv
+from rlprune.train.backends.rllib import ENV_NAME, algorithm_config, init_ray, make_env
 from rlprune.train.recipe import Recipe
-from rlprune.train.rllib import ENV_NAME, algorithm_config, init_ray, make_env
 
 
 def steps_per_second(env: str, recipe: Recipe, runners: int, iterations: int) -> float:

@@ -23,8 +23,8 @@ from rich.table import Table
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from rlprune.envs import TokenReductionEnv, make_vector_env
-from rlprune.train.sb3 import make_env
-from rlprune.train.sb3_vec import BatchedVecEnv
+from rlprune.train.backends.sb3 import make_env
+from rlprune.train.backends.sb3_vec import BatchedVecEnv
 
 
 def peak_rss_mib(pid: int | None = None) -> float:

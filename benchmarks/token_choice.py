@@ -25,8 +25,8 @@ from rlprune import load_model
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.eval.best_static import answer_score, validation_references
 from rlprune.policies import TokenReductionPolicy, make_baseline, resolve_policy
+from rlprune.train.kinds.teacher import TeacherPolicy, collect, fit, token_importance
 from rlprune.train.recipe import Recipe
-from rlprune.train.teacher import TeacherPolicy, collect, fit, token_importance
 
 
 def main() -> None:

@@ -13,7 +13,15 @@ from rlprune.errors import (
 from rlprune.flops import ModelDims
 from rlprune.inference import apply, generate
 from rlprune.models import DEFAULT_MODEL, load_model, rlprune_home
-from rlprune.policies import ReductionPolicy, TokenReductionPolicy, load_policy, make_baseline, save_policy
+from rlprune.policies import (
+    Policy,
+    ReductionPolicy,
+    SpanHeadPolicy,
+    TokenReductionPolicy,
+    load_policy,
+    make_baseline,
+    save_policy,
+)
 from rlprune.prompts import Prompt, build_prompt
 from rlprune.reduction import KEEP, LayerAction, parse_schedule
 
@@ -31,9 +39,11 @@ __all__ = [
     "LayerAction",
     "ModelDims",
     "ModelNotFoundError",
+    "Policy",
     "Prompt",
     "RLPruneError",
     "ReductionPolicy",
+    "SpanHeadPolicy",
     "TokenReductionPolicy",
     "Reducer",
     "ReducerConfig",

@@ -23,9 +23,8 @@ from rlprune.policies import PolicyError, SpanHeadPolicy, load_policy, save_poli
 from rlprune.policies.budget_head import BUDGET_FEATURES, BudgetHead, budget_features
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids
-from rlprune.train.budget_head import (
+from rlprune.train.kinds.budget_head import (
     BudgetEnv,
-    BudgetHeadConfig,
     Duals,
     Outcomes,
     export_head,
@@ -35,6 +34,7 @@ from rlprune.train.budget_head import (
     outcomes,
     reduced_answers,
 )
+from rlprune.train.recipe import BudgetHeadConfig, Recipe
 
 GRID = (0.6, 0.7, 0.8, 0.9, 1.0)  # a 4-layer model cut at layer 2 cannot go much under 0.55
 
@@ -165,7 +165,7 @@ def test_env_rewards_quality_minus_the_price_of_the_ratio():
 def test_ppo_learns_to_spend_where_the_answer_needs_it():
     """On a table where half the prompts need 0.8 and a feature says which, PPO under a 0.5 average
     gives the hard ones 0.8 and the easy ones the least: all answers kept where one ratio keeps half."""
-    from rlprune.train.budget_head import train_sb3
+    from rlprune.train.kinds.budget_train import train_sb3
 
     table = _synthetic()
     config = BudgetHeadConfig(grid=(0.2, 0.4, 0.6, 0.8, 1.0), targets=(0.5,), hidden=(16,), timesteps=12_000,
@@ -231,7 +231,7 @@ def test_damaged_budget_heads_are_refused(tmp_path, change, message):
 
 def test_config_is_checked():
     with pytest.raises(Exception, match="backend"):
-        BudgetHeadConfig(backend="tf")
+        Recipe(policy="budget", backend="tf")
     with pytest.raises(Exception, match="reward"):
         BudgetHeadConfig(reward="bleu")
     with pytest.raises(Exception, match="targets"):
@@ -269,7 +269,7 @@ def test_shipped_adaptive_policy_proposes_per_prompt_and_acts_like_the_span_head
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--backend", "tf"], "backend must be one of sb3, ray"),
+        (["--backend", "tf"], "unknown backend 'tf'; use one of sb3, ray"),
         (["--reward", "bleu"], "reward must be one of correct, answer, evidence"),
         (["--grid", "0.2,x"], "--grid '0.2,x' must be comma-separated numbers"),
         (["--grid", "0.5,0.3"], "increasing"),
@@ -288,7 +288,7 @@ def test_train_budget_cli_keeps_an_existing_policy(tmp_path):
 
 
 def test_outcome_table_key_follows_the_span_head_and_the_table_settings_not_ppo():
-    from rlprune.train.budget_head import _table_key
+    from rlprune.train.kinds.budget_train import _table_key
 
     head = _head(tiny_model("llama"))
     config = BudgetHeadConfig()

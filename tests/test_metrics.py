@@ -36,8 +36,8 @@ from rlprune.metrics import (
     unsupported_words,
 )
 from rlprune.policies import resolve_policy
+from rlprune.train.common.validation import Evaluator
 from rlprune.train.recipe import Recipe
-from rlprune.train.run import Evaluator
 
 
 def full_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

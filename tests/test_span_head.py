@@ -14,9 +14,9 @@ from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.models import model_fingerprint
 from rlprune.policies import PolicyError, SpanHeadPolicy, load_policy, save_policy
 from rlprune.reduction import sentence_end_ids
+from rlprune.train.kinds.span_head import collect, fit
+from rlprune.train.kinds.span_ppo import tune_span_head
 from rlprune.train.recipe import SpanHeadConfig, SpanPPOConfig
-from rlprune.train.span_head import collect, fit
-from rlprune.train.span_ppo import tune_span_head
 
 WORDS = "the town was on the river . the keeper of the boat rang bells in the year . the name was a keeper".split()
 
@@ -181,7 +181,7 @@ def test_span_head_for_another_model_is_refused(tmp_path):
 def _played(head: SpanHeadPolicy, rewards: list[float], seed: int = 3):
     """One prompt of random states played len(rewards) times, with the given rewards."""
     from rlprune.policies.plackett_luce import draws, perturb
-    from rlprune.train.span_ppo import Played
+    from rlprune.train.kinds.span_ppo import Played
 
     torch.manual_seed(seed)
     normed = torch.randn(40, head.hidden_size)
@@ -197,7 +197,7 @@ def _played(head: SpanHeadPolicy, rewards: list[float], seed: int = 3):
 
 def test_ppo_update_makes_the_better_sample_more_likely():
     from rlprune.policies.plackett_luce import log_prob_and_entropy
-    from rlprune.train.span_ppo import ppo_update
+    from rlprune.train.kinds.span_ppo import ppo_update
 
     head = _head(tiny_model("llama"))
     played = _played(head, [1.0, 0.0, 0.5, 0.5])
@@ -214,7 +214,7 @@ def test_ppo_update_makes_the_better_sample_more_likely():
 
 
 def test_a_group_of_equal_rewards_teaches_nothing():
-    from rlprune.train.span_ppo import advantages
+    from rlprune.train.kinds.span_ppo import advantages
 
     head = _head(tiny_model("llama"))
     same = _played(head, [0.7, 0.7, 0.7])
@@ -230,7 +230,7 @@ def test_a_group_of_equal_rewards_teaches_nothing():
 
 def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatch):
     from rlprune.policies.plackett_luce import draws
-    from rlprune.train.span_ppo import play, span_env, tune_span_head
+    from rlprune.train.kinds.span_ppo import play, span_env, tune_span_head
 
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
     head = _head(model, layer=1)

@@ -206,9 +206,13 @@ def test_best_static_reads_its_table_and_meets_the_budget(llama, tmp_path):
 
 
 def test_token_level_training_runs_and_exports(tmp_path):
-    from rlprune.train.sb3 import train
+    from rlprune.train.trainer import TrainOptions, train
 
-    summary = train("smoke", "token-smoke", tmp_path / "run", cache_dir=str(tmp_path / "refs"), quiet=True)
+    summary = train(
+        TrainOptions(
+            env="smoke", recipe="token-smoke", out=tmp_path / "run", cache_dir=str(tmp_path / "refs"), quiet=True
+        )
+    )
     assert summary["warm_start"]["token_samples"] > 0
     policy = load_policy(tmp_path / "run" / "policy")
     assert isinstance(policy, TokenReductionPolicy)
@@ -220,7 +224,7 @@ def test_token_level_training_runs_and_exports(tmp_path):
 
 def test_teacher_importance_is_per_prompt_token_and_leaves_the_model_untouched():
     from rlprune.envs import ReferenceCache, generate_task
-    from rlprune.train.teacher import token_importance
+    from rlprune.train.kinds.teacher import token_importance
 
     model, tokenizer = load_model("tiny-random")
     reducer = Reducer(model)
@@ -238,7 +242,7 @@ def test_teacher_importance_is_per_prompt_token_and_leaves_the_model_untouched()
 def test_the_sb3_policy_acts_like_its_exported_network():
     from stable_baselines3.common.utils import obs_as_tensor
 
-    from rlprune.train.sb3_tokens import SB3TokenPolicy
+    from rlprune.train.backends.sb3_tokens import SB3TokenPolicy
 
     model, tokenizer = load_model("tiny-random")
     env = TokenLevelEnv(TokenReductionEnv("smoke", model=model, tokenizer=tokenizer), max_tokens=1024)

@@ -17,7 +17,7 @@ from rlprune import Reducer, load_model, load_policy
 from rlprune.engine.features import OBSERVATION_SIZE
 from rlprune.errors import RLPruneError
 from rlprune.train.recipe import Recipe
-from rlprune.train.sb3 import train
+from rlprune.train.trainer import TrainOptions, train
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, cache_dir):
     run = tmp_path_factory.mktemp("runs") / "smoke"
-    summary = train("smoke", "smoke", run, cache_dir=cache_dir, quiet=True)
+    summary = train(TrainOptions(env="smoke", recipe="smoke", out=run, cache_dir=cache_dir, quiet=True))
     return run, summary
 
 
@@ -52,7 +52,7 @@ def test_a_smoke_run_exports_a_policy_that_loads_and_runs(smoke_run):
 def test_the_export_acts_like_the_trained_sb3_policy(smoke_run, cache_dir, tmp_path):
     from sb3_contrib import MaskablePPO
 
-    from rlprune.train.sb3 import SB3ReductionPolicy, load_sb3_checkpoint
+    from rlprune.train.backends.sb3 import SB3ReductionPolicy, load_sb3_checkpoint
 
     run, _ = smoke_run
     from rlprune.envs import TokenReductionEnv
@@ -78,22 +78,29 @@ def test_the_export_acts_like_the_trained_sb3_policy(smoke_run, cache_dir, tmp_p
 
 def test_resume_continues_the_timestep_count(tmp_path, cache_dir):
     run = tmp_path / "run"
-    first = train("smoke", "smoke", run, timesteps=128, cache_dir=cache_dir, quiet=True)
+    first = train(TrainOptions(env="smoke", recipe="smoke", out=run, timesteps=128, cache_dir=cache_dir, quiet=True))
     assert first["timesteps"] == 128
-    second = train("smoke", "smoke", run, timesteps=256, resume=True, cache_dir=cache_dir, quiet=True)
+    second = train(
+        TrainOptions(env="smoke", recipe="smoke", out=run, timesteps=256, resume=True, cache_dir=cache_dir, quiet=True)
+    )
     assert second["resumed_from"] == 128 and second["timesteps"] == 256
     with pytest.raises(RLPruneError, match="--resume"):
-        train("smoke", "smoke", run, cache_dir=cache_dir, quiet=True)
+        train(TrainOptions(env="smoke", recipe="smoke", out=run, cache_dir=cache_dir, quiet=True))
     with pytest.raises(RLPruneError, match="nothing to resume"):
-        train("smoke", "smoke", tmp_path / "empty", resume=True, cache_dir=cache_dir, quiet=True)
+        train(
+            TrainOptions(
+                env="smoke", recipe="smoke", out=tmp_path / "empty", resume=True, cache_dir=cache_dir, quiet=True
+            )
+        )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir, sig):
     run = tmp_path / "run"
     script = (
-        "from rlprune.train.sb3 import train\n"
-        f"train('smoke', 'smoke', {str(run)!r}, timesteps=1_000_000, cache_dir={cache_dir!r}, quiet=True)\n"
+        "from rlprune.train.trainer import TrainOptions, train\n"
+        f"train(TrainOptions(env='smoke', recipe='smoke', out={str(run)!r}, timesteps=1_000_000, "
+        f"cache_dir={cache_dir!r}, quiet=True))\n"
     )
     process = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONUNBUFFERED": "1"})
     state = run / "last" / "state.json"
@@ -108,7 +115,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir, sig)
     process.send_signal(sig)
     process.wait(timeout=60)
     saved = json.loads(state.read_text())["timesteps"]
-    resumed = train("smoke", "smoke", run, timesteps=saved + 128, resume=True, cache_dir=cache_dir, quiet=True)
+    resumed = train(
+        TrainOptions(
+            env="smoke", recipe="smoke", out=run, timesteps=saved + 128, resume=True, cache_dir=cache_dir, quiet=True
+        )
+    )
     assert resumed["resumed_from"] == saved
     assert resumed["timesteps"] == saved + 128
     assert (run / "policy" / "policy.safetensors").is_file()
@@ -119,8 +130,8 @@ def test_behaviour_cloning_warm_start_imitates_the_baseline(cache_dir):
 
     from rlprune.envs import TokenReductionEnv
     from rlprune.policies import ReductionPolicy
+    from rlprune.train.kinds.warm_start import behaviour_clone
     from rlprune.train.recipe import WarmStart
-    from rlprune.train.warm_start import behaviour_clone
 
     recipe = dataclasses.replace(
         Recipe.load("smoke"), warm_start=WarmStart("static:1:prune:0.5:relevance", episodes=30, epochs=30)
@@ -136,7 +147,7 @@ def test_behaviour_cloning_warm_start_imitates_the_baseline(cache_dir):
 
 def token_actions_case(seed: int = 0):
     """A batch of two token-level decisions: 3 ops (keep masked in neither), 2 shares, 4 tokens."""
-    from rlprune.train.token_actions import TokenActions
+    from rlprune.train.kinds.token_actions import TokenActions
 
     generator = torch.Generator().manual_seed(seed)
     op_logits = torch.randn(2, 3, generator=generator, requires_grad=True)
@@ -164,7 +175,7 @@ def test_the_token_entropy_bonus_is_exact_for_one_draw_and_never_rewards_acting(
 
 
 def test_token_actions_survive_packing_and_act_deterministically_on_the_most_likely_choices():
-    from rlprune.train.token_actions import TokenActions
+    from rlprune.train.kinds.token_actions import TokenActions
 
     actions = token_actions_case(1)
     unpacked = TokenActions.unpack(actions.pack(), ops=3, shares=2)
@@ -177,3 +188,89 @@ def test_token_actions_survive_packing_and_act_deterministically_on_the_most_lik
     packed_entropy = unpacked.entropy()
     torch.manual_seed(0)
     torch.testing.assert_close(packed_entropy, actions.entropy())
+
+
+def _budget_recipe(folder, model_dir, span) -> str:
+    """A budget-head recipe for the tiny model and a span head saved for it: a few prompts, a few PPO steps."""
+    path = folder / "budget-tiny.toml"
+    path.write_text(
+        f"""policy = "budget"
+[budget_head]
+model = "{model_dir}"
+span_policy = "{span}"
+grid = [0.6, 0.8, 1.0]
+targets = [0.8]
+hidden = [4]
+long_kinds = []
+short_items = 4
+short_tokens = [40, 80]
+validation_items = 2
+timesteps = 64
+n_envs = 1
+n_steps = 32
+"""
+    )
+    return str(path)
+
+
+def test_rlprune_train_dispatches_a_budget_recipe_and_refuses_what_does_not_apply(tmp_path, tiny_model_dir):
+    """`rlprune train --recipe` trains a budget head through the same entry as every kind; the span head
+    comes back with it in one checkpoint of kind span."""
+    from conftest import tiny_model
+    from hostile.test_inputs_and_faults import assert_clean_error, invoke
+
+    from rlprune.policies import SpanHeadPolicy, save_policy
+
+    model = tiny_model("llama")
+    span = save_policy(
+        SpanHeadPolicy(64, decision_layer=1, rank=4, channels=2, kernel=3), tmp_path / "span", model=model
+    )
+    recipe = _budget_recipe(tmp_path, tiny_model_dir, span)
+    result = invoke("train", "--recipe", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "policy" / "config.json").read_text())
+    assert config["kind"] == "span" and config["network"]["budget_grid"] == [0.6, 0.8, 1.0]
+    assert load_policy(tmp_path / "run" / "policy", model).budget_head.grid == (0.6, 0.8, 1.0)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["policy_kind"] == "budget" and summary["config"]["backend"] == "sb3"
+    unused = invoke("train", "--recipe", recipe, "--env", "smoke", "--workers", 2, "--out", tmp_path / "other")
+    assert_clean_error(unused, "--env, --workers do not apply to a budget-head recipe")
+    assert not (tmp_path / "other").exists()
+
+
+def test_every_kind_is_trainable_or_refused_up_front(tmp_path):
+    """Each recipe kind names a trainer that imports; a backend a kind cannot use is refused with its reason
+    before any work, as is an unknown kind or backend."""
+    from rlprune.config import ConfigError
+    from rlprune.errors import InvalidActionError
+    from rlprune.policies.kinds import TRAINERS
+    from rlprune.train.recipe import Recipe
+    from rlprune.train.trainer import trainer_for
+
+    assert all(callable(trainer_for(kind)) for kind in TRAINERS)
+    with pytest.raises(
+        InvalidActionError, match="span policies do not train on ray: a span head trains in one process"
+    ):
+        train(TrainOptions(recipe=Recipe(policy="span"), backend="ray", out=tmp_path / "span"))
+    with pytest.raises(InvalidActionError, match="unknown backend 'tf'; use one of sb3, ray"):
+        train(TrainOptions(recipe="smoke", backend="tf", out=tmp_path / "tf"))
+    with pytest.raises(InvalidActionError, match="--address needs --backend ray"):
+        train(TrainOptions(env="smoke", recipe="smoke", address="auto", out=tmp_path / "a"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('policy = "mlp"\n')
+    with pytest.raises(ConfigError, match="policy = 'mlp' is unknown; use one of layer, token, span, budget"):
+        train(TrainOptions(recipe=bad, out=tmp_path / "bad"))
+    with pytest.raises(InvalidActionError, match="--workers do not apply to a span-head recipe"):
+        train(TrainOptions(recipe=Recipe(policy="span"), workers=2, out=tmp_path / "w"))
+    assert not any((tmp_path / name).exists() for name in ("span", "tf", "a", "bad", "w"))
+
+
+@pytest.mark.parametrize(("recipe", "kind"), [("smoke", "layer"), ("token-smoke", "token")])
+def test_rlprune_train_dispatches_layer_and_token_recipes(tmp_path, recipe, kind):
+    from hostile.test_inputs_and_faults import invoke
+
+    out = tmp_path / "run"
+    result = invoke("train", "--env", "smoke", "--recipe", recipe, "--out", out, "--timesteps", 64)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["policy_kind"] == kind
+    assert json.loads((out / "policy" / "config.json").read_text())["kind"] == kind

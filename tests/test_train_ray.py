@@ -20,8 +20,9 @@ from ray.rllib.core.columns import Columns  # noqa: E402
 from rlprune import load_model, load_policy  # noqa: E402
 from rlprune.envs import EnvConfig, TokenLevelEnv, TokenReductionEnv  # noqa: E402
 from rlprune.policies import TokenReductionPolicy  # noqa: E402
+from rlprune.train.backends.rllib import MaskedObservation, ReductionRLModule, TokenRLModule, module_spec  # noqa: E402
 from rlprune.train.recipe import Recipe  # noqa: E402
-from rlprune.train.rllib import MaskedObservation, ReductionRLModule, TokenRLModule, module_spec, train  # noqa: E402
+from rlprune.train.trainer import TrainOptions, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,17 @@ def killed_run(local_ray, cache_dir, tmp_path_factory):
         seen["weights"] = {k: np.array(v) for k, v in algo.learner_group.get_weights()[DEFAULT_MODULE_ID].items()}
 
     summary = train(
-        "smoke", "smoke", run, timesteps=768, workers=2, cache_dir=cache_dir, quiet=True, on_iteration=on_iteration
+        TrainOptions(
+            env="smoke",
+            recipe="smoke",
+            out=run,
+            timesteps=768,
+            workers=2,
+            cache_dir=cache_dir,
+            quiet=True,
+            on_iteration=on_iteration,
+            backend="ray",
+        )
     )
     return run, summary, seen
 
@@ -98,14 +109,17 @@ def test_the_exported_policy_acts_like_the_rlmodule(killed_run, cache_dir):
 def test_a_ray_run_resumes_its_step_count(killed_run, cache_dir):
     run, summary, _ = killed_run
     resumed = train(
-        "smoke",
-        "smoke",
-        run,
-        timesteps=summary["timesteps"] + 128,
-        workers=2,
-        resume=True,
-        cache_dir=cache_dir,
-        quiet=True,
+        TrainOptions(
+            env="smoke",
+            recipe="smoke",
+            out=run,
+            timesteps=summary["timesteps"] + 128,
+            workers=2,
+            resume=True,
+            cache_dir=cache_dir,
+            quiet=True,
+            backend="ray",
+        )
     )
     assert resumed["resumed_from"] == summary["timesteps"]
     assert resumed["timesteps"] >= summary["timesteps"] + 128
@@ -146,7 +160,7 @@ def test_the_token_distribution_is_the_sb3_backends(token_env):
     log-probability and the same entropy bonus's op and share parts (one distribution for both)."""
     from stable_baselines3.common.utils import obs_as_tensor
 
-    from rlprune.train.sb3_tokens import SB3TokenPolicy
+    from rlprune.train.backends.sb3_tokens import SB3TokenPolicy
 
     sb3 = SB3TokenPolicy(
         token_env.observation_space,
@@ -177,7 +191,17 @@ def token_run(local_ray, cache_dir, tmp_path_factory):
     def on_iteration(algo, result):
         seen["weights"] = {k: np.array(v) for k, v in algo.learner_group.get_weights()[DEFAULT_MODULE_ID].items()}
 
-    summary = train("smoke", "token-smoke", run, cache_dir=cache_dir, quiet=True, on_iteration=on_iteration)
+    summary = train(
+        TrainOptions(
+            env="smoke",
+            recipe="token-smoke",
+            out=run,
+            cache_dir=cache_dir,
+            quiet=True,
+            on_iteration=on_iteration,
+            backend="ray",
+        )
+    )
     return run, summary, seen
 
 
@@ -215,12 +239,13 @@ def test_budget_head_trains_on_env_runners(local_ray):
     the learner's weights, so it gives the hard prompts more than the easy ones and keeps their answers."""
     from test_budget_head import _synthetic
 
-    from rlprune.train.budget_head import BudgetHeadConfig, choices, measure
-    from rlprune.train.budget_rllib import train_rllib
+    from rlprune.train.kinds.budget_head import choices, measure
+    from rlprune.train.kinds.budget_rllib import train_rllib
+    from rlprune.train.recipe import BudgetHeadConfig
 
     table = _synthetic()
     config = BudgetHeadConfig(grid=(0.2, 0.4, 0.6, 0.8, 1.0), targets=(0.5,), hidden=(16,), timesteps=4096,
-                              n_envs=4, n_steps=128, learning_rate=3e-3, entropy=0.0, backend="ray")  # fmt: skip
+                              n_envs=4, n_steps=128, learning_rate=3e-3, entropy=0.0)  # fmt: skip
     head, duals = train_rllib(config, table, show_progress=False)
     report = measure(head, table, (0.5,))["0.5"]
     assert report["fixed_kept"] < 0.6 and report["adaptive_kept"] > 0.9, report

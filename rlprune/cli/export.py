@@ -18,7 +18,7 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Replace what OUT already holds.")] = False,
 ) -> None:
     """Export a run's best policy (or its last) as a checkpoint folder."""
-    from rlprune.train.run import export as export_run
+    from rlprune.train.common.finish import export as export_run
 
     if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
         raise RLPruneError(f"{out} already exists and is not empty; choose another --out or pass --force to replace it")

@@ -1,19 +1,15 @@
-"""``rlprune train``: train a reduction policy with PPO (Stable-Baselines3 or Ray RLlib) and export it."""
+"""``rlprune train``: train the policy kind a recipe names (layer, token, span, budget) and export it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from rlprune.cli.common import PlacementOption, console, out_path, user_errors
-from rlprune.errors import InvalidActionError
-
-if TYPE_CHECKING:
-    from rlprune.train.recipe import Recipe
 
 EnvOption = Annotated[
     str | None,
@@ -72,89 +68,63 @@ def train(
     device: PlacementOption = None,
     dtype: PlacementOption = None,
 ) -> None:
-    """Train a reduction policy with PPO, then export it to OUT/policy.
+    """Train the policy kind the recipe names, then export it to OUT/policy.
 
-    A ``policy = "span"`` recipe (``--recipe span-head``) trains a span head instead: supervision on
-    where each training task's answer is, then PPO on the real reward when the recipe has a
-    ``[span_ppo]`` table; its prompts and model are the recipe's."""
-    from rlprune.envs import EnvConfig
-    from rlprune.train.recipe import Recipe
-    from rlprune.train.run import read_run_meta
+    Layer and token policies train by PPO in an environment preset (--env), on either backend. A span
+    recipe (--recipe span-head) trains a span head: supervision on where each training task's answer
+    is, then PPO on the real reward when the recipe has a span_ppo table. A budget recipe (--recipe
+    adaptive) trains a budget head for a span head. Span and budget recipes take their prompts and
+    model from the recipe."""
+    from rlprune.train.trainer import TrainOptions
+    from rlprune.train.trainer import train as run_training
 
-    loaded = Recipe.load(recipe) if recipe is not None else None
-    if loaded is not None and loaded.policy == "span" and resume:
-        raise InvalidActionError("a span-head run keeps no checkpoints to resume (it takes minutes): run it again")
-    if loaded is not None and loaded.policy == "span":
-        given = {"--env": env, "--backend": backend, "--workers": workers, "--address": address}
-        given |= {"--timesteps": timesteps, "--override": override, "--device": device, "--dtype": dtype}
-        _train_span(loaded, out, model, seed, [flag for flag, value in given.items() if value])
-        return
-    stored = read_run_meta(out) if resume else None  # on --resume, what is not given is the run's
-    if stored is None:
-        env, recipe = env or "grounded-qa", recipe or "ppo-local"
-    preset_model = EnvConfig.load(env).model if env is not None else stored.get("model")
-    if model is not None and model != preset_model:
-        raise InvalidActionError(f"--model {model} differs from the preset's model {preset_model}; edit the preset")
-    loaded = Recipe.load(recipe) if recipe is not None else None  # the default recipe, if none was given
-    chosen = backend or (loaded.backend if loaded is not None else stored.get("backend", "sb3"))
-    run_training, backend_options = _backend(chosen, address)
-    summary = run_training(
-        env,
-        loaded,
-        out,
+    options = TrainOptions(
+        recipe=recipe,
+        out=out,
+        env=env,
+        model=model,
+        backend=backend,
+        workers=workers,
+        address=address,
         timesteps=timesteps,
         seed=seed,
-        workers=workers,
         resume=resume,
+        override=tuple(override or ()),
         device=device,
         dtype=dtype,
-        override=override or (),
-        **backend_options,
     )
-    _print_summary(summary, chosen, out)
+    print_summary(run_training(options), out)
 
 
-def _train_span(recipe: Recipe, out: Path, model: str | None, seed: int | None, unused: list[str]) -> None:
-    """``rlprune train`` with a span-head recipe, and what it prints."""
+def print_summary(summary: dict[str, Any], out: Path) -> None:
+    """What a run's summary says, as its kind reports it (a summary from before kinds were recorded is
+    a layer policy's)."""
+    from rlprune.cli.train_budget import report_budget_head
     from rlprune.cli.train_head import report_span_head
-    from rlprune.train.span_head import train_span_run
 
-    if unused:
-        raise InvalidActionError(
-            f"{', '.join(unused)} do not apply to a span-head recipe: it trains on its own [span_head] tasks "
-            "(and [span_ppo] env) in one process; edit the recipe instead"
-        )
-    if model is not None and model != recipe.span_head.model:
-        raise InvalidActionError(f"--model {model} differs from the recipe's model {recipe.span_head.model}")
-    summary = train_span_run(recipe, out, seed)
-    report_span_head(summary)
-    where = f"policy exported to {Path(out) / 'policy'}, summary in {Path(out) / 'summary.json'}"
-    console.print(f"Trained in {summary['seconds']:.0f} s; {where}", highlight=False)
+    reports = {"layer": _print_validation, "token": _print_validation}
+    reports |= {"span": _head_report(report_span_head), "budget": _head_report(report_budget_head)}
+    reports[summary.get("policy_kind", "layer")](summary, out)
 
 
-def _backend(chosen: str, address: str | None) -> tuple[Callable[..., dict[str, Any]], dict[str, Any]]:
-    """The training function of the backend ``chosen`` and the options only that backend takes."""
-    from rlprune.train.recipe import BACKENDS
+def _head_report(report: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any], Path], None]:
+    """A span or budget head's report, then the wall time and where the policy and summary are."""
 
-    if chosen not in BACKENDS:
-        raise InvalidActionError(f"unknown backend {chosen!r}; use one of {', '.join(BACKENDS)}")
-    if address is not None and chosen != "ray":
-        raise InvalidActionError("--address needs --backend ray")
-    if chosen == "ray":
-        from rlprune.train.rllib import train as run_training
+    def show(summary: dict[str, Any], out: Path) -> None:
+        report(summary)
+        where = f"policy exported to {Path(out) / 'policy'}, summary in {Path(out) / 'summary.json'}"
+        console.print(f"Trained in {summary['seconds']:.0f} s; {where}", highlight=False)
 
-        return run_training, {"address": address}
-    from rlprune.train.sb3 import train as run_training
-
-    return run_training, {}
+    return show
 
 
-def _print_summary(summary: dict[str, Any], chosen: str, out: Path) -> None:
+def _print_validation(summary: dict[str, Any], out: Path) -> None:
     """The final validation per budget, and where the exported policy and summary are."""
     if summary.get("already_finished"):
         console.print(f"{out} already finished: {summary['timesteps']} steps; nothing to train (--timesteps for more)")
     final = summary["final_validation"]
-    out_table = Table(title=f"Trained {summary['timesteps']} steps in {summary['seconds']:.0f} s ({chosen})")
+    steps, seconds, backend = summary["timesteps"], summary["seconds"], summary["backend"]
+    out_table = Table(title=f"Trained {steps} steps in {seconds:.0f} s ({backend})")
     for column in ("validation", "value"):
         out_table.add_column(column, justify="right")
     for key in ("reward", "flops_ratio", "kl", "budget_error"):

@@ -1,9 +1,10 @@
-"""``rlprune train-budget``: teach a span head how much of the prefill each prompt needs (average-budget mode)."""
+"""``rlprune train-budget``: a budget head's recipe from flags, trained as ``rlprune train --recipe`` trains it:
+how much of the prefill each prompt needs, for average-budget mode."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,14 +50,14 @@ def train_budget(
     """Train a budget head with PPO under a constraint on the average FLOPs ratio, and export the span
     head with it: in `--budget-mode average` it proposes each prompt's ratio (minutes on 2 CPU cores)."""
     from rlprune.eval import parse_budgets
-    from rlprune.train.budget_head import BudgetHeadConfig, train_budget_head
+    from rlprune.train.recipe import BudgetHeadConfig, Recipe
+    from rlprune.train.trainer import TrainOptions, train
 
     if (out / "config.json").exists() and not force:
         raise InvalidActionError(f"{out} already holds a policy; pass --force to overwrite it or choose another --out")
     config = BudgetHeadConfig(
         model=model,
         span_policy=span_policy,
-        backend=backend,
         timesteps=timesteps,
         reward=reward,
         grid=parse_budgets(grid, "--grid"),
@@ -65,7 +66,20 @@ def train_budget(
         validation_items=validation_items,
         seed=seed,
     )
-    summary = train_budget_head(config, out, cache=cache)
+    options = TrainOptions(
+        recipe=Recipe(policy="budget", budget_head=config),
+        out=out,
+        backend=backend,
+        cache_dir=str(cache) if cache is not None else None,
+        policy_only=True,
+    )
+    report_budget_head(train(options))
+    console.print(f"policy written to {out}; try `rlprune eval --policy {out} --budget-mode average --budgets 0.3`")
+
+
+def report_budget_head(summary: dict[str, Any]) -> None:
+    """What a budget head's training summary says: per target, the evidence kept and the mean ratio."""
+    reward = summary["config"]["reward"]
     lines = [f"{summary['prompts']} training prompts, {summary['validation_prompts']} validation prompts"]
     for target, row in summary["validation"].items():
         lines.append(
@@ -79,5 +93,4 @@ def train_budget(
                 else ""
             )
         )
-    lines.append(f"policy written to {out}; try `rlprune eval --policy {out} --budget-mode average --budgets 0.3`")
     console.print("\n".join(lines), highlight=False)

@@ -1,4 +1,4 @@
-"""``rlprune train-head``: train a span head by supervision on where answers are, and export it."""
+"""``rlprune train-head``: a span head's recipe from flags, trained as ``rlprune train --recipe`` trains it."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def train_head(
     as a policy (a few minutes on 2 CPU cores, plus about 10 s per PPO update)."""
     from rlprune.envs import EnvConfig
     from rlprune.policies.checkpoint import find_policy, shipped_policies
-    from rlprune.train.recipe import SpanHeadConfig, SpanPPOConfig
-    from rlprune.train.span_head import train_span_head
+    from rlprune.train.recipe import Recipe, SpanHeadConfig, SpanPPOConfig
+    from rlprune.train.trainer import TrainOptions, train
 
     if (out / "config.json").exists() and not force:
         raise InvalidActionError(f"{out} already holds a policy; pass --force to overwrite it or choose another --out")
@@ -96,7 +96,8 @@ def train_head(
             ppo = SpanPPOConfig(env=ppo_env, updates=ppo_updates, learning_rate=ppo_lr, seed=seed)
         except ValueError as error:
             raise InvalidArgumentError(f"PPO settings: {error}") from None
-    report_span_head(train_span_head(config, out, start=start, ppo=ppo))
+    recipe = Recipe(policy="span", span_head=config, span_ppo=ppo)
+    report_span_head(train(TrainOptions(recipe=recipe, out=out, start=start, policy_only=True)))
     console.print(f"policy written to {out}; try `rlprune eval --suite niah --evidence-only --policy {out}`")
 
 

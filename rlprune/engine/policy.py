@@ -38,6 +38,15 @@ class Policy(Protocol):
 
     ``budget`` is the target prefill FLOPs ratio in (0, 1]; ``None`` lets a rule-based method
     use its own fixed ratios.
+
+    Learned policies (:class:`ReductionPolicy`, :class:`TokenReductionPolicy`, :class:`SpanHeadPolicy`)
+    also have two optional members; rule-based methods have neither:
+
+    - ``default_budget: float | None``: the budget the policy runs at when none is given (recorded in
+      its checkpoint); a learned policy without one must be given a budget.
+    - ``propose_budget(features) -> float``: in average-budget mode, the ratio this prompt asks for,
+      read at the first decision layer (a span head with a budget head); without it every prompt
+      starts from the stream's target.
     """
 
     name: str

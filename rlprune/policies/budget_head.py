@@ -5,7 +5,7 @@ decision layer. A span head's own scores already say how concentrated the eviden
 handful of tokens hold most of the mass, keeping few loses little; when the mass is spread, more
 must stay. The budget head reads a few statistics of those scores (:func:`budget_features`) and the
 target average, and picks one ratio of its grid. It is trained with PPO under a constraint on the
-average (:mod:`rlprune.train.budget_head`); a :class:`~rlprune.budget.BudgetController` then holds
+average (:mod:`rlprune.train.kinds.budget_head`); a :class:`~rlprune.budget.BudgetController` then holds
 the realised mean on the target.
 """
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,10 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
 from transformers import PreTrainedModel
 
 from rlprune.config import data_names, data_path
-from rlprune.engine.features import (
-    OBSERVATION_FIELDS,
-    SPEC_VERSION,
-    TOKEN_FEATURE_FIELDS,
-    ActionSpec,
-)
 from rlprune.errors import RLPruneError
 from rlprune.io import JSONError, atomic_write, atomic_write_text, check_regular_file, parse_json, read_bytes
 from rlprune.models import model_fingerprint
@@ -35,24 +29,33 @@ from rlprune.policies.checkpoint_config import (
     CONFIG,
     FLOAT_DTYPES,
     FORMAT,
-    FORMAT_VERSION,
     MAX_CONFIG_BYTES,
     POLICIES,
-    SPEC_VERSIONS,
     WEIGHTS,
     WEIGHTS_HEADER_BYTES,
     PolicyError,
     show_value,
-    validate_config,
 )
 from rlprune.policies.compat import ModelShape, check_compatible
-from rlprune.policies.network import ReductionPolicy
-from rlprune.policies.span_head import SPAN_SPEC_VERSION, SpanHeadPolicy
-from rlprune.policies.token_network import TOKEN_SPEC_VERSION, TokenReductionPolicy
+from rlprune.policies.kinds import KINDS, policy_config, validate_config
+
+__all__ = [
+    "PolicyError",
+    "build_policy",
+    "check_model",
+    "default_budget",
+    "find_policy",
+    "load_policy",
+    "read_config",
+    "read_weights",
+    "save_policy",
+    "shipped_policies",
+    "validate_config",
+]
 
 
 def save_policy(
-    policy: ReductionPolicy,
+    policy: nn.Module,
     folder: str | Path,
     *,
     model: PreTrainedModel | None = None,
@@ -65,9 +68,9 @@ def save_policy(
     ``fingerprint`` is the model's :func:`~rlprune.models.model_fingerprint`, already computed
     (training passes it to every checkpoint instead of hashing the weights each time).
 
-    The budget the policy runs at when none is given is recorded too: its ``default_budget``, or
-    else the median of the budgets in ``training["validation"]["per_budget"]`` (the ones it was
-    validated at), if any.
+    The config records the policy's ``kind`` and what its kind's schema describes
+    (:mod:`rlprune.policies.kinds`), e.g. a layer policy's budget when none is given: its
+    ``default_budget``, or else the median of the budgets it was validated at, if any.
 
     Without ``model`` the checkpoint records no model fingerprint: it loads only without a model
     (training's own checkpoints); give ``model`` for a checkpoint meant to be used.
@@ -76,52 +79,14 @@ def save_policy(
     if recorded is not None:  # what load_policy would refuse is not written
         check_compatible(policy, model if model is not None else ModelShape.recorded(recorded))
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(policy, SpanHeadPolicy):
-        config = _span_config(policy) | {
-            "model": recorded,
-            "reward_preset": reward_preset,
-            "training": training or {},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        return _write(policy, folder, config)
-    token_level = isinstance(policy, TokenReductionPolicy)
-    network = {
-        "observation_size": policy.observation_size,
-        "hidden": list(policy.hidden),
-        "nvec": list(policy.nvec),
-        "parameters": policy.num_parameters(),
-    }
-    if token_level:
-        network |= {"token_feature_size": policy.token_feature_size, "token_hidden": list(policy.token_hidden)}
-    config = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "spec_version": TOKEN_SPEC_VERSION if token_level else SPEC_VERSION,
-        "kind": "token" if token_level else "layer",
-        "network": network,
-        "decision_layers": list(policy.layers),
-        "action_spec": policy.action_spec.to_dict(),
-        "observation_fields": [name for name, _ in OBSERVATION_FIELDS],
-        "token_feature_fields": [name for name, _ in TOKEN_FEATURE_FIELDS] if token_level else None,
-        "default_budget": policy.default_budget or _validated_budget(training or {}),
+    config = policy_config(policy, training or {}) | {
         "model": recorded,
         "reward_preset": reward_preset,
         "training": training or {},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    folder.mkdir(parents=True, exist_ok=True)
     return _write(policy, folder, config)
-
-
-def _span_config(policy: SpanHeadPolicy) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "spec_version": SPAN_SPEC_VERSION,
-        "kind": "span",
-        "network": policy.config() | {"parameters": policy.num_parameters()},
-        "decision_layers": list(policy.layers),
-    }
 
 
 def _write(policy: torch.nn.Module, folder: Path, config: dict[str, Any]) -> Path:
@@ -138,9 +103,7 @@ def _write(policy: torch.nn.Module, folder: Path, config: dict[str, Any]) -> Pat
     return folder
 
 
-def load_policy(
-    folder: str | Path, model: PreTrainedModel | None = None
-) -> ReductionPolicy | TokenReductionPolicy | SpanHeadPolicy:
+def load_policy(folder: str | Path, model: PreTrainedModel | None = None) -> nn.Module:
     """Read a checkpoint, given as a folder or as a shipped policy's name (``smollm2-135m-grounded``);
     with ``model``, refuse one trained for a different model or for no recorded model.
 
@@ -193,44 +156,21 @@ def shipped_policies() -> list[str]:
 
 
 def default_budget(config: dict[str, Any]) -> float | None:
-    """The budget a validated policy ``config`` runs at when none is given, or ``None`` if it records none.
-
-    A span head's ``network.default_budget``; else the config's ``default_budget``; else (checkpoints
-    written before it was recorded) the median of the budgets it was validated at,
-    ``training.validation.per_budget``.
-    """
-    if SPEC_VERSIONS[config["spec_version"]] == "span":
-        return float(config["network"]["default_budget"])
-    if config.get("default_budget") is not None:
-        return float(config["default_budget"])
-    return _validated_budget(config.get("training", {}))
-
-
-def _validated_budget(training: dict[str, Any]) -> float | None:
-    """The median of the budgets a training summary's validation ran at, if it names budgets in (0, 1]."""
-    validation = training.get("validation")
-    per_budget = validation.get("per_budget") if isinstance(validation, dict) else None
-    if not isinstance(per_budget, dict) or not per_budget:
-        return None
-    try:
-        budgets = [float(budget) for budget in per_budget]
-    except (TypeError, ValueError):
-        return None
-    if not all(0 < budget <= 1 for budget in budgets):
-        return None
-    return statistics.median(budgets)
+    """The budget a validated policy ``config`` runs at when none is given (its kind says where it is
+    recorded), or ``None`` if it records none."""
+    return KINDS[config["kind"]].default_budget(config)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    """``folder``'s config, checked by :func:`validate_config`; a :class:`PolicyError` if it is not valid."""
+    """``folder``'s config, checked and migrated by :func:`validate_config`; a :class:`PolicyError` if it
+    is not valid."""
     path = folder / CONFIG
     data = _checked_file(path, lambda: read_bytes(path, "policy config", MAX_CONFIG_BYTES))
     try:
         config = parse_json(data)
     except JSONError as error:
         raise PolicyError(f"{path} is not valid JSON ({error}); the checkpoint is corrupt") from None
-    validate_config(config, folder)
-    return config
+    return validate_config(config, folder)
 
 
 def _checked_file(path: Path, check: Any) -> Any:
@@ -243,25 +183,9 @@ def _checked_file(path: Path, check: Any) -> Any:
         raise PolicyError(f"{error}; the checkpoint is damaged: export the policy again") from None
 
 
-def build_policy(config: dict[str, Any], folder: Path) -> ReductionPolicy | TokenReductionPolicy | SpanHeadPolicy:
+def build_policy(config: dict[str, Any], folder: Path) -> nn.Module:
     """A fresh network of the shape a validated ``config`` describes."""
-    if SPEC_VERSIONS[config["spec_version"]] == "span":
-        network = {k: v for k, v in config["network"].items() if k != "parameters"}
-        return SpanHeadPolicy(**network)
-    network, spec = config["network"], config["action_spec"]
-    kwargs = {
-        "observation_size": network["observation_size"],
-        "hidden": network["hidden"],
-        "decision_layers": config["decision_layers"],
-        "action_spec": ActionSpec(tuple(spec["ops"]), tuple(float(s) for s in spec["shares"]), tuple(spec["scorers"])),
-    }
-    try:
-        if SPEC_VERSIONS[config["spec_version"]] == "token":
-            kwargs |= {"token_feature_size": network["token_feature_size"], "token_hidden": network["token_hidden"]}
-            return TokenReductionPolicy(**kwargs)
-        return ReductionPolicy(**kwargs)
-    except (KeyError, TypeError, ValueError) as error:  # validate_config should have caught it
-        raise PolicyError(f"{folder / CONFIG} describes no valid network ({error})") from None
+    return KINDS[config["kind"]].build(config, folder)
 
 
 def read_weights(path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -323,6 +247,3 @@ def check_model(expected: dict[str, Any], actual: dict[str, Any], folder: Path) 
             f"the policy in {folder} was trained for another model ({describe(expected)}); this model is "
             f"{describe(actual)}. Load the model it was trained for, or train a policy for this one"
         )
-
-
-# -- config checks -------------------------------------------------------------------------------

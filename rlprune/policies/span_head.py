@@ -11,7 +11,7 @@ like the strongest fixed rules). A head may hand over to a ``later`` head at a d
 budget lets that layer keep at least ``min_keep`` of the removable tokens, the cut waits for it, so the
 kept tokens are seen by more full-context layers instead of keeping more of them.
 
-It is trained by supervision on where the evidence is (:mod:`rlprune.train.span_head`): the gold
+It is trained by supervision on where the evidence is (:mod:`rlprune.train.kinds.span_head`): the gold
 answer's tokens and the sentence around them are known from each training task, never from the
 prompt. Its cost is a few thousand FLOPs per token, well under 1% of the reduced forward.
 """

@@ -1,5 +1,5 @@
-"""Training reduction policies with PPO: Stable-Baselines3 on one machine (:mod:`rlprune.train.sb3`)
-or RLlib on Ray (:mod:`rlprune.train.rllib`), both around :mod:`rlprune.train.common`."""
+"""Training reduction policies with PPO: Stable-Baselines3 on one machine (:mod:`rlprune.train.backends.sb3`)
+or RLlib on Ray (:mod:`rlprune.train.backends.rllib`), both around :mod:`rlprune.train.common`."""
 
 from rlprune.train.recipe import PPOConfig, Recipe, RunConfig
 

@@ -10,6 +10,9 @@ from pathlib import Path
 from rlprune.config import find_config, from_dict, load_toml
 from rlprune.data.long import LONG_KINDS
 from rlprune.data.tasks import KINDS
+from rlprune.errors import InvalidArgumentError
+from rlprune.policies.budget_head import DEFAULT_GRID, BudgetHead
+from rlprune.policies.kinds import TRAINERS
 from rlprune.reduction.spans import parse_unit
 
 
@@ -109,7 +112,7 @@ class WarmStart:
     """Optional behaviour cloning of a baseline before PPO (e.g. ``snapkv``); off when empty.
 
     For token-level policies the baseline sets the layer head (how many tokens go where) and the
-    teacher (:mod:`rlprune.train.teacher`) sets the token head; it always runs for them.
+    teacher (:mod:`rlprune.train.kinds.teacher`) sets the token head; it always runs for them.
     """
 
     baseline: str = ""
@@ -213,8 +216,50 @@ class SpanPPOConfig:
             check_number(f"validation_budgets[{index}]", budget, 0, 1)
 
 
+REWARDS = ("correct", "answer", "evidence")
+
+
+@dataclass(frozen=True)
+class BudgetHeadConfig:
+    """What a budget head is trained on and how (the recipe's ``backend`` runs its PPO)."""
+
+    model: str = "smollm2-135m"
+    span_policy: str = "smollm2-135m-span"
+    grid: tuple[float, ...] = DEFAULT_GRID
+    targets: tuple[float, ...] = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+    hidden: tuple[int, ...] = (32, 32)
+    long_kinds: tuple[str, ...] = ("niah", "niah-multikey", "niah-multivalue")
+    long_lengths: tuple[int, ...] = (512, 1024, 2048)
+    long_per_cell: int = 4
+    short_mix: dict[str, float] = field(default_factory=lambda: dict(SHORT_MIX))
+    short_items: int = 400
+    short_tokens: tuple[int, int] = (150, 1100)
+    validation_items: int = 120
+    seed: int = 1  # the span head trained on seed 0's prompts
+    timesteps: int = 120_000
+    n_envs: int = 8
+    n_steps: int = 256
+    learning_rate: float = 1e-3
+    entropy: float = 0.01
+    dual_rate: float = 0.01
+    initial_price: float = 1.0
+    # "evidence": the whole answer survives the cut; "answer": its likelihood after the reduced prefill;
+    # "correct": the reduced model's greedy answer is right (slowest: one generation per prompt and ratio)
+    reward: str = "evidence"
+    answer_tokens: int = 24  # new tokens generated per answer for the "correct" reward
+    thrift: float = 0.05  # a small cost on every ratio: of two ratios that keep the answer, the cheaper wins
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise InvalidArgumentError(f"reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
+        if isinstance(self.answer_tokens, bool) or not isinstance(self.answer_tokens, int) or self.answer_tokens < 1:
+            raise InvalidArgumentError(f"answer_tokens must be a whole number >= 1, got {self.answer_tokens!r}")
+        if not self.targets or any(not 0 < t <= 1 for t in self.targets):
+            raise InvalidArgumentError(f"targets are average FLOPs ratios in (0, 1], got {list(self.targets)}")
+        BudgetHead(self.grid, self.hidden)  # the grid and widths are checked where they are used
+
+
 BACKENDS = ("sb3", "ray")
-POLICY_KINDS = ("layer", "token", "span")
 
 
 @dataclass(frozen=True)
@@ -223,20 +268,22 @@ class Recipe:
 
     backend: str = "sb3"
     policy: str = "layer"  # "layer": op, share and scorer per layer; "token": plus a learned per-token head;
-    # "span": a span head, supervised on where answers are ([span_head]), then PPO when [span_ppo] is given
+    # "span": a span head, supervised on where answers are ([span_head]), then PPO when [span_ppo] is given;
+    # "budget": a budget head for a span head ([budget_head]), PPO under a constraint on the average ratio
     ppo: PPOConfig = field(default_factory=PPOConfig)
     run: RunConfig = field(default_factory=RunConfig)
     warm_start: WarmStart = field(default_factory=WarmStart)
     ray: RayConfig = field(default_factory=RayConfig)
     span_head: SpanHeadConfig = field(default_factory=SpanHeadConfig)
     span_ppo: SpanPPOConfig | None = None
+    budget_head: BudgetHeadConfig = field(default_factory=BudgetHeadConfig)
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, BACKENDS)
-        check_choice("policy", self.policy, POLICY_KINDS)
+        check_choice("policy", self.policy, tuple(TRAINERS))
         parts = {"ppo": (self.ppo, PPOConfig), "run": (self.run, RunConfig)}
         parts |= {"warm_start": (self.warm_start, WarmStart), "ray": (self.ray, RayConfig)}
-        parts |= {"span_head": (self.span_head, SpanHeadConfig)}
+        parts |= {"span_head": (self.span_head, SpanHeadConfig), "budget_head": (self.budget_head, BudgetHeadConfig)}
         for name, (part, kind) in parts.items():
             if not isinstance(part, kind):
                 raise ValueError(f"{name} must be a {kind.__name__}, got {type(part).__name__}")

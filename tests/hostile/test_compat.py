@@ -39,10 +39,10 @@ from rlprune.policies import (
     save_policy,
 )
 from rlprune.policies.compat import ModelShape, check_compatible
-from rlprune.train.budget_head import BudgetHeadConfig, train_budget_head
-from rlprune.train.recipe import SpanHeadConfig, SpanPPOConfig
-from rlprune.train.span_head import train_span_head
-from rlprune.train.span_ppo import tune_span_head
+from rlprune.train.kinds.budget_train import train_budget_head
+from rlprune.train.kinds.span_head import train_span_head
+from rlprune.train.kinds.span_ppo import tune_span_head
+from rlprune.train.recipe import BudgetHeadConfig, SpanHeadConfig, SpanPPOConfig
 
 CONTEXT = "The keeper of the harbour is Ada Crane. Boats rest on the shingle. " * 3
 QUESTION = "Who is the keeper?"
@@ -379,9 +379,9 @@ def test_a_warm_start_baseline_beyond_the_environments_model_is_refused_before_a
     import dataclasses
 
     from rlprune.envs import TokenReductionEnv
+    from rlprune.train.kinds.teacher import collect
+    from rlprune.train.kinds.warm_start import behaviour_clone
     from rlprune.train.recipe import Recipe, WarmStart
-    from rlprune.train.teacher import collect
-    from rlprune.train.warm_start import behaviour_clone
 
     model, tokenizer = tiny
     env = TokenReductionEnv("smoke", model=model, tokenizer=tokenizer, cache_dir=tmp_path, budget=0.5)

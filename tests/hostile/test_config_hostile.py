@@ -21,7 +21,7 @@ from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.eval import best_static
 from rlprune.eval.best_static import LAYERS, check_table_path, grid_layers, search
 from rlprune.train.recipe import Recipe
-from rlprune.train.sb3 import train
+from rlprune.train.trainer import TrainOptions, train
 
 runner = CliRunner()
 SMOKE = ROOT / "envs" / "smoke.toml"
@@ -287,5 +287,7 @@ def test_a_run_trains_exactly_the_steps_it_announces(tmp_path):
 def test_whole_rollouts_need_no_note(tmp_path, capsys):
     recipe = tmp_path / "even.toml"
     recipe.write_text(TINY_RECIPE.format(timesteps=16))
-    summary = train("smoke", recipe, tmp_path / "run", cache_dir=str(tmp_path / "refs"), quiet=True)
+    summary = train(
+        TrainOptions(env="smoke", recipe=recipe, out=tmp_path / "run", cache_dir=str(tmp_path / "refs"), quiet=True)
+    )
     assert summary["timesteps"] == 16 and "note:" not in capsys.readouterr().err

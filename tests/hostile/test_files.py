@@ -34,7 +34,7 @@ from rlprune.policies import (
     make_baseline,
     save_policy,
 )
-from rlprune.policies.checkpoint_config import TOP_KEYS
+from rlprune.policies.kinds import KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "town ?"
@@ -203,7 +203,7 @@ def test_a_best_static_table_that_is_a_fifo_is_refused(tmp_path):
 
 
 def test_a_run_file_is_strict_json(tmp_path):
-    from rlprune.train.run import RunFolderError, read_run_meta
+    from rlprune.train.common.folder import RunFolderError, read_run_meta
 
     (tmp_path / "run.json").write_text(json.dumps({"recipe": {}, "env": "smoke", "x": [[[1]]]}))
     assert read_run_meta(tmp_path)["env"] == "smoke"
@@ -301,7 +301,7 @@ def test_unknown_top_level_keys_are_refused(tmp_path, kind, key):
         load_policy(folder)
     message = str(raised.value)
     assert f"unknown key {key!r}" in message and f"a {kind}-level policy's keys are" in message
-    assert all(known in message for known in TOP_KEYS[kind])
+    assert all(known in message for known in KINDS[kind].top_keys)
 
 
 @pytest.mark.parametrize("value", [0, -0.5, 1.5, True, "0.5", float("nan"), [0.5]])

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from rlprune.cli import app
 from rlprune.config import ConfigError
 from rlprune.errors import RLPruneError
-from rlprune.train.sb3 import train
+from rlprune.train.trainer import TrainOptions, train
 
 RECIPE: dict[str, dict[str, str]] = {
     "": {"backend": '"sb3"'},
@@ -73,7 +73,7 @@ def snapshot(folder: Path) -> dict[str, str] | None:
 
 
 def cli_args(out: Path, env_preset=None, recipe=None, **options: Any) -> list[str]:
-    """The ``rlprune train`` command line for the keyword arguments of :func:`rlprune.train.sb3.train`."""
+    """The ``rlprune train`` command line for the keyword arguments of :class:`rlprune.train.trainer.TrainOptions`."""
     args = ["train", "--out", str(out)]
     args += ["--env", str(env_preset)] if env_preset is not None else []
     args += ["--recipe", str(recipe)] if recipe is not None else []
@@ -106,7 +106,11 @@ def fails_cleanly(mode: str, out: Path, pattern: str, error: type[Exception], **
     before = snapshot(out)
     if mode == "api":
         with pytest.raises(error) as raised:
-            train(kwargs.pop("env_preset", None), kwargs.pop("recipe", None), out, quiet=True, **kwargs)
+            train(
+                TrainOptions(
+                    env=kwargs.pop("env_preset", None), recipe=kwargs.pop("recipe", None), out=out, quiet=True, **kwargs
+                )
+            )
         assert re.search(pattern, str(raised.value)), str(raised.value)
     else:
         assert_one_error_line(run_cli(cli_args(out, **kwargs)), pattern)
@@ -141,7 +145,9 @@ def rlprune_home(home, monkeypatch) -> None:
 def template(home) -> Path:
     """A finished 32-step run (validations at 16 and 32), trained once."""
     run = home / "template"
-    summary = train("smoke", home / "tiny.toml", run, cache_dir=str(home / "refs"), quiet=True)
+    summary = train(
+        TrainOptions(env="smoke", recipe=home / "tiny.toml", out=run, cache_dir=str(home / "refs"), quiet=True)
+    )
     assert summary["timesteps"] == 32 and [h["timesteps"] for h in summary["validation_history"]] == [16, 32]
     return run
 
@@ -154,7 +160,16 @@ def run(template, tmp_path) -> Path:
 
 def resume(home: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
     kwargs.setdefault("cache_dir", str(home / "refs"))
-    return train(kwargs.pop("env_preset", None), kwargs.pop("recipe", None), out, resume=True, quiet=True, **kwargs)
+    return train(
+        TrainOptions(
+            env=kwargs.pop("env_preset", None),
+            recipe=kwargs.pop("recipe", None),
+            out=out,
+            resume=True,
+            quiet=True,
+            **kwargs,
+        )
+    )
 
 
 def edit_json(path: Path, change) -> None:
@@ -191,8 +206,7 @@ def test_resuming_with_other_settings_is_refused_before_anything_is_written(case
 @pytest.mark.parametrize("mode", ["api", "cli"])
 def test_a_run_of_another_backend_is_not_resumed(mode, run):
     edit_json(run / "run.json", lambda meta: meta | {"backend": "ray"})
-    backend = {"backend": "sb3"} if mode == "cli" else {}  # the API's sb3.train is the sb3 backend
-    fails_cleanly(mode, run, r'backend: "ray" in the run, "sb3" now', RLPruneError, resume=True, **backend)
+    fails_cleanly(mode, run, r'backend: "ray" in the run, "sb3" now', RLPruneError, resume=True, backend="sb3")
 
 
 # -- folders that hold no run, a damaged one, or one that is there already ----------------------
@@ -407,9 +421,19 @@ def test_a_model_option_that_is_not_the_runs_is_refused_on_resume(run):
 def test_a_start_that_cannot_load_its_model_leaves_no_run_and_a_rerun_works(home, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(RLPruneError):
-        train(home / "other-model.toml", home / "tiny.toml", out, cache_dir=str(home / "refs"), quiet=True)
+        train(
+            TrainOptions(
+                env=home / "other-model.toml",
+                recipe=home / "tiny.toml",
+                out=out,
+                cache_dir=str(home / "refs"),
+                quiet=True,
+            )
+        )
     assert not out.exists()
-    summary = train("smoke", home / "tiny.toml", out, cache_dir=str(home / "refs"), quiet=True)
+    summary = train(
+        TrainOptions(env="smoke", recipe=home / "tiny.toml", out=out, cache_dir=str(home / "refs"), quiet=True)
+    )
     assert summary["timesteps"] == 32 and summary["resumed_from"] is None
 
 
@@ -417,7 +441,7 @@ def test_a_start_with_a_bad_warm_start_leaves_no_run(home, tmp_path):
     out = tmp_path / "run"
     recipe = write_recipe(tmp_path, "bad-baseline", warm_start__baseline='"no-such-baseline"')
     with pytest.raises(RLPruneError):
-        train("smoke", recipe, out, cache_dir=str(home / "refs"), quiet=True)
+        train(TrainOptions(env="smoke", recipe=recipe, out=out, cache_dir=str(home / "refs"), quiet=True))
     assert not (out / "run.json").exists()
 
 
@@ -431,8 +455,13 @@ def test_a_start_that_fails_in_training_before_a_checkpoint_leaves_no_run(home, 
     out = tmp_path / "run"
     monkeypatch.setattr(MaskablePPO, "learn", broken)
     with pytest.raises(RuntimeError, match="fell over"):
-        train("smoke", home / "tiny.toml", out, cache_dir=str(home / "refs"), quiet=True)
+        train(TrainOptions(env="smoke", recipe=home / "tiny.toml", out=out, cache_dir=str(home / "refs"), quiet=True))
     assert not out.exists()
     monkeypatch.undo()
     monkeypatch.setenv("RLPRUNE_HOME", str(home / "rlprune-home"))
-    assert train("smoke", home / "tiny.toml", out, cache_dir=str(home / "refs"), quiet=True)["timesteps"] == 32
+    assert (
+        train(TrainOptions(env="smoke", recipe=home / "tiny.toml", out=out, cache_dir=str(home / "refs"), quiet=True))[
+            "timesteps"
+        ]
+        == 32
+    )

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 class Backend(Protocol):
-    """PPO in one RL library: :class:`rlprune.train.sb3.SB3Backend`, :class:`rlprune.train.rllib.RLlibBackend`."""
+    """PPO in one RL library: :class:`~rlprune.train.backends.sb3.SB3Backend`,
+    :class:`~rlprune.train.backends.rllib.RLlibBackend`."""
 
     name: str
     """``sb3`` or ``ray``: names the progress bar and the TensorBoard folder."""

@@ -9,8 +9,7 @@ steps (keeping ``best/``), and checkpoints ``last/`` every ``checkpoint_every`` 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from rlprune.policies import ReductionPolicy
@@ -18,8 +17,8 @@ from rlprune.train.common.backend import Backend
 from rlprune.train.common.checkpoints import BestKeeper, load_checkpoint, save_checkpoint
 from rlprune.train.common.finish import conclude_run, finish_run
 from rlprune.train.common.monitor import EPISODE_KEYS, VALIDATION_KEYS, Monitor
-from rlprune.train.common.setup import Run, start_run
-from rlprune.train.recipe import Recipe
+from rlprune.train.common.setup import Run
+from rlprune.train.kinds.network import network_kind
 
 
 def next_multiple(steps: int, every: int) -> int:
@@ -85,17 +84,9 @@ class Session:
 
 
 def warm_start(policy: ReductionPolicy, run: Run) -> dict[str, Any] | None:
-    """Fit a fresh policy before PPO: the teacher for token-level policies, behaviour cloning of the
-    recipe's baseline for layer policies (none without one). Returns what the fit measured."""
-    if run.token_level:
-        from rlprune.train.teacher import teacher_warm_start
-
-        return teacher_warm_start(policy, run.trainer_env, run.recipe)
-    if run.recipe.warm_start.baseline:
-        from rlprune.train.warm_start import behaviour_clone
-
-        return behaviour_clone(policy, run.trainer_env, run.recipe)
-    return None
+    """Fit a fresh policy before PPO as its kind does (the teacher for token-level policies, behaviour
+    cloning of the recipe's baseline for layer policies); returns what the fit measured."""
+    return network_kind(run.recipe).warm_start(policy, run)
 
 
 def train_run(run: Run, make_backend: Callable[[Run], Backend], *, quiet: bool = False) -> dict[str, Any]:
@@ -137,36 +128,3 @@ def train_run(run: Run, make_backend: Callable[[Run], Backend], *, quiet: bool =
         cloned=cloned,
         **extra,
     )
-
-
-def train(
-    make_backend: Callable[[Run], Backend],
-    backend: str,
-    env_preset: str | Path | None,
-    recipe: Recipe | str | Path | None,
-    out: str | Path,
-    *,
-    timesteps: int | None = None,
-    seed: int | None = None,
-    workers: int | None = None,
-    resume: bool = False,
-    cache_dir: str | None = None,
-    quiet: bool = False,
-    device: str | None = None,
-    dtype: str | None = None,
-    override: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Set the run up (:func:`start_run`) and train it with ``make_backend`` (:func:`train_run`)."""
-    run = start_run(
-        env_preset,
-        recipe,
-        out,
-        backend=backend,
-        overrides={"timesteps": timesteps, "seed": seed, "n_envs": workers},
-        resume=resume,
-        cache_dir=cache_dir,
-        device=device,
-        dtype=dtype,
-        allow=override,
-    )
-    return train_run(run, make_backend, quiet=quiet)

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlprune.config import ConfigError, from_dict
-from rlprune.engine.features import SCORER_CHOICES
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.io import atomic_write_text
 from rlprune.models import load_model, model_fingerprint
-from rlprune.policies import ReductionPolicy, TokenReductionPolicy
+from rlprune.policies import ReductionPolicy
 from rlprune.train.common.folder import (
     FINGERPRINT,
     HISTORY,
@@ -35,10 +34,11 @@ from rlprune.train.common.folder import (
     read_state,
 )
 from rlprune.train.common.resume import check_same_run, resolve_overrides
+from rlprune.train.kinds.network import network_kind
 from rlprune.train.recipe import Recipe
 
 if TYPE_CHECKING:
-    from rlprune.train.run import Evaluator
+    from rlprune.train.common.validation import Evaluator
 
 
 @dataclass
@@ -61,19 +61,9 @@ class Run:
         """The checkpoint resumed from already holds every step: finish the run without training."""
         return self.last is not None and self.reached >= self.recipe.run.timesteps
 
-    @property
-    def token_level(self) -> bool:
-        """The recipe trains a token-level policy (a learned per-token head)."""
-        return self.recipe.policy == "token"
-
     def new_policy(self) -> ReductionPolicy:
         """An untrained policy of the recipe's kind and shape (what every backend's learner holds)."""
-        ppo, layers = self.recipe.ppo, self.env_config.episode.decision_layers
-        if self.token_level:
-            return TokenReductionPolicy(hidden=ppo.hidden, decision_layers=layers, token_hidden=ppo.token_hidden)
-        return ReductionPolicy(
-            hidden=ppo.hidden, decision_layers=layers, action_spec=self.env_config.episode.action_spec
-        )
+        return network_kind(self.recipe).new_policy(self.recipe, self.env_config)
 
     @functools.cached_property
     def loaded(self) -> tuple[Any, Any]:
@@ -84,7 +74,7 @@ class Run:
     @functools.cached_property
     def evaluator(self) -> Evaluator:
         """Validation episodes on the run's model."""
-        from rlprune.train.run import Evaluator  # validation lives beside the public run API
+        from rlprune.train.common.validation import Evaluator
 
         model, tokenizer = self.loaded
         return Evaluator(self.env_config, self.recipe, self.cache_dir, model=model, tokenizer=tokenizer)
@@ -165,12 +155,7 @@ def start_run(
     loaded_recipe, env_config = resolve_recipe(recipe, stored), resolve_preset(env_preset, stored)
     env_config = _placed(env_config, placement)
     recipe = _overridden(loaded_recipe, backend, overrides)
-    if recipe.policy == "span":
-        raise ConfigError(
-            "a span-head recipe is not a PPO run: train it with `rlprune train --recipe` (train_span_run)"
-        )
-    if recipe.policy == "token" and tuple(env_config.episode.scorers) != SCORER_CHOICES:
-        raise ConfigError("a token-level policy scores tokens itself: [episode] scorers apply to layer policies only")
+    network_kind(recipe).check_preset(env_config)
     name = str(env_preset) if env_preset is not None else str(stored["env"])  # type: ignore[index]
     meta = {
         "env": name,

@@ -1,8 +1,4 @@
-"""Validation during training (:class:`Evaluator`), and the run API's public names.
-
-The run folder, checkpoints, resume rules, the shared training loop and the export live in
-:mod:`rlprune.train.common`; they are re-exported here for callers of ``rlprune.train.run``.
-"""
+"""Validation during training: deterministic episodes at fixed budgets (:class:`Evaluator`)."""
 
 from __future__ import annotations
 
@@ -12,37 +8,8 @@ from typing import Any
 import numpy as np
 
 from rlprune.envs import EnvConfig, TokenReductionEnv
-from rlprune.policies import ReductionPolicy
-from rlprune.train.common.checkpoints import BestKeeper, load_checkpoint, save_checkpoint
-from rlprune.train.common.finish import conclude_run, export, export_policy, finish_run
-from rlprune.train.common.folder import RunFolderError, last_checkpoint, read_run_meta, read_state
-from rlprune.train.common.loop import next_multiple
-from rlprune.train.common.monitor import EpisodeWindow, training_progress
-from rlprune.train.common.resume import SAFE_ON_RESUME
-from rlprune.train.common.setup import Run, start_run
+from rlprune.policies import Policy
 from rlprune.train.recipe import Recipe
-
-__all__ = [
-    "SAFE_ON_RESUME",
-    "BestKeeper",
-    "EpisodeWindow",
-    "Evaluator",
-    "Run",
-    "RunFolderError",
-    "conclude_run",
-    "export",
-    "export_policy",
-    "finish_run",
-    "last_checkpoint",
-    "load_checkpoint",
-    "mean_defined",
-    "next_multiple",
-    "read_run_meta",
-    "read_state",
-    "save_checkpoint",
-    "start_run",
-    "training_progress",
-]
 
 
 class Evaluator:
@@ -69,7 +36,7 @@ class Evaluator:
         self.tasks = min(recipe.run.eval_tasks, len(self.env.tasks))
         self.budgets = recipe.run.eval_budgets
 
-    def __call__(self, policy: ReductionPolicy) -> dict[str, Any]:
+    def __call__(self, policy: Policy) -> dict[str, Any]:
         rows = []
         for budget in self.budgets:
             for index in range(self.tasks):

@@ -4,7 +4,7 @@ Each module holds its policy as ``self.reduction``; the learner's weights under 
 the policy's own state dict. Layer policies see the action mask in the observation
 (:class:`MaskedObservation`) and act through RLlib's multi-categorical distribution; token-level
 policies see :class:`rlprune.envs.token_env.TokenLevelEnv`'s observation and act through
-:class:`TokenActionDistribution`, which is :class:`rlprune.train.token_actions.TokenActions`, the
+:class:`TokenActionDistribution`, which is :class:`rlprune.train.kinds.token_actions.TokenActions`, the
 distribution the SB3 backend uses.
 """
 
@@ -25,8 +25,8 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from rlprune.engine.features import ActionSpec
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.policies import ReductionPolicy, TokenReductionPolicy
+from rlprune.train.kinds.token_actions import TokenActions
 from rlprune.train.recipe import Recipe
-from rlprune.train.token_actions import TokenActions
 
 
 class MaskedObservation(gym.ObservationWrapper):
@@ -128,11 +128,15 @@ class TokenRLModule(TorchRLModule, ValueFunctionAPI):
         return values
 
 
-def module_spec(env_config: EnvConfig, recipe: Recipe) -> RLModuleSpec:
-    """The RLModule for the recipe's policy kind, shaped as the recipe and preset say."""
+def layer_module(env_config: EnvConfig, recipe: Recipe) -> RLModuleSpec:
+    """A layer policy's RLModule, shaped as the recipe and preset say."""
     model_config = {"hidden": list(recipe.ppo.hidden), "decision_layers": list(env_config.episode.decision_layers)}
-    if recipe.policy == "token":
-        model_config["token_hidden"] = list(recipe.ppo.token_hidden)
-        return RLModuleSpec(module_class=TokenRLModule, model_config=model_config)
     model_config["scorers"] = list(env_config.episode.scorers)
     return RLModuleSpec(module_class=ReductionRLModule, model_config=model_config)
+
+
+def token_module(env_config: EnvConfig, recipe: Recipe) -> RLModuleSpec:
+    """A token-level policy's RLModule, shaped as the recipe and preset say."""
+    model_config = {"hidden": list(recipe.ppo.hidden), "decision_layers": list(env_config.episode.decision_layers)}
+    model_config["token_hidden"] = list(recipe.ppo.token_hidden)
+    return RLModuleSpec(module_class=TokenRLModule, model_config=model_config)

@@ -27,12 +27,13 @@ from torch import Tensor
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.errors import InvalidArgumentError
 from rlprune.policies.compat import check_compatible
+from rlprune.policies.kinds import expect_kind
 from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
 from rlprune.reduction import removal_count
+from rlprune.train.common.validation import mean_defined
 from rlprune.train.recipe import SpanPPOConfig
-from rlprune.train.run import mean_defined
 
 
 @dataclass
@@ -153,8 +154,7 @@ def tune_span_head(
     head: SpanHeadPolicy, model, tokenizer, config: SpanPPOConfig, show_progress: bool = True
 ) -> dict[str, Any]:
     """Tune ``head`` in place by PPO on the real reward; returns the history and validation before and after."""
-    if not isinstance(head, SpanHeadPolicy):
-        raise InvalidArgumentError(f"PPO here tunes a span head's scores, not a {type(head).__name__}")
+    expect_kind(head, "span", "PPO here tunes a span head's scores")
     if head.later is not None:
         raise InvalidArgumentError(
             f"PPO here tunes a span head that cuts at one layer; this one hands over to layer "

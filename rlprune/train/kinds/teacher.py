@@ -27,8 +27,8 @@ from rlprune.policies import Baseline, TokenReductionPolicy, check_compatible, m
 from rlprune.policies.plackett_luce import log_prob_and_entropy
 from rlprune.progress import Progress
 from rlprune.reduction import LayerAction
+from rlprune.train.kinds.warm_start import as_indices
 from rlprune.train.recipe import Recipe
-from rlprune.train.warm_start import as_indices
 
 LAYER_HEAD_STEPS = 300
 SPAN = 3  # importance is max-pooled over this many neighbouring tokens

@@ -1,7 +1,7 @@
 """PPO on Ray workers with RLlib's new API stack, for every policy kind.
 
 The policy is the same :class:`ReductionPolicy` (or :class:`TokenReductionPolicy`), held by an
-RLModule (:mod:`rlprune.train.rllib_modules`); its weights are the policy's own, so the export is
+RLModule (:mod:`rlprune.train.backends.rllib_modules`); its weights are the policy's own, so the export is
 exact. Each env runner builds its environment (and loads the model) itself from a small config,
 never receiving the model through Ray. A runner that dies is restarted by RLlib and the run goes
 on. Everything around the learner (run folder, checkpoints, validation, export) is
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +25,23 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.ppo import PPOConfig as RLlibPPOConfig
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.tune.registry import register_env
 
 from rlprune.config import from_dict
 from rlprune.envs import EnvConfig, TokenLevelEnv, TokenReductionEnv
 from rlprune.errors import RLPruneError
 from rlprune.policies import ReductionPolicy
-from rlprune.train import common
-from rlprune.train.common import Run, Session
-from rlprune.train.recipe import Recipe
-from rlprune.train.rllib_modules import (
+from rlprune.train.backends.rllib_modules import (
     MaskedObservation,
     ReductionRLModule,
     TokenActionDistribution,
     TokenRLModule,
-    module_spec,
+    layer_module,
+    token_module,
 )
+from rlprune.train.common import Run, Session
+from rlprune.train.recipe import Recipe
 
 __all__ = [
     "ENV_NAME",
@@ -53,10 +55,24 @@ __all__ = [
     "learner_policy",
     "make_env",
     "module_spec",
-    "train",
 ]
 
 ENV_NAME = "rlprune-token-reduction"
+
+
+@dataclass(frozen=True)
+class RLlibKind:
+    """How RLlib trains one policy kind: the environment as the kind sees it, and the module holding it."""
+
+    view: Callable[[TokenReductionEnv], gym.Env]
+    module: Callable[[EnvConfig, Recipe], RLModuleSpec]
+
+
+RLLIB_KINDS = {
+    "layer": RLlibKind(MaskedObservation, layer_module),
+    "token": RLlibKind(TokenLevelEnv, token_module),
+}
+"""The kinds RLlib trains."""
 
 
 def make_env(config: dict[str, Any]) -> gym.Env:
@@ -70,7 +86,7 @@ def make_env(config: dict[str, Any]) -> gym.Env:
         preset, device=config.get("device", preset.device), dtype=config.get("dtype", preset.dtype)
     )
     env = TokenReductionEnv(preset, split="train", cache_dir=config.get("cache_dir"))
-    return TokenLevelEnv(env) if config.get("policy") == "token" else MaskedObservation(env)
+    return RLLIB_KINDS[config.get("policy", "layer")].view(env)
 
 
 class EpisodeMetrics(RLlibCallback):
@@ -81,6 +97,11 @@ class EpisodeMetrics(RLlibCallback):
         if metrics_logger is not None and "flops_ratio" in info:
             metrics_logger.log_value("rlprune_flops_ratio", info["flops_ratio"], reduce="mean", window=100)
             metrics_logger.log_value("rlprune_kl", info["kl"], reduce="mean", window=100)
+
+
+def module_spec(env_config: EnvConfig, recipe: Recipe) -> RLModuleSpec:
+    """The RLModule for the recipe's policy kind, shaped as the recipe and preset say."""
+    return RLLIB_KINDS[recipe.policy].module(env_config, recipe)
 
 
 def algorithm_config(
@@ -240,34 +261,3 @@ def episode_means(runners: dict[str, Any]) -> dict[str, float]:
     if not all(isinstance(runners.get(source), (int, float)) for source in keys.values()):
         return {}
     return {key: float(runners[source]) for key, source in keys.items()}
-
-
-def train(
-    env_preset: str | Path | None,
-    recipe: Recipe | str | Path | None,
-    out: str | Path,
-    *,
-    timesteps: int | None = None,
-    seed: int | None = None,
-    workers: int | None = None,
-    address: str | None = None,
-    resume: bool = False,
-    cache_dir: str | None = None,
-    quiet: bool = False,
-    on_iteration: Callable[[Algorithm, dict[str, Any]], None] | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
-    override: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Train a reduction policy (either kind) with RLlib PPO on Ray env runners; returns the summary
-    (also in ``summary.json``). ``address`` joins a Ray cluster (default: the recipe's, else a local
-    Ray); ``on_iteration(algo, result)`` is called after every iteration; ``resume`` and ``override``
-    work as in :func:`rlprune.train.sb3.train`.
-    """
-
-    def backend(run: Run) -> RLlibBackend:
-        return RLlibBackend(run, address=address, on_iteration=on_iteration)
-
-    options = {"timesteps": timesteps, "seed": seed, "workers": workers, "resume": resume, "cache_dir": cache_dir}
-    options |= {"quiet": quiet, "device": device, "dtype": dtype, "override": override}
-    return common.train(backend, "ray", env_preset, recipe, out, **options)

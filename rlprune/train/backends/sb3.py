@@ -1,5 +1,5 @@
 """PPO on one machine with Stable-Baselines3: sb3-contrib's MaskablePPO for layer policies, PPO
-with :class:`rlprune.train.sb3_tokens.SB3TokenPolicy` for token-level ones.
+with :class:`rlprune.train.backends.sb3_tokens.SB3TokenPolicy` for token-level ones.
 
 The SB3 policy *is* a :class:`ReductionPolicy`: its trunk, action head and value head are the
 SB3 policy's extractor, ``action_net`` and ``value_net``, so exporting is exact. Everything around
@@ -8,16 +8,19 @@ the learner (run folder, checkpoints, validation, export) is :mod:`rlprune.train
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from torch import nn
 
@@ -26,11 +29,9 @@ from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.envs.token_env import TokenLevelEnv
 from rlprune.envs.vector_env import TokenReductionVectorEnv
 from rlprune.policies import ReductionPolicy
-from rlprune.train import common
+from rlprune.train.backends.sb3_tokens import SB3TokenPolicy
+from rlprune.train.backends.sb3_vec import BatchedVecEnv
 from rlprune.train.common import EpisodeWindow, Run, Session, load_checkpoint
-from rlprune.train.recipe import Recipe
-from rlprune.train.sb3_tokens import SB3TokenPolicy
-from rlprune.train.sb3_vec import BatchedVecEnv
 
 
 class SharedTrunk(nn.Module):
@@ -79,14 +80,14 @@ def make_env(
     seed: int,
     threads: int,
     cache_dir: str | None,
-    token_level: bool = False,
+    kind: str = "layer",
 ):
-    """An environment factory for a vectorised-env worker (the model is loaded inside it)."""
+    """An environment factory for a vectorised-env worker (the model is loaded inside it), seen as the
+    policy ``kind`` sees it."""
 
     def build():
         torch.set_num_threads(threads)
-        env = TokenReductionEnv(preset, split=split, cache_dir=cache_dir)
-        env = Monitor(TokenLevelEnv(env) if token_level else env)
+        env = Monitor(SB3_KINDS[kind].view(TokenReductionEnv(preset, split=split, cache_dir=cache_dir)))
         env.reset(seed=seed)
         env.action_space.seed(seed)
         return env
@@ -106,6 +107,31 @@ def restore(model: MaskablePPO | PPO, policy: ReductionPolicy, state: Any, count
     model.policy.reduction.load_state_dict(policy.state_dict())
     model.policy.optimizer.load_state_dict(state["optimizer"])
     model.num_timesteps = int(counters["timesteps"])
+
+
+@dataclass(frozen=True)
+class SB3Kind:
+    """How SB3 trains one policy kind."""
+
+    algorithm: type[MaskablePPO] | type[PPO]
+    policy: type[BasePolicy]
+    """The SB3 policy holding the kind's network (``.reduction``)."""
+    view: Callable[[TokenReductionEnv], gym.Env]
+    """The environment as the kind sees it."""
+    batched: bool
+    """Its episodes can share one batched forward (:class:`TokenReductionVectorEnv`)."""
+    policy_kwargs: Callable[[Run], dict[str, Any]]
+
+
+SB3_KINDS = {
+    "layer": SB3Kind(
+        MaskablePPO, SB3ReductionPolicy, lambda env: env, True, lambda run: {"scorers": run.env_config.episode.scorers}
+    ),
+    "token": SB3Kind(
+        PPO, SB3TokenPolicy, TokenLevelEnv, False, lambda run: {"token_hidden": run.recipe.ppo.token_hidden}
+    ),
+}
+"""The kinds SB3 trains (layer policies with action masks, token-level ones with their own distribution)."""
 
 
 class SB3Backend:
@@ -174,45 +200,19 @@ class SessionCallback(BaseCallback):
         self.session.after_update()
 
 
-def train(
-    env_preset: str | Path | None,
-    recipe: Recipe | str | Path | None,
-    out: str | Path,
-    *,
-    timesteps: int | None = None,
-    seed: int | None = None,
-    workers: int | None = None,
-    resume: bool = False,
-    cache_dir: str | None = None,
-    quiet: bool = False,
-    device: str | None = None,
-    dtype: str | None = None,
-    override: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Train a reduction policy with SB3's PPO; returns the summary (also in ``summary.json``).
-
-    ``device`` and ``dtype`` place the frozen model (default: the preset's); the policy trains on the CPU.
-    On ``resume``, ``None`` for the preset or recipe means the run's own; ``override`` names the safe
-    fields allowed to differ from the run's (see :func:`rlprune.train.common.start_run`). A run whose last
-    checkpoint holds all its steps is finished without training (``already_finished`` if it was).
-    """
-    options = {"timesteps": timesteps, "seed": seed, "workers": workers, "resume": resume, "cache_dir": cache_dir}
-    options |= {"quiet": quiet, "device": device, "dtype": dtype, "override": override}
-    return common.train(SB3Backend, "sb3", env_preset, recipe, out, **options)
-
-
 def _vec_env(run: Run) -> VecEnv:
     """The training episodes: batched in this process, or one model per process."""
     settings, cache_dir = run.recipe.run, run.cache_dir
-    if settings.envs == "batched" and not run.token_level:  # one model: all episodes in one batched forward
+    kind = SB3_KINDS[run.recipe.policy]
+    if settings.envs == "batched" and kind.batched:  # one model: all episodes in one batched forward
         model, tokenizer = run.loaded
         vector = TokenReductionVectorEnv(
             run.env_config, settings.n_envs, model=model, tokenizer=tokenizer, cache_dir=cache_dir
         )
         return BatchedVecEnv(vector, seed=settings.seed)
-    # token-level policies, or envs = "processes": one model per process
+    # kinds that act per token, or envs = "processes": one model per process
     factories = [
-        make_env(run.env_config, "train", settings.seed + i, settings.torch_threads, cache_dir, run.token_level)
+        make_env(run.env_config, "train", settings.seed + i, settings.torch_threads, cache_dir, run.recipe.policy)
         for i in range(settings.n_envs)
     ]
     return SubprocVecEnv(factories) if settings.n_envs > 1 else DummyVecEnv(factories)
@@ -220,14 +220,11 @@ def _vec_env(run: Run) -> VecEnv:
 
 def _ppo(run: Run, vec_env: VecEnv) -> MaskablePPO | PPO:
     """A PPO model with the recipe's settings and a :class:`ReductionPolicy` inside."""
-    ppo = run.recipe.ppo
+    ppo, kind = run.recipe.ppo, SB3_KINDS[run.recipe.policy]
     policy_kwargs: dict[str, Any] = {"hidden": ppo.hidden, "decision_layers": run.env_config.episode.decision_layers}
-    if run.token_level:
-        policy_kwargs["token_hidden"] = ppo.token_hidden
-    else:
-        policy_kwargs["scorers"] = run.env_config.episode.scorers
-    return (PPO if run.token_level else MaskablePPO)(
-        SB3TokenPolicy if run.token_level else SB3ReductionPolicy,
+    policy_kwargs |= kind.policy_kwargs(run)
+    return kind.algorithm(
+        kind.policy,
         vec_env,
         learning_rate=ppo.learning_rate,
         n_steps=ppo.n_steps,

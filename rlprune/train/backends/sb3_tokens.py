@@ -1,7 +1,7 @@
 """Stable-Baselines3 PPO for token-level policies.
 
 The SB3 policy *is* a :class:`TokenReductionPolicy` (``self.reduction``); its actions, their
-log-probabilities and the entropy bonus come from :class:`rlprune.train.token_actions.TokenActions`,
+log-probabilities and the entropy bonus come from :class:`rlprune.train.kinds.token_actions.TokenActions`,
 the distribution the RLlib backend uses too.
 """
 
@@ -11,7 +11,7 @@ from stable_baselines3.common.policies import BasePolicy
 from torch import Tensor
 
 from rlprune.policies import TokenReductionPolicy
-from rlprune.train.token_actions import TokenActions
+from rlprune.train.kinds.token_actions import TokenActions
 
 Observation = dict[str, Tensor]
 

@@ -2,7 +2,7 @@
 
 The RLModule holds the same :class:`~rlprune.policies.budget_head.BudgetHead` as ``self.budget``
 (its weights export as they are) and a value network beside it. Each env runner builds
-:class:`~rlprune.train.budget_head.BudgetEnv` from the outcome table sent in its config (a few
+:class:`~rlprune.train.kinds.budget_head.BudgetEnv` from the outcome table sent in its config (a few
 hundred rows of numbers) and keeps its own Lagrange multipliers; the driver reports the mean of
 the runners' prices.
 """
@@ -25,11 +25,12 @@ from torch import nn
 
 from rlprune.policies.budget_head import BUDGET_FEATURES, BudgetHead
 from rlprune.progress import Progress
-from rlprune.train.budget_head import BudgetEnv, Duals, export_head
-from rlprune.train.rllib import init_ray
+from rlprune.train.backends.rllib import init_ray
+from rlprune.train.kinds.budget_head import BudgetEnv, Duals, export_head
 
 if TYPE_CHECKING:
-    from rlprune.train.budget_head import BudgetHeadConfig, Outcomes
+    from rlprune.train.kinds.budget_head import Outcomes
+    from rlprune.train.recipe import BudgetHeadConfig
 
 ENV_NAME = "rlprune-budget"
 RUNNERS = 2

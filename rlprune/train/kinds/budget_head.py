@@ -18,84 +18,33 @@ head's scores on them look like its scores on new prompts; the validation split 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 
 from rlprune.budget import oracle
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.generators import generate_suite
 from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task, answer_correct
-from rlprune.engine import Reducer, ReducerConfig
+from rlprune.engine import Reducer
 from rlprune.engine.features import Features
 from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.io import atomic_write
-from rlprune.models import load_model
-from rlprune.policies.budget_head import BUDGET_FEATURES, DEFAULT_GRID, BudgetHead, target_feature
-from rlprune.policies.checkpoint import load_policy, save_policy
+from rlprune.policies.budget_head import BUDGET_FEATURES, BudgetHead, target_feature
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
-from rlprune.reduction import LayerAction, removal_count, sentence_end_ids
-from rlprune.train.recipe import SHORT_MIX
-
-BACKENDS = ("sb3", "ray")
-REWARDS = ("correct", "answer", "evidence")
-
-
-@dataclass(frozen=True)
-class BudgetHeadConfig:
-    """What a budget head is trained on and how."""
-
-    model: str = "smollm2-135m"
-    span_policy: str = "smollm2-135m-span"
-    grid: tuple[float, ...] = DEFAULT_GRID
-    targets: tuple[float, ...] = (0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
-    hidden: tuple[int, ...] = (32, 32)
-    long_kinds: tuple[str, ...] = ("niah", "niah-multikey", "niah-multivalue")
-    long_lengths: tuple[int, ...] = (512, 1024, 2048)
-    long_per_cell: int = 4
-    short_mix: dict[str, float] = field(default_factory=lambda: dict(SHORT_MIX))
-    short_items: int = 400
-    short_tokens: tuple[int, int] = (150, 1100)
-    validation_items: int = 120
-    seed: int = 1  # the span head trained on seed 0's prompts
-    timesteps: int = 120_000
-    n_envs: int = 8
-    n_steps: int = 256
-    learning_rate: float = 1e-3
-    entropy: float = 0.01
-    dual_rate: float = 0.01
-    initial_price: float = 1.0
-    # "evidence": the whole answer survives the cut; "answer": its likelihood after the reduced prefill;
-    # "correct": the reduced model's greedy answer is right (slowest: one generation per prompt and ratio)
-    reward: str = "evidence"
-    answer_tokens: int = 24  # new tokens generated per answer for the "correct" reward
-    thrift: float = 0.05  # a small cost on every ratio: of two ratios that keep the answer, the cheaper wins
-    backend: str = "sb3"
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise InvalidArgumentError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.reward not in REWARDS:
-            raise InvalidArgumentError(f"reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
-        if isinstance(self.answer_tokens, bool) or not isinstance(self.answer_tokens, int) or self.answer_tokens < 1:
-            raise InvalidArgumentError(f"answer_tokens must be a whole number >= 1, got {self.answer_tokens!r}")
-        if not self.targets or any(not 0 < t <= 1 for t in self.targets):
-            raise InvalidArgumentError(f"targets are average FLOPs ratios in (0, 1], got {list(self.targets)}")
-        BudgetHead(self.grid, self.hidden)  # the grid and widths are checked where they are used
+from rlprune.reduction import LayerAction, removal_count
+from rlprune.train.recipe import REWARDS, BudgetHeadConfig
 
 
 @dataclass
@@ -361,133 +310,12 @@ def measure(head: BudgetHead, outcomes: Outcomes, targets: Sequence[float]) -> d
     return report
 
 
-def train_sb3(config: BudgetHeadConfig, train: Outcomes, show_progress: bool = True) -> tuple[BudgetHead, Duals]:
-    """PPO with Stable-Baselines3 on :class:`BudgetEnv` copies sharing one set of multipliers."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    duals = Duals(config.targets, config.dual_rate, config.initial_price)
-    envs = DummyVecEnv(
-        [
-            lambda i=i: BudgetEnv(train, config.targets, duals, config.seed + i, config.reward, config.thrift)
-            for i in range(config.n_envs)
-        ]
-    )
-    model = PPO(
-        "MlpPolicy",
-        envs,
-        n_steps=config.n_steps,
-        batch_size=config.n_steps,
-        n_epochs=5,
-        learning_rate=config.learning_rate,
-        gamma=0.0,  # one step per episode
-        ent_coef=config.entropy,
-        policy_kwargs={"net_arch": {"pi": list(config.hidden), "vf": list(config.hidden)}, "activation_fn": nn.Tanh},
-        seed=config.seed,
-        device="cpu",
-    )
-
-    class Advance(BaseCallback):
-        def _on_step(self) -> bool:
-            progress.update(bar, completed=self.num_timesteps)
-            return True
-
-    with Progress(disable=not show_progress) as progress:
-        bar = progress.add_task("PPO on the budget (sb3)", total=config.timesteps)
-        model.learn(config.timesteps, callback=Advance())
-    head = BudgetHead(config.grid, config.hidden)
-    actor = model.policy.mlp_extractor.policy_net
-    linears = [module for module in actor if isinstance(module, nn.Linear)]
-    for mine, theirs in zip([m for m in head.trunk if isinstance(m, nn.Linear)], linears, strict=True):
-        mine.load_state_dict(theirs.state_dict())
-    head.logits.load_state_dict(model.policy.action_net.state_dict())
-    return export_head(head, train, config.targets), duals
-
-
-def train_budget_head(
-    config: BudgetHeadConfig, out: str | Path, show_progress: bool = True, cache: str | Path | None = None
-) -> dict[str, Any]:
-    """Score prompts, train the budget head with PPO and export span head + budget head to ``out``.
-
-    With ``cache``, the outcome tables (the slow part with ``reward="correct"``) are kept there
-    and reused by a later run whose prompts, grid and reward are the same.
-    """
-    torch.manual_seed(config.seed)
-    model, tokenizer = load_model(config.model)
-    span = load_policy(config.span_policy, model)
-    if not isinstance(span, SpanHeadPolicy):
-        raise InvalidArgumentError(f"{config.span_policy} is not a span head; a budget head reads a span head's scores")
-    span.drop_later()  # ratios are chosen and scored for the first head's cut, so that head cuts at every ratio
-    reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
-    seen = {task.uid for task in _span_training_tasks(config)}
-    train_tasks = [task for task in training_tasks(config, "train") if task.uid not in seen]
-    quality = {"quality": config.reward, "answer_tokens": config.answer_tokens, "show_progress": show_progress}
-
-    def table(split: str, tasks: list[Task]) -> Outcomes:
-        path = None if cache is None else Path(cache) / f"{_table_key(config, span, split)}.safetensors"
-        if path is not None and path.exists():
-            try:
-                return Outcomes.load(path)
-            except (SafetensorError, KeyError, OSError):
-                pass  # a damaged table is scored again and rewritten
-        result = outcomes(reducer, tokenizer, span, tasks, config.grid, **quality)
-        if path is not None:
-            result.save(path)
-        return result
-
-    train = table("train", train_tasks)
-    validation = table("validation", training_tasks(config, "validation"))
-    if config.backend == "sb3":
-        head, duals = train_sb3(config, train, show_progress)
-    else:
-        from rlprune.train.budget_rllib import train_rllib
-
-        head, duals = train_rllib(config, train, show_progress)
-    policy = SpanHeadPolicy(**(span.config() | head.config()))  # type: ignore[arg-type]
-    policy.load_state_dict(span.state_dict(), strict=False)
-    policy.budget_head.load_state_dict(head.state_dict())  # type: ignore[union-attr]
-    summary = {
-        "prompts": len(train),
-        "validation_prompts": len(validation),
-        "prices": {f"{t:g}": round(p, 4) for t, p in duals.prices.items()},
-        "train": measure(head, train, config.targets),
-        "validation": measure(head, validation, config.targets),
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
-    }
-    save_policy(policy.eval(), out, model=model, training=summary)
-    return summary
-
-
-def _table_key(config: BudgetHeadConfig, span: SpanHeadPolicy, split: str) -> str:
-    """What an outcome table depends on, hashed: the span head's weights and the prompt, grid and
-    reward settings (the PPO settings do not change it)."""
-    fields = ("model", "span_policy", "grid", "long_kinds", "long_lengths", "long_per_cell", "short_mix",
-              "short_items", "short_tokens", "validation_items", "seed", "reward", "answer_tokens")  # fmt: skip
-    settings = {name: getattr(config, name) for name in fields} | {"split": split}
-    hasher = hashlib.sha256(json.dumps(settings, sort_keys=True, default=list).encode())
-    for tensor in span.state_dict().values():
-        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest = hasher.hexdigest()[:16]
-    return f"{split}-{config.reward}-{digest}"
-
-
-def _span_training_tasks(config: BudgetHeadConfig) -> list[Task]:
-    """The prompts the shipped span head trained on (kept out of the budget head's)."""
-    from rlprune.train.recipe import SpanHeadConfig
-    from rlprune.train.span_head import training_tasks as span_tasks
-
-    return span_tasks(SpanHeadConfig(model=config.model))
-
-
 __all__ = [
     "BudgetEnv",
-    "BudgetHeadConfig",
     "Duals",
     "Outcomes",
     "measure",
     "oracle_kept",
     "outcomes",
     "reduced_answers",
-    "train_budget_head",
 ]

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -33,18 +33,22 @@ from rlprune.data.generators import generate_suite
 from rlprune.data.long import LongSuite
 from rlprune.data.tasks import Task
 from rlprune.engine import Reducer, ReducerConfig
-from rlprune.errors import InvalidArgumentError
+from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.io import atomic_write_text
 from rlprune.models import load_model, model_fingerprint
 from rlprune.policies.checkpoint import find_policy, load_policy, read_config, save_policy
 from rlprune.policies.compat import ModelShape
+from rlprune.policies.kinds import expect_kind
 from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids, unit_ids
 from rlprune.train.common.folder import SUMMARY, check_fresh_folder
+from rlprune.train.kinds.span_ppo import tune_span_head
+
+if TYPE_CHECKING:
+    from rlprune.train.trainer import TrainOptions
 from rlprune.train.recipe import Recipe, SpanHeadConfig, SpanPPOConfig
-from rlprune.train.span_ppo import tune_span_head
 
 TRAIN_THREADS = 2
 """Torch threads while a span head trains, whatever the machine has: the thread count decides how
@@ -187,9 +191,8 @@ def train_span_head(
             )
             head.hand_over(later, config.min_keep)
     else:
-        head = load_policy(start, model)
-        if not isinstance(head, SpanHeadPolicy):
-            raise InvalidArgumentError(f"{start} is not a span head; PPO here tunes a span head's scores")
+        why = f"PPO here tunes a span head's scores, and {start} is not a span head"
+        head = expect_kind(load_policy(start, model), "span", why)
         summary = {"start": str(start), "supervised": read_config(find_policy(start)).get("training", {})}
     if ppo is not None:
         summary["ppo"] = tune_span_head(head, model, tokenizer, ppo, show_progress)
@@ -204,19 +207,36 @@ def _jsonable(config: SpanHeadConfig) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
 
 
-def train_span_run(
-    recipe: Recipe, out: str | Path, seed: int | None = None, show_progress: bool = True
-) -> dict[str, Any]:
-    """``rlprune train`` with a ``policy = "span"`` recipe: the head goes to ``OUT/policy`` and what
-    was trained, with the wall time, to ``OUT/summary.json``; ``seed`` overrides the recipe's."""
-    out = Path(out)
+SPAN_UNUSED = ("env", "workers", "address", "timesteps", "override", "device", "dtype", "cache_dir")
+"""Options of :class:`~rlprune.train.trainer.TrainOptions` a span head's training has no use for."""
+
+
+def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
+    """Train the recipe's span head (``policy = "span"``): supervision, then PPO with a ``[span_ppo]`` table.
+
+    The head goes to ``OUT/policy`` and what was trained, with the wall time, to ``OUT/summary.json``
+    (with ``options.policy_only``, the head goes to ``OUT`` itself); ``options.seed`` overrides the recipe's.
+    """
+    unused = options.given(SPAN_UNUSED)
+    if unused:
+        raise InvalidActionError(
+            f"{', '.join(unused)} do not apply to a span-head recipe: it trains on its own [span_head] tasks "
+            "(and [span_ppo] env) in one process; edit the recipe instead"
+        )
+    if options.resume:
+        raise InvalidActionError("a span-head run keeps no checkpoints to resume (it takes minutes): run it again")
+    if options.model is not None and options.model != recipe.span_head.model:
+        raise InvalidActionError(f"--model {options.model} differs from the recipe's model {recipe.span_head.model}")
+    out, config, ppo = Path(options.out), recipe.span_head, recipe.span_ppo
+    if options.seed is not None:
+        config = replace(config, seed=options.seed)
+        ppo = None if ppo is None else replace(ppo, seed=options.seed)
+    if options.policy_only:
+        summary = train_span_head(config, out, not options.quiet, start=options.start, ppo=ppo)
+        return summary | {"policy_kind": recipe.policy}
     check_fresh_folder(out)
-    config, ppo = recipe.span_head, recipe.span_ppo
-    if seed is not None:
-        config = replace(config, seed=seed)
-        ppo = None if ppo is None else replace(ppo, seed=seed)
     began = time.perf_counter()
-    summary = train_span_head(config, out / "policy", show_progress, ppo=ppo)
-    summary["seconds"] = time.perf_counter() - began
+    summary = train_span_head(config, out / "policy", not options.quiet, start=options.start, ppo=ppo)
+    summary |= {"seconds": time.perf_counter() - began, "policy_kind": recipe.policy}
     atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
