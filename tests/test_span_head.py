@@ -242,8 +242,10 @@ def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatc
     )
     monkeypatch.setenv("RLPRUNE_HOME", str(tmp_path))
     summary = tune_span_head(head, model, tokenizer, config, show_progress=False)
-    assert len(summary["history"]) == 2 and all(torch.isfinite(torch.tensor(h["reward"])) for h in summary["history"])
-    assert set(summary["validation_after"]) >= {"reward", "kl", "agreement"}
+    updates = summary["ppo_updates"]
+    assert len(updates) == 2 and all(torch.isfinite(torch.tensor(h["reward"])) for h in updates)
+    assert summary["timesteps"] == 2 * 2 * 2 and summary["backend"] == "sb3" and summary["policy_kind"] == "span"
+    assert set(summary["final_validation"]) >= {"reward", "kl", "top1"}
     assert any(not torch.equal(start[k], v) for k, v in head.state_dict().items())
     env = span_env("smoke", head, "validation", model, tokenizer)
     assert env.config.episode.decision_layers == (1,)  # the head's layer, whatever the preset says
@@ -348,7 +350,7 @@ def test_ppo_runs_refuse_a_span_recipe_and_token_runs_refuse_preset_scorers(tmp_
 
     options = {"backend": "sb3", "overrides": {}, "resume": False, "cache_dir": None}
     with pytest.raises(ConfigError, match="not a PPO run"):
-        start_run("smoke", Recipe(policy="span"), tmp_path / "a", **options)
+        start_run("smoke", Recipe(policy="budget"), tmp_path / "a", **options)
     preset = tmp_path / "spans.toml"
     text = find_config("smoke", "envs").read_text()
     preset.write_text(text.replace("protect_first = 1", 'protect_first = 1\nscorers = ["relevance:unit=16"]'))
