@@ -532,3 +532,40 @@ def test_dropping_the_later_head_cuts_at_the_first_layer_at_every_budget(tmp_pat
     assert [layer for layer, action in out.state.actions.items() if not action.is_noop] == [1]
     save_policy(head, tmp_path / "head", model=model)
     assert load_policy(tmp_path / "head", model).layers == (1,)
+
+
+def test_a_span_ppo_stage_checkpoints_and_resumes_through_the_shared_loop(tmp_path, tiny_model_dir, monkeypatch):
+    from rlprune.train.kinds import span_ppo
+    from rlprune.train.trainer import TrainOptions, train
+
+    monkeypatch.setenv("RLPRUNE_HOME", str(tmp_path / "home"))
+    recipe = _span_recipe(tmp_path, tiny_model_dir)
+    with open(recipe, "a") as file:
+        file.write('[span_ppo]\nenv = "smoke"\nupdates = 3\nprompts = 2\ngroup = 2\nvalidation_tasks = 1\n')
+        file.write("validation_budgets = [0.6]\neval_every = 2\nlearning_rate = 0.01\n")
+    whole = train(TrainOptions(recipe=recipe, out=tmp_path / "whole", quiet=True))
+    assert whole["timesteps"] == 12 and len(whole["ppo"]["ppo_updates"]) == 3 and len(whole["loss"]) == 2
+    assert [row["timesteps"] for row in whole["ppo"]["validation_history"]] == [8, 12]
+    assert (tmp_path / "whole" / "last" / "config.json").is_file() and (tmp_path / "whole" / "best").is_dir()
+
+    update = span_ppo.ppo_update
+    calls = []
+
+    def killed_on_the_third(*args, **kwargs):  # the process dies during the third update
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(span_ppo, "ppo_update", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainOptions(recipe=recipe, out=tmp_path / "cut", quiet=True))
+    assert json.loads((tmp_path / "cut" / "last" / "state.json").read_text())["timesteps"] == 8
+    monkeypatch.setattr(span_ppo, "ppo_update", update)
+    resumed = train(TrainOptions(out=tmp_path / "cut", resume=True, quiet=True))
+    assert resumed["ppo"]["resumed_from"] == 8 and resumed["timesteps"] == 12
+    assert len(resumed["ppo"]["ppo_updates"]) == 1  # the supervision was not run again
+    model = tiny_model("llama")
+    done, again = (load_policy(tmp_path / name / "policy", model).state_dict() for name in ("whole", "cut"))
+    assert all(torch.equal(done[key], again[key]) for key in done)  # the same head as the run never cut
+    assert resumed["ppo"]["validation_history"] == whole["ppo"]["validation_history"]

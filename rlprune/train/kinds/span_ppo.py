@@ -32,10 +32,10 @@ from torch import Tensor
 
 from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.errors import InvalidArgumentError
+from rlprune.policies.checkpoint import load_policy
 from rlprune.policies.kinds import expect_kind
 from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
-from rlprune.policies.checkpoint import load_policy
 from rlprune.reduction import removal_count
 from rlprune.train.common import EpisodeWindow, Run, Session, start_run, train_run
 from rlprune.train.recipe import Recipe, SpanPPOConfig
