@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -231,8 +232,9 @@ def test_a_group_of_equal_rewards_teaches_nothing():
 
 
 def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatch):
+    from rlprune.envs import EnvConfig, TokenReductionEnv
     from rlprune.policies.plackett_luce import draws
-    from rlprune.train.kinds.span_ppo import play, span_env, tune_span_head
+    from rlprune.train.kinds.span_ppo import play, tune_span_head
 
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
     head = _head(model, layer=1)
@@ -247,8 +249,9 @@ def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatc
     assert summary["timesteps"] == 2 * 2 * 2 and summary["backend"] == "sb3" and summary["policy_kind"] == "span"
     assert set(summary["final_validation"]) >= {"reward", "kl", "top1"}
     assert any(not torch.equal(start[k], v) for k, v in head.state_dict().items())
-    env = span_env("smoke", head, "validation", model, tokenizer)
-    assert env.config.episode.decision_layers == (1,)  # the head's layer, whatever the preset says
+    preset = EnvConfig.load("smoke")
+    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1,)))
+    env = TokenReductionEnv(preset, split="validation", model=model, tokenizer=tokenizer)
     played = play(env, head, 0, 0.6, 3)
     with torch.no_grad():
         scores = head.scores(played.normed.float(), played.normed[-played.window :].float())
@@ -547,6 +550,8 @@ def test_a_span_ppo_stage_checkpoints_and_resumes_through_the_shared_loop(tmp_pa
     assert whole["timesteps"] == 12 and len(whole["ppo"]["ppo_updates"]) == 3 and len(whole["loss"]) == 2
     assert [row["timesteps"] for row in whole["ppo"]["validation_history"]] == [8, 12]
     assert (tmp_path / "whole" / "last" / "config.json").is_file() and (tmp_path / "whole" / "best").is_dir()
+    run = json.loads((tmp_path / "whole" / "run.json").read_text())
+    assert run["decision_layers"] == [1] and run["recipe"]["policy"] == "span"  # the head's layer, not the preset's
 
     update = span_ppo.ppo_update
     calls = []

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlprune.envs import EnvConfig, TokenReductionEnv
+from rlprune.envs import TokenReductionEnv
 from rlprune.errors import InvalidArgumentError
 from rlprune.policies.checkpoint import load_policy
 from rlprune.policies.kinds import expect_kind
@@ -53,17 +53,6 @@ class Played:
     log_prob: Tensor  # (group, n): each draw's log-probability under the head that drew them, in draw order
     rewards: Tensor  # (group,)
     infos: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # each play's final info
-
-
-def span_env(
-    preset: str | EnvConfig, head: SpanHeadPolicy, split: str, model, tokenizer, **kwargs
-) -> TokenReductionEnv:
-    """The preset's environment, deciding at the head's layer only."""
-    config = preset if isinstance(preset, EnvConfig) else EnvConfig.load(preset)
-    episode = dataclasses.replace(config.episode, decision_layers=(head.decision_layer,))
-    return TokenReductionEnv(
-        dataclasses.replace(config, episode=episode), split=split, model=model, tokenizer=tokenizer, **kwargs
-    )
 
 
 def _scores(head: SpanHeadPolicy, normed: Tensor, window: int) -> Tensor:
