@@ -164,13 +164,16 @@ def test_env_rewards_quality_minus_the_price_of_the_ratio():
 
 def test_ppo_learns_to_spend_where_the_answer_needs_it():
     """On a table where half the prompts need 0.8 and a feature says which, PPO under a 0.5 average
-    gives the hard ones 0.8 and the easy ones the least: all answers kept where one ratio keeps half."""
-    from rlprune.train.kinds.budget_train import train_sb3
+    gives the hard ones 0.8 and the easy ones the least: all answers kept where one ratio keeps half.
+    It trains through the sb3 backend's kind table, the entry a budget recipe on sb3 uses."""
+    from rlprune.train.backends.sb3 import SB3_KINDS
+    from rlprune.train.kinds.budget_train import budget_kind
 
     table = _synthetic()
     config = BudgetHeadConfig(grid=(0.2, 0.4, 0.6, 0.8, 1.0), targets=(0.5,), hidden=(16,), timesteps=12_000,
                               n_envs=4, n_steps=128, learning_rate=3e-3, entropy=0.0)  # fmt: skip
-    head, duals = train_sb3(config, table, show_progress=False)
+    assert budget_kind("sb3") is SB3_KINDS["budget"]
+    head, duals = SB3_KINDS["budget"].learn(config, table, show_progress=False)
     report = measure(head, table, (0.5,))["0.5"]
     assert report["fixed_kept"] < 0.6  # one ratio near 0.5 keeps only the easy half
     assert report["adaptive_kept"] > 0.95

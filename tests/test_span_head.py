@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -229,8 +230,9 @@ def test_a_group_of_equal_rewards_teaches_nothing():
 
 
 def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatch):
+    from rlprune.envs import EnvConfig, TokenReductionEnv
     from rlprune.policies.plackett_luce import draws
-    from rlprune.train.kinds.span_ppo import play, span_env, tune_span_head
+    from rlprune.train.kinds.span_ppo import play, tune_span_head
 
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
     head = _head(model, layer=1)
@@ -240,11 +242,14 @@ def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatc
     )
     monkeypatch.setenv("RLPRUNE_HOME", str(tmp_path))
     summary = tune_span_head(head, model, tokenizer, config, show_progress=False)
-    assert len(summary["history"]) == 2 and all(torch.isfinite(torch.tensor(h["reward"])) for h in summary["history"])
-    assert set(summary["validation_after"]) >= {"reward", "kl", "agreement"}
+    updates = summary["ppo_updates"]
+    assert len(updates) == 2 and all(torch.isfinite(torch.tensor(h["reward"])) for h in updates)
+    assert summary["timesteps"] == 2 * 2 * 2 and summary["backend"] == "sb3" and summary["policy_kind"] == "span"
+    assert set(summary["final_validation"]) >= {"reward", "kl", "top1"}
     assert any(not torch.equal(start[k], v) for k, v in head.state_dict().items())
-    env = span_env("smoke", head, "validation", model, tokenizer)
-    assert env.config.episode.decision_layers == (1,)  # the head's layer, whatever the preset says
+    preset = EnvConfig.load("smoke")
+    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1,)))
+    env = TokenReductionEnv(preset, split="validation", model=model, tokenizer=tokenizer)
     played = play(env, head, 0, 0.6, 3)
     with torch.no_grad():
         scores = head.scores(played.normed.float(), played.normed[-played.window :].float())
@@ -346,7 +351,7 @@ def test_ppo_runs_refuse_a_span_recipe_and_token_runs_refuse_preset_scorers(tmp_
 
     options = {"backend": "sb3", "overrides": {}, "resume": False, "cache_dir": None}
     with pytest.raises(ConfigError, match="not a PPO run"):
-        start_run("smoke", Recipe(policy="span"), tmp_path / "a", **options)
+        start_run("smoke", Recipe(policy="budget"), tmp_path / "a", **options)
     preset = tmp_path / "spans.toml"
     text = find_config("smoke", "envs").read_text()
     preset.write_text(text.replace("protect_first = 1", 'protect_first = 1\nscorers = ["relevance:unit=16"]'))
@@ -528,3 +533,42 @@ def test_dropping_the_later_head_cuts_at_the_first_layer_at_every_budget(tmp_pat
     assert [layer for layer, action in out.state.actions.items() if not action.is_noop] == [1]
     save_policy(head, tmp_path / "head", model=model)
     assert load_policy(tmp_path / "head", model).layers == (1,)
+
+
+def test_a_span_ppo_stage_checkpoints_and_resumes_through_the_shared_loop(tmp_path, tiny_model_dir, monkeypatch):
+    from rlprune.train.kinds import span_ppo
+    from rlprune.train.trainer import TrainOptions, train
+
+    monkeypatch.setenv("RLPRUNE_HOME", str(tmp_path / "home"))
+    recipe = _span_recipe(tmp_path, tiny_model_dir)
+    with open(recipe, "a") as file:
+        file.write('[span_ppo]\nenv = "smoke"\nupdates = 3\nprompts = 2\ngroup = 2\nvalidation_tasks = 1\n')
+        file.write("validation_budgets = [0.6]\neval_every = 2\nlearning_rate = 0.01\n")
+    whole = train(TrainOptions(recipe=recipe, out=tmp_path / "whole", quiet=True))
+    assert whole["timesteps"] == 12 and len(whole["ppo"]["ppo_updates"]) == 3 and len(whole["loss"]) == 2
+    assert [row["timesteps"] for row in whole["ppo"]["validation_history"]] == [8, 12]
+    assert (tmp_path / "whole" / "last" / "config.json").is_file() and (tmp_path / "whole" / "best").is_dir()
+    run = json.loads((tmp_path / "whole" / "run.json").read_text())
+    assert run["decision_layers"] == [1] and run["recipe"]["policy"] == "span"  # the head's layer, not the preset's
+
+    update = span_ppo.ppo_update
+    calls = []
+
+    def killed_on_the_third(*args, **kwargs):  # the process dies during the third update
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(span_ppo, "ppo_update", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainOptions(recipe=recipe, out=tmp_path / "cut", quiet=True))
+    assert json.loads((tmp_path / "cut" / "last" / "state.json").read_text())["timesteps"] == 8
+    monkeypatch.setattr(span_ppo, "ppo_update", update)
+    resumed = train(TrainOptions(out=tmp_path / "cut", resume=True, quiet=True))
+    assert resumed["ppo"]["resumed_from"] == 8 and resumed["timesteps"] == 12
+    assert len(resumed["ppo"]["ppo_updates"]) == 1  # the supervision was not run again
+    model = tiny_model("llama")
+    done, again = (load_policy(tmp_path / name / "policy", model).state_dict() for name in ("whole", "cut"))
+    assert all(torch.equal(done[key], again[key]) for key in done)  # the same head as the run never cut
+    assert resumed["ppo"]["validation_history"] == whole["ppo"]["validation_history"]

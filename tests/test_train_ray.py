@@ -239,14 +239,16 @@ def test_budget_head_trains_on_env_runners(local_ray):
     the learner's weights, so it gives the hard prompts more than the easy ones and keeps their answers."""
     from test_budget_head import _synthetic
 
+    from rlprune.train.backends.rllib import RLLIB_KINDS
     from rlprune.train.kinds.budget_head import choices, measure
-    from rlprune.train.kinds.budget_rllib import train_rllib
+    from rlprune.train.kinds.budget_train import budget_kind
     from rlprune.train.recipe import BudgetHeadConfig
 
     table = _synthetic()
     config = BudgetHeadConfig(grid=(0.2, 0.4, 0.6, 0.8, 1.0), targets=(0.5,), hidden=(16,), timesteps=4096,
                               n_envs=4, n_steps=128, learning_rate=3e-3, entropy=0.0)  # fmt: skip
-    head, duals = train_rllib(config, table, show_progress=False)
+    assert budget_kind("ray") is RLLIB_KINDS["budget"]
+    head, duals = RLLIB_KINDS["budget"].learn(config, table, show_progress=False)
     report = measure(head, table, (0.5,))["0.5"]
     assert report["fixed_kept"] < 0.6 and report["adaptive_kept"] > 0.9, report
     picked = table.ratios[torch.arange(len(table)), choices(head, table, 0.5)]

@@ -201,10 +201,12 @@ class SpanPPOConfig:
     max_grad_norm: float = 0.5
     validation_tasks: int = 32  # validation prompts scored before and after, at each of the budgets
     validation_budgets: tuple[float, ...] = (0.3, 0.5)
+    eval_every: int = 8  # updates between validations (and at the end)
+    checkpoint_every: int = 1  # updates between checkpoints of last/ (a kill loses at most this many)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("updates", "prompts", "epochs", "validation_tasks"):
+        for name in ("updates", "prompts", "epochs", "validation_tasks", "eval_every", "checkpoint_every"):
             check_count(name, getattr(self, name))
         check_count("group", self.group, 2)  # a group of one has no baseline to compare against
         check_count("seed", self.seed, 0)

@@ -32,6 +32,7 @@ from rlprune.config import from_dict
 from rlprune.envs import EnvConfig, TokenLevelEnv, TokenReductionEnv
 from rlprune.errors import RLPruneError
 from rlprune.policies import ReductionPolicy
+from rlprune.train.backends.rllib_budget import learn_budget
 from rlprune.train.backends.rllib_modules import (
     MaskedObservation,
     ReductionRLModule,
@@ -41,6 +42,7 @@ from rlprune.train.backends.rllib_modules import (
     token_module,
 )
 from rlprune.train.common import Run, Session
+from rlprune.train.kinds.budget_head import BudgetKind
 from rlprune.train.recipe import Recipe
 
 __all__ = [
@@ -68,11 +70,12 @@ class RLlibKind:
     module: Callable[[EnvConfig, Recipe], RLModuleSpec]
 
 
-RLLIB_KINDS = {
+RLLIB_KINDS: dict[str, RLlibKind | BudgetKind] = {
     "layer": RLlibKind(MaskedObservation, layer_module),
     "token": RLlibKind(TokenLevelEnv, token_module),
+    "budget": BudgetKind(learn_budget),
 }
-"""The kinds RLlib trains."""
+"""The kinds RLlib trains (a budget head on its one-step environment, on env runners of its own)."""
 
 
 def make_env(config: dict[str, Any]) -> gym.Env:

@@ -29,9 +29,11 @@ from rlprune.envs import EnvConfig, TokenReductionEnv
 from rlprune.envs.token_env import TokenLevelEnv
 from rlprune.envs.vector_env import TokenReductionVectorEnv
 from rlprune.policies import ReductionPolicy
+from rlprune.train.backends.sb3_budget import learn_budget
 from rlprune.train.backends.sb3_tokens import SB3TokenPolicy
 from rlprune.train.backends.sb3_vec import BatchedVecEnv
 from rlprune.train.common import EpisodeWindow, Run, Session, load_checkpoint
+from rlprune.train.kinds.budget_head import BudgetKind
 
 
 class SharedTrunk(nn.Module):
@@ -123,15 +125,17 @@ class SB3Kind:
     policy_kwargs: Callable[[Run], dict[str, Any]]
 
 
-SB3_KINDS = {
+SB3_KINDS: dict[str, SB3Kind | BudgetKind] = {
     "layer": SB3Kind(
         MaskablePPO, SB3ReductionPolicy, lambda env: env, True, lambda run: {"scorers": run.env_config.episode.scorers}
     ),
     "token": SB3Kind(
         PPO, SB3TokenPolicy, TokenLevelEnv, False, lambda run: {"token_hidden": run.recipe.ppo.token_hidden}
     ),
+    "budget": BudgetKind(learn_budget),
 }
-"""The kinds SB3 trains (layer policies with action masks, token-level ones with their own distribution)."""
+"""The kinds SB3 trains (layer policies with action masks, token-level ones with their own distribution,
+a budget head on its one-step environment)."""
 
 
 class SB3Backend:

@@ -134,12 +134,14 @@ def start_run(
     device: str | None = None,
     dtype: str | None = None,
     allow: Sequence[str] = (),
+    decision_layers: Sequence[int] | None = None,
 ) -> Run:
     """Resolve the recipe and preset and check them against the run folder; writes nothing.
 
     On ``resume`` a ``None`` recipe or preset means the run's own (from ``run.json``), and every
     setting must match the run's, except the safe fields (:data:`SAFE_ON_RESUME`) named in ``allow``
-    or set by ``overrides`` / ``device`` / ``dtype``. ``device`` and ``dtype`` override the preset's.
+    or set by ``overrides`` / ``device`` / ``dtype``. ``device`` and ``dtype`` override the preset's,
+    ``decision_layers`` its episodes' (a span head decides at its own layer, whatever the preset says).
     """
     folder = Path(out)
     allowed = resolve_overrides(allow)
@@ -154,6 +156,9 @@ def start_run(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     loaded_recipe, env_config = resolve_recipe(recipe, stored), resolve_preset(env_preset, stored)
     env_config = _placed(env_config, placement)
+    if decision_layers is not None:
+        episode = dataclasses.replace(env_config.episode, decision_layers=tuple(decision_layers))
+        env_config = dataclasses.replace(env_config, episode=episode)
     recipe = _overridden(loaded_recipe, backend, overrides)
     network_kind(recipe).check_preset(env_config)
     name = str(env_preset) if env_preset is not None else str(stored["env"])  # type: ignore[index]

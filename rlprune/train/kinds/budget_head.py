@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -319,3 +319,12 @@ __all__ = [
     "outcomes",
     "reduced_answers",
 ]
+
+
+@dataclass(frozen=True)
+class BudgetKind:
+    """How a backend trains a budget head on :class:`BudgetEnv` (the ``budget`` entry of its kind table)."""
+
+    learn: Callable[[BudgetHeadConfig, Outcomes, bool], tuple[BudgetHead, Duals]]
+    """``(config, outcomes, show_progress) -> (head, prices)``: PPO on the outcome table, exported with
+    :func:`export_head`, and the Lagrange multipliers it settled on."""

@@ -1,10 +1,12 @@
-"""Train a budget head: the outcome tables, PPO on Stable-Baselines3 (RLlib: :mod:`.budget_rllib`),
+"""Train a budget head: the outcome tables, PPO on the recipe's backend (the ``budget`` entry of its
+kind table: :data:`~rlprune.train.backends.sb3.SB3_KINDS`, :data:`~rlprune.train.backends.rllib.RLLIB_KINDS`),
 and the export of the span head with its budget head (:mod:`.budget_head` holds the pieces)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import time
 from pathlib import Path
@@ -12,21 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
-from torch import nn
 
 from rlprune.data.tasks import Task
 from rlprune.engine import Reducer, ReducerConfig
 from rlprune.errors import InvalidActionError
 from rlprune.io import atomic_write_text
 from rlprune.models import load_model
-from rlprune.policies.budget_head import BudgetHead
 from rlprune.policies.checkpoint import load_policy, save_policy
 from rlprune.policies.kinds import expect_kind
 from rlprune.policies.span_head import SpanHeadPolicy
-from rlprune.progress import Progress
 from rlprune.reduction import sentence_end_ids
 from rlprune.train.common.folder import SUMMARY, check_fresh_folder
-from rlprune.train.kinds.budget_head import BudgetEnv, Duals, Outcomes, export_head, measure, outcomes, training_tasks
+from rlprune.train.kinds.budget_head import BudgetKind, Outcomes, measure, outcomes, training_tasks
 from rlprune.train.recipe import BudgetHeadConfig, Recipe
 
 if TYPE_CHECKING:
@@ -67,50 +66,6 @@ def train_budget(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
     return summary
 
 
-def train_sb3(config: BudgetHeadConfig, train: Outcomes, show_progress: bool = True) -> tuple[BudgetHead, Duals]:
-    """PPO with Stable-Baselines3 on :class:`BudgetEnv` copies sharing one set of multipliers."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    duals = Duals(config.targets, config.dual_rate, config.initial_price)
-    envs = DummyVecEnv(
-        [
-            lambda i=i: BudgetEnv(train, config.targets, duals, config.seed + i, config.reward, config.thrift)
-            for i in range(config.n_envs)
-        ]
-    )
-    model = PPO(
-        "MlpPolicy",
-        envs,
-        n_steps=config.n_steps,
-        batch_size=config.n_steps,
-        n_epochs=5,
-        learning_rate=config.learning_rate,
-        gamma=0.0,  # one step per episode
-        ent_coef=config.entropy,
-        policy_kwargs={"net_arch": {"pi": list(config.hidden), "vf": list(config.hidden)}, "activation_fn": nn.Tanh},
-        seed=config.seed,
-        device="cpu",
-    )
-
-    class Advance(BaseCallback):
-        def _on_step(self) -> bool:
-            progress.update(bar, completed=self.num_timesteps)
-            return True
-
-    with Progress(disable=not show_progress) as progress:
-        bar = progress.add_task("PPO on the budget (sb3)", total=config.timesteps)
-        model.learn(config.timesteps, callback=Advance())
-    head = BudgetHead(config.grid, config.hidden)
-    actor = model.policy.mlp_extractor.policy_net
-    linears = [module for module in actor if isinstance(module, nn.Linear)]
-    for mine, theirs in zip([m for m in head.trunk if isinstance(m, nn.Linear)], linears, strict=True):
-        mine.load_state_dict(theirs.state_dict())
-    head.logits.load_state_dict(model.policy.action_net.state_dict())
-    return export_head(head, train, config.targets), duals
-
-
 def train_budget_head(
     config: BudgetHeadConfig,
     out: str | Path,
@@ -147,12 +102,7 @@ def train_budget_head(
 
     train = table("train", train_tasks)
     validation = table("validation", training_tasks(config, "validation"))
-    if backend == "sb3":
-        head, duals = train_sb3(config, train, show_progress)
-    else:
-        from rlprune.train.kinds.budget_rllib import train_rllib
-
-        head, duals = train_rllib(config, train, show_progress)
+    head, duals = budget_kind(backend).learn(config, train, show_progress)
     policy = SpanHeadPolicy(**(span.config() | head.config()))  # type: ignore[arg-type]
     policy.load_state_dict(span.state_dict(), strict=False)
     policy.budget_head.load_state_dict(head.state_dict())  # type: ignore[union-attr]
@@ -167,6 +117,16 @@ def train_budget_head(
     }
     save_policy(policy.eval(), out, model=model, training=summary)
     return summary
+
+
+BACKEND_KINDS = {"sb3": "rlprune.train.backends.sb3:SB3_KINDS", "ray": "rlprune.train.backends.rllib:RLLIB_KINDS"}
+"""Each backend's kind table, imported when a run uses it (Ray is heavy)."""
+
+
+def budget_kind(backend: str) -> BudgetKind:
+    """How ``backend`` trains a budget head: the ``budget`` entry of its kind table."""
+    module, attr = BACKEND_KINDS[backend].split(":")
+    return getattr(importlib.import_module(module), attr)["budget"]
 
 
 def _table_key(config: BudgetHeadConfig, span: SpanHeadPolicy, split: str) -> str:

@@ -1,6 +1,7 @@
-"""Layer- and token-level policies: PPO over per-layer decisions, on either backend.
+"""The kinds that train through the shared loop: layer- and token-level policies (PPO over per-layer
+decisions, on either backend) and a span head's PPO stage (:mod:`rlprune.train.kinds.span_ppo`).
 
-What differs between the two kinds is declared once here (:data:`NETWORK_KINDS`: the fresh
+What differs between the kinds is declared once here (:data:`NETWORK_KINDS`: the fresh
 network, the warm start, what the preset must allow); each backend declares how it holds each kind
 (:data:`rlprune.train.backends.sb3.SB3_KINDS`, :data:`rlprune.train.backends.rllib.RLLIB_KINDS`).
 Everything else (run folder, checkpoints, validation, export) is :mod:`rlprune.train.common`.
@@ -60,9 +61,17 @@ def _own_scorers(env: EnvConfig) -> None:
         raise ConfigError("a token-level policy scores tokens itself: [episode] scorers apply to layer policies only")
 
 
+def _supervised_first(recipe: Recipe, env: EnvConfig) -> ReductionPolicy:
+    raise ConfigError("a span head's PPO stage starts from a supervised head: train it with `rlprune train --recipe`")
+
+
+def _no_warm_start(policy: ReductionPolicy, run: Run) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class NetworkKind:
-    """How one kind of per-layer policy trains by PPO."""
+    """How one kind of policy trains through the shared loop."""
 
     new_policy: Callable[[Recipe, EnvConfig], ReductionPolicy]
     """An untrained policy of the recipe's shape (what every backend's learner holds)."""
@@ -75,19 +84,19 @@ class NetworkKind:
 NETWORK_KINDS = {
     "layer": NetworkKind(_layer_policy, _clone_baseline, _any_scorers),
     "token": NetworkKind(_token_policy, _teach, _own_scorers),
+    "span": NetworkKind(_supervised_first, _no_warm_start, _any_scorers),  # supervision is its warm start
 }
-"""The recipe kinds that train by PPO over per-layer decisions."""
+"""The recipe kinds that train through the shared loop (a span head: its PPO stage)."""
 
 BACKENDS = {"sb3": "rlprune.train.backends.sb3:SB3Backend", "ray": "rlprune.train.backends.rllib:RLlibBackend"}
 """Each backend's :class:`~rlprune.train.common.Backend`, imported when a run uses it (Ray is heavy)."""
 
 
 def network_kind(recipe: Recipe) -> NetworkKind:
-    """The recipe's kind, which must be one that trains by PPO over per-layer decisions."""
+    """The recipe's kind, which must be one that trains through the shared loop."""
     if recipe.policy not in NETWORK_KINDS:
         raise ConfigError(
-            f"a {recipe.policy!r} recipe is not a PPO run over per-layer decisions: train it with "
-            "`rlprune train --recipe`"
+            f"a {recipe.policy!r} recipe is not a PPO run of the shared loop: train it with `rlprune train --recipe`"
         )
     return NETWORK_KINDS[recipe.policy]
 

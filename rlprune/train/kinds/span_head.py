@@ -43,7 +43,7 @@ from rlprune.policies.span_head import SpanHeadPolicy, listwise_loss
 from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 from rlprune.reduction import sentence_end_ids, unit_ids
-from rlprune.train.common.folder import SUMMARY, check_fresh_folder
+from rlprune.train.common.folder import SUMMARY, check_fresh_folder, last_checkpoint
 from rlprune.train.kinds.span_ppo import tune_span_head
 
 if TYPE_CHECKING:
@@ -157,6 +157,34 @@ def supervise(
     return head, examples, fit(head, examples, config, show_progress)
 
 
+def supervised_head(
+    config: SpanHeadConfig, model, tokenizer, show_progress: bool = True, start: str | Path | None = None
+) -> tuple[SpanHeadPolicy, dict[str, Any]]:
+    """A head supervised on ``config``'s tasks (with its later head, if any), or the one at ``start``;
+    and what its training measured."""
+    if start is not None and config.later_layer is not None:
+        raise InvalidArgumentError("a later head is trained by supervision: drop --start, or --later-layer")
+    torch.manual_seed(config.seed)
+    if start is not None:
+        why = f"PPO here tunes a span head's scores, and {start} is not a span head"
+        head = expect_kind(load_policy(start, model), "span", why)
+        return head, {"start": str(start), "supervised": read_config(find_policy(start)).get("training", {})}
+    shape = ModelShape.of(model)  # both layers fit the model before any supervision
+    shape.layer("decision_layer (--layer)", config.decision_layer)
+    if config.later_layer is not None:
+        shape.layer("later_layer (--later-layer)", config.later_layer)
+    reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
+    tasks = training_tasks(config)
+    head, examples, history = supervise(reducer, tokenizer, tasks, config, config.decision_layer, show_progress)
+    summary = {"tasks": len(tasks), "examples": len(examples), "loss": history, "config": _jsonable(config)}
+    if config.later_layer is not None:  # the same tasks and targets, read at the deeper layer
+        later, _, summary["later_loss"] = supervise(
+            reducer, tokenizer, tasks, config, config.later_layer, show_progress
+        )
+        head.hand_over(later, config.min_keep)
+    return head, summary
+
+
 @repeatable()
 def train_span_head(
     config: SpanHeadConfig,
@@ -164,38 +192,27 @@ def train_span_head(
     show_progress: bool = True,
     *,
     start: str | Path | None = None,
-    ppo: SpanPPOConfig | None = None,
+    ppo: SpanPPOConfig | Recipe | None = None,
+    run_folder: str | Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Supervise a span head (or load the one at ``start``), tune it by PPO on the real reward when
-    ``ppo`` is given, and export it to ``out`` as a policy checkpoint; returns a summary."""
-    if start is not None and config.later_layer is not None:
-        raise InvalidArgumentError("a later head is trained by supervision: drop --start, or --later-layer")
+    ``ppo`` is given (through the shared loop, in ``run_folder``: a temporary one if ``None``), and
+    export it to ``out`` as a policy checkpoint; returns a summary.
+
+    On ``resume`` a run folder holding a checkpoint continues its PPO stage without supervising again."""
     if ppo is not None and config.later_layer is not None:
         raise InvalidArgumentError(
             "PPO tunes a span head that cuts at one layer: drop later_layer (--later-layer) or the PPO stage"
         )
-    torch.manual_seed(config.seed)
     model, tokenizer = load_model(config.model)
-    if start is None:  # both layers fit the model before any supervision
-        shape = ModelShape.of(model)
-        shape.layer("decision_layer (--layer)", config.decision_layer)
-        if config.later_layer is not None:
-            shape.layer("later_layer (--later-layer)", config.later_layer)
-        reducer = Reducer(model, ReducerConfig(sentence_ends=sentence_end_ids(tokenizer)))
-        tasks = training_tasks(config)
-        head, examples, history = supervise(reducer, tokenizer, tasks, config, config.decision_layer, show_progress)
-        summary = {"tasks": len(tasks), "examples": len(examples), "loss": history, "config": _jsonable(config)}
-        if config.later_layer is not None:  # the same tasks and targets, read at the deeper layer
-            later, _, summary["later_loss"] = supervise(
-                reducer, tokenizer, tasks, config, config.later_layer, show_progress
-            )
-            head.hand_over(later, config.min_keep)
+    last = last_checkpoint(Path(run_folder)) if resume and run_folder is not None else None
+    if last is None:
+        head, summary = supervised_head(config, model, tokenizer, show_progress, start)
     else:
-        why = f"PPO here tunes a span head's scores, and {start} is not a span head"
-        head = expect_kind(load_policy(start, model), "span", why)
-        summary = {"start": str(start), "supervised": read_config(find_policy(start)).get("training", {})}
+        head, summary = expect_kind(load_policy(last, model), "span", "a span run's checkpoint"), {"resumed": True}
     if ppo is not None:
-        summary["ppo"] = tune_span_head(head, model, tokenizer, ppo, show_progress)
+        summary["ppo"] = tune_span_head(head, model, tokenizer, ppo, show_progress, out=run_folder, resume=resume)
     head.select_by(config.unit, sentence_end_ids(tokenizer))
     save_policy(head.eval(), out, fingerprint=model_fingerprint(model), training=summary)
     return summary
@@ -216,6 +233,8 @@ def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
 
     The head goes to ``OUT/policy`` and what was trained, with the wall time, to ``OUT/summary.json``
     (with ``options.policy_only``, the head goes to ``OUT`` itself); ``options.seed`` overrides the recipe's.
+    A PPO stage runs in ``OUT`` as a run of the shared loop (``last/``, ``best/``, ``run.json``), so
+    ``options.resume`` continues it.
     """
     unused = options.given(SPAN_UNUSED)
     if unused:
@@ -223,8 +242,11 @@ def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
             f"{', '.join(unused)} do not apply to a span-head recipe: it trains on its own [span_head] tasks "
             "(and [span_ppo] env) in one process; edit the recipe instead"
         )
-    if options.resume:
-        raise InvalidActionError("a span-head run keeps no checkpoints to resume (it takes minutes): run it again")
+    if options.resume and (recipe.span_ppo is None or options.policy_only):
+        raise InvalidActionError(
+            "a span head's supervision keeps no checkpoints to resume (it takes minutes): run it again; "
+            "a run with a [span_ppo] stage resumes that stage"
+        )
     if options.model is not None and options.model != recipe.span_head.model:
         raise InvalidActionError(f"--model {options.model} differs from the recipe's model {recipe.span_head.model}")
     out, config, ppo = Path(options.out), recipe.span_head, recipe.span_ppo
@@ -234,9 +256,15 @@ def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
     if options.policy_only:
         summary = train_span_head(config, out, not options.quiet, start=options.start, ppo=ppo)
         return summary | {"policy_kind": recipe.policy}
-    check_fresh_folder(out)
+    if not options.resume:
+        check_fresh_folder(out)
     began = time.perf_counter()
-    summary = train_span_head(config, out / "policy", not options.quiet, start=options.start, ppo=ppo)
+    stage = None if ppo is None else replace(recipe, span_head=config, span_ppo=ppo)
+    summary = train_span_head(
+        config, out / "policy", not options.quiet, start=options.start, ppo=stage, run_folder=out, resume=options.resume
+    )
     summary |= {"seconds": time.perf_counter() - began, "policy_kind": recipe.policy}
+    if "ppo" in summary:  # the steps the run reached: a resume of a finished run says so
+        summary["timesteps"] = summary["ppo"]["timesteps"]
     atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary

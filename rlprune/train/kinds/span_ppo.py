@@ -12,28 +12,34 @@ ranks choices of tokens only.
 Each prompt is played ``group`` times at the same budget and a sample's advantage is its reward
 minus the group's mean, over the batch's spread: a one-step episode needs no value network. The
 clipped PPO objective is then optimised for a few epochs over the batch, CleanRL-style.
+
+:class:`SpanPPOBackend` is this PPO as a :class:`~rlprune.train.common.Backend`, so the stage runs
+through the shared loop (:func:`rlprune.train.common.train_run`): its run folder, checkpoints and
+resume, validation (:class:`~rlprune.train.common.Evaluator` on the head's layer), ``best/`` and export.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from rlprune.envs import EnvConfig, TokenReductionEnv
+from rlprune.envs import TokenReductionEnv
 from rlprune.errors import InvalidArgumentError
+from rlprune.policies.checkpoint import load_policy
 from rlprune.policies.compat import check_compatible
 from rlprune.policies.kinds import expect_kind
 from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
-from rlprune.progress import Progress
 from rlprune.reduction import removal_count
-from rlprune.train.common.validation import mean_defined
-from rlprune.train.recipe import SpanPPOConfig
+from rlprune.train.common import EpisodeWindow, Run, Session, start_run, train_run
+from rlprune.train.recipe import Recipe, SpanPPOConfig
 
 
 @dataclass
@@ -47,17 +53,7 @@ class Played:
     keys: Tensor  # (group, n): perturbed scores; the lowest ``count`` valid ones went, in that order
     log_prob: Tensor  # (group, n): each draw's log-probability under the head that drew them, in draw order
     rewards: Tensor  # (group,)
-
-
-def span_env(
-    preset: str | EnvConfig, head: SpanHeadPolicy, split: str, model, tokenizer, **kwargs
-) -> TokenReductionEnv:
-    """The preset's environment, deciding at the head's layer only."""
-    config = preset if isinstance(preset, EnvConfig) else EnvConfig.load(preset)
-    episode = dataclasses.replace(config.episode, decision_layers=(head.decision_layer,))
-    return TokenReductionEnv(
-        dataclasses.replace(config, episode=episode), split=split, model=model, tokenizer=tokenizer, **kwargs
-    )
+    infos: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # each play's final info
 
 
 def _scores(head: SpanHeadPolicy, normed: Tensor, window: int) -> Tensor:
@@ -71,7 +67,7 @@ def play(env: TokenReductionEnv, head: SpanHeadPolicy, task_index: int, budget: 
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise InvalidArgumentError(f"group must be a whole number of plays >= 1, got {group!r}")
     options = {"task_index": task_index, "budget": budget}
-    keys, rewards = [], []
+    keys, rewards, infos = [], [], []
     for draw in range(group):
         env.reset(options=options)
         if draw == 0:  # the prompt, its budget and so the head's scores are the same every time
@@ -81,13 +77,14 @@ def play(env: TokenReductionEnv, head: SpanHeadPolicy, task_index: int, budget: 
             scores = _scores(head, normed, window)
             action = features.action_for_share(head.op, "learned", 1.0)
         sample = perturb(scores)
-        _, reward, _, _, _ = env.step(dataclasses.replace(action, token_scores=sample))
+        _, reward, _, _, info = env.step(dataclasses.replace(action, token_scores=sample))
         keys.append(sample)
         rewards.append(reward)
+        infos.append(info)
     count = removal_count(action, int(valid.sum()))  # the reducer's own count
     stacked = torch.stack(keys)
     log_prob, _, _ = draws(scores.expand_as(stacked), stacked, valid.expand_as(stacked), torch.full((group,), count))
-    return Played(normed, window, valid, count, stacked, log_prob, torch.tensor(rewards))
+    return Played(normed, window, valid, count, stacked, log_prob, torch.tensor(rewards), infos)
 
 
 def advantages(batch: list[Played]) -> list[Tensor]:
@@ -137,23 +134,101 @@ def ppo_update(
     return {"clip_fraction": clipped / max(steps, 1), "approx_kl": approx_kl / max(steps, 1)}
 
 
-@torch.no_grad()
-def validate(env: TokenReductionEnv, head: SpanHeadPolicy, config: SpanPPOConfig) -> dict[str, Any]:
-    """Deterministic episodes (the head's own top-k, as inference runs it) on validation prompts at each
-    budget: the mean reward and the measures the environment reports."""
-    rows = []
-    for budget in config.validation_budgets:
-        for index in range(min(config.validation_tasks, len(env.tasks))):
-            env.reset(options={"task_index": index, "budget": budget})
-            _, reward, _, _, info = env.step(head.act(env.features(), budget))
-            rows.append({"reward": reward} | {k: info[k] for k in ("kl", "agreement", "answer_accuracy")})
-    return {key: mean_defined([row[key] for row in rows]) for key in rows[0]}
+def stage_recipe(recipe: Recipe) -> Recipe:
+    """``recipe`` as the shared loop runs its ``[span_ppo]`` stage: a timestep is one episode, an update
+    one batch of ``prompts x group`` of them, validation is at ``validation_budgets`` on
+    ``validation_tasks`` prompts, and the run seed is the stage's."""
+    ppo = recipe.span_ppo
+    if ppo is None:
+        raise InvalidArgumentError("a span head's PPO stage needs a [span_ppo] table in the recipe")
+    plays = ppo.prompts * ppo.group
+    run = dataclasses.replace(
+        recipe.run,
+        timesteps=ppo.updates * plays,
+        n_envs=1,
+        checkpoint_every=ppo.checkpoint_every * plays,
+        eval_every=ppo.eval_every * plays,
+        eval_tasks=ppo.validation_tasks,
+        eval_budgets=tuple(ppo.validation_budgets),
+        seed=ppo.seed,
+    )
+    return dataclasses.replace(recipe, policy="span", run=run, ppo=dataclasses.replace(recipe.ppo, n_steps=plays))
+
+
+class SpanPPOBackend:
+    """The :class:`~rlprune.train.common.Backend` of a span head's PPO stage: :func:`play` and
+    :func:`ppo_update` in this process, on the run's model and training split."""
+
+    name = "span-ppo"
+
+    def __init__(self, run: Run, head: SpanHeadPolicy) -> None:
+        self.head, self.config = head, run.recipe.span_ppo
+        torch.manual_seed(self.config.seed)
+        self.rng = random.Random(self.config.seed)
+        self.env = run.trainer_env  # deciding at the head's layer: the run's preset says so
+        self.optimizer = torch.optim.Adam(head.parameters(), lr=self.config.learning_rate)
+        self.timesteps = self.updates = 0
+        self.history: list[dict[str, float]] = []
+        self.episodes = EpisodeWindow()
+
+    def policy(self) -> SpanHeadPolicy:
+        return self.head
+
+    def set_policy(self, policy: SpanHeadPolicy) -> None:
+        if policy is not self.head:
+            self.head.load_state_dict(policy.state_dict())
+
+    def counters(self) -> dict[str, int]:
+        return {"timesteps": self.timesteps, "updates": self.updates}
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Adam's state and both random streams (prompts and budgets; the samples), so a resumed run
+        draws what the uninterrupted one would have."""
+        return {"optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate(), "torch": torch.get_rng_state()}
+
+    def restore(self, policy: SpanHeadPolicy, state: Any, counters: dict[str, Any]) -> None:
+        self.set_policy(policy)
+        self.optimizer.load_state_dict(state["optimizer"])
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        torch.set_rng_state(state["torch"])
+        self.timesteps, self.updates = int(counters["timesteps"]), int(counters.get("updates", 0))
+
+    def learn(self, session: Session) -> None:
+        config, budgets = self.config, self.env.config.episode.budget
+        low, high = budgets[0], budgets[-1]
+        while self.timesteps < session.total:
+            batch = []
+            for _ in range(config.prompts):
+                task, budget = self.rng.randrange(len(self.env.tasks)), self.rng.uniform(low, high)
+                batch.append(play(self.env, self.head, task, budget, config.group))
+                self.timesteps += config.group
+                for reward, info in zip(batch[-1].rewards.tolist(), batch[-1].infos, strict=True):
+                    self.episodes.add(reward, info)
+                session.report(self.timesteps, self.episodes.means())
+            stats = ppo_update(self.head, self.optimizer, batch, config)
+            self.history.append({"reward": float(torch.cat([p.rewards for p in batch]).mean())} | stats)
+            self.updates += 1
+            session.after_update()
+
+    def close(self) -> dict[str, Any]:
+        """The backend's summary field: each update's mean reward, clip fraction and approximate KL."""
+        return {"ppo_updates": self.history}
 
 
 def tune_span_head(
-    head: SpanHeadPolicy, model, tokenizer, config: SpanPPOConfig, show_progress: bool = True
+    head: SpanHeadPolicy,
+    model,
+    tokenizer,
+    config: SpanPPOConfig | Recipe,
+    show_progress: bool = True,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Tune ``head`` in place by PPO on the real reward; returns the history and validation before and after."""
+    """Tune ``head`` in place by PPO on the real reward through the shared loop, in the run folder ``out``
+    (checkpoints, validation, ``best/``, resume; a temporary one if ``None``); ``head`` ends with the
+    best validated weights. Returns the run's summary."""
     expect_kind(head, "span", "PPO here tunes a span head's scores")
     if head.later is not None:
         raise InvalidArgumentError(
@@ -161,27 +236,21 @@ def tune_span_head(
             f"{head.later.decision_layer}: tune a head trained without later_layer"
         )
     check_compatible(head, model)  # before the environments meet it
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
-    train_env = span_env(config.env, head, "train", model, tokenizer)
-    val_env = span_env(config.env, head, "validation", model, tokenizer)
-    low, high = train_env.config.episode.budget[0], train_env.config.episode.budget[-1]
-    optimizer = torch.optim.Adam(head.parameters(), lr=config.learning_rate)
-    before = validate(val_env, head, config)
-    history = []
-    with Progress(transient=True, disable=not show_progress) as progress:
-        bar = progress.add_task("PPO on the real reward", total=config.updates * config.prompts)
-        for _ in range(config.updates):
-            batch = []
-            for _ in range(config.prompts):
-                task, budget = rng.randrange(len(train_env.tasks)), rng.uniform(low, high)
-                batch.append(play(train_env, head, task, budget, config.group))
-                progress.advance(bar)
-            stats = ppo_update(head, optimizer, batch, config)
-            history.append({"reward": float(torch.cat([p.rewards for p in batch]).mean())} | stats)
-    after = validate(val_env, head, config)
-    return {"config": _jsonable(config), "history": history, "validation_before": before, "validation_after": after}
-
-
-def _jsonable(config: SpanPPOConfig) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    if out is None:
+        with tempfile.TemporaryDirectory() as folder:
+            return tune_span_head(head, model, tokenizer, config, show_progress, out=Path(folder) / "run")
+    recipe = stage_recipe(config if isinstance(config, Recipe) else Recipe(policy="span", span_ppo=config))
+    run = start_run(
+        recipe.span_ppo.env,
+        recipe,
+        out,
+        backend=recipe.backend,
+        overrides={},
+        resume=resume,
+        cache_dir=None,
+        decision_layers=(head.decision_layer,),
+    )
+    run.loaded = (model, tokenizer)
+    summary = train_run(run, lambda run: SpanPPOBackend(run, head), quiet=not show_progress)
+    head.load_state_dict(load_policy(Path(out) / "policy").state_dict())
+    return summary

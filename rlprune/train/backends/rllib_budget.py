@@ -1,4 +1,4 @@
-"""PPO for the budget head on Ray env runners (RLlib's new API stack).
+"""PPO for the budget head on Ray env runners (RLlib's new API stack): ``RLLIB_KINDS["budget"]``.
 
 The RLModule holds the same :class:`~rlprune.policies.budget_head.BudgetHead` as ``self.budget``
 (its weights export as they are) and a value network beside it. Each env runner builds
@@ -25,7 +25,6 @@ from torch import nn
 
 from rlprune.policies.budget_head import BUDGET_FEATURES, BudgetHead
 from rlprune.progress import Progress
-from rlprune.train.backends.rllib import init_ray
 from rlprune.train.kinds.budget_head import BudgetEnv, Duals, export_head
 
 if TYPE_CHECKING:
@@ -61,8 +60,10 @@ def _runner_prices(runner: Any) -> list[dict[float, float]]:
     return [env.unwrapped.duals.prices for env in getattr(runner.env.unwrapped, "envs", [])]
 
 
-def train_rllib(config: BudgetHeadConfig, train: Outcomes, show_progress: bool = True) -> tuple[BudgetHead, Duals]:
+def learn_budget(config: BudgetHeadConfig, train: Outcomes, show_progress: bool = True) -> tuple[BudgetHead, Duals]:
     """PPO with RLlib on :data:`RUNNERS` env runners; the learned head and the runners' mean prices."""
+    from rlprune.train.backends.rllib import init_ray  # that module's kind table holds this function
+
     started, cpus = init_ray(None, RUNNERS)
     env_config = {
         "outcomes": train.to_lists(),
