@@ -190,6 +190,8 @@ def check_supported(config) -> None:
 def adapter_for(model: PreTrainedModel) -> ModelAdapter:
     """The adapter that runs ``model``: a causal LM with its head (``AutoModelForCausalLM``), not the bare
     decoder (``model.model``) nor anything else."""
+    if hasattr(getattr(model, "config", None), "model_type"):
+        check_supported(model.config)  # another family says so first, whatever its attribute names
     parts = ("config", "model", "lm_head")
     if not all(hasattr(model, part) for part in parts) or not hasattr(model.config, "model_type"):
         raise UnsupportedModelError(

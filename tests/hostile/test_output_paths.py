@@ -198,8 +198,8 @@ def test_huge_policy_weights_are_refused_unread(tmp_path):
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        (["--budgets", ","], "--budgets ',' must be comma-separated numbers"),
-        (["--budget-mode", "average", "--oracle-grid", ""], "--oracle-grid '' must be comma-separated numbers"),
+        (["--budgets", ","], "--budgets lists nothing"),
+        (["--budget-mode", "average", "--oracle-grid", ""], "--oracle-grid lists nothing"),
         (["--budget-mode", "average", "--oracle-grid", "2"], "each --oracle-grid value must be a number in (0, 1]"),
         (["--baselines", ""], "--baselines '' names no baseline"),
         (["--baselines", " , "], "--baselines ' , ' names no baseline"),
@@ -217,7 +217,7 @@ def test_eval_list_options(tiny_model_dir, tmp_path, options, fragment):
     ("grid", "fragment"),
     [
         ("0", "each --grid value must be a number in (0, 1]"),
-        ("", "--grid '' must be comma-separated numbers"),
+        ("", "--grid lists nothing"),
         (",".join(f"{(i + 1) / 65:.4f}" for i in range(MAX_GRID + 1)), "a budget grid (--grid) holds at most 64"),
     ],
     ids=["zero", "empty", "65-ratios"],
