@@ -99,14 +99,12 @@ class ModelShape:
             )
 
 
-def check_fits(
-    policy: Any, model: Any, *, label: str | None = None, hint: str | None = None, layers: bool = True
-) -> Any:
+def check_fits(policy: Any, model: Any, *, label: str | None = None, hint: str | None = None) -> Any:
     """``policy`` unchanged if everything it names fits ``model`` (a model, a Reducer or a
     :class:`ModelShape`); else an :class:`IncompatiblePolicyError` of one line.
 
-    The policy's own ``check_model(shape)`` checks its kind's fields; with ``layers`` every policy's
-    ``decision_layers`` must then lie inside the model. ``label`` names the policy in the message
+    The policy's own ``check_model(shape)`` checks its kind's fields; every policy's ``decision_layers``
+    must then lie inside the model. ``label`` names the policy in the message
     (default: its ``fit_label``, else its name); ``hint`` says what to do (default: its ``fit_hint``).
     """
     shape = ModelShape.of(model)
@@ -116,7 +114,7 @@ def check_fits(
         check = getattr(policy, "check_model", None)
         if callable(check):
             check(shape)
-        for layer in _decision_layers(policy, shape) if layers else ():
+        for layer in _decision_layers(policy, shape):
             shape.layer("a decision layer", layer)
     except IncompatiblePolicyError as error:
         raise IncompatiblePolicyError(f"{who}: {error}; {hint}") from None

@@ -11,7 +11,7 @@ is given) and ``propose_budget(features)`` (its per-prompt ratio in average-budg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from rlprune.budget import BudgetController
@@ -19,7 +19,7 @@ from rlprune.engine.compat import check_fits
 from rlprune.engine.features import Features
 from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.reduction import LayerAction
-from rlprune.validate import check_budget, is_integer, shown
+from rlprune.validate import check_budget, shown
 
 if TYPE_CHECKING:
     from rlprune.engine.reducer import Reducer
@@ -79,8 +79,8 @@ def consult(
             "policy must have decision_layers(num_layers) and act(features, budget, deterministic) "
             f"(load_policy or make_baseline give one), got {shown(policy)}"
         )
-    check_fits(policy, reducer, layers=False)  # each kind's own fields; the decision layers just below
-    layers = policy_layers(policy, reducer.dims.layers)
+    check_fits(policy, reducer)  # each kind's own fields and every decision layer, before a layer runs
+    layers = tuple(sorted({int(layer) for layer in policy.decision_layers(reducer.dims.layers)}))
     if isinstance(budget, BudgetController):
         return layers, _AverageDecider(policy, reducer, budget, deterministic)
     ratio = run_budget(policy, check_budget(budget))
@@ -122,23 +122,6 @@ class _AverageDecider:
 
     def _act(self, row: ReductionState, ratio: float) -> LayerAction:
         return self.policy.act(Features(self.reducer, row, ratio), ratio, self.deterministic)
-
-
-def policy_layers(policy: Policy, num_layers: int) -> tuple[int, ...]:
-    """``policy``'s decision layers for a ``num_layers``-layer model, sorted; refused when one is not
-    a layer of the model."""
-    layers = policy.decision_layers(num_layers)
-    name = getattr(policy, "name", type(policy).__name__)
-    if not isinstance(layers, Iterable) or isinstance(layers, (str, bytes)):
-        raise InvalidActionError(f"the {name} policy's decision_layers gave {shown(layers)}, not a list of layers")
-    layers = list(layers)
-    bad = [layer for layer in layers if not is_integer(layer) or not 0 <= layer < num_layers]
-    if bad:
-        raise InvalidActionError(
-            f"the {name} policy decides at layer(s) {bad}, but this model has layers 0..{num_layers - 1}; "
-            "use a policy made for this model"
-        )
-    return tuple(sorted({int(layer) for layer in layers}))
 
 
 def run_budget(policy: Policy, budget: float | None) -> float | None:

@@ -68,33 +68,28 @@ class PolicyKind:
     trainer: Trainer
 
 
+def _network_kind(name: str, policy_class: type, spec_version: int, *, token: bool) -> PolicyKind:
+    """A PPO-trained network kind: the layer policy, or the token policy with its per-token head."""
+    return PolicyKind(
+        name,
+        policy_class,
+        spec_version,
+        schema_layer.TOP_KEYS,
+        functools.partial(schema_layer.describe, token=token),
+        functools.partial(schema_layer.build, token=token),
+        functools.partial(schema_layer.validate, token=token),
+        schema_layer.default_budget,
+        Trainer("rlprune.train.kinds.network:train_network"),
+    )
+
+
 SPAN_RAY = "a span head trains in one process (supervision, then PPO over groups of samples); use backend = sb3"
 
 KINDS: dict[str, PolicyKind] = {
     kind.name: kind
     for kind in (
-        PolicyKind(
-            "layer",
-            ReductionPolicy,
-            SPEC_VERSION,
-            schema_layer.TOP_KEYS,
-            functools.partial(schema_layer.describe, token=False),
-            functools.partial(schema_layer.build, token=False),
-            functools.partial(schema_layer.validate, token=False),
-            schema_layer.default_budget,
-            Trainer("rlprune.train.kinds.network:train_network"),
-        ),
-        PolicyKind(
-            "token",
-            TokenReductionPolicy,
-            TOKEN_SPEC_VERSION,
-            schema_layer.TOP_KEYS,
-            functools.partial(schema_layer.describe, token=True),
-            functools.partial(schema_layer.build, token=True),
-            functools.partial(schema_layer.validate, token=True),
-            schema_layer.default_budget,
-            Trainer("rlprune.train.kinds.network:train_network"),
-        ),
+        _network_kind("layer", ReductionPolicy, SPEC_VERSION, token=False),
+        _network_kind("token", TokenReductionPolicy, TOKEN_SPEC_VERSION, token=True),
         PolicyKind(
             "span",
             SpanHeadPolicy,
