@@ -126,6 +126,15 @@ def answer_token_accuracy(logprobs: Tensor, targets: Tensor, mask: Tensor) -> fl
     return (logprobs.argmax(dim=-1)[mask] == targets[mask]).float().mean().item()
 
 
+def answer_likelihood(logprobs: Tensor, targets: Tensor, floor: float) -> float:
+    """Mean log-probability the reduced model gives the full model's own answer ``targets``, teacher-forced,
+    each token's term floored at ``-floor`` nats: a reward that needs no gold answer, only the full model."""
+    if targets.numel() == 0:
+        return 0.0
+    picked = logprobs.gather(-1, targets[:, None].to(logprobs.device)).squeeze(-1)
+    return picked.clamp(min=-floor).mean().item()
+
+
 @dataclass(frozen=True)
 class Agreement:
     """The reduced model against the full model, teacher-forced on the full model's answer."""

@@ -193,7 +193,7 @@ def _played(head: SpanHeadPolicy, rewards: list[float], seed: int = 3):
     keys = torch.stack([perturb(scores) for _ in rewards])
     group, count = len(rewards), torch.full((len(rewards),), 20)
     log_prob, _, _ = draws(scores.expand(group, -1), keys, valid.expand(group, -1), count)
-    return Played(normed, 4, valid, 20, keys, log_prob, torch.tensor(rewards))
+    return Played(normed, 4, valid, 20, keys, log_prob, log_prob, torch.tensor(rewards))
 
 
 def test_ppo_update_makes_the_better_sample_more_likely():

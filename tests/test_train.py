@@ -248,10 +248,6 @@ def test_every_kind_is_trainable_or_refused_up_front(tmp_path):
     from rlprune.train.trainer import trainer_for
 
     assert all(callable(trainer_for(kind)) for kind in TRAINERS)
-    with pytest.raises(
-        InvalidActionError, match="span policies do not train on ray: a span head trains in one process"
-    ):
-        train(TrainOptions(recipe=Recipe(policy="span"), backend="ray", out=tmp_path / "span"))
     with pytest.raises(InvalidActionError, match="unknown backend 'tf'; use one of sb3, ray"):
         train(TrainOptions(recipe="smoke", backend="tf", out=tmp_path / "tf"))
     with pytest.raises(InvalidActionError, match="--address needs --backend ray"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -15,6 +16,7 @@ from gymnasium import spaces
 
 from rlprune.config import ConfigError, find_config, from_dict, load_toml
 from rlprune.data.generators import generate_suite
+from rlprune.data.long import LONG_KINDS, LongSuite
 from rlprune.data.tasks import KINDS, SPLITS, Task, load_jsonl
 from rlprune.engine import Reducer, ReducerConfig, ReductionOutput, ReductionState
 from rlprune.engine.features import (
@@ -105,11 +107,20 @@ class TaskConfig:
     test_size: int = 128
     seed: int = 0
     jsonl: str = ""  # your own tasks instead of generated ones (used for every split)
+    # long-context grids on the split's essays (rlprune.data.long), shuffled in with the mix's tasks
+    long_kinds: tuple[str, ...] = ()
+    long_lengths: tuple[int, ...] = (1024,)
+    long_per_cell: int = 1  # tasks per length x depth cell (five depths), per kind and split
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.mix) - set(KINDS))
         if unknown:
             raise ValueError(f"unknown task kind(s) {', '.join(unknown)} in mix; use {', '.join(KINDS)}")
+        unknown = sorted(set(self.long_kinds) - set(LONG_KINDS))
+        if unknown:
+            raise ValueError(f"unknown long kind(s) {', '.join(unknown)}; use {', '.join(LONG_KINDS)}")
+        if self.long_kinds and (self.long_per_cell < 1 or not self.long_lengths or min(self.long_lengths) < 1):
+            raise ValueError("long_lengths must list positive token counts and long_per_cell be at least 1")
         if len(self.tokens) != 2 or not 1 <= self.tokens[0] <= self.tokens[1]:
             raise ValueError(f"tokens must be [min, max] with 1 <= min <= max, got {list(self.tokens)}")
         if min(self.train_size, self.validation_size, self.test_size) < 1:
@@ -122,7 +133,14 @@ class TaskConfig:
         """The split's tasks: generated from the seed, or read from ``jsonl`` (the same for every split)."""
         if self.jsonl:
             return load_jsonl(self.jsonl)
-        return generate_suite(self.mix, split, self.size(split), seed=self.seed, tokens=self.tokens)
+        tasks = generate_suite(self.mix, split, self.size(split), seed=self.seed, tokens=self.tokens)
+        if not self.long_kinds:
+            return tasks
+        for kind in self.long_kinds:
+            grid = LongSuite(kind, lengths=tuple(self.long_lengths), per_cell=self.long_per_cell, split=split)
+            tasks += grid.tasks()
+        random.Random(f"{split}:{self.seed}").shuffle(tasks)  # so the first validation prompts hold every kind
+        return tasks
 
 
 @dataclass(frozen=True)
@@ -325,7 +343,7 @@ class TokenReductionEnv(gym.Env):
 
     def conclude(self, out: ReductionOutput, reward: float, info: dict[str, Any]):
         """The final step's transition: quality of the finished episode's continuation logits."""
-        q = quality(out.logits[0], self._reference)
+        q = quality(out.logits[0], self._reference, self.config.reward.kl_cap)
         flops_ratio = out.flops / out.flops_full
         kept, share = evidence_kept(self._reference.evidence, out.state.reaches_top())
         reward += final_reward(q, flops_ratio, self.budget, self.config.reward, share)
@@ -333,6 +351,7 @@ class TokenReductionEnv(gym.Env):
             "flops_ratio": flops_ratio,
             "kl": q.kl,
             "agreement": q.agreement,
+            "likelihood": q.likelihood,
             "answer_accuracy": math.nan if q.answer_accuracy is None else q.answer_accuracy,
             "hallucination": q.hallucination,
             "hallucination_excess": q.hallucination_excess,

@@ -6,6 +6,7 @@ end of an episode, the reduced model is teacher-forced on the full model's answe
 
     reward = flops * (FLOPs saved down to the budget, summed over steps)
            - kl * min(KL(full || reduced), kl_cap)
+           + likelihood * mean log p(the full model's answer | reduced prompt)  (each token floored at -kl_cap)
            + agreement * top-1 agreement
            + answer * gold-answer token accuracy          (when the answer appears in the reference)
            - hallucination * excess unsupported mass      (grounded tasks)
@@ -15,7 +16,9 @@ end of an episode, the reduced model is teacher-forced on the full model's answe
            - echo * the reduced model's answer says the question back (metrics.echoes_question)
            - loop * the reduced model's answer loops (metrics.degenerate)
 
-The evidence term reads where the answer is from the task, never from what the policy observes.
+The likelihood term needs no label: it asks how likely the reduced model finds what the full model
+said, so any text with a question is training data. The evidence term reads where the answer is
+from the task, never from what the policy observes.
 The echo and loop terms judge a generated answer, so they count where the caller generated one and
 passes it to :func:`final_reward` (the environment teacher-forces the full model's answer and
 generates none); both weigh 0 by default.
@@ -31,6 +34,7 @@ from torch import Tensor
 
 from rlprune.envs.reference import Reference
 from rlprune.metrics import (
+    answer_likelihood,
     answer_token_accuracy,
     degenerate,
     echoes_question,
@@ -47,6 +51,7 @@ class RewardConfig:
 
     kl: float = 1.0
     kl_cap: float = 5.0
+    likelihood: float = 0.0
     agreement: float = 0.5
     answer: float = 1.0
     hallucination: float = 2.0
@@ -71,12 +76,14 @@ class Quality:
     answer_accuracy: float | None  # share of gold-answer tokens the reduced model predicts top-1
     hallucination: float  # mean mass on tokens in neither prompt nor full answer (grounded tasks)
     hallucination_excess: float  # the same, above what the full model puts there
+    likelihood: float = 0.0  # mean log p(full model's answer tokens), each floored at -kl_cap (see quality)
 
 
 @torch.no_grad()
-def quality(logits: Tensor, reference: Reference) -> Quality:
+def quality(logits: Tensor, reference: Reference, floor: float = RewardConfig.kl_cap) -> Quality:
     """Compare the reduced model's logits on the reference continuation, shape ``(m, vocab)``, with
-    the measures of :mod:`rlprune.metrics` (the ones evaluation reports)."""
+    the measures of :mod:`rlprune.metrics` (the ones evaluation reports); ``floor`` bounds each answer
+    token's log-probability in the likelihood."""
     reference = reference.to(logits.device)
     logprobs = log_probs(logits)
     full = reference.top_k
@@ -89,7 +96,8 @@ def quality(logits: Tensor, reference: Reference) -> Quality:
         hallucination = unsupported.mean().item()
     else:
         hallucination = excess = 0.0
-    return Quality(kl, agreement, answer, hallucination, excess)
+    likelihood = answer_likelihood(logprobs, reference.continuation, floor)
+    return Quality(kl, agreement, answer, hallucination, excess, likelihood)
 
 
 def step_reward(projected_before: float, projected_after: float, budget: float, config: RewardConfig) -> float:
@@ -114,6 +122,7 @@ def final_reward(
     """The end-of-episode terms: quality, hallucination, the over-budget penalty, evidence kept, and
     where the reduced model's ``answer`` to ``question`` was generated, its echo and loop penalties."""
     reward = -config.kl * min(q.kl, config.kl_cap) + config.agreement * q.agreement
+    reward += config.likelihood * q.likelihood
     if q.answer_accuracy is not None:
         reward += config.answer * q.answer_accuracy
     reward -= config.hallucination * q.hallucination_excess

@@ -83,8 +83,6 @@ def _network_kind(name: str, policy_class: type, spec_version: int, *, token: bo
     )
 
 
-SPAN_RAY = "a span head trains in one process (supervision, then PPO over groups of samples); use backend = sb3"
-
 KINDS: dict[str, PolicyKind] = {
     kind.name: kind
     for kind in (
@@ -99,7 +97,7 @@ KINDS: dict[str, PolicyKind] = {
             schema_span.build,
             schema_span.validate,
             schema_span.default_budget,
-            Trainer("rlprune.train.kinds.span_head:train_span", {"ray": SPAN_RAY}),
+            Trainer("rlprune.train.kinds.span_head:train_span"),
         ),
     )
 }

@@ -199,6 +199,7 @@ class SpanPPOConfig:
     learning_rate: float = 3e-4
     clip_range: float = 0.2
     max_grad_norm: float = 0.5
+    kl_start: float = 0.0  # weight of the KL penalty to the head the stage starts from
     validation_tasks: int = 32  # validation prompts scored before and after, at each of the budgets
     validation_budgets: tuple[float, ...] = (0.3, 0.5)
     eval_every: int = 8  # updates between validations (and at the end)
@@ -212,6 +213,7 @@ class SpanPPOConfig:
         check_count("seed", self.seed, 0)
         for name in ("learning_rate", "clip_range", "max_grad_norm"):
             check_number(name, getattr(self, name), 0)
+        check_number("kl_start", self.kl_start, 0, low_open=False)
         if not isinstance(self.validation_budgets, (tuple, list)) or not self.validation_budgets:
             raise ValueError(f"validation_budgets = {self.validation_budgets!r} must list budgets in (0, 1]")
         for index, budget in enumerate(self.validation_budgets):

@@ -236,7 +236,8 @@ def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
     A PPO stage runs in ``OUT`` as a run of the shared loop (``last/``, ``best/``, ``run.json``), so
     ``options.resume`` continues it.
     """
-    unused = options.given(SPAN_UNUSED)
+    on_ray = recipe.backend == "ray" and recipe.span_ppo is not None  # the PPO stage plays on Ray workers
+    unused = options.given([name for name in SPAN_UNUSED if not (on_ray and name in ("workers", "address"))])
     if unused:
         raise InvalidActionError(
             f"{', '.join(unused)} do not apply to a span-head recipe: it trains on its own [span_head] tasks "
@@ -253,13 +254,16 @@ def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
     if options.seed is not None:
         config = replace(config, seed=options.seed)
         ppo = None if ppo is None else replace(ppo, seed=options.seed)
+    stage = None if ppo is None else replace(recipe, span_head=config, span_ppo=ppo)
+    if stage is not None and on_ray:  # --workers and --address, as for every kind on ray
+        run = replace(stage.run, n_envs=options.workers or stage.run.n_envs)
+        stage = replace(stage, run=run, ray=replace(stage.ray, address=options.address or stage.ray.address))
     if options.policy_only:
-        summary = train_span_head(config, out, not options.quiet, start=options.start, ppo=ppo)
+        summary = train_span_head(config, out, not options.quiet, start=options.start, ppo=stage if on_ray else ppo)
         return summary | {"policy_kind": recipe.policy}
     if not options.resume:
         check_fresh_folder(out)
     began = time.perf_counter()
-    stage = None if ppo is None else replace(recipe, span_head=config, span_ppo=ppo)
     summary = train_span_head(
         config, out / "policy", not options.quiet, start=options.start, ppo=stage, run_folder=out, resume=options.resume
     )

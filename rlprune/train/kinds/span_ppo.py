@@ -11,7 +11,12 @@ ranks choices of tokens only.
 
 Each prompt is played ``group`` times at the same budget and a sample's advantage is its reward
 minus the group's mean, over the batch's spread: a one-step episode needs no value network. The
-clipped PPO objective is then optimised for a few epochs over the batch, CleanRL-style.
+clipped PPO objective is then optimised for a few epochs over the batch, CleanRL-style, with a KL
+penalty to the head the stage started from (``kl_start``; the k3 estimator on the drawn removals, 0
+while the head is its start), so the reward refines the supervised head rather than replacing it.
+
+Every play draws its sample from a generator seeded by (seed, update, prompt), so which tasks,
+budgets and samples a run plays does not depend on where it plays them.
 
 :class:`SpanPPOBackend` is this PPO as a :class:`~rlprune.train.common.Backend`, so the stage runs
 through the shared loop (:func:`rlprune.train.common.train_run`): its run folder, checkpoints and
@@ -20,6 +25,7 @@ resume, validation (:class:`~rlprune.train.common.Evaluator` on the head's layer
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 import tempfile
@@ -52,6 +58,7 @@ class Played:
     count: int  # how many went
     keys: Tensor  # (group, n): perturbed scores; the lowest ``count`` valid ones went, in that order
     log_prob: Tensor  # (group, n): each draw's log-probability under the head that drew them, in draw order
+    start_log_prob: Tensor  # (group, n): the same under the head the stage started from
     rewards: Tensor  # (group,)
     infos: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # each play's final info
 
@@ -61,11 +68,28 @@ def _scores(head: SpanHeadPolicy, normed: Tensor, window: int) -> Tensor:
     return head.scores(normed, normed[-window:])
 
 
+def play_seed(seed: int, update: int, prompt: int) -> int:
+    """The seed of one prompt's samples: the same wherever the prompt is played."""
+    return (seed * 1_000_003 + update) * 1_009 + prompt
+
+
 @torch.no_grad()
-def play(env: TokenReductionEnv, head: SpanHeadPolicy, task_index: int, budget: float, group: int) -> Played:
-    """Play one prompt ``group`` times at ``budget``, each time removing a fresh Plackett-Luce sample."""
+def play(
+    env: TokenReductionEnv,
+    head: SpanHeadPolicy,
+    task_index: int,
+    budget: float,
+    group: int,
+    *,
+    seed: int | None = None,
+    start: SpanHeadPolicy | None = None,
+) -> Played:
+    """Play one prompt ``group`` times at ``budget``, each time removing a fresh Plackett-Luce sample
+    (from a generator seeded with ``seed``, the global one without); ``start`` is the head whose
+    log-probabilities the KL penalty compares with (``head`` itself without one)."""
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise InvalidArgumentError(f"group must be a whole number of plays >= 1, got {group!r}")
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
     options = {"task_index": task_index, "budget": budget}
     keys, rewards, infos = [], [], []
     for draw in range(group):
@@ -76,15 +100,19 @@ def play(env: TokenReductionEnv, head: SpanHeadPolicy, task_index: int, budget: 
             valid = features.state.removable()[: normed.shape[0]]
             scores = _scores(head, normed, window)
             action = features.action_for_share(head.op, "learned", 1.0)
-        sample = perturb(scores)
+        sample = perturb(scores, generator)
         _, reward, _, _, info = env.step(dataclasses.replace(action, token_scores=sample))
         keys.append(sample)
         rewards.append(reward)
         infos.append(info)
     count = removal_count(action, int(valid.sum()))  # the reducer's own count
     stacked = torch.stack(keys)
-    log_prob, _, _ = draws(scores.expand_as(stacked), stacked, valid.expand_as(stacked), torch.full((group,), count))
-    return Played(normed, window, valid, count, stacked, log_prob, torch.tensor(rewards), infos)
+    counts, pool = torch.full((group,), count), valid.expand_as(stacked)
+    log_prob, _, _ = draws(scores.expand_as(stacked), stacked, pool, counts)
+    start_log_prob = log_prob
+    if start is not None and start is not head:
+        start_log_prob, _, _ = draws(_scores(start, normed, window).expand_as(stacked), stacked, pool, counts)
+    return Played(normed, window, valid, count, stacked, log_prob, start_log_prob, torch.tensor(rewards), infos)
 
 
 def advantages(batch: list[Played]) -> list[Tensor]:
@@ -102,9 +130,10 @@ def ppo_update(
     As in PPO for language models, the probability ratio is taken per draw (each token removed is
     one decision sharing its sample's advantage) and the clipped terms are averaged over draws: the
     ratio of a whole sequence of a few hundred draws would swing far from 1 at the smallest step.
+    The KL to the start head is taken per draw the same way.
     """
     advantage = advantages(batch)
-    clipped, approx_kl, steps = 0.0, 0.0, 0
+    clipped, approx_kl, start_total, steps = 0.0, 0.0, 0.0, 0
     head.train()
     for _ in range(config.epochs):
         for played, adv in zip(batch, advantage, strict=True):
@@ -121,7 +150,9 @@ def ppo_update(
             ratio = (log_prob - played.log_prob).exp()
             low, high = 1 - config.clip_range, 1 + config.clip_range
             objective = torch.minimum(ratio * adv[:, None], ratio.clamp(low, high) * adv[:, None])
-            loss = -objective[drawn].mean()
+            to_start = played.start_log_prob - log_prob
+            start_kl = (to_start.exp() - 1 - to_start)[drawn].mean()  # k3: >= 0, and 0 at the start head
+            loss = -objective[drawn].mean() + config.kl_start * start_kl
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), config.max_grad_norm)
@@ -129,9 +160,11 @@ def ppo_update(
             with torch.no_grad():
                 clipped += float(((ratio - 1).abs() > config.clip_range)[drawn].float().mean())
                 approx_kl += float((played.log_prob - log_prob)[drawn].mean())
+                start_total += float(start_kl)
             steps += 1
     head.eval()
-    return {"clip_fraction": clipped / max(steps, 1), "approx_kl": approx_kl / max(steps, 1)}
+    steps = max(steps, 1)
+    return {"clip_fraction": clipped / steps, "approx_kl": approx_kl / steps, "kl_start": start_total / steps}
 
 
 def stage_recipe(recipe: Recipe) -> Recipe:
@@ -155,14 +188,25 @@ def stage_recipe(recipe: Recipe) -> Recipe:
     return dataclasses.replace(recipe, policy="span", run=run, ppo=dataclasses.replace(recipe.ppo, n_steps=plays))
 
 
+@dataclass(frozen=True)
+class PlayRequest:
+    """One prompt of a batch, as the learner chose it: which task, at which budget, with which samples."""
+
+    task_index: int
+    budget: float
+    seed: int
+
+
 class SpanPPOBackend:
     """The :class:`~rlprune.train.common.Backend` of a span head's PPO stage: :func:`play` and
-    :func:`ppo_update` in this process, on the run's model and training split."""
+    :func:`ppo_update` in this process, on the run's model and training split. :meth:`play_batch` is
+    the one step a backend that plays elsewhere replaces."""
 
     name = "span-ppo"
 
     def __init__(self, run: Run, head: SpanHeadPolicy) -> None:
         self.head, self.config = head, run.recipe.span_ppo
+        self.start = copy.deepcopy(head).eval().requires_grad_(False)  # what the KL penalty holds the head to
         torch.manual_seed(self.config.seed)
         self.rng = random.Random(self.config.seed)
         self.env = run.trainer_env  # deciding at the head's layer: the run's preset says so
@@ -182,38 +226,68 @@ class SpanPPOBackend:
         return {"timesteps": self.timesteps, "updates": self.updates}
 
     def trainer_state(self) -> dict[str, Any]:
-        """Adam's state and both random streams (prompts and budgets; the samples), so a resumed run
-        draws what the uninterrupted one would have."""
-        return {"optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate(), "torch": torch.get_rng_state()}
+        """Adam's state, the prompt stream and the start head, so a resumed run plays and is held to
+        what the uninterrupted one would have."""
+        return {"optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate(), "start": self.start.state_dict()}
 
     def restore(self, policy: SpanHeadPolicy, state: Any, counters: dict[str, Any]) -> None:
         self.set_policy(policy)
         self.optimizer.load_state_dict(state["optimizer"])
         version, internal, gauss = state["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
-        torch.set_rng_state(state["torch"])
+        if "start" in state:  # checkpoints written before the KL penalty start from themselves
+            self.start.load_state_dict(state["start"])
         self.timesteps, self.updates = int(counters["timesteps"]), int(counters.get("updates", 0))
 
+    def requests(self) -> list[PlayRequest]:
+        """The next batch's prompts: tasks and budgets from the run's stream, samples seeded per prompt."""
+        low, high = self.env.config.episode.budget[0], self.env.config.episode.budget[-1]
+        batch = []
+        for prompt in range(self.config.prompts):
+            task, budget = self.rng.randrange(len(self.env.tasks)), self.rng.uniform(low, high)
+            batch.append(PlayRequest(task, budget, play_seed(self.config.seed, self.updates, prompt)))
+        return batch
+
+    def play_batch(self, requests: list[PlayRequest], session: Session) -> list[Played]:
+        """Play each request ``group`` times in this process, reporting episodes as they end."""
+        batch = []
+        for request in requests:
+            played = play(
+                self.env, self.head, request.task_index, request.budget, self.config.group,
+                seed=request.seed, start=self.start,
+            )  # fmt: skip
+            batch.append(played)
+            self.record(played, session)
+        return batch
+
+    def record(self, played: Played, session: Session) -> None:
+        """Count one prompt's plays and report their episodes."""
+        self.timesteps += self.config.group
+        for reward, info in zip(played.rewards.tolist(), played.infos, strict=True):
+            self.episodes.add(reward, info)
+        session.report(self.timesteps, self.episodes.means())
+
     def learn(self, session: Session) -> None:
-        config, budgets = self.config, self.env.config.episode.budget
-        low, high = budgets[0], budgets[-1]
         while self.timesteps < session.total:
-            batch = []
-            for _ in range(config.prompts):
-                task, budget = self.rng.randrange(len(self.env.tasks)), self.rng.uniform(low, high)
-                batch.append(play(self.env, self.head, task, budget, config.group))
-                self.timesteps += config.group
-                for reward, info in zip(batch[-1].rewards.tolist(), batch[-1].infos, strict=True):
-                    self.episodes.add(reward, info)
-                session.report(self.timesteps, self.episodes.means())
-            stats = ppo_update(self.head, self.optimizer, batch, config)
+            batch = self.play_batch(self.requests(), session)
+            stats = ppo_update(self.head, self.optimizer, batch, self.config)
             self.history.append({"reward": float(torch.cat([p.rewards for p in batch]).mean())} | stats)
             self.updates += 1
             session.after_update()
 
     def close(self) -> dict[str, Any]:
-        """The backend's summary field: each update's mean reward, clip fraction and approximate KL."""
+        """The backend's summary field: each update's mean reward, clip fraction and KLs."""
         return {"ppo_updates": self.history}
+
+
+def stage_backend(run: Run, head: SpanHeadPolicy, workers: int) -> SpanPPOBackend:
+    """The stage's backend: prompts played in this process, or on ``workers`` Ray workers when the
+    recipe's backend is ``ray`` (:class:`~rlprune.train.backends.ray_span.SpanRayBackend`)."""
+    if run.recipe.backend != "ray":
+        return SpanPPOBackend(run, head)
+    from rlprune.train.backends.ray_span import SpanRayBackend  # Ray is heavy: imported when a run uses it
+
+    return SpanRayBackend(run, head, workers)
 
 
 def tune_span_head(
@@ -239,6 +313,7 @@ def tune_span_head(
     if out is None:
         with tempfile.TemporaryDirectory() as folder:
             return tune_span_head(head, model, tokenizer, config, show_progress, out=Path(folder) / "run")
+    workers = config.run.n_envs if isinstance(config, Recipe) else 1  # on ray: its workers (the stage runs one env)
     recipe = stage_recipe(config if isinstance(config, Recipe) else Recipe(policy="span", span_ppo=config))
     run = start_run(
         recipe.span_ppo.env,
@@ -251,6 +326,6 @@ def tune_span_head(
         decision_layers=(head.decision_layer,),
     )
     run.loaded = (model, tokenizer)
-    summary = train_run(run, lambda run: SpanPPOBackend(run, head), quiet=not show_progress)
+    summary = train_run(run, lambda run: stage_backend(run, head, workers), quiet=not show_progress)
     head.load_state_dict(load_policy(Path(out) / "policy").state_dict())
     return summary

@@ -1,0 +1,149 @@
+"""The span head's RL stage: the label-free likelihood reward, group-relative advantages, the KL
+penalty to the supervised start, seeded plays and the long-text training environment."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from rlprune.envs import EnvConfig, TaskConfig
+from rlprune.metrics import answer_likelihood
+from rlprune.policies.span_head import SpanHeadPolicy
+from rlprune.train.recipe import SpanPPOConfig
+
+
+def _head(model) -> SpanHeadPolicy:
+    torch.manual_seed(0)
+    return SpanHeadPolicy(model.config.hidden_size, decision_layer=1, rank=8, channels=4, kernel=5)
+
+
+def _played(head: SpanHeadPolicy, rewards: list[float], seed: int, start: SpanHeadPolicy | None = None):
+    """One prompt of random states played len(rewards) times, with the given rewards."""
+    from rlprune.policies.plackett_luce import draws, perturb
+    from rlprune.train.kinds.span_ppo import Played
+
+    generator = torch.Generator().manual_seed(seed)
+    normed = torch.randn(40, head.hidden_size, generator=generator)
+    valid = torch.ones(40, dtype=torch.bool)
+    valid[-4:] = False  # the question
+    count, group = torch.full((len(rewards),), 20), len(rewards)
+    with torch.no_grad():
+        scores = head.scores(normed, normed[-4:])
+        keys = torch.stack([perturb(scores, generator) for _ in rewards])
+        log_prob, _, _ = draws(scores.expand(group, -1), keys, valid.expand(group, -1), count)
+        start_scores = (start or head).scores(normed, normed[-4:])
+        start_log_prob, _, _ = draws(start_scores.expand(group, -1), keys, valid.expand(group, -1), count)
+    return Played(normed, 4, valid, 20, keys, log_prob, start_log_prob, torch.tensor(rewards))
+
+
+def test_answer_likelihood_is_the_mean_floored_log_probability():
+    logprobs = torch.log_softmax(torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, -30.0]]), dim=-1)
+    targets = torch.tensor([0, 2])
+    expected = (logprobs[0, 0] + torch.tensor(-5.0)) / 2  # the second token's -30 is floored at -5
+    assert answer_likelihood(logprobs, targets, floor=5.0) == pytest.approx(float(expected))
+    assert answer_likelihood(logprobs, targets, floor=100.0) < answer_likelihood(logprobs, targets, floor=5.0)
+    assert answer_likelihood(logprobs, targets[:0], floor=5.0) == 0.0
+
+
+def test_group_advantages_sum_to_zero_in_every_group():
+    from rlprune.train.kinds.span_ppo import advantages
+
+    head = _head(tiny_model("llama"))
+    groups = [[1.0, 0.0, 0.2], [5.0, 4.0, 4.5], [0.3, 0.3, 0.9]]
+    batch = [_played(head, rewards, seed) for seed, rewards in enumerate(groups)]
+    for advantage in advantages(batch):
+        assert abs(float(advantage.sum())) < 1e-5
+    assert float(advantages(batch)[1][0]) > 0 > float(advantages(batch)[1][1])  # ranked within its own group
+
+
+def test_kl_to_the_start_is_zero_at_the_first_step_and_holds_the_head_near_it():
+    from rlprune.train.kinds.span_ppo import ppo_update
+
+    model = tiny_model("llama")
+    start = _head(model)
+    one_step = SpanPPOConfig(epochs=1, learning_rate=1e-2, kl_start=1.0)
+    head = copy.deepcopy(start)
+    stats = ppo_update(head, torch.optim.Adam(head.parameters(), lr=1e-2), [_played(head, [1.0, 0.0], 0)], one_step)
+    assert stats["kl_start"] == 0.0  # measured before the only step: the head is its start
+
+    drift = {}
+    for weight in (0.0, 50.0):
+        torch.manual_seed(0)
+        head = copy.deepcopy(start)
+        config = SpanPPOConfig(epochs=6, learning_rate=1e-2, kl_start=weight)
+        optimizer = torch.optim.Adam(head.parameters(), lr=config.learning_rate)
+        for update in range(3):
+            batch = [_played(head, [1.0, 0.0, 0.5, -1.0], 10 * update + p, start) for p in range(2)]
+            stats = ppo_update(head, optimizer, batch, config)
+        drift[weight] = stats["kl_start"]
+    assert drift[0.0] > 0 and drift[50.0] < drift[0.0]  # the penalty keeps the head closer to its start
+
+
+def test_plays_seeded_alike_draw_alike(tmp_path):
+    from conftest import tiny_tokenizer
+
+    from rlprune.envs import TokenReductionEnv
+    from rlprune.train.kinds.span_ppo import play
+
+    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    head = _head(model)
+    preset = EnvConfig.load("smoke")
+    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1,)))
+    env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, cache_dir=tmp_path)
+    first, again = (play(env, head, 0, 0.4, 3, seed=7) for _ in range(2))
+    other = play(env, head, 0, 0.4, 3, seed=8)
+    assert torch.equal(first.keys, again.keys) and torch.equal(first.rewards, again.rewards)
+    assert not torch.equal(first.keys, other.keys)
+    assert torch.equal(first.start_log_prob, first.log_prob)  # no start head given: the head is its own start
+    assert all("likelihood" in info for info in first.infos)
+
+
+def test_the_environment_mixes_long_grids_into_every_split():
+    config = TaskConfig(
+        mix={"grounded": 1.0},
+        train_size=4,
+        validation_size=2,
+        test_size=2,
+        long_kinds=("niah-multiquery", "cloze"),
+        long_lengths=(256,),
+    )
+    train = config.tasks("train")
+    kinds = [t.kind for t in train]
+    assert len(train) == 4 + 2 * 5 and kinds.count("cloze") == 5 and kinds.count("niah-multiquery") == 5
+    assert [t.uid for t in config.tasks("train")] == [t.uid for t in train]  # shuffled the same way every time
+    assert not {t.context for t in train} & {t.context for t in config.tasks("test")}
+    with pytest.raises(ValueError, match="unknown long kind"):
+        TaskConfig(long_kinds=("haystack",))
+    with pytest.raises(ValueError, match="kl_start"):
+        SpanPPOConfig(kl_start=-1.0)
+
+
+@pytest.mark.integration
+def test_a_cut_that_removes_the_answer_earns_less_than_one_that_keeps_it(smollm2, tmp_path):
+    """The label-free reward on the real model: same budget, same count removed, only where."""
+    from rlprune.envs import TokenReductionEnv, generate_suite
+
+    model, tokenizer = smollm2
+    preset = EnvConfig.load("span-rl")
+    tasks = generate_suite({"grounded": 1.0}, "validation", 3, tokens=(150, 250))
+    env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, tasks=tasks, cache_dir=tmp_path)
+    for index in range(3):
+        results = {}
+        for keep_answer in (True, False):
+            env.reset(options={"task_index": index, "budget": 0.5})
+            evidence = env.reference.evidence
+            assert evidence is not None
+            features = env.features()
+            n = features.state.removable().shape[0]
+            answer = evidence.occurrences.any(0)[:n]
+            scores = torch.linspace(-1, 1, n)  # otherwise the earliest tokens go first
+            scores[answer] = 5.0 if keep_answer else -5.0
+            action = features.action_for_share("prune", "learned", 1.0)
+            _, reward, done, _, info = env.step(dataclasses.replace(action, token_scores=scores))
+            assert done
+            results[keep_answer] = (reward, info["likelihood"])
+        assert results[True][1] > results[False][1] and results[True][0] > results[False][0]
