@@ -193,7 +193,7 @@ def _played(head: SpanHeadPolicy, rewards: list[float], seed: int = 3):
     keys = torch.stack([perturb(scores) for _ in rewards])
     group, count = len(rewards), torch.full((len(rewards),), 20)
     log_prob, _, _ = draws(scores.expand(group, -1), keys, valid.expand(group, -1), count)
-    return Played(normed, 4, valid, 20, keys, log_prob, log_prob, torch.tensor(rewards))
+    return Played(normed, 4, valid, count, keys, log_prob, log_prob, torch.tensor(rewards))
 
 
 def test_ppo_update_makes_the_better_sample_more_likely():
@@ -253,13 +253,13 @@ def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatc
     played = play(env, head, 0, 0.6, 3)
     with torch.no_grad():
         scores = head.scores(played.normed.float(), played.normed[-played.window :].float())
-    count = torch.full((3,), played.count)
+    count = played.count
     log_prob, _, drawn = draws(scores.expand(3, -1), played.keys, played.valid.expand(3, -1), count)
     assert torch.equal(log_prob, played.log_prob)  # PPO's first ratios are exactly 1
-    assert played.count > 0 and drawn.sum(-1).eq(played.count).all()
+    assert played.count.gt(0).all() and drawn.sum(-1).eq(played.count).all()
     reached = env.features().state.reaches_top()[: played.valid.shape[0]]
-    assert int((played.valid & ~reached).sum()) == played.count  # what the reducer removed is what was drawn
-    lowest = played.keys[-1].masked_fill(~played.valid, float("inf")).argsort()[: played.count]
+    assert int((played.valid & ~reached).sum()) == played.count[-1]  # what the reducer removed is what was drawn
+    lowest = played.keys[-1].masked_fill(~played.valid, float("inf")).argsort()[: played.count[-1]]
     assert not reached[lowest].any()  # the lowest keys went: the log-probability is of the action taken
     with pytest.raises(InvalidArgumentError, match="group"):
         play(env, head, 0, 0.6, 0)

@@ -37,7 +37,7 @@ def _played(head: SpanHeadPolicy, rewards: list[float], seed: int, start: SpanHe
         log_prob, _, _ = draws(scores.expand(group, -1), keys, valid.expand(group, -1), count)
         start_scores = (start or head).scores(normed, normed[-4:])
         start_log_prob, _, _ = draws(start_scores.expand(group, -1), keys, valid.expand(group, -1), count)
-    return Played(normed, 4, valid, 20, keys, log_prob, start_log_prob, torch.tensor(rewards))
+    return Played(normed, 4, valid, count, keys, log_prob, start_log_prob, torch.tensor(rewards))
 
 
 def test_answer_likelihood_is_the_mean_floored_log_probability():
@@ -147,3 +147,35 @@ def test_a_cut_that_removes_the_answer_earns_less_than_one_that_keeps_it(smollm2
             assert done
             results[keep_answer] = (reward, info["likelihood"])
         assert results[True][1] > results[False][1] and results[True][0] > results[False][0]
+
+
+def test_a_head_that_cuts_by_units_is_sampled_over_whole_units(tmp_path):
+    """The stage samples the choices the exported head makes: whole units go, the last one perhaps in
+    part, and the log-probability is of the units drawn."""
+    from conftest import tiny_tokenizer
+
+    from rlprune.envs import TokenReductionEnv
+    from rlprune.policies.plackett_luce import draws
+    from rlprune.train.kinds.span_ppo import _scores, play
+
+    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    head = _head(model)
+    head.select_by("8")
+    preset = EnvConfig.load("smoke")
+    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1,)))
+    env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, cache_dir=tmp_path)
+    played = play(env, head, 0, 0.5, 3, seed=2)
+    units, removable = played.units, played.removable
+    assert units is not None and played.keys.shape == (3, int(units.max()) + 1)
+    reached = env.features().state.reaches_top()[: units.shape[0]]  # after the last play
+    gone = removable & ~reached
+    touched = units[gone].unique()
+    assert len(touched) == int(played.count[-1]) > 1
+    whole = [bool(gone[(units == u) & removable].all()) for u in touched.tolist()]
+    assert sum(not w for w in whole) <= 1  # every unit touched went whole but one
+    order = played.keys[-1].masked_fill(~played.valid, float("inf")).argsort()[: int(played.count[-1])]
+    assert set(order.tolist()) == set(touched.tolist())  # the lowest keys' units went
+    with torch.no_grad():
+        scores = _scores(head, played.normed, played.window, units, removable)
+    log_prob, _, _ = draws(scores.expand(3, -1), played.keys, played.valid.expand(3, -1), played.count)
+    assert torch.allclose(log_prob, played.log_prob)

@@ -263,10 +263,16 @@ class SpanHeadPolicy(nn.Module):
         scores themselves for ``unit="token"``."""
         if self.unit == "token":
             return scores
+        return unit_ranking(scores, self.units(features, scores.numel())).to(scores.device)
+
+    def units(self, features: Features, count: int) -> Tensor | None:
+        """The unit of each of the first ``count`` carried tokens, ``(count,)`` ids, ``None`` for ``unit="token"``."""
+        if self.unit == "token":
+            return None
         state = features.state
-        positions = state.positions[: scores.numel()]
+        positions = state.positions[:count]
         ends = torch.tensor(self.sentence_ends or (), dtype=torch.long, device=positions.device)
-        return unit_ranking(scores, unit_ids(self.unit, positions, state.input_ids[0], ends)).to(scores.device)
+        return unit_ids(self.unit, positions, state.input_ids[0], ends)
 
     def config(self) -> dict[str, object]:
         """The shape of the network, as a checkpoint records it."""

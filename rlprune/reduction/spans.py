@@ -128,8 +128,9 @@ def unit_ids(unit: str, positions: Tensor, input_ids: Tensor, sentence_ends: Ten
     return torch.div(positions, int(unit), rounding_mode="floor")
 
 
-def unit_ranking(scores: Tensor, units: Tensor | None) -> Tensor:
-    """Scores that rank whole units first (by their best token), tokens within a unit second.
+def unit_ranking(scores: Tensor, units: Tensor | None, unit_scores: Tensor | None = None) -> Tensor:
+    """Scores that rank whole units first (by their best token, or by ``unit_scores``, one per unit
+    id), tokens within a unit second.
 
     The returned values order tokens lexicographically by (unit score, token score), so removing
     the ``k`` lowest removes the weakest units whole and cuts into at most one more.
@@ -137,9 +138,11 @@ def unit_ranking(scores: Tensor, units: Tensor | None) -> Tensor:
     if units is None or scores.numel() == 0:
         return scores
     finite = torch.nan_to_num(scores.float(), nan=-1e30, posinf=1e30, neginf=-1e30)
-    best = torch.full((int(units.max()) + 1,), -1e30, device=scores.device).scatter_reduce(
-        0, units, finite, reduce="amax"
-    )
+    best = unit_scores
+    if best is None:
+        best = torch.full((int(units.max()) + 1,), -1e30, device=scores.device).scatter_reduce(
+            0, units, finite, reduce="amax"
+        )
     order = torch.argsort(finite, stable=True)
     order = order[torch.argsort(units[order], stable=True)]  # units stay together where their scores tie
     order = order[torch.argsort(best[units][order], stable=True)]

@@ -211,9 +211,9 @@ def train_span_head(
         head, summary = supervised_head(config, model, tokenizer, show_progress, start)
     else:
         head, summary = expect_kind(load_policy(last, model), "span", "a span run's checkpoint"), {"resumed": True}
+    head.select_by(config.unit, sentence_end_ids(tokenizer))  # the RL stage samples the units the head cuts by
     if ppo is not None:
         summary["ppo"] = tune_span_head(head, model, tokenizer, ppo, show_progress, out=run_folder, resume=resume)
-    head.select_by(config.unit, sentence_end_ids(tokenizer))
     save_policy(head.eval(), out, fingerprint=model_fingerprint(model), training=summary)
     return summary
 

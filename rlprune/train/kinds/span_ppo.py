@@ -6,8 +6,10 @@ to the full model's answer, top-1 agreement, gold-answer accuracy, the hallucina
 One episode is one prompt at one budget in :class:`~rlprune.envs.TokenReductionEnv` (the reduced
 forward inference runs), deciding at the head's layer only: the head scores the carried tokens
 and a Plackett-Luce sample (:mod:`rlprune.policies.plackett_luce`) chooses which go, as many as
-the budget requires. The FLOPs terms are the same for every sample at a budget, so the reward
-ranks choices of tokens only.
+the budget requires. A head that cuts by sentences (or chunks) is sampled over its units, a unit
+scored by its best token, so the stage trains the very choices the exported head makes: whole
+sentences go, weakest first, the last one cut into by its tokens' scores. The FLOPs terms are the
+same for every sample at a budget, so the reward ranks choices of tokens only.
 
 Each prompt is played ``group`` times at the same budget and a sample's advantage is its reward
 minus the group's mean, over the batch's spread: a one-step episode needs no value network. The
@@ -43,29 +45,49 @@ from rlprune.policies.compat import check_compatible
 from rlprune.policies.kinds import expect_kind
 from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
-from rlprune.reduction import removal_count
+from rlprune.reduction import removal_count, unit_ranking
 from rlprune.train.common import EpisodeWindow, Run, Session, start_run, train_run
 from rlprune.train.recipe import Recipe, SpanPPOConfig
 
 
 @dataclass
 class Played:
-    """One prompt played ``group`` times: what the head read, what was drawn and how it went."""
+    """One prompt played ``group`` times: what the head read, what was drawn and how it went.
+
+    What is drawn are units (tokens for ``unit="token"``): ``units`` maps each carried token to one."""
 
     normed: Tensor  # (n, hidden): carried prompt tokens after the decision layer's input norm
     window: int  # final tokens that are the question
-    valid: Tensor  # (n,) bool: tokens that may go
-    count: int  # how many went
-    keys: Tensor  # (group, n): perturbed scores; the lowest ``count`` valid ones went, in that order
-    log_prob: Tensor  # (group, n): each draw's log-probability under the head that drew them, in draw order
-    start_log_prob: Tensor  # (group, n): the same under the head the stage started from
+    valid: Tensor  # (u,) bool: units that may go (those holding a removable token)
+    count: Tensor  # (group,) how many units each play removed (the last one perhaps in part)
+    keys: Tensor  # (group, u): perturbed unit scores; the lowest ``count`` valid ones went, in that order
+    log_prob: Tensor  # (group, u): each draw's log-probability under the head that drew them, in draw order
+    start_log_prob: Tensor  # (group, u): the same under the head the stage started from
     rewards: Tensor  # (group,)
     infos: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # each play's final info
+    units: Tensor | None = None  # (n,) each token's unit id; None: every token is its own unit
+    removable: Tensor | None = None  # (n,) bool: tokens that may go (with ``units``)
 
 
-def _scores(head: SpanHeadPolicy, normed: Tensor, window: int) -> Tensor:
+def _scores(head: SpanHeadPolicy, normed: Tensor, window: int, units: Tensor | None = None, removable=None) -> Tensor:
+    """The head's keep scores of the tokens, or with ``units`` of each unit: its best removable token's."""
     normed = normed.float()
-    return head.scores(normed, normed[-window:])
+    scores = head.scores(normed, normed[-window:])
+    if units is None:
+        return scores
+    size = int(units.max()) + 1
+    return scores.new_zeros(size).scatter_reduce(0, units[removable], scores[removable], "amax", include_self=False)
+
+
+def _units_drawn(keys: Tensor, valid: Tensor, sizes: Tensor, count: int) -> Tensor:
+    """How many units each row of ``keys`` removes, lowest first, to remove ``count`` tokens; ``(rows,)``."""
+    order = keys.masked_fill(~valid, float("inf")).argsort(dim=-1, stable=True)
+    reached = sizes[order].cumsum(-1) >= count
+    return (
+        torch.where(reached.any(-1), reached.float().argmax(-1) + 1, 0)
+        if count
+        else torch.zeros(len(keys), dtype=torch.long)
+    )
 
 
 def play_seed(seed: int, update: int, prompt: int) -> int:
@@ -97,22 +119,38 @@ def play(
         if draw == 0:  # the prompt, its budget and so the head's scores are the same every time
             features = env.features()
             normed, window = head.inputs(features)
-            valid = features.state.removable()[: normed.shape[0]]
-            scores = _scores(head, normed, window)
+            removable = features.state.removable()[: normed.shape[0]]
+            units = head.units(features, normed.shape[0])
+            token_scores = _scores(head, normed, window)
+            scores = _scores(head, normed, window, units, removable)
+            valid = (
+                removable
+                if units is None
+                else torch.zeros_like(scores, dtype=torch.bool).index_fill(0, units[removable], True)
+            )
             action = features.action_for_share(head.op, "learned", 1.0)
         sample = perturb(scores, generator)
-        _, reward, _, _, info = env.step(dataclasses.replace(action, token_scores=sample))
+        chosen = sample if units is None else unit_ranking(token_scores, units, sample)
+        _, reward, _, _, info = env.step(dataclasses.replace(action, token_scores=chosen))
         keys.append(sample)
         rewards.append(reward)
         infos.append(info)
-    count = removal_count(action, int(valid.sum()))  # the reducer's own count
     stacked = torch.stack(keys)
-    counts, pool = torch.full((group,), count), valid.expand_as(stacked)
+    removed = removal_count(action, int(removable.sum()))  # the reducer's own count of tokens
+    if units is None:
+        counts = torch.full((group,), removed)
+    else:
+        sizes = torch.zeros_like(scores).index_add(0, units[removable], torch.ones(int(removable.sum())))
+        counts = _units_drawn(stacked, valid.expand_as(stacked), sizes, removed)
+    pool = valid.expand_as(stacked)
     log_prob, _, _ = draws(scores.expand_as(stacked), stacked, pool, counts)
     start_log_prob = log_prob
     if start is not None and start is not head:
-        start_log_prob, _, _ = draws(_scores(start, normed, window).expand_as(stacked), stacked, pool, counts)
-    return Played(normed, window, valid, count, stacked, log_prob, start_log_prob, torch.tensor(rewards), infos)
+        start_scores = _scores(start, normed, window, units, removable)
+        start_log_prob, _, _ = draws(start_scores.expand_as(stacked), stacked, pool, counts)
+    return Played(
+        normed, window, valid, counts, stacked, log_prob, start_log_prob, torch.tensor(rewards), infos, units, removable
+    )
 
 
 def advantages(batch: list[Played]) -> list[Tensor]:
@@ -137,15 +175,12 @@ def ppo_update(
     head.train()
     for _ in range(config.epochs):
         for played, adv in zip(batch, advantage, strict=True):
-            if played.count == 0:  # the budget was met before the head's layer: nothing was drawn
+            if not played.count.any():  # the budget was met before the head's layer: nothing was drawn
                 continue
-            scores = _scores(head, played.normed, played.window)
+            scores = _scores(head, played.normed, played.window, played.units, played.removable)
             group = played.keys.shape[0]
             log_prob, _, drawn = draws(
-                scores.expand(group, -1),
-                played.keys,
-                played.valid.expand(group, -1),
-                torch.full((group,), played.count),
+                scores.expand(group, -1), played.keys, played.valid.expand(group, -1), played.count
             )
             ratio = (log_prob - played.log_prob).exp()
             low, high = 1 - config.clip_range, 1 + config.clip_range
