@@ -109,7 +109,13 @@ def report_span_head(summary: dict[str, Any]) -> None:
     if "later_loss" in summary:
         layer, loss = summary["config"]["later_layer"], summary["later_loss"]
         console.print(f"the later head (layer {layer}), loss {loss[0]:.3f} -> {loss[-1]:.3f}", highlight=False)
-    if "ppo" in summary:
-        before, after = summary["ppo"]["validation_before"], summary["ppo"]["validation_after"]
-        changes = ", ".join(f"{key} {before[key]:.3f} -> {after[key]:.3f}" for key in before)
-        console.print(f"PPO, validation before -> after: {changes}", highlight=False)
+    history = summary.get("ppo", {}).get("validation_history") or []
+    if history:  # the first validation is the supervised start's (unless the stage resumed)
+        first, final = history[0], summary["ppo"]["final_validation"]
+        keys = [k for k in ("reward", "answer_accuracy", "evidence", "kl") if k in first and k in final]
+        changes = ", ".join(f"{key} {first[key]:.3f} -> {final[key]:.3f}" for key in keys)
+        console.print(
+            f"RL stage, validation at step {first['timesteps']} -> {final['timesteps']}: {changes}; "
+            f"best/ (exported) reward {summary['ppo']['best_validation_reward']:.3f}",
+            highlight=False,
+        )

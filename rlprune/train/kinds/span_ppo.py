@@ -303,6 +303,8 @@ class SpanPPOBackend:
         session.report(self.timesteps, self.episodes.means())
 
     def learn(self, session: Session) -> None:
+        if self.timesteps == 0:  # the supervised start is validated too, so best/ can be the start itself
+            session.validate()
         while self.timesteps < session.total:
             batch = self.play_batch(self.requests(), session)
             stats = ppo_update(self.head, self.optimizer, batch, self.config)
