@@ -546,7 +546,7 @@ def test_a_span_ppo_stage_checkpoints_and_resumes_through_the_shared_loop(tmp_pa
         file.write("validation_budgets = [0.6]\neval_every = 2\nlearning_rate = 0.01\n")
     whole = train(TrainOptions(recipe=recipe, out=tmp_path / "whole", quiet=True))
     assert whole["timesteps"] == 12 and len(whole["ppo"]["ppo_updates"]) == 3 and len(whole["loss"]) == 2
-    assert [row["timesteps"] for row in whole["ppo"]["validation_history"]] == [8, 12]
+    assert [row["timesteps"] for row in whole["ppo"]["validation_history"]] == [0, 8, 12]  # the start first
     assert (tmp_path / "whole" / "last" / "config.json").is_file() and (tmp_path / "whole" / "best").is_dir()
     run = json.loads((tmp_path / "whole" / "run.json").read_text())
     assert run["decision_layers"] == [1] and run["recipe"]["policy"] == "span"  # the head's layer, not the preset's

@@ -179,3 +179,19 @@ def test_a_head_that_cuts_by_units_is_sampled_over_whole_units(tmp_path):
         scores = _scores(head, played.normed, played.window, units, removable)
     log_prob, _, _ = draws(scores.expand(3, -1), played.keys, played.valid.expand(3, -1), played.count)
     assert torch.allclose(log_prob, played.log_prob)
+
+
+def test_rlprune_train_reports_the_rl_stage_from_its_start(tmp_path, tiny_model_dir, monkeypatch):
+    from hostile.test_inputs_and_faults import invoke
+    from test_span_head import _span_recipe
+
+    monkeypatch.setenv("RLPRUNE_HOME", str(tmp_path / "home"))
+    recipe = _span_recipe(tmp_path, tiny_model_dir)
+    with open(recipe, "a") as file:
+        file.write('[span_ppo]\nenv = "smoke"\nupdates = 2\nprompts = 2\ngroup = 2\nvalidation_tasks = 1\n')
+        file.write("validation_budgets = [0.6]\neval_every = 2\nkl_start = 0.1\n")
+    result = invoke("train", "--recipe", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "RL stage, validation at step 0 -> 8: reward" in " ".join(result.output.split())
+    updates = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())["ppo"]["ppo_updates"]
+    assert updates[0]["kl_start"] == 0.0 or updates[0]["kl_start"] < 1e-3  # near its start after one update

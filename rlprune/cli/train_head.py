@@ -112,10 +112,15 @@ def report_span_head(summary: dict[str, Any]) -> None:
     history = summary.get("ppo", {}).get("validation_history") or []
     if history:  # the first validation is the supervised start's (unless the stage resumed)
         first, final = history[0], summary["ppo"]["final_validation"]
-        keys = [k for k in ("reward", "answer_accuracy", "evidence", "kl") if k in first and k in final]
+        keys = [
+            k
+            for k in ("reward", "answer_accuracy", "evidence", "kl")
+            if first.get(k) is not None and final.get(k) is not None
+        ]
         changes = ", ".join(f"{key} {first[key]:.3f} -> {final[key]:.3f}" for key in keys)
+        best = summary["ppo"].get("best_validation_reward")
+        kept = "" if best is None else f"; best/ (exported) reward {best:.3f}"
         console.print(
-            f"RL stage, validation at step {first['timesteps']} -> {final['timesteps']}: {changes}; "
-            f"best/ (exported) reward {summary['ppo']['best_validation_reward']:.3f}",
+            f"RL stage, validation at step {first['timesteps']} -> {final['timesteps']}: {changes}{kept}",
             highlight=False,
         )
