@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_tokenizer
+from test_span_head import _span_recipe
 
 ray = pytest.importorskip("ray")
 
@@ -62,29 +63,10 @@ def test_a_ray_stage_plays_and_learns_what_the_local_stage_does(tmp_path, tiny_m
 
 def test_a_span_recipe_on_ray_exports_a_head_that_acts(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("RLPRUNE_HOME", str(tmp_path / "home"))
-    recipe = tmp_path / "span-ray.toml"
-    recipe.write_text(
-        f"""policy = "span"
-backend = "ray"
-[span_head]
-model = "{tiny_model_dir}"
-decision_layer = 1
-rank = 4
-channels = 2
-kernel = 3
-long_kinds = []
-short_items = 6
-short_tokens = [40, 80]
-epochs = 2
-[span_ppo]
-env = "{_preset(tmp_path, tiny_model_dir)}"
-updates = 1
-prompts = 2
-group = 2
-validation_tasks = 1
-validation_budgets = [0.6]
-"""
-    )
+    recipe = _span_recipe(tmp_path, tiny_model_dir)  # the tiny span recipe, on ray, with one PPO update
+    text = open(recipe).read().replace('policy = "span"\n', 'policy = "span"\nbackend = "ray"\n')
+    ppo = f'[span_ppo]\nenv = "{_preset(tmp_path, tiny_model_dir)}"\nupdates = 1\nprompts = 2\ngroup = 2\n'
+    open(recipe, "w").write(text + ppo + "validation_tasks = 1\nvalidation_budgets = [0.6]\n")
     summary = train(TrainOptions(recipe=recipe, out=tmp_path / "run", workers=2, quiet=True))
     assert summary["ppo"]["backend"] == "ray" and summary["ppo"]["ray_workers"] == 2 and summary["timesteps"] == 4
     model, _ = load_model(tiny_model_dir)

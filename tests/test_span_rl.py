@@ -187,9 +187,8 @@ def test_rlprune_train_reports_the_rl_stage_from_its_start(tmp_path, tiny_model_
 
     monkeypatch.setenv("RLPRUNE_HOME", str(tmp_path / "home"))
     recipe = _span_recipe(tmp_path, tiny_model_dir)
-    with open(recipe, "a") as file:
-        file.write('[span_ppo]\nenv = "smoke"\nupdates = 2\nprompts = 2\ngroup = 2\nvalidation_tasks = 1\n')
-        file.write("validation_budgets = [0.6]\neval_every = 2\nkl_start = 0.1\n")
+    stage = 'env = "smoke"\nupdates = 2\nprompts = 2\ngroup = 2\nvalidation_tasks = 1\nvalidation_budgets = [0.6]'
+    open(recipe, "a").write(f"[span_ppo]\n{stage}\neval_every = 2\nkl_start = 0.1\n")
     result = invoke("train", "--recipe", recipe, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert "RL stage, validation at step 0 -> 8: reward" in " ".join(result.output.split())
