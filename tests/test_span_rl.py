@@ -12,6 +12,7 @@ from conftest import tiny_model
 
 from rlprune.envs import EnvConfig, TaskConfig
 from rlprune.metrics import answer_likelihood
+from rlprune.policies import load_policy
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.train.recipe import SpanPPOConfig
 
@@ -192,5 +193,7 @@ def test_rlprune_train_reports_the_rl_stage_from_its_start(tmp_path, tiny_model_
     result = invoke("train", "--recipe", recipe, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert "RL stage, validation at step 0 -> 8: reward" in " ".join(result.output.split())
+    start = load_policy(tmp_path / "run" / "start", tiny_model("llama"))  # the supervised start, kept to compare
+    assert isinstance(start, SpanHeadPolicy) and start.unit == "sentence"
     updates = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())["ppo"]["ppo_updates"]
     assert updates[0]["kl_start"] == 0.0 or updates[0]["kl_start"] < 1e-3  # near its start after one update

@@ -22,7 +22,8 @@ budgets and samples a run plays does not depend on where it plays them.
 
 :class:`SpanPPOBackend` is this PPO as a :class:`~rlprune.train.common.Backend`, so the stage runs
 through the shared loop (:func:`rlprune.train.common.train_run`): its run folder, checkpoints and
-resume, validation (:class:`~rlprune.train.common.Evaluator` on the head's layer), ``best/`` and export.
+resume, validation (:class:`~rlprune.train.common.Evaluator` on the head's layer), ``best/`` and export;
+the head it started from is kept as ``RUN/start``, a policy to compare with.
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ from torch import Tensor
 
 from rlprune.envs import TokenReductionEnv
 from rlprune.errors import InvalidArgumentError
-from rlprune.policies.checkpoint import load_policy
+from rlprune.policies.checkpoint import load_policy, save_policy
 from rlprune.policies.compat import check_compatible
 from rlprune.policies.kinds import expect_kind
 from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.reduction import removal_count, unit_ranking
 from rlprune.train.common import EpisodeWindow, Run, Session, start_run, train_run
+from rlprune.train.common.folder import FINGERPRINT
 from rlprune.train.recipe import Recipe, SpanPPOConfig
 
 
@@ -88,6 +90,10 @@ def _units_drawn(keys: Tensor, valid: Tensor, sizes: Tensor, count: int) -> Tens
         if count
         else torch.zeros(len(keys), dtype=torch.long)
     )
+
+
+START = "start"
+"""The run folder's copy of the head the stage started from (``RUN/start``)."""
 
 
 def play_seed(seed: int, update: int, prompt: int) -> int:
@@ -242,6 +248,7 @@ class SpanPPOBackend:
     def __init__(self, run: Run, head: SpanHeadPolicy) -> None:
         self.head, self.config = head, run.recipe.span_ppo
         self.start = copy.deepcopy(head).eval().requires_grad_(False)  # what the KL penalty holds the head to
+        self.folder, self.meta = run.folder, run.meta  # run.json's fields (with the model's fingerprint, once training)
         torch.manual_seed(self.config.seed)
         self.rng = random.Random(self.config.seed)
         self.env = run.trainer_env  # deciding at the head's layer: the run's preset says so
@@ -303,7 +310,9 @@ class SpanPPOBackend:
         session.report(self.timesteps, self.episodes.means())
 
     def learn(self, session: Session) -> None:
-        if self.timesteps == 0:  # the supervised start is validated too, so best/ can be the start itself
+        if self.timesteps == 0:  # the start is validated too, so best/ can be the start itself, and kept
+            fingerprint = self.meta.get(FINGERPRINT)
+            save_policy(self.start, self.folder / START, fingerprint=fingerprint, training={"stage": "start"})
             session.validate()
         while self.timesteps < session.total:
             batch = self.play_batch(self.requests(), session)
