@@ -125,21 +125,27 @@ def test_the_environment_mixes_long_grids_into_every_split():
 
 @pytest.mark.integration
 def test_a_cut_that_removes_the_answer_earns_less_than_one_that_keeps_it(smollm2, tmp_path):
-    """The label-free reward on the real model: same budget, same count removed, only where."""
+    """The label-free reward on the real model: same budget, same count removed, only where. Judged on
+    the prompts whose full-model answer is right (a wrong one does not rest on the gold evidence)."""
     from rlprune.envs import TokenReductionEnv, generate_suite
 
     model, tokenizer = smollm2
     preset = EnvConfig.load("span-rl")
-    tasks = generate_suite({"grounded": 1.0}, "validation", 3, tokens=(150, 250))
+    tasks = generate_suite({"grounded": 1.0}, "validation", 6, tokens=(150, 250))
     env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, tasks=tasks, cache_dir=tmp_path)
-    for index in range(3):
+    judged = 0
+    for index in range(len(tasks)):
+        env.reset(options={"task_index": index, "budget": 0.5})
+        if not env.reference.full_correct:
+            continue
+        judged += 1
         results = {}
         for keep_answer in (True, False):
             env.reset(options={"task_index": index, "budget": 0.5})
             evidence = env.reference.evidence
             assert evidence is not None
             features = env.features()
-            n = features.state.removable().shape[0]
+            n = env.reference.prompt_length  # the carried prompt tokens (the answer is teacher-forced after them)
             answer = evidence.occurrences.any(0)[:n]
             scores = torch.linspace(-1, 1, n)  # otherwise the earliest tokens go first
             scores[answer] = 5.0 if keep_answer else -5.0
@@ -148,6 +154,7 @@ def test_a_cut_that_removes_the_answer_earns_less_than_one_that_keeps_it(smollm2
             assert done
             results[keep_answer] = (reward, info["likelihood"])
         assert results[True][1] > results[False][1] and results[True][0] > results[False][0]
+    assert judged >= 3
 
 
 def test_a_head_that_cuts_by_units_is_sampled_over_whole_units(tmp_path):
