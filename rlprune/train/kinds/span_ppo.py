@@ -71,7 +71,9 @@ class Played:
     removable: Tensor | None = None  # (n,) bool: tokens that may go (with ``units``)
 
 
-def _scores(head: SpanHeadPolicy, normed: Tensor, window: int, units: Tensor | None = None, removable=None) -> Tensor:
+def _scores(
+    head: SpanHeadPolicy, normed: Tensor, window: int, units: Tensor | None = None, removable: Tensor | None = None
+) -> Tensor:
     """The head's keep scores of the tokens, or with ``units`` of each unit: its best removable token's."""
     normed = normed.float()
     scores = head.scores(normed, normed[-window:])
@@ -83,13 +85,11 @@ def _scores(head: SpanHeadPolicy, normed: Tensor, window: int, units: Tensor | N
 
 def _units_drawn(keys: Tensor, valid: Tensor, sizes: Tensor, count: int) -> Tensor:
     """How many units each row of ``keys`` removes, lowest first, to remove ``count`` tokens; ``(rows,)``."""
+    if count == 0:
+        return torch.zeros(len(keys), dtype=torch.long)
     order = keys.masked_fill(~valid, float("inf")).argsort(dim=-1, stable=True)
     reached = sizes[order].cumsum(-1) >= count
-    return (
-        torch.where(reached.any(-1), reached.float().argmax(-1) + 1, 0)
-        if count
-        else torch.zeros(len(keys), dtype=torch.long)
-    )
+    return reached.float().argmax(-1) + 1  # the first unit whose removal reaches the count, and those before it
 
 
 START = "start"
