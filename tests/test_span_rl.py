@@ -203,4 +203,4 @@ def test_rlprune_train_reports_the_rl_stage_from_its_start(tmp_path, tiny_model_
     start = load_policy(tmp_path / "run" / "start", tiny_model("llama"))  # the supervised start, kept to compare
     assert isinstance(start, SpanHeadPolicy) and start.unit == "sentence"
     updates = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())["ppo"]["ppo_updates"]
-    assert updates[0]["kl_start"] == 0.0 or updates[0]["kl_start"] < 1e-3  # near its start after one update
+    assert 0.0 <= updates[0]["kl_start"] < 1e-3  # the first update starts at its start: its mean KL stays near 0

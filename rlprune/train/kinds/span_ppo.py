@@ -74,9 +74,13 @@ class Played:
 def _scores(
     head: SpanHeadPolicy, normed: Tensor, window: int, units: Tensor | None = None, removable: Tensor | None = None
 ) -> Tensor:
-    """The head's keep scores of the tokens, or with ``units`` of each unit: its best removable token's."""
+    """The head's keep scores of the tokens, or with ``units`` of each unit (:func:`_by_unit`)."""
     normed = normed.float()
-    scores = head.scores(normed, normed[-window:])
+    return _by_unit(head.scores(normed, normed[-window:]), units, removable)
+
+
+def _by_unit(scores: Tensor, units: Tensor | None, removable: Tensor | None) -> Tensor:
+    """Token ``scores`` as one score per unit, its best removable token's; the tokens' own without ``units``."""
     if units is None:
         return scores
     size = int(units.max()) + 1
@@ -128,7 +132,7 @@ def play(
             removable = features.state.removable()[: normed.shape[0]]
             units = head.units(features, normed.shape[0])
             token_scores = _scores(head, normed, window)
-            scores = _scores(head, normed, window, units, removable)
+            scores = _by_unit(token_scores, units, removable)
             valid = (
                 removable
                 if units is None
