@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -327,9 +328,23 @@ def test_rlprune_train_with_a_span_recipe_exports_a_sentence_head(tmp_path, tiny
     assert_clean_error(invoke("train", "--recipe", recipe, "--out", tmp_path / "run"), "remove them or choose another")
     unused = invoke("train", "--recipe", recipe, "--env", "smoke", "--timesteps", 5, "--out", tmp_path / "other")
     assert_clean_error(unused, "--env, --timesteps do not apply to a span-head recipe")
-    assert_clean_error(invoke("train", "--recipe", recipe, "--model", "gemma3-270m"), "differs from the recipe's")
+    assert_clean_error(invoke("train", "--recipe", "span-rl", "--model", "gemma3-270m"), "its RL stage plays")
     assert_clean_error(invoke("train", "--recipe", recipe, "--resume", "--out", tmp_path / "run"), "run it again")
     assert not (tmp_path / "other").exists()
+
+
+def test_model_option_trains_a_span_recipe_for_another_model(tmp_path, tiny_model_dir):
+    from hostile.test_inputs_and_faults import invoke
+
+    recipe = tmp_path / "span-other.toml"
+    text = Path(_span_recipe(tmp_path, tiny_model_dir)).read_text()
+    recipe.write_text(text.replace(str(tiny_model_dir), "smollm2-135m"))
+    result = invoke("train", "--recipe", recipe, "--model", tiny_model_dir, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    head = load_policy(tmp_path / "run" / "policy", tiny_model("llama"))  # refused were it SmolLM2's
+    assert head.decision_layer == 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["config"]["model"] == str(tiny_model_dir)
 
 
 def test_span_recipes_refuse_bad_settings(tmp_path):
@@ -496,6 +511,31 @@ def test_a_span_recipe_with_a_later_layer_trains_both_heads(tmp_path, tiny_model
     assert weights.keys() == later.keys() and all(torch.equal(weights[k], later[k]) for k in weights)
     with pytest.raises(InvalidArgumentError, match="hands over to layer 2"):
         tune_span_head(head, model, tiny_tokenizer(), SpanPPOConfig(env="smoke", updates=1))
+
+
+def test_a_later_head_that_does_not_learn_is_left_out(tmp_path, tiny_model_dir, monkeypatch):
+    from hostile.test_inputs_and_faults import invoke
+
+    from rlprune.train.kinds import span_head
+
+    fit, fits = span_head.fit, []
+
+    def rising_on_the_second(head, examples, config, show_progress=True):
+        fits.append(fit(head, examples, config, show_progress))
+        return fits[-1] if len(fits) == 1 else [1.0, 2.0]  # the later head's loss rose
+
+    monkeypatch.setattr(span_head, "fit", rising_on_the_second)
+    recipe = _span_recipe(tmp_path, tiny_model_dir)
+    with open(recipe, "a") as file:
+        file.write("later_layer = 2\n")
+    result = invoke("train", "--recipe", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert "did not learn" in " ".join(result.output.split())
+    head = load_policy(tmp_path / "run" / "policy", tiny_model("llama"))
+    assert head.layers == (1,) and head.later is None
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["later_dropped"] is True
+    assert span_head.learned([2.0, 1.5])
+    assert not span_head.learned([2.0, 2.0]) and not span_head.learned([2.0, float("nan")])
 
 
 def test_span_recipes_refuse_a_later_layer_that_does_not_follow(tmp_path):

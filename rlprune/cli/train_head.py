@@ -109,6 +109,11 @@ def report_span_head(summary: dict[str, Any]) -> None:
     if "later_loss" in summary:
         layer, loss = summary["config"]["later_layer"], summary["later_loss"]
         console.print(f"the later head (layer {layer}), loss {loss[0]:.3f} -> {loss[-1]:.3f}", highlight=False)
+        if summary.get("later_dropped"):
+            console.print(
+                f"[yellow]the later head did not learn, so it was left out: the policy cuts at layer "
+                f"{summary['config']['decision_layer']} only[/]"
+            )
     history = summary.get("ppo", {}).get("validation_history") or []
     if history:  # the first validation is the supervised start's (unless the stage resumed)
         first, final = history[0], summary["ppo"]["final_validation"]

@@ -17,6 +17,7 @@ the result agrees within the tolerance tests/test_span_recipe.py checks, not bit
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -181,8 +182,16 @@ def supervised_head(
         later, _, summary["later_loss"] = supervise(
             reducer, tokenizer, tasks, config, config.later_layer, show_progress
         )
-        head.hand_over(later, config.min_keep)
+        if learned(summary["later_loss"]):
+            head.hand_over(later, config.min_keep)
+        else:  # a head that did not learn would cut at random wherever the budget let it
+            summary["later_dropped"] = True
     return head, summary
+
+
+def learned(loss: list[float]) -> bool:
+    """Whether a supervised fit ended below where its first epoch did (and finite)."""
+    return math.isfinite(loss[-1]) and loss[-1] < loss[0]
 
 
 @repeatable()
@@ -248,9 +257,14 @@ def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
             "a span head's supervision keeps no checkpoints to resume (it takes minutes): run it again; "
             "a run with a [span_ppo] stage resumes that stage"
         )
-    if options.model is not None and options.model != recipe.span_head.model:
-        raise InvalidActionError(f"--model {options.model} differs from the recipe's model {recipe.span_head.model}")
     out, config, ppo = Path(options.out), recipe.span_head, recipe.span_ppo
+    if options.model is not None and options.model != config.model:
+        if ppo is not None:  # the stage's environment preset names its model too
+            raise InvalidActionError(
+                f"--model {options.model} differs from the recipe's model {config.model}, and its RL stage plays "
+                f"on the {ppo.env} preset's model; edit both, or train the supervised head alone (--recipe span-head)"
+            )
+        config = replace(config, model=options.model)  # a span head's supervision fits any supported model
     if options.seed is not None:
         config = replace(config, seed=options.seed)
         ppo = None if ppo is None else replace(ppo, seed=options.seed)
