@@ -190,8 +190,8 @@ def supervised_head(
 
 
 def learned(loss: list[float]) -> bool:
-    """Whether a supervised fit ended below where its first epoch did (and finite)."""
-    return math.isfinite(loss[-1]) and loss[-1] < loss[0]
+    """Whether a supervised fit ended finite and, over more than one epoch, below its first epoch."""
+    return math.isfinite(loss[-1]) and (len(loss) == 1 or loss[-1] < loss[0])
 
 
 @repeatable()
