@@ -1,5 +1,5 @@
 """Training text beyond the templates: multi-query needles, cloze questions over the essays, generated
-everyday documents; and the answer measures (echoes, other values) in records, reports and the reward."""
+everyday documents and prose; and the answer measures (echoes, other values) in records, reports and the reward."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from rlprune import build_prompt, load_model
 from rlprune.data.cloze import BLANK, _spans, cloze_task
 from rlprune.data.everyday import FIRST, ITEMS, LAST, PREFIXES, STYLES, TOKENS_PER_WORD
+from rlprune.data.everyday_prose import GENRES
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.long import LONG_KINDS, LongSuite
 from rlprune.data.tasks import answer_correct
@@ -99,9 +100,41 @@ def test_everyday_splits_differ_by_template_and_name_and_avoid_the_held_out_set(
         assert occurrences(word, held_out) == 0, word
 
 
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_everyday_prose_asks_one_sentence_in_other_words(split):
+    tasks = LongSuite("everyday-prose", lengths=(96, 192), depths=(0.0, 0.5, 1.0), per_cell=8, split=split).tasks()
+    assert {t.meta["genre"] for t in tasks} == set(GENRES[split])
+    for task in tasks:
+        assert occurrences(task.answer, task.context) == 1 and task.answer not in task.question
+        sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z])", task.context)
+        asked = next(s for s in sentences if re.search(r"(?<!\w)" + re.escape(task.answer) + r"(?!\w)", s))
+        # the question shares at most one content word (four letters or more) with its sentence
+        words = {w.lower() for w in re.findall(r"[A-Za-z']{4,}", asked)} - {"what", "which", "where", "when"}
+        assert len(words & {w.lower() for w in re.findall(r"[A-Za-z']{4,}", task.question)}) <= 1, task.question
+        assert all(occurrences(d, task.context) == 1 for d in task.meta["distractors"])
+        assert task.answer not in task.meta["distractors"]
+        assert len(task.context.split()) <= task.meta["length"] / 1.4 + 40  # a sentence may run past the length
+    assert sum(bool(t.meta["distractors"]) for t in tasks) >= len(tasks) // 5  # values of the asked kind elsewhere
+
+
+def test_everyday_prose_splits_differ_and_avoid_the_held_out_set():
+    questions = {split: {q for _, texts in GENRES[split].values() for _, q, _ in texts if q} for split in GENRES}
+    assert not questions["train"] & questions["test"] and not questions["validation"] & questions["test"]
+    assert not set(GENRES["train"]) & set(GENRES["test"]) and not set(GENRES["validation"]) & set(GENRES["test"])
+    held_out = [json.loads(line) for line in HELD_OUT.read_text().splitlines()]
+    words = re.findall(r"[a-z']+", " ".join(f"{i['context']} {i['question']}" for i in held_out).lower())
+    grams = {tuple(words[i : i + 4]) for i in range(len(words) - 3)}
+    for genres in GENRES.values():
+        for openings, sentences in genres.values():
+            for text in [*openings, *(s for sentence in sentences for s in sentence[:2] if s)]:
+                for part in re.split(r"{\w+}", text):
+                    own = re.findall(r"[a-z']+", part.lower())
+                    assert not {tuple(own[i : i + 4]) for i in range(len(own) - 3)} & grams, text
+
+
 def test_every_new_kind_is_a_suite_a_span_recipe_accepts_and_its_evidence_is_found(tiny):
     _, tokenizer = tiny
-    for name in ("niah-multiquery", "cloze", "everyday-gen"):
+    for name in ("niah-multiquery", "cloze", "everyday-gen", "everyday-prose"):
         suite, tasks = load_suite(name, limit=2, per_cell=1, depths=(0.5,))
         assert suite == name and len(tasks) == 2
         for task in tasks:  # the tiny tokenizer reads most words as one unknown token; offsets still locate them

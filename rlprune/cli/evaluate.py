@@ -15,8 +15,8 @@ SuiteOption = Annotated[
     typer.Option(
         help="A built-in suite (test split: grounded-qa, mixed-hard, counterfactual, kv-retrieval, long-context, "
         "arithmetic, short-answers, instructions; real-text grids: niah, niah-multikey, niah-multivalue, "
-        "niah-multiquery, variable-tracking, cloze, everyday-gen), a training preset's split (env:PRESET[:SPLIT]) "
-        "or a .jsonl file."
+        "niah-multiquery, variable-tracking, cloze, everyday-gen, everyday-prose), a training preset's split "
+        "(env:PRESET[:SPLIT]) or a .jsonl file."
     ),
 ]
 PolicyOption = Annotated[

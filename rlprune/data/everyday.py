@@ -196,7 +196,7 @@ def _part(values: Sequence[str], split: str) -> list[str]:
     return [v for i, v in enumerate(values) if i % 5 in SPLIT_PARTS[split]]
 
 
-def _fields(rng: random.Random, split: str) -> dict[str, str]:
+def draw_fields(rng: random.Random, split: str) -> dict[str, str]:
     """One entry's values: people, streets, towns and items from ``split``'s share of the lists."""
     prefix = _part(PREFIXES, split)
     return {
@@ -210,11 +210,11 @@ def _fields(rng: random.Random, split: str) -> dict[str, str]:
     }
 
 
-def _fields_in(template: str) -> set[str]:
+def fields_in(template: str) -> set[str]:
     return set(re.findall(r"{(\w+)}", template))
 
 
-def _once(value: str, text: str) -> bool:
+def occurs_once(value: str, text: str) -> bool:
     return len(re.findall(r"(?<!\w)" + re.escape(value) + r"(?!\w)", text)) == 1
 
 
@@ -223,22 +223,22 @@ def everyday_task(rng: random.Random, length: int, depth: float, *, split: str) 
     style = rng.choice(sorted(STYLES))
     headings, templates = STYLES[style][split]
     entry, question, field = rng.choice(templates)
-    asked = _fields(rng, split)
-    unique = _fields_in(question) | {field}  # what identifies the asked entry, and its answer
-    heading = rng.choice(headings).format(**_fields(rng, split))
+    asked = draw_fields(rng, split)
+    unique = fields_in(question) | {field}  # what identifies the asked entry, and its answer
+    heading = rng.choice(headings).format(**draw_fields(rng, split))
     entries: list[tuple[str, dict[str, str]]] = []
     words = len(heading.split())
     while words < length / TOKENS_PER_WORD or not entries:
-        values = _fields(rng, split)
+        values = draw_fields(rng, split)
         while any(values[name] == asked[name] for name in unique):
-            values = _fields(rng, split)
+            values = draw_fields(rng, split)
         entries.append((rng.choice(templates)[0], values))  # the other entries in any of the split's wordings
         words += len(entries[-1][0].format(**values).split())
     entries.insert(round(depth * len(entries)), (entry, asked))
     context = "\n".join([heading, *(wording.format(**values) for wording, values in entries)])
-    if not all(_once(asked[name], context) for name in unique if name in _fields_in(entry)):
+    if not all(occurs_once(asked[name], context) for name in unique if name in fields_in(entry)):
         return everyday_task(rng, length, depth, split=split)  # a value repeated inside a template: draw again
-    others = sorted({values[field] for wording, values in entries if field in _fields_in(wording)} - {asked[field]})
+    others = sorted({values[field] for wording, values in entries if field in fields_in(wording)} - {asked[field]})
     meta = {"depth": depth, "length": length, "style": style, "distractors": others}
     answer = asked[field]
     return Task("everyday-gen", question.format(**asked), context, answer, (answer,), meta=meta)

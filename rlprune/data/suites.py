@@ -72,4 +72,9 @@ SUITES: dict[str, SuiteSpec | LongSuite] = {
     "everyday-gen": LongSuite(
         "everyday-gen", "generated notices, letters, logs, timetables, receipts; one entry asked", (256, 512, 1024)
     ),
+    "everyday-prose": LongSuite(
+        "everyday-prose",
+        "generated newsletters, postcards, memos, notes; one sentence asked in other words",
+        (96, 128, 192),
+    ),
 }
