@@ -16,6 +16,7 @@ from rlprune.errors import InvalidActionError, InvalidArgumentError
 from rlprune.models import model_fingerprint
 from rlprune.policies import PolicyError, SpanHeadPolicy, load_policy, save_policy
 from rlprune.reduction import sentence_end_ids
+from rlprune.train.common.folder import RunFolderError
 from rlprune.train.kinds.span_head import collect, fit
 from rlprune.train.kinds.span_ppo import tune_span_head
 from rlprune.train.recipe import SpanHeadConfig, SpanPPOConfig
@@ -586,7 +587,8 @@ def test_a_span_ppo_stage_checkpoints_and_resumes_through_the_shared_loop(tmp_pa
         file.write("validation_budgets = [0.6]\neval_every = 2\nlearning_rate = 0.01\n")
     whole = train(TrainOptions(recipe=recipe, out=tmp_path / "whole", quiet=True))
     assert whole["timesteps"] == 12 and len(whole["ppo"]["ppo_updates"]) == 3 and len(whole["loss"]) == 2
-    assert [row["timesteps"] for row in whole["ppo"]["validation_history"]] == [0, 8, 12]  # the start first
+    whole_history = whole["ppo"]["validation_history"]
+    assert [row["timesteps"] for row in whole_history] == [0, 8, 12]  # the start first
     assert (tmp_path / "whole" / "last" / "config.json").is_file() and (tmp_path / "whole" / "best").is_dir()
     run = json.loads((tmp_path / "whole" / "run.json").read_text())
     assert run["decision_layers"] == [1] and run["recipe"]["policy"] == "span"  # the head's layer, not the preset's
@@ -612,3 +614,12 @@ def test_a_span_ppo_stage_checkpoints_and_resumes_through_the_shared_loop(tmp_pa
     done, again = (load_policy(tmp_path / name / "policy", model).state_dict() for name in ("whole", "cut"))
     assert all(torch.equal(done[key], again[key]) for key in done)  # the same head as the run never cut
     assert resumed["ppo"]["validation_history"] == whole["ppo"]["validation_history"]
+
+    longer = train(TrainOptions(out=tmp_path / "whole", resume=True, timesteps=18, quiet=True))  # a finished run
+    assert longer["ppo"]["resumed_from"] == 12 and longer["timesteps"] == 20  # 18 episodes, in whole updates of 4
+    assert len(longer["ppo"]["ppo_updates"]) == 2 and longer["ppo"]["validation_history"][:3] == whole_history
+    assert json.loads((tmp_path / "whole" / "run.json").read_text())["recipe"]["span_ppo"]["updates"] == 5
+    with pytest.raises(RunFolderError, match="span_ppo.learning_rate"):  # what it learns stays the run's
+        edited = Path(recipe).read_text().replace("learning_rate = 0.01", "learning_rate = 0.02")
+        (tmp_path / "edited.toml").write_text(edited)
+        train(TrainOptions(recipe=tmp_path / "edited.toml", out=tmp_path / "whole", resume=True, quiet=True))

@@ -47,7 +47,8 @@ OverrideOption = Annotated[
         "--override",
         help="On --resume, let this field differ from the run's (repeatable). Safe: run.timesteps, run.n_envs "
         "(workers), run.envs, run.torch_threads, run.checkpoint_every, run.eval_every, ray.address, "
-        "ray.sample_timeout_s, env.device, env.dtype. --timesteps/--workers/--device/--dtype need none.",
+        "ray.sample_timeout_s, span_ppo.updates, env.device, env.dtype. --timesteps/--workers/--device/--dtype "
+        "need none.",
     ),
 ]
 
@@ -61,7 +62,12 @@ def train(
     backend: BackendOption = None,
     workers: WorkersOption = None,
     address: AddressOption = None,
-    timesteps: Annotated[int | None, typer.Option(min=1, help="Override the recipe's timesteps.")] = None,
+    timesteps: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Override the recipe's timesteps (a span recipe: on --resume, its RL stage's episodes)."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,
     resume: ResumeOption = False,
     override: OverrideOption = None,

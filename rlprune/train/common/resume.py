@@ -23,9 +23,11 @@ RECIPE_SAFE = (
     "run.eval_every",
     "ray.address",
     "ray.sample_timeout_s",
+    "span_ppo.updates",
 )
-"""Recipe fields a resumed run may change: how long and where it runs, not what it learns or how it is
-judged (PPO settings, the seed, warm start and validation tasks/budgets stay those of the run)."""
+"""Recipe fields a resumed run may change: how long and where it runs (a span head's RL stage counts
+its length in updates), not what it learns or how it is judged (PPO settings, the seed, warm start
+and validation tasks/budgets stay those of the run)."""
 SAFE_ON_RESUME = tuple(f"recipe.{name}" for name in RECIPE_SAFE) + ("env.device", "env.dtype")
 OVERRIDE_ALIASES = {"workers": "recipe.run.n_envs"}
 

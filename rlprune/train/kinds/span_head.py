@@ -20,7 +20,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -204,12 +204,14 @@ def train_span_head(
     ppo: SpanPPOConfig | Recipe | None = None,
     run_folder: str | Path | None = None,
     resume: bool = False,
+    allow: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Supervise a span head (or load the one at ``start``), tune it by PPO on the real reward when
     ``ppo`` is given (through the shared loop, in ``run_folder``: a temporary one if ``None``), and
     export it to ``out`` as a policy checkpoint; returns a summary.
 
-    On ``resume`` a run folder holding a checkpoint continues its PPO stage without supervising again."""
+    On ``resume`` a run folder holding a checkpoint continues its PPO stage without supervising again
+    (``allow``: the fields that may differ from the run's, such as a longer stage's ``span_ppo.updates``)."""
     if ppo is not None and config.later_layer is not None:
         raise InvalidArgumentError(
             "PPO tunes a span head that cuts at one layer: drop later_layer (--later-layer) or the PPO stage"
@@ -222,7 +224,9 @@ def train_span_head(
         head, summary = expect_kind(load_policy(last, model), "span", "a span run's checkpoint"), {"resumed": True}
     head.select_by(config.unit, sentence_end_ids(tokenizer))  # the RL stage samples the units the head cuts by
     if ppo is not None:
-        summary["ppo"] = tune_span_head(head, model, tokenizer, ppo, show_progress, out=run_folder, resume=resume)
+        summary["ppo"] = tune_span_head(
+            head, model, tokenizer, ppo, show_progress, out=run_folder, resume=resume, allow=allow
+        )
     save_policy(head.eval(), out, fingerprint=model_fingerprint(model), training=summary)
     return summary
 
@@ -246,7 +250,9 @@ def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
     ``options.resume`` continues it.
     """
     on_ray = recipe.backend == "ray" and recipe.span_ppo is not None  # the PPO stage plays on Ray workers
-    unused = options.given([name for name in SPAN_UNUSED if not (on_ray and name in ("workers", "address"))])
+    extend = options.resume and recipe.span_ppo is not None and options.timesteps is not None
+    used = {"workers", "address"} if on_ray else set()
+    unused = options.given([name for name in SPAN_UNUSED if name not in used and not (extend and name == "timesteps")])
     if unused:
         raise InvalidActionError(
             f"{', '.join(unused)} do not apply to a span-head recipe: it trains on its own [span_head] tasks "
@@ -268,6 +274,8 @@ def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
     if options.seed is not None:
         config = replace(config, seed=options.seed)
         ppo = None if ppo is None else replace(ppo, seed=options.seed)
+    if extend and ppo is not None:  # --timesteps on --resume: the stage runs to this many episodes, in whole updates
+        ppo = replace(ppo, updates=math.ceil(options.timesteps / (ppo.prompts * ppo.group)))
     stage = None if ppo is None else replace(recipe, span_head=config, span_ppo=ppo)
     if stage is not None and on_ray:  # --workers and --address, as for every kind on ray
         run = replace(stage.run, n_envs=options.workers or stage.run.n_envs)
@@ -279,7 +287,14 @@ def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
         check_fresh_folder(out)
     began = time.perf_counter()
     summary = train_span_head(
-        config, out / "policy", not options.quiet, start=options.start, ppo=stage, run_folder=out, resume=options.resume
+        config,
+        out / "policy",
+        not options.quiet,
+        start=options.start,
+        ppo=stage,
+        run_folder=out,
+        resume=options.resume,
+        allow=("run.timesteps", "span_ppo.updates") if extend else (),
     )
     summary |= {"seconds": time.perf_counter() - began, "policy_kind": recipe.policy}
     if "ppo" in summary:  # the steps the run reached: a resume of a finished run says so

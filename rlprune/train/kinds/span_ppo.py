@@ -32,6 +32,7 @@ import copy
 import dataclasses
 import random
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -349,10 +350,11 @@ def tune_span_head(
     *,
     out: str | Path | None = None,
     resume: bool = False,
+    allow: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Tune ``head`` in place by PPO on the real reward through the shared loop, in the run folder ``out``
-    (checkpoints, validation, ``best/``, resume; a temporary one if ``None``); ``head`` ends with the
-    best validated weights. Returns the run's summary."""
+    (checkpoints, validation, ``best/``, resume, with ``allow`` the fields that may differ from the run's;
+    a temporary one if ``None``); ``head`` ends with the best validated weights. Returns the run's summary."""
     expect_kind(head, "span", "PPO here tunes a span head's scores")
     if head.later is not None:
         raise InvalidArgumentError(
@@ -373,6 +375,7 @@ def tune_span_head(
         overrides={},
         resume=resume,
         cache_dir=None,
+        allow=allow,
         decision_layers=(head.decision_layer,),
     )
     run.loaded = (model, tokenizer)
