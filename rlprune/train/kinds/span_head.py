@@ -251,8 +251,8 @@ def train_span(options: TrainOptions, recipe: Recipe) -> dict[str, Any]:
     """
     on_ray = recipe.backend == "ray" and recipe.span_ppo is not None  # the PPO stage plays on Ray workers
     extend = options.resume and recipe.span_ppo is not None and options.timesteps is not None
-    used = {"workers", "address"} if on_ray else set()
-    unused = options.given([name for name in SPAN_UNUSED if name not in used and not (extend and name == "timesteps")])
+    used = ({"workers", "address"} if on_ray else set()) | ({"timesteps"} if extend else set())
+    unused = options.given([name for name in SPAN_UNUSED if name not in used])
     if unused:
         raise InvalidActionError(
             f"{', '.join(unused)} do not apply to a span-head recipe: it trains on its own [span_head] tasks "
