@@ -217,7 +217,8 @@ def echoes_question(answer: str, question: str) -> bool:
     return common[-1] >= 2 and common[-1] > len(asked) / 2
 
 
-_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+"""A number as answers and contexts write it: digits, with any ``.``, ``,`` or ``:`` inside."""
 _NAME = re.compile(r"(?<![.!?:]\s)(?<![\n\r])(?<!^)\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*){0,3}")
 
 
@@ -231,8 +232,8 @@ def other_values(task: Task) -> set[str]:
     listed = task.meta.get("distractors") or ()
     found = {str(v) for v in ((listed,) if isinstance(listed, str) else listed)}
     if task.context and aliases:
-        if any(_NUMBER.search(a) for a in aliases):
-            found |= set(_NUMBER.findall(task.context))
+        if any(NUMBER.search(a) for a in aliases):
+            found |= set(NUMBER.findall(task.context))
         elif all(a.strip()[:1].isupper() for a in aliases):
             found |= set(_NAME.findall(task.context.strip()))
     known = f" {normalize(' '.join((task.question, *aliases)))} "

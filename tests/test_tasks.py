@@ -10,7 +10,8 @@ import torch
 from rlprune import build_prompt
 from rlprune.engine import Reducer
 from rlprune.envs import KINDS, ReferenceCache, Task, answer_correct, generate_suite, generate_task, load_jsonl
-from rlprune.envs.reference import answer_token_mask
+from rlprune.envs.env import EpisodeConfig
+from rlprune.envs.reference import answer_token_mask, corrected_answer
 from rlprune.envs.rewards import quality
 from rlprune.errors import RLPruneError
 from rlprune.models import load_model
@@ -107,6 +108,51 @@ def test_reference_cache_stores_and_reloads(tmp_path):
     full = reducer.run(computed.input_ids, prompt_length=computed.prompt_length, logits="continuation")
     q = quality(full.logits[0], computed)
     assert q.kl < 1e-6 and q.agreement == 1.0
+
+
+def test_a_wrong_answer_is_corrected_in_its_own_words():
+    task = Task(
+        "kv", "What is the code for amber-gate?", "amber-gate: 4821. oak-door: 7310.", "4821", ("4821",),
+        meta={"distractors": ["7310"]},
+    )  # fmt: skip
+    right = "The code for amber-gate is 4821."
+    assert corrected_answer("The code for amber-gate is 7310, as the list says.", task) == right
+    assert corrected_answer("The code for amber-gate is 1999.", task) == right  # a number of its own
+    assert corrected_answer("I cannot tell.", task) == "The answer is 4821."
+    keyed = Task("kv", "What is the code for kettle-24?", "kettle-24: 9582. lantern-24: 1118. x: 24", "9582", ("9582",))
+    assert corrected_answer("The code for kettle-24 is 1118.", keyed) == "The code for kettle-24 is 9582."  # not "-24"
+    context = "In the village the bees are kept by Ada Lark and the hens by Bo Finch."
+    people = Task("grounded", "Who keeps the bees?", context, "Ada Lark", ("Ada Lark",))
+    assert corrected_answer("The bees are kept by bo  finch.", people) == "The bees are kept by Ada Lark."
+    both = Task("kv", "Which numbers?", "7 and 9 and 5", answers=("7", "9"), meta={"match": "all"})
+    assert corrected_answer("They are 5 and 9.", both) == "They are 7 and 9."
+    with pytest.raises(ValueError, match="gold answer"):
+        corrected_answer("anything", Task("instruction", "Write a haiku."))
+
+
+def test_a_corrected_reference_teacher_forces_the_gold_answer_where_the_full_model_misses_it(tmp_path):
+    model, tokenizer = load_model("tiny-random")  # random weights: its answers miss
+    reducer = Reducer(model)
+    task = generate_task("kv", "train", 3, tokens=(40, 80))
+    settings = {"first_layer": 1, "continuation_tokens": 16, "folder": tmp_path}
+    caches = {target: ReferenceCache(reducer, tokenizer, **settings, target=target) for target in ("full", "corrected")}
+    own, corrected = caches["full"].get(task), caches["corrected"].get(task)
+    assert own.full_correct is False and corrected.full_correct is False
+    assert caches["full"].key(task) != caches["corrected"].key(task)
+    assert torch.equal(own.input_ids[0, : own.prompt_length], corrected.input_ids[0, : corrected.prompt_length])
+    # one token a byte: "The answer is ..." is too long for 16 tokens, so the gold answer stands alone
+    assert corrected_answer(own.text, task).startswith("The answer is") and corrected.text == f"{task.answer}."
+    assert tokenizer.decode(corrected.continuation[corrected.answer_mask]).strip() == task.answer
+    # the stored distribution is the full model's on the corrected answer, so it judges itself perfect
+    full = reducer.run(corrected.input_ids, prompt_length=corrected.prompt_length, logits="continuation")
+    assert quality(full.logits[0], corrected).kl < 1e-6
+    # without a gold answer there is nothing to correct: the full model's own answer is kept
+    haiku = Task("instruction", "Write a haiku about rain.")
+    assert torch.equal(caches["corrected"].get(haiku).input_ids, caches["full"].get(haiku).input_ids)
+    with pytest.raises(ValueError, match="unknown target"):
+        ReferenceCache(reducer, tokenizer, first_layer=1, folder=tmp_path, target="gold")
+    with pytest.raises(ValueError, match="unknown target"):
+        EpisodeConfig(target="gold")  # a preset's [episode] target is checked when it loads
 
 
 def test_a_corrupt_reference_is_recomputed(tmp_path):

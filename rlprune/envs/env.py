@@ -28,7 +28,7 @@ from rlprune.engine.features import (
     flops_projected,
     observe,
 )
-from rlprune.envs.reference import Reference, ReferenceCache
+from rlprune.envs.reference import TARGETS, Reference, ReferenceCache
 from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward
 from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.metrics import evidence_kept
@@ -150,6 +150,7 @@ class EpisodeConfig:
     decision_layers: tuple[int, ...] = (2, 6, 12, 20)
     budget: tuple[float, ...] = (0.3, 0.9)  # one value (fixed) or [low, high] drawn per episode
     continuation_tokens: int = 16  # length of the full model's answer used for the quality terms
+    target: str = "full"  # what is teacher-forced: "full" (its answer) or "corrected" (gold where it misses)
     protect_first: int = 1
     scorers: tuple[str, ...] = SCORER_CHOICES  # what a layer policy ranks tokens by, span options allowed
 
@@ -169,6 +170,8 @@ class EpisodeConfig:
         ActionSpec(scorers=tuple(self.scorers))  # a bad scorer or span option fails with the preset
         if self.continuation_tokens < 1:
             raise ValueError("continuation_tokens must be at least 1")
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,7 @@ class TokenReductionEnv(gym.Env):
             first_layer=episode.decision_layers[0],
             continuation_tokens=episode.continuation_tokens,
             folder=cache_dir,
+            target=episode.target,
         )
         self.action_spec = episode.action_spec
         self.action_space = spaces.MultiDiscrete(self.action_spec.nvec)

@@ -4,12 +4,18 @@ A training episode needs the full model's answer (to teacher-force it through th
 model), its log-probabilities on that answer (for the KL) and the hidden state entering the
 first decision layer (so the layers before it never run again). All of it is stored as
 safetensors, keyed by the model's fingerprint and a hash of the prompt and settings.
+
+What is teacher-forced is the *target* (:data:`TARGETS`): the full model's own answer, or with
+``"corrected"`` the gold answer put in where the full model's answer misses it
+(:func:`corrected_answer`), so a reward on the target's likelihood says something on the items
+the full model gets wrong too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -32,6 +38,9 @@ from rlprune.progress import Progress
 from rlprune.prompts import build_prompt
 
 FORMAT = 2  # 2: where the gold answer sits in the prompt (evidence)
+TARGETS = ("full", "corrected")
+"""What a reference teacher-forces: the full model's greedy answer, or that answer corrected to the
+gold one where it misses it (:func:`corrected_answer`)."""
 
 
 @dataclass
@@ -50,7 +59,7 @@ class Reference:
     first_layer: int
     grounded: bool
     full_correct: bool | None  # the full model's answer contains a gold alias
-    text: str  # the full model's answer
+    text: str  # the teacher-forced answer: the full model's, or its correction (``ReferenceCache.target``)
     evidence_occurrences: Tensor  # (k, prompt) bool: the gold answer's occurrences in the context (k may be 0)
     evidence_groups: Tensor  # (k,) which required answer each occurrence spells
 
@@ -92,8 +101,11 @@ class ReferenceCache:
         top_k: int = TOP_K,
         folder: str | Path | None = None,
         memory_items: int = 64,
+        target: str = "full",
     ) -> None:
-        self.reducer, self.tokenizer = reducer, tokenizer
+        if target not in TARGETS:
+            raise ValueError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
+        self.reducer, self.tokenizer, self.target = reducer, tokenizer, target
         self.first_layer, self.continuation_tokens, self.top_k = first_layer, continuation_tokens, top_k
         self.folder = Path(folder) if folder else rlprune_home() / "references" / fingerprint_id(reducer.model)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -103,6 +115,7 @@ class ReferenceCache:
     def key(self, task: Task) -> str:
         settings = [FORMAT, task.kind, task.context, task.question, task.answers, task.prior]
         settings += [self.first_layer, self.continuation_tokens, self.top_k, self.reducer.config.protect_first]
+        settings += [] if self.target == "full" else [self.target]  # full-answer references keep their keys
         return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:24]
 
     def get(self, task: Task) -> Reference:
@@ -134,12 +147,21 @@ class ReferenceCache:
 
     @torch.no_grad()
     def compute(self, task: Task) -> Reference:
-        """Run the full model: greedy answer, its log-probabilities, the early hidden state."""
+        """Run the full model: greedy answer (corrected where the target says so), its
+        log-probabilities, the early hidden state."""
         reducer, tokenizer = self.reducer, self.tokenizer
         prompt = build_prompt(tokenizer, task.question, task.context)
         generated = reducer.generate(prompt.input_ids, max_new_tokens=self.continuation_tokens)
-        continuation = generated.tokens[0]
-        ids = torch.cat((prompt.input_ids, generated.tokens.to(prompt.input_ids.device)), dim=1)
+        continuation = generated.tokens[0].cpu()
+        said = tokenizer.decode(continuation, skip_special_tokens=True)
+        full_correct = answer_correct(said, task)
+        if self.target == "corrected" and full_correct is False:
+            for text in (corrected_answer(said, task), f"{gold_answer(task)}."):  # the gold alone if too long
+                continuation = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
+                if len(continuation) <= self.continuation_tokens:
+                    break
+            continuation = continuation[: self.continuation_tokens]
+        ids = torch.cat((prompt.input_ids, continuation[None].to(prompt.input_ids.device)), dim=1)
         n = len(prompt)
         # one pass: stop at the first decision layer to keep its input, then finish without reduction
         state = reducer.start(
@@ -164,7 +186,7 @@ class ReferenceCache:
             hidden=hidden.cpu(),
             first_layer=self.first_layer,
             grounded=task.grounded,
-            full_correct=answer_correct(text, task),
+            full_correct=full_correct,
             text=text,
             evidence_occurrences=torch.zeros(0, n, dtype=torch.bool) if evidence is None else evidence.occurrences,
             evidence_groups=torch.zeros(0, dtype=torch.long) if evidence is None else evidence.groups,
@@ -217,6 +239,35 @@ class ReferenceCache:
             )
         except (OSError, KeyError, ValueError, RuntimeError, SafetensorError):
             return None
+
+
+def gold_answer(task: Task) -> str:
+    """The task's gold answer as an answer says it: its first alias, or where it asks for several
+    (``meta["match"] == "all"``) all of them joined by "and"."""
+    aliases = [a for a in (task.answers or ((task.answer,) if task.answer else ())) if a.strip()]
+    if not aliases:
+        raise ValueError("only a task with a gold answer can be corrected")
+    return " and ".join(aliases) if task.meta.get("match") == "all" else aliases[0]
+
+
+def corrected_answer(said: str, task: Task) -> str:
+    """The full model's wrong answer ``said``, corrected: cut where it first names another value of
+    the context (:func:`rlprune.metrics.other_values`: another key's number, another person; for a
+    numeric answer any number the question does not hold) and finished with the gold answer
+    (:func:`gold_answer`), so the correction keeps the model's own phrasing ("The special magic
+    number for X is" + gold); where it names none, ``"The answer is"`` + gold."""
+    gold = gold_answer(task)
+    values = set(metrics.other_values(task))
+    if metrics.NUMBER.search(gold):  # a number the model made up is a wrong value too
+        values |= {n for n in metrics.NUMBER.findall(said) if n not in metrics.NUMBER.findall(task.question)}
+    starts = []
+    for value in values:
+        pattern = r"(?<![\w-])" + r"\W+".join(map(re.escape, value.split())) + r"(?![\w-])"  # not in "kettle-24"
+        found = re.search(pattern, said, flags=re.IGNORECASE)
+        if found:
+            starts.append(found.start())
+    prefix = said[: min(starts)].rstrip() if starts else ""
+    return f"{prefix or 'The answer is'} {gold}."
 
 
 def answer_token_mask(tokenizer: PreTrainedTokenizerBase, continuation: Tensor, task: Task) -> Tensor:

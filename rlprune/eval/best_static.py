@@ -148,6 +148,7 @@ def validation_references(
         first_layer=episode.decision_layers[0],
         continuation_tokens=episode.continuation_tokens,
         folder=cache_dir,
+        target=episode.target,
     )
     cache.warm(tasks)
     return reducer, [cache.get(t) for t in tasks]
