@@ -1,7 +1,8 @@
 """Pool several evaluations' records and compare one method with every other, paired by item.
 
 Reads the ``results.json`` of each evaluation folder given (``rlprune eval ... --out DIR``), pools
-their records (items keep their own ids, so nothing is paired across suites) and prints, per
+their records (items keep their own ids, so nothing is paired across suites; a record found in two
+folders, such as the full model's, counts once) and prints, per
 method and budget, accuracy, evidence kept, partial answers, hallucination and loops, then the
 paired accuracy differences of ``--method`` against every other method with 95% bootstrap
 intervals, all in one table.
@@ -28,10 +29,15 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()
 
-    records = []
+    pooled: dict[tuple, dict] = {}
     for folder in args.folders:
-        results = json.loads((folder / "results.json").read_text())
-        records += results["records"]
+        for record in json.loads((folder / "results.json").read_text())["records"]:
+            key = (record["method"], record["item"], record["budget"])
+            seen = pooled.setdefault(key, record)
+            if seen.get("method_id") != record.get("method_id"):
+                name = record["method"]
+                raise SystemExit(f"two checkpoints are named {name!r} here: compare them apart")
+    records = list(pooled.values())
     names = {r["method"] for r in records}
     method = args.method if args.method in names else Path(args.method).name
     if method not in names:
