@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -428,3 +431,41 @@ def test_evidence_only_records_what_generation_records_without_generating(tiny, 
     assert "evidence kept" in (tmp_path / "ev" / "results.md").read_text()
     with pytest.raises(RLPruneError, match="evidence_only"):  # never mixed with generated records
         Evaluation(base, tmp_path / "ev", model=model, tokenizer=tokenizer)
+
+
+POOLED = Path(__file__).resolve().parents[1] / "benchmarks" / "pooled_comparison.py"
+PUBLISHED = Path(__file__).resolve().parents[1] / "eval" / "results" / "heldout-pool" / "results.json"
+
+
+def _pooled(folders: list[Path], method: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(POOLED), *map(str, folders), "--method", method, "--bootstrap", "20"]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def _folder(path: Path, records: list[dict]) -> Path:
+    path.mkdir()
+    (path / "results.json").write_text(json.dumps({"records": records}))
+    return path
+
+
+def test_pooling_two_folders_counts_the_records_they_share_once(tmp_path):
+    records = json.loads(PUBLISHED.read_text())["records"]
+    items = sorted({r["item"] for r in records})[:40]
+    records = [r for r in records if r["item"] in items]
+    full = [r for r in records if r["method"] == FULL]
+    ours, theirs = "runs/span-rl/policy", "runs/span-sup/policy"
+    whole = _folder(tmp_path / "whole", [r for r in records if r["method"] in (FULL, ours, theirs)])
+    first = _folder(tmp_path / "first", full + [r for r in records if r["method"] == ours])
+    second = _folder(tmp_path / "second", full + [r for r in records if r["method"] == theirs])
+    one, two = _pooled([whole], ours), _pooled([first, second], ours)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    tables = [[line for line in run.stdout.splitlines() if "pooled from" not in line] for run in (one, two)]
+    assert tables[0] == tables[1]
+    assert "full model" in one.stdout and "40 items" in one.stdout
+
+
+def test_pooling_refuses_two_checkpoints_under_one_name(tmp_path):
+    records = [r for r in json.loads(PUBLISHED.read_text())["records"] if r["method"] == "runs/span-rl/policy"][:4]
+    other = [{**r, "method_id": "another checkpoint"} for r in records]
+    run = _pooled([_folder(tmp_path / "a", records), _folder(tmp_path / "b", other)], "runs/span-rl/policy")
+    assert run.returncode != 0 and "two checkpoints are named" in run.stderr
