@@ -2,10 +2,10 @@
 
 Reads the ``results.json`` of each evaluation folder given (``rlprune eval ... --out DIR``), pools
 their records (items keep their own ids, so nothing is paired across suites; a record found in two
-folders, such as the full model's, counts once) and prints, per
-method and budget, accuracy, evidence kept, partial answers, hallucination and loops, then the
-paired accuracy differences of ``--method`` against every other method with 95% bootstrap
-intervals, all in one table.
+folders, such as the full model's, counts once) and prints, per method and budget, accuracy,
+evidence kept, partial answers, hallucination and loops, then the paired accuracy differences of
+``--method`` against every other method with 95% bootstrap intervals, then where they come from:
+the items ``--method`` wins and loses against each, split by whether the full model answers them.
 
     python benchmarks/pooled_comparison.py runs/eval-grounded runs/eval-niah runs/eval-multikey \
         --method policies/smollm2-135m-span
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from rlprune.eval import FULL
 from rlprune.eval.report import aggregate, differences, differences_table, markdown_table
 
 
@@ -47,6 +48,30 @@ def main() -> None:
     title = f"{items} items pooled from {', '.join(str(f) for f in args.folders)}"
     console.print(markdown_table(aggregate(records, samples=args.bootstrap), title), highlight=False)
     console.print(differences_table(differences(records, method, samples=args.bootstrap)), highlight=False)
+    console.print(wins_table(records, method), highlight=False)
+
+
+def wins_table(records: list[dict], method: str) -> str:
+    """Items ``method`` answers and another method does not (won) and the reverse (lost), per budget,
+    on the items the full model answers and on those it misses: where a difference comes from."""
+    correct = {(r["method"], r["item"], r["budget"]): bool(r["correct"]) for r in records}
+    full = {item: right for (name, item, _), right in correct.items() if name == FULL}
+    rows = ["| method | versus | budget | full model right: won / lost (n) | full model wrong: won / lost (n) |"]
+    rows.append("|---|---|---:|---:|---:|")
+    budgets = sorted({b for (name, _, b) in correct if name == method and b is not None})
+    for other in sorted({name for (name, _, _) in correct} - {method, FULL}):
+        for budget in budgets:
+            cells = []
+            for answered in (True, False):
+                pairs = [
+                    (correct[(method, item, budget)], correct[(other, item, budget)])
+                    for item, right in full.items()
+                    if right == answered and (method, item, budget) in correct and (other, item, budget) in correct
+                ]
+                won, lost = sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
+                cells.append(f"{won} / {lost} ({len(pairs)})")
+            rows.append(f"| {method} | {other} | {budget} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -462,6 +463,15 @@ def test_pooling_two_folders_counts_the_records_they_share_once(tmp_path):
     tables = [[line for line in run.stdout.splitlines() if "pooled from" not in line] for run in (one, two)]
     assert tables[0] == tables[1]
     assert "full model" in one.stdout and "40 items" in one.stdout
+    ours_correct = {(r["item"], r["budget"]): r["correct"] for r in records if r["method"] == ours}
+    theirs_correct = {(r["item"], r["budget"]): r["correct"] for r in records if r["method"] == theirs}
+    for budget in (0.3, 0.5):  # the won and lost items of both halves add up to the accuracy difference
+        prefix = f"| {ours} | {theirs} | {budget} |"
+        lines = [line for line in one.stdout.splitlines() if line.startswith(prefix)]
+        rows = [re.findall(r"(\d+) / (\d+) \(\d+\)", line) for line in lines]
+        won_lost = [int(count) for pair in next(row for row in rows if row) for count in pair]
+        net = sum(ours_correct[i, budget] - theirs_correct[i, budget] for i in items)
+        assert won_lost[0] - won_lost[1] + won_lost[2] - won_lost[3] == net
 
 
 def test_pooling_refuses_two_checkpoints_under_one_name(tmp_path):
