@@ -135,6 +135,17 @@ def answer_likelihood(logprobs: Tensor, targets: Tensor, floor: float) -> float:
     return picked.clamp(min=-floor).mean().item()
 
 
+def greedy_reproduced(logprobs: Tensor, targets: Tensor) -> int:
+    """How many leading tokens of ``targets`` (the full model's answer, teacher-forced) the reduced model
+    predicts top-1 in a row: as long as each is its top-1, its own greedy decoding says the same, so this
+    is the length of the answer it reproduces when it decodes (a tie counts as reproduced)."""
+    if targets.numel() == 0:
+        return 0
+    picked = logprobs.gather(-1, targets[:, None].to(logprobs.device)).squeeze(-1)
+    kept = picked >= logprobs.max(dim=-1).values
+    return int(kept.long().cumprod(0).sum())
+
+
 @dataclass(frozen=True)
 class Agreement:
     """The reduced model against the full model, teacher-forced on the full model's answer."""

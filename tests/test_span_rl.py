@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import tiny_model
 
 from rlprune.envs import EnvConfig, TaskConfig
-from rlprune.metrics import answer_likelihood
+from rlprune.metrics import answer_likelihood, greedy_reproduced
 from rlprune.policies import load_policy
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.train.recipe import SpanPPOConfig
@@ -48,6 +49,28 @@ def test_answer_likelihood_is_the_mean_floored_log_probability():
     assert answer_likelihood(logprobs, targets, floor=5.0) == pytest.approx(float(expected))
     assert answer_likelihood(logprobs, targets, floor=100.0) < answer_likelihood(logprobs, targets, floor=5.0)
     assert answer_likelihood(logprobs, targets[:0], floor=5.0) == 0.0
+
+
+def test_greedy_reproduced_is_what_greedy_decoding_says_again():
+    """Decoding greedily from teacher-forced logits: row i is the model's next-token distribution after
+    the answer's first i tokens, so the decoded answer is the reference's for as long as each row's
+    top-1 is its token, whatever comes after the first miss."""
+    from rlprune.envs.rewards import greedy_share
+
+    targets = torch.tensor([3, 1, 4, 1, 5])
+    logprobs = torch.log_softmax(torch.full((5, 8), -4.0), dim=-1)
+    logprobs[torch.arange(5), targets] = 0.0  # every row's top-1 is its token
+    assert greedy_reproduced(logprobs, targets) == 5
+    logprobs[2, 0] = 1.0  # the third token is not the top-1: decoding leaves the answer there
+    assert greedy_reproduced(logprobs, targets) == 2
+    assert greedy_reproduced(logprobs, targets[:0]) == 0
+
+    def reference(mask: list[bool]) -> SimpleNamespace:  # what greedy_share reads of a Reference
+        return SimpleNamespace(continuation=targets, answer_mask=torch.tensor(mask))
+
+    assert greedy_share(logprobs, reference([False] * 5)) == pytest.approx(2 / 5)  # no gold: the whole answer
+    assert greedy_share(logprobs, reference([False, True, False, False, False])) == 1.0  # the gold answer said
+    assert greedy_share(logprobs, reference([False, False, False, True, False])) == pytest.approx(2 / 4)
 
 
 def test_group_advantages_sum_to_zero_in_every_group():

@@ -356,6 +356,7 @@ class TokenReductionEnv(gym.Env):
             "kl": q.kl,
             "agreement": q.agreement,
             "likelihood": q.likelihood,
+            "greedy": q.greedy,
             "answer_accuracy": math.nan if q.answer_accuracy is None else q.answer_accuracy,
             "hallucination": q.hallucination,
             "hallucination_excess": q.hallucination_excess,

@@ -8,6 +8,9 @@ end of an episode, the reduced model is teacher-forced on the full model's answe
            - kl * min(KL(full || reduced), kl_cap)
            + likelihood * mean log p(the full model's answer | reduced prompt)  (each token floored at -kl_cap)
            + agreement * top-1 agreement
+           + greedy * share of the full model's answer the reduced model's greedy decoding says
+                      again (up to the gold answer's end where the answer spells it, so 1
+                      means it answers as the full model does)
            + answer * gold-answer token accuracy          (when the answer appears in the reference)
            - hallucination * excess unsupported mass      (grounded tasks)
            - over_budget * max(0, FLOPs ratio - budget)
@@ -17,8 +20,10 @@ end of an episode, the reduced model is teacher-forced on the full model's answe
            - loop * the reduced model's answer loops (metrics.degenerate)
 
 The likelihood term needs no label: it asks how likely the reduced model finds what the full model
-said, so any text with a question is training data. The evidence term reads where the answer is
-from the task, never from what the policy observes.
+said, so any text with a question is training data. The greedy term reads the same teacher-forced
+logits for what is measured at evaluation: the reduced model decodes the full model's answer for as
+long as each of its tokens is its top-1, so it needs no decoding and no label either. The evidence
+term reads where the answer is from the task, never from what the policy observes.
 The echo and loop terms judge a generated answer, so they count where the caller generated one and
 passes it to :func:`final_reward` (the environment teacher-forces the full model's answer and
 generates none); both weigh 0 by default.
@@ -38,6 +43,7 @@ from rlprune.metrics import (
     answer_token_accuracy,
     degenerate,
     echoes_question,
+    greedy_reproduced,
     kl_divergence,
     log_probs,
     out_of_context_mass,
@@ -53,6 +59,7 @@ class RewardConfig:
     kl_cap: float = 5.0
     likelihood: float = 0.0
     agreement: float = 0.5
+    greedy: float = 0.0
     answer: float = 1.0
     hallucination: float = 2.0
     flops: float = 1.0
@@ -77,6 +84,7 @@ class Quality:
     hallucination: float  # mean mass on tokens in neither prompt nor full answer (grounded tasks)
     hallucination_excess: float  # the same, above what the full model puts there
     likelihood: float = 0.0  # mean log p(full model's answer tokens), each floored at -kl_cap (see quality)
+    greedy: float = 0.0  # share of the answer (to the gold answer's end, where it spells it) decoded alike
 
 
 @torch.no_grad()
@@ -97,7 +105,19 @@ def quality(logits: Tensor, reference: Reference, floor: float = RewardConfig.kl
     else:
         hallucination = excess = 0.0
     likelihood = answer_likelihood(logprobs, reference.continuation, floor)
-    return Quality(kl, agreement, answer, hallucination, excess, likelihood)
+    return Quality(kl, agreement, answer, hallucination, excess, likelihood, greedy_share(logprobs, reference))
+
+
+def greedy_share(logprobs: Tensor, reference: Reference) -> float:
+    """Share of the full model's answer the reduced model's greedy decoding reproduces, counted up to the
+    last token of the gold answer where the answer spells it (1: it gives the full model's answer), else
+    over the whole answer."""
+    targets = reference.continuation
+    if targets.numel() == 0:
+        return 1.0
+    spelled = reference.answer_mask.nonzero()
+    length = int(spelled.max()) + 1 if len(spelled) else len(targets)
+    return min(greedy_reproduced(logprobs, targets), length) / length
 
 
 def step_reward(projected_before: float, projected_after: float, budget: float, config: RewardConfig) -> float:
@@ -122,7 +142,7 @@ def final_reward(
     """The end-of-episode terms: quality, hallucination, the over-budget penalty, evidence kept, and
     where the reduced model's ``answer`` to ``question`` was generated, its echo and loop penalties."""
     reward = -config.kl * min(q.kl, config.kl_cap) + config.agreement * q.agreement
-    reward += config.likelihood * q.likelihood
+    reward += config.likelihood * q.likelihood + config.greedy * q.greedy
     if q.answer_accuracy is not None:
         reward += config.answer * q.answer_accuracy
     reward -= config.hallucination * q.hallucination_excess

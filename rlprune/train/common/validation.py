@@ -24,6 +24,7 @@ class Evaluator:
         "flops_ratio": "flops_ratio",
         "kl": "kl",
         "top1": "agreement",
+        "greedy": "greedy",
         "answer_accuracy": "answer_accuracy",
         "hallucination": "hallucination",
         "evidence": "evidence_kept",
