@@ -156,7 +156,7 @@ def test_a_cut_that_removes_the_answer_earns_less_than_one_that_keeps_it(smollm2
     preset = EnvConfig.load("span-rl")
     tasks = generate_suite({"grounded": 1.0}, "validation", 6, tokens=(150, 250))
     env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, tasks=tasks, cache_dir=tmp_path)
-    judged = 0
+    judged, greedy = 0, {True: 0.0, False: 0.0}
     for index in range(len(tasks)):
         env.reset(options={"task_index": index, "budget": 0.5})
         if not env.reference.full_correct:
@@ -176,8 +176,10 @@ def test_a_cut_that_removes_the_answer_earns_less_than_one_that_keeps_it(smollm2
             _, reward, done, _, info = env.step(dataclasses.replace(action, token_scores=scores))
             assert done
             results[keep_answer] = (reward, info["likelihood"])
+            greedy[keep_answer] += info["greedy"]
         assert results[True][1] > results[False][1] and results[True][0] > results[False][0]
     assert judged >= 3
+    assert greedy[True] > greedy[False]  # decoding from the cut without the answer says it less often
 
 
 def test_a_head_that_cuts_by_units_is_sampled_over_whole_units(tmp_path):
