@@ -5,7 +5,9 @@ their records (items keep their own ids, so nothing is paired across suites; a r
 folders, such as the full model's, counts once) and prints, per method and budget, accuracy,
 evidence kept, partial answers, hallucination and loops, then the paired accuracy differences of
 ``--method`` against every other method with 95% bootstrap intervals, then where they come from:
-the items ``--method`` wins and loses against each, split by whether the full model answers them.
+the items ``--method`` wins and loses against each, split by whether the full model answers them,
+and per suite the items the full model answers that each method misses, with or without the
+gold answer's evidence kept: what a cut could still win, and whether finding the evidence is why.
 
     python benchmarks/pooled_comparison.py runs/eval-grounded runs/eval-niah runs/eval-multikey \
         --method policies/smollm2-135m-span
@@ -49,6 +51,7 @@ def main() -> None:
     console.print(markdown_table(aggregate(records, samples=args.bootstrap), title), highlight=False)
     console.print(differences_table(differences(records, method, samples=args.bootstrap)), highlight=False)
     console.print(wins_table(records, method), highlight=False)
+    console.print(misses_table(records), highlight=False)
 
 
 def wins_table(records: list[dict], method: str) -> str:
@@ -71,6 +74,29 @@ def wins_table(records: list[dict], method: str) -> str:
                 won, lost = sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
                 cells.append(f"{won} / {lost} ({len(pairs)})")
             rows.append(f"| {method} | {other} | {budget} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows)
+
+
+def misses_table(records: list[dict]) -> str:
+    """Per method, budget and suite: of the items the full model answers, those the method misses
+    (``n``), and of these the ones where the gold answer's evidence reached the last layer."""
+    full = {r["item"]: r for r in records if r["method"] == FULL}
+    suites = sorted({r.get("meta", {}).get("suite", r["kind"]) for r in full.values() if r["correct"]})
+    rows = [f"| method | budget | missed where the full model answers | {' | '.join(suites)} |"]
+    rows.append("|---|---:|---:|" + "---:|" * len(suites))
+    for name, budget in sorted({(r["method"], r["budget"]) for r in records if r["method"] != FULL}):
+        missed = {suite: [0, 0] for suite in suites}
+        for r in records:
+            answered = full.get(r["item"])
+            if (r["method"], r["budget"]) != (name, budget) or not answered or not answered["correct"]:
+                continue
+            if not r["correct"]:
+                counts = missed[answered.get("meta", {}).get("suite", answered["kind"])]
+                counts[0] += 1
+                counts[1] += bool(r["evidence"])
+        total = sum(n for n, _ in missed.values())
+        cells = " | ".join(f"{n} ({kept} kept)" for n, kept in missed.values())
+        rows.append(f"| {name} | {budget} | {total} | {cells} |")
     return "\n".join(rows)
 
 

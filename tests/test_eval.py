@@ -474,6 +474,22 @@ def test_pooling_two_folders_counts_the_records_they_share_once(tmp_path):
         assert won_lost[0] - won_lost[1] + won_lost[2] - won_lost[3] == net
 
 
+def test_pooling_counts_per_suite_the_items_a_method_misses_where_the_full_model_answers(tmp_path):
+    records = json.loads(PUBLISHED.read_text())["records"]
+    run = _pooled([_folder(tmp_path / "pool", records)], "runs/span-rl/policy")
+    assert run.returncode == 0, run.stderr
+    full = {r["item"]: r["correct"] for r in records if r["method"] == FULL}
+    for method in ("runs/span-rl/policy", "best-static:mixed-hard"):
+        for budget in (0.3, 0.5):
+            prefix = f"| {method} | {budget} | "
+            line = next(x for x in run.stdout.splitlines() if x.startswith(prefix) and "kept)" in x)
+            total, *cells = line.strip("| ").split(" | ")[2:]
+            counts = [tuple(map(int, re.fullmatch(r"(\d+) \((\d+) kept\)", cell).groups())) for cell in cells]
+            mine = [r for r in records if r["method"] == method and r["budget"] == budget and full[r["item"]]]
+            assert int(total) == sum(n for n, _ in counts) == sum(not r["correct"] for r in mine)
+            assert sum(kept for _, kept in counts) == sum(not r["correct"] and r["evidence"] for r in mine)
+
+
 def test_pooling_refuses_two_checkpoints_under_one_name(tmp_path):
     records = [r for r in json.loads(PUBLISHED.read_text())["records"] if r["method"] == "runs/span-rl/policy"][:4]
     other = [{**r, "method_id": "another checkpoint"} for r in records]
