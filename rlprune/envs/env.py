@@ -210,7 +210,8 @@ class TokenReductionEnv(gym.Env):
     Action: ``MultiDiscrete([op, share, scorer])``, see :class:`rlprune.engine.features.ActionSpec`;
     ``action_masks()`` marks the choices that apply.
     Reward: see :mod:`rlprune.envs.rewards`. The final ``info`` holds ``flops_ratio``, ``kl``,
-    ``agreement``, ``answer_accuracy``, ``hallucination``, ``budget``, and ``evidence_kept`` and
+    ``agreement``, ``likelihood``, ``greedy``, ``answer_accuracy``, ``hallucination``, ``budget``,
+    and ``evidence_kept`` and
     ``evidence_share`` (whether and how much of the gold answer's tokens reached the last layer;
     NaN where the answer is not in the context).
 
