@@ -211,9 +211,8 @@ class TokenReductionEnv(gym.Env):
     ``action_masks()`` marks the choices that apply.
     Reward: see :mod:`rlprune.envs.rewards`. The final ``info`` holds ``flops_ratio``, ``kl``,
     ``agreement``, ``likelihood``, ``greedy``, ``answer_accuracy``, ``hallucination``, ``budget``,
-    and ``evidence_kept`` and
-    ``evidence_share`` (whether and how much of the gold answer's tokens reached the last layer;
-    NaN where the answer is not in the context).
+    and ``evidence_kept`` and ``evidence_share`` (whether and how much of the gold answer's tokens
+    reached the last layer; NaN where the answer is not in the context).
 
     Args:
         preset: a preset name or path, or an :class:`EnvConfig`.
