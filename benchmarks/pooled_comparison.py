@@ -84,7 +84,8 @@ def misses_table(records: list[dict]) -> str:
     suites = sorted({r.get("meta", {}).get("suite", r["kind"]) for r in full.values() if r["correct"]})
     rows = [f"| method | budget | missed where the full model answers | {' | '.join(suites)} |"]
     rows.append("|---|---:|---:|" + "---:|" * len(suites))
-    for name, budget in sorted({(r["method"], r["budget"]) for r in records if r["method"] != FULL}):
+    cuts = {(r["method"], r["budget"]) for r in records if r["method"] != FULL}
+    for name, budget in sorted(cuts, key=lambda cut: (cut[0], cut[1] is None, cut[1] or 0.0)):
         missed = {suite: [0, 0] for suite in suites}
         for r in records:
             answered = full.get(r["item"])

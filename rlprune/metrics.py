@@ -131,8 +131,7 @@ def answer_likelihood(logprobs: Tensor, targets: Tensor, floor: float) -> float:
     each token's term floored at ``-floor`` nats: a reward that needs no gold answer, only the full model."""
     if targets.numel() == 0:
         return 0.0
-    picked = logprobs.gather(-1, targets[:, None].to(logprobs.device)).squeeze(-1)
-    return picked.clamp(min=-floor).mean().item()
+    return _picked(logprobs, targets).clamp(min=-floor).mean().item()
 
 
 def greedy_reproduced(logprobs: Tensor, targets: Tensor) -> int:
@@ -141,9 +140,13 @@ def greedy_reproduced(logprobs: Tensor, targets: Tensor) -> int:
     is the length of the answer it reproduces when it decodes (a tie counts as reproduced)."""
     if targets.numel() == 0:
         return 0
-    picked = logprobs.gather(-1, targets[:, None].to(logprobs.device)).squeeze(-1)
-    kept = picked >= logprobs.max(dim=-1).values
+    kept = _picked(logprobs, targets) >= logprobs.max(dim=-1).values
     return int(kept.long().cumprod(0).sum())
+
+
+def _picked(logprobs: Tensor, targets: Tensor) -> Tensor:
+    """Each position's log-probability of its teacher-forced token ``targets`` ``(m,)``."""
+    return logprobs.gather(-1, targets[:, None].to(logprobs.device)).squeeze(-1)
 
 
 @dataclass(frozen=True)

@@ -109,9 +109,9 @@ def quality(logits: Tensor, reference: Reference, floor: float = RewardConfig.kl
 
 
 def greedy_share(logprobs: Tensor, reference: Reference) -> float:
-    """Share of the full model's answer the reduced model's greedy decoding reproduces, counted up to the
-    last token of the gold answer where the answer spells it (1: it gives the full model's answer), else
-    over the whole answer."""
+    """Share of the teacher-forced answer (the full model's, or its correction: ``reference.text``) the
+    reduced model's greedy decoding reproduces, counted up to the last token of the gold answer where the
+    answer spells it (1: it gives that answer), else over the whole answer."""
     targets = reference.continuation
     if targets.numel() == 0:
         return 1.0
