@@ -22,7 +22,9 @@ from rlprune.eval import FULL, EvalConfig, aggregate, evaluate, load_suite
 from rlprune.metrics import echoes_question, names_other_value
 from rlprune.train.recipe import SpanHeadConfig
 
-HELD_OUT = Path(__file__).parents[1] / "eval" / "everyday-questions" / "everyday-questions.jsonl"
+EVAL = Path(__file__).parents[1] / "eval"
+HELD_OUT = EVAL / "everyday-questions" / "everyday-questions.jsonl"
+HELD_OUT_SETS = [HELD_OUT, EVAL / "everyday-questions-2" / "everyday-questions-2.jsonl"]  # both hand-written sets
 
 
 def occurrences(value: str, text: str) -> int:
@@ -95,7 +97,7 @@ def test_everyday_splits_differ_by_template_and_name_and_avoid_the_held_out_set(
     for style in STYLES.values():
         questions = {split: {q for _, q, _ in style[split][1]} for split in style}
         assert not questions["train"] & questions["test"] and not questions["validation"] & questions["test"]
-    held_out = " ".join(json.loads(line)["context"] for line in HELD_OUT.read_text().splitlines())
+    held_out = " ".join(json.loads(line)["context"] for path in HELD_OUT_SETS for line in path.read_text().splitlines())
     for word in [*FIRST, *LAST, *PREFIXES, *ITEMS]:
         assert occurrences(word, held_out) == 0, word
 
@@ -121,7 +123,7 @@ def test_everyday_prose_splits_differ_and_avoid_the_held_out_set():
     questions = {split: {q for _, texts in GENRES[split].values() for _, q, _ in texts if q} for split in GENRES}
     assert not questions["train"] & questions["test"] and not questions["validation"] & questions["test"]
     assert not set(GENRES["train"]) & set(GENRES["test"]) and not set(GENRES["validation"]) & set(GENRES["test"])
-    held_out = [json.loads(line) for line in HELD_OUT.read_text().splitlines()]
+    held_out = [json.loads(line) for path in HELD_OUT_SETS for line in path.read_text().splitlines()]
     words = re.findall(r"[a-z']+", " ".join(f"{i['context']} {i['question']}" for i in held_out).lower())
     grams = {tuple(words[i : i + 4]) for i in range(len(words) - 3)}
     for genres in GENRES.values():
@@ -237,3 +239,18 @@ def test_cloze_tasks_are_fixed_by_the_random_state():
         cloze_task(random.Random(3), 600, 0.5, split="validation"),
     )
     assert one == two and one.meta == two.meta
+
+
+def test_the_second_held_out_pool_shares_no_item_or_text_with_the_first():
+    first, second = (
+        [json.loads(line) for line in (EVAL / "heldout-pool" / name).read_text(encoding="utf-8").splitlines()]
+        for name in ("heldout-pool.jsonl", "heldout-pool-2.jsonl")
+    )
+    assert len(first) == 300 and len(second) == 303
+    assert not {(i["context"], i["question"]) for i in first} & {(i["context"], i["question"]) for i in second}
+    cloze = [{i["question"] for i in pool if i["suite"] == "cloze"} for pool in (first, second)]
+    assert not cloze[0] & cloze[1]  # a sentence of a test essay is asked in one pool only
+    everyday = [i for i in second if i["suite"] == "everyday-questions-2"]
+    assert len(everyday) == 78 and all(i["answer"] in i["context"] for i in everyday)
+    first_texts = {i["context"] for path in HELD_OUT_SETS[:1] for i in map(json.loads, path.read_text().splitlines())}
+    assert not first_texts & {i["context"] for i in everyday}
