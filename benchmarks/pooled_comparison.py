@@ -11,6 +11,9 @@ gold answer's evidence kept: what a cut could still win, and whether finding the
 
     python benchmarks/pooled_comparison.py runs/eval-grounded runs/eval-niah runs/eval-multikey \
         --method policies/smollm2-135m-span
+
+Records of one name from checkpoints whose files differ are refused, unless ``--same NAME`` says
+they are one policy (the same weights saved again: a checkpoint's config records when it was saved).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="evaluation folders holding results.json")
     parser.add_argument("--method", required=True, help="the method compared with the others (its name in the records)")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--same", action="append", default=[], metavar="NAME",
+        help="pool NAME's records although its checkpoint files differ between folders (the same weights saved again)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     pooled: dict[tuple, dict] = {}
@@ -37,9 +44,9 @@ def main() -> None:
         for record in json.loads((folder / "results.json").read_text())["records"]:
             key = (record["method"], record["item"], record["budget"])
             seen = pooled.setdefault(key, record)
-            if seen.get("method_id") != record.get("method_id"):
-                name = record["method"]
-                raise SystemExit(f"two checkpoints are named {name!r} here: compare them apart")
+            name = record["method"]
+            if seen.get("method_id") != record.get("method_id") and name not in args.same:
+                raise SystemExit(f"two checkpoints are named {name!r} here: compare them apart, or pass --same")
     records = list(pooled.values())
     names = {r["method"] for r in records}
     method = args.method if args.method in names else Path(args.method).name

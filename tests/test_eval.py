@@ -438,8 +438,8 @@ POOLED = Path(__file__).resolve().parents[1] / "benchmarks" / "pooled_comparison
 PUBLISHED = Path(__file__).resolve().parents[1] / "eval" / "results" / "heldout-pool" / "results.json"
 
 
-def _pooled(folders: list[Path], method: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(POOLED), *map(str, folders), "--method", method, "--bootstrap", "20"]
+def _pooled(folders: list[Path], method: str, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(POOLED), *map(str, folders), "--method", method, "--bootstrap", "20", *extra]
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
@@ -495,3 +495,9 @@ def test_pooling_refuses_two_checkpoints_under_one_name(tmp_path):
     other = [{**r, "method_id": "another checkpoint"} for r in records]
     run = _pooled([_folder(tmp_path / "a", records), _folder(tmp_path / "b", other)], "runs/span-rl/policy")
     assert run.returncode != 0 and "two checkpoints are named" in run.stderr
+    apart = [{**r, "item": f"{r['item']}-b"} for r in other]  # the other folder's items, under their own ids
+    folders = [_folder(tmp_path / "c", records), _folder(tmp_path / "d", apart)]
+    same = _pooled(folders, "runs/span-rl/policy", "--same", "runs/span-rl/policy")
+    assert same.returncode == 0, same.stderr
+    items = 2 * len({r["item"] for r in records})
+    assert f"{items} items pooled" in same.stdout  # both folders' records, declared one policy
