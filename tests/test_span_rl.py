@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -144,6 +145,29 @@ def test_the_environment_mixes_long_grids_into_every_split():
         TaskConfig(long_kinds=("haystack",))
     with pytest.raises(ValueError, match="kl_start"):
         SpanPPOConfig(kl_start=-1.0)
+
+
+def test_own_prompts_without_answers_join_the_train_split_only(tmp_path):
+    own = tmp_path / "own.jsonl"
+    lines = [
+        {"context": f"The {c} kettle is in the shed.", "question": "Where is the kettle?"} for c in ("red", "blue")
+    ]
+    own.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    base = TaskConfig(
+        mix={"grounded": 1.0}, train_size=4, validation_size=2, test_size=2, long_kinds=("cloze",), long_lengths=(256,)
+    )
+    config = dataclasses.replace(base, train_jsonl=str(own), train_jsonl_repeat=3)
+    train = config.tasks("train")
+    assert len(train) == len(base.tasks("train")) + 2 * 3
+    assert sorted(t.context for t in train if "kettle" in t.context) == sorted(3 * [line["context"] for line in lines])
+    assert all(not t.answer for t in train if "kettle" in t.context)  # the stage needs no label
+    assert [t.uid for t in config.tasks("train")] == [t.uid for t in train]  # shuffled the same way every time
+    for split in ("validation", "test"):
+        assert [t.uid for t in config.tasks(split)] == [t.uid for t in base.tasks(split)]
+    with pytest.raises(ValueError, match="at least 1"):
+        TaskConfig(train_jsonl=str(own), train_jsonl_repeat=0)
+    with pytest.raises(ValueError, match="set one of them"):
+        TaskConfig(jsonl=str(own), train_jsonl=str(own))
 
 
 @pytest.mark.integration

@@ -111,6 +111,10 @@ class TaskConfig:
     long_kinds: tuple[str, ...] = ()
     long_lengths: tuple[int, ...] = (1024,)
     long_per_cell: int = 1  # tasks per length x depth cell (five depths), per kind and split
+    # your own prompts shuffled into the generated train split, each train_jsonl_repeat times: the
+    # reward that needs no label (likelihood of the full model's own answer) learns from any text
+    train_jsonl: str = ""
+    train_jsonl_repeat: int = 1
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.mix) - set(KINDS))
@@ -125,20 +129,29 @@ class TaskConfig:
             raise ValueError(f"tokens must be [min, max] with 1 <= min <= max, got {list(self.tokens)}")
         if min(self.train_size, self.validation_size, self.test_size) < 1:
             raise ValueError("split sizes must be at least 1")
+        if isinstance(self.train_jsonl_repeat, bool) or not isinstance(self.train_jsonl_repeat, int):
+            raise ValueError(f"train_jsonl_repeat must be a whole number, got {self.train_jsonl_repeat!r}")
+        if self.train_jsonl_repeat < 1:
+            raise ValueError(f"train_jsonl_repeat must be at least 1, got {self.train_jsonl_repeat}")
+        if self.train_jsonl and self.jsonl:
+            raise ValueError("jsonl replaces the generated splits, train_jsonl adds to one: set one of them")
 
     def size(self, split: str) -> int:
         return {"train": self.train_size, "validation": self.validation_size, "test": self.test_size}[split]
 
     def tasks(self, split: str) -> list[Task]:
-        """The split's tasks: generated from the seed, or read from ``jsonl`` (the same for every split)."""
+        """The split's tasks: generated from the seed (with ``train_jsonl``'s in the train split), or
+        read from ``jsonl`` (the same for every split)."""
         if self.jsonl:
             return load_jsonl(self.jsonl)
         tasks = generate_suite(self.mix, split, self.size(split), seed=self.seed, tokens=self.tokens)
-        if not self.long_kinds:
+        own = load_jsonl(self.train_jsonl) * self.train_jsonl_repeat if split == "train" and self.train_jsonl else []
+        if not self.long_kinds and not own:
             return tasks
         for kind in self.long_kinds:
             grid = LongSuite(kind, lengths=tuple(self.long_lengths), per_cell=self.long_per_cell, split=split)
             tasks += grid.tasks()
+        tasks += own
         random.Random(f"{split}:{self.seed}").shuffle(tasks)  # so the first validation prompts hold every kind
         return tasks
 
