@@ -238,6 +238,43 @@ def test_a_head_that_cuts_by_units_is_sampled_over_whole_units(tmp_path):
     assert torch.allclose(log_prob, played.log_prob)
 
 
+def test_a_layered_head_is_played_and_tuned_where_it_cuts(tmp_path):
+    """A head with a later head is sampled where the exported head cuts: at the later layer when the
+    budget hands the cut over, at its own otherwise; an update moves only the head that drew."""
+    from conftest import tiny_tokenizer
+    from test_span_head import _layered
+
+    from rlprune.envs import TokenReductionEnv
+    from rlprune.policies.plackett_luce import draws
+    from rlprune.train.kinds.span_ppo import _scores, cutter, play, ppo_update
+
+    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    head = _layered(model, min_keep=0.3)
+    preset = EnvConfig.load("smoke")
+    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1, 2)))
+    env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, cache_dir=tmp_path)
+    for budget, layer in ((0.9, 2), (0.3, None)):
+        played = play(env, head, 0, budget, 3, seed=1)
+        assert played.layer == layer and cutter(head, played) is (head.later if layer else head)
+        env.reset(options={"task_index": 0, "budget": budget})
+        assert head.hands_over(env.features()) == (layer is not None)
+        kept = [info["tokens_per_layer"] for info in played.infos]
+        cut_at = 2 if layer else 1  # tokens go at the cutting layer, none before it
+        assert all(k[cut_at] < k[0] and k[cut_at - 1] == k[0] for k in kept)
+        with torch.no_grad():
+            scores = _scores(cutter(head, played), played.normed, played.window, played.units, played.removable)
+        log_prob, _, _ = draws(scores.expand(3, -1), played.keys, played.valid.expand(3, -1), played.count)
+        assert torch.allclose(log_prob, played.log_prob)
+
+        tuned = copy.deepcopy(head)
+        ranked = dataclasses.replace(played, rewards=torch.tensor([1.0, 0.0, -1.0]))
+        ppo_update(tuned, torch.optim.Adam(tuned.parameters(), lr=1e-2), [ranked], SpanPPOConfig(epochs=2))
+        moved = {
+            name for name, weight in tuned.state_dict().items() if not torch.equal(weight, head.state_dict()[name])
+        }
+        assert moved and all(name.startswith("later.") == (layer is not None) for name in moved)
+
+
 def test_rlprune_train_reports_the_rl_stage_from_its_start(tmp_path, tiny_model_dir, monkeypatch):
     from hostile.test_inputs_and_faults import invoke
     from test_span_head import _span_recipe
@@ -253,3 +290,34 @@ def test_rlprune_train_reports_the_rl_stage_from_its_start(tmp_path, tiny_model_
     assert isinstance(start, SpanHeadPolicy) and start.unit == "sentence"
     updates = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())["ppo"]["ppo_updates"]
     assert 0.0 <= updates[0]["kl_start"] < 1e-3  # the first update starts at its start: its mean KL stays near 0
+
+
+def test_rlprune_train_tunes_a_layered_head_and_starts_from_one(tmp_path, tiny_model_dir, monkeypatch):
+    """A recipe with a later head and an RL stage tunes both heads; ``--start`` tunes a head already
+    trained (its weights are the stage's start); a recipe without a span head refuses ``--start``."""
+    from hostile.test_inputs_and_faults import assert_clean_error, invoke
+    from test_span_head import _span_recipe
+
+    monkeypatch.setenv("RLPRUNE_HOME", str(tmp_path / "home"))
+    recipe = _span_recipe(tmp_path, tiny_model_dir)
+    stage = 'env = "smoke"\nupdates = 2\nprompts = 2\ngroup = 2\nvalidation_tasks = 1\nvalidation_budgets = [0.9]'
+    text = open(recipe).read()
+    open(recipe, "w").write(text + f"later_layer = 2\nmin_keep = 0.3\n[span_ppo]\n{stage}\neval_every = 2\n")
+    result = invoke("train", "--recipe", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    model = tiny_model("llama")
+    tuned, start = (load_policy(tmp_path / "run" / name, model) for name in ("last", "start"))
+    assert tuned.layers == start.layers == (1, 2)
+
+    plain = tmp_path / "plain.toml"  # the same stage, no supervision: it starts from the head above
+    plain.write_text(text + f"[span_ppo]\n{stage}\neval_every = 2\n")
+    result = invoke("train", "--recipe", plain, "--start", tmp_path / "run" / "policy", "--out", tmp_path / "again")
+    assert result.exit_code == 0, result.output
+    began, given = (
+        load_policy(p, model).state_dict() for p in (tmp_path / "again" / "start", tmp_path / "run" / "policy")
+    )
+    assert began.keys() == given.keys() and all(torch.equal(began[k], given[k]) for k in began)
+    refused = invoke("train", "--recipe", "smoke", "--start", tmp_path / "run" / "policy", "--out", tmp_path / "no")
+    assert_clean_error(refused, "--start tunes a span head")
+    missing = invoke("train", "--recipe", plain, "--start", tmp_path / "nothing", "--out", tmp_path / "no")
+    assert_clean_error(missing, "no policy checkpoint there")

@@ -73,6 +73,13 @@ def train(
     override: OverrideOption = None,
     device: PlacementOption = None,
     dtype: PlacementOption = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="A span recipe with a [span_ppo] stage: skip supervision and tune this span head (a shipped "
+            "name such as smollm2-135m-span, or a folder); a head with a later head is tuned at both layers."
+        ),
+    ] = None,
 ) -> None:
     """Train the policy kind the recipe names, then export it to OUT/policy.
 
@@ -98,6 +105,7 @@ def train(
         override=tuple(override or ()),
         device=device,
         dtype=dtype,
+        start=start,
     )
     print_summary(run_training(options), out)
 

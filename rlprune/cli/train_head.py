@@ -59,7 +59,6 @@ def train_head(
     where each training task's answer is, optionally tune it by PPO on the real reward, and export it
     as a policy (a few minutes on 2 CPU cores, plus about 10 s per PPO update)."""
     from rlprune.envs import EnvConfig
-    from rlprune.policies.checkpoint import find_policy, shipped_policies
     from rlprune.train.recipe import Recipe, SpanHeadConfig, SpanPPOConfig
     from rlprune.train.trainer import TrainOptions, train
 
@@ -81,9 +80,6 @@ def train_head(
         )
     except ValueError as error:
         raise InvalidArgumentError(f"span head settings: {error}") from None
-    if start is not None and find_policy(start) is None:
-        known = ", ".join(shipped_policies()) or "none"
-        raise InvalidActionError(f"--start {start}: no policy checkpoint there (a folder, or a shipped name: {known})")
     ppo = None
     if ppo_updates:
         preset_model = EnvConfig.load(ppo_env).model  # an unknown preset fails now, not after the supervised stage

@@ -125,6 +125,13 @@ class SpanHeadPolicy(nn.Module):
         """Cut at this head's own layer at every budget, as a :class:`BudgetHead` is trained to."""
         self.later, self.min_keep = None, 1.0
 
+    def head_at(self, layer: int) -> SpanHeadPolicy:
+        """The head that cuts at ``layer``: this one, or its later head."""
+        for head in (self, self.later):
+            if head is not None and head.decision_layer == layer:
+                return head
+        raise ValueError(f"the span head cuts at layer {' or '.join(map(str, self.layers))}, not {layer}")
+
     @property
     def layers(self) -> tuple[int, ...]:
         return (self.decision_layer,) + (() if self.later is None else self.later.layers)

@@ -73,7 +73,20 @@ def train(options: TrainOptions) -> dict[str, Any]:
         raise InvalidActionError(f"{recipe.policy} policies do not train on {backend}: {trainer.refused[backend]}")
     if options.address is not None and backend != "ray":
         raise InvalidActionError("--address needs --backend ray")
+    if options.start is not None:
+        _check_start(options.start, recipe)
     return trainer_for(recipe.policy)(options, dataclasses.replace(recipe, backend=backend))
+
+
+def _check_start(start: str, recipe: Recipe) -> None:
+    """Refuse a span head to start from that is not there, or a recipe that trains no span head."""
+    from rlprune.policies.checkpoint import find_policy, shipped_policies
+
+    if recipe.policy != "span":
+        raise InvalidActionError(f"--start tunes a span head: use a span recipe (span-rl), not a {recipe.policy} one")
+    if find_policy(start) is None:
+        known = ", ".join(shipped_policies()) or "none"
+        raise InvalidActionError(f"--start {start}: no policy checkpoint there (a folder, or a shipped name: {known})")
 
 
 def trainer_for(kind: str) -> Callable[[TrainOptions, Recipe], dict[str, Any]]:

@@ -212,10 +212,6 @@ def train_span_head(
 
     On ``resume`` a run folder holding a checkpoint continues its PPO stage without supervising again
     (``allow``: the fields that may differ from the run's, such as a longer stage's ``span_ppo.updates``)."""
-    if ppo is not None and config.later_layer is not None:
-        raise InvalidArgumentError(
-            "PPO tunes a span head that cuts at one layer: drop later_layer (--later-layer) or the PPO stage"
-        )
     model, tokenizer = load_model(config.model)
     last = last_checkpoint(Path(run_folder)) if resume and run_folder is not None else None
     if last is None:

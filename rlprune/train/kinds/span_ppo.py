@@ -4,12 +4,14 @@ Supervision teaches a :class:`~rlprune.policies.span_head.SpanHeadPolicy` where 
 reward says what the reduced model then does with what was kept (:mod:`rlprune.envs.rewards`: KL
 to the full model's answer, top-1 agreement, gold-answer accuracy, the hallucination penalty).
 One episode is one prompt at one budget in :class:`~rlprune.envs.TokenReductionEnv` (the reduced
-forward inference runs), deciding at the head's layer only: the head scores the carried tokens
-and a Plackett-Luce sample (:mod:`rlprune.policies.plackett_luce`) chooses which go, as many as
-the budget requires. A head that cuts by sentences (or chunks) is sampled over its units, a unit
-scored by its best token, so the stage trains the very choices the exported head makes: whole
-sentences go, weakest first, the last one cut into by its tokens' scores. The FLOPs terms are the
-same for every sample at a budget, so the reward ranks choices of tokens only.
+forward inference runs), cutting once, where the exported head cuts: at the head's layer, or at its
+later head's when the budget hands the cut over (:meth:`SpanHeadPolicy.hands_over`). The head that
+cuts scores the carried tokens and a Plackett-Luce sample (:mod:`rlprune.policies.plackett_luce`)
+chooses which go, as many as the budget requires. A head that cuts by sentences (or chunks) is
+sampled over its units, a unit scored by its best token, so the stage trains the very choices the
+exported head makes: whole sentences go, weakest first, the last one cut into by its tokens'
+scores. The FLOPs terms are the same for every sample at a budget, so the reward ranks choices of
+tokens only.
 
 Each prompt is played ``group`` times at the same budget and a sample's advantage is its reward
 minus the group's mean, over the batch's spread: a one-step episode needs no value network. The
@@ -47,7 +49,7 @@ from rlprune.policies.compat import check_compatible
 from rlprune.policies.kinds import expect_kind
 from rlprune.policies.plackett_luce import draws, perturb
 from rlprune.policies.span_head import SpanHeadPolicy
-from rlprune.reduction import removal_count, unit_ranking
+from rlprune.reduction import LayerAction, removal_count, unit_ranking
 from rlprune.train.common import EpisodeWindow, Run, Session, start_run, train_run
 from rlprune.train.common.folder import FINGERPRINT
 from rlprune.train.recipe import Recipe, SpanPPOConfig
@@ -70,6 +72,12 @@ class Played:
     infos: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # each play's final info
     units: Tensor | None = None  # (n,) each token's unit id; None: every token is its own unit
     removable: Tensor | None = None  # (n,) bool: tokens that may go (with ``units``)
+    layer: int | None = None  # the layer the cut was drawn at (its head scored it); None: the head's own
+
+
+def cutter(head: SpanHeadPolicy, played: Played) -> SpanHeadPolicy:
+    """The part of ``head`` that drew ``played``'s cut: the head itself, or its later head."""
+    return head if played.layer is None else head.head_at(played.layer)
 
 
 def _scores(
@@ -101,6 +109,19 @@ START = "start"
 """The run folder's copy of the head the stage started from (``RUN/start``)."""
 
 
+def _advance(env: TokenReductionEnv, layer: int) -> float:
+    """Step ``env`` through its decision layers before ``layer`` without cutting; those steps' rewards."""
+    reward = 0.0
+    while env.features().layer < layer:
+        _, step_reward, done, _, _ = env.step(LayerAction())
+        reward += step_reward
+        if done:
+            raise InvalidArgumentError(
+                f"the environment has no decision at layer {layer}: it decides at {env.config.episode.decision_layers}"
+            )
+    return reward
+
+
 def play_seed(seed: int, update: int, prompt: int) -> int:
     """The seed of one prompt's samples: the same wherever the prompt is played."""
     return (seed * 1_000_003 + update) * 1_009 + prompt
@@ -118,8 +139,9 @@ def play(
     start: SpanHeadPolicy | None = None,
 ) -> Played:
     """Play one prompt ``group`` times at ``budget``, each time removing a fresh Plackett-Luce sample
-    (from a generator seeded with ``seed``, the global one without); ``start`` is the head whose
-    log-probabilities the KL penalty compares with (``head`` itself without one)."""
+    (from a generator seeded with ``seed``, the global one without) at the layer where ``head`` cuts
+    this prompt; ``start`` is the head whose log-probabilities the KL penalty compares with (``head``
+    itself without one). ``env`` decides at every layer of ``head`` (:attr:`SpanHeadPolicy.layers`)."""
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise InvalidArgumentError(f"group must be a whole number of plays >= 1, got {group!r}")
     generator = None if seed is None else torch.Generator().manual_seed(seed)
@@ -127,22 +149,29 @@ def play(
     keys, rewards, infos = [], [], []
     for draw in range(group):
         env.reset(options=options)
-        if draw == 0:  # the prompt, its budget and so the head's scores are the same every time
+        if draw == 0:  # the prompt and its budget, so where it is cut and the scores, are the same every time
+            cuts = head.later if head.hands_over(env.features()) else head
+        reward = _advance(env, cuts.decision_layer)
+        if draw == 0:
             features = env.features()
-            normed, window = head.inputs(features)
+            normed, window = cuts.inputs(features)
             removable = features.state.removable()[: normed.shape[0]]
-            units = head.units(features, normed.shape[0])
-            token_scores = _scores(head, normed, window)
+            units = cuts.units(features, normed.shape[0])
+            token_scores = _scores(cuts, normed, window)
             scores = _by_unit(token_scores, units, removable)
             valid = (
                 removable
                 if units is None
                 else torch.zeros_like(scores, dtype=torch.bool).index_fill(0, units[removable], True)
             )
-            action = features.action_for_share(head.op, "learned", 1.0)
+            action = features.action_for_share(cuts.op, "learned", 1.0)
         sample = perturb(scores, generator)
         chosen = sample if units is None else unit_ranking(token_scores, units, sample)
-        _, reward, _, _, info = env.step(dataclasses.replace(action, token_scores=chosen))
+        _, step_reward, done, _, info = env.step(dataclasses.replace(action, token_scores=chosen))
+        reward += step_reward
+        while not done:  # a later head's layer, after this head cut: nothing is left to remove
+            _, step_reward, done, _, info = env.step(LayerAction())
+            reward += step_reward
         keys.append(sample)
         rewards.append(reward)
         infos.append(info)
@@ -157,10 +186,12 @@ def play(
     log_prob, _, _ = draws(scores.expand_as(stacked), stacked, pool, counts)
     start_log_prob = log_prob
     if start is not None and start is not head:
-        start_scores = _scores(start, normed, window, units, removable)
+        start_scores = _scores(start.head_at(cuts.decision_layer), normed, window, units, removable)
         start_log_prob, _, _ = draws(start_scores.expand_as(stacked), stacked, pool, counts)
+    rewards = torch.tensor(rewards)
+    layer = None if cuts is head else cuts.decision_layer
     return Played(
-        normed, window, valid, counts, stacked, log_prob, start_log_prob, torch.tensor(rewards), infos, units, removable
+        normed, window, valid, counts, stacked, log_prob, start_log_prob, rewards, infos, units, removable, layer
     )
 
 
@@ -188,7 +219,7 @@ def ppo_update(
         for played, adv in zip(batch, advantage, strict=True):
             if not played.count.any():  # the budget was met before the head's layer: nothing was drawn
                 continue
-            scores = _scores(head, played.normed, played.window, played.units, played.removable)
+            scores = _scores(cutter(head, played), played.normed, played.window, played.units, played.removable)
             group = played.keys.shape[0]
             log_prob, _, drawn = draws(
                 scores.expand(group, -1), played.keys, played.valid.expand(group, -1), played.count
@@ -356,11 +387,6 @@ def tune_span_head(
     (checkpoints, validation, ``best/``, resume, with ``allow`` the fields that may differ from the run's;
     a temporary one if ``None``); ``head`` ends with the best validated weights. Returns the run's summary."""
     expect_kind(head, "span", "PPO here tunes a span head's scores")
-    if head.later is not None:
-        raise InvalidArgumentError(
-            f"PPO here tunes a span head that cuts at one layer; this one hands over to layer "
-            f"{head.later.decision_layer}: tune a head trained without later_layer"
-        )
     check_compatible(head, model)  # before the environments meet it
     if out is None:
         with tempfile.TemporaryDirectory() as folder:
@@ -376,7 +402,7 @@ def tune_span_head(
         resume=resume,
         cache_dir=None,
         allow=allow,
-        decision_layers=(head.decision_layer,),
+        decision_layers=head.layers,  # a head with a later one is tuned at both, each where it cuts
     )
     run.loaded = (model, tokenizer)
     summary = train_run(run, lambda run: stage_backend(run, head, workers), quiet=not show_progress)
