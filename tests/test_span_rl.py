@@ -238,6 +238,37 @@ def test_a_head_that_cuts_by_units_is_sampled_over_whole_units(tmp_path):
     assert torch.allclose(log_prob, played.log_prob)
 
 
+def test_a_higher_temperature_draws_more_varied_keep_sets_from_the_same_scores(tmp_path):
+    from conftest import tiny_tokenizer
+
+    from rlprune.envs import TokenReductionEnv
+    from rlprune.policies.plackett_luce import draws
+    from rlprune.train.kinds.span_ppo import _scores, play, ppo_update
+
+    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    head = _head(model)
+    preset = EnvConfig.load("smoke")
+    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1,)))
+    env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, cache_dir=tmp_path)
+    distinct = {}
+    for temperature in (1e-4, 100.0):
+        played = play(env, head, 0, 0.5, 6, seed=3, temperature=temperature)
+        order = played.keys.masked_fill(~played.valid, float("inf")).argsort(-1)
+        removed = {tuple(sorted(row[: int(n)].tolist())) for row, n in zip(order, played.count, strict=True)}
+        distinct[temperature] = len(removed)
+        with torch.no_grad():
+            scores = _scores(head, played.normed, played.window) / temperature
+        log_prob, _, _ = draws(scores.expand(6, -1), played.keys, played.valid.expand(6, -1), played.count)
+        assert torch.allclose(log_prob, played.log_prob)  # the update's distribution is the one sampled
+        config = SpanPPOConfig(epochs=1, temperature=temperature)
+        tuned = copy.deepcopy(head)
+        stats = ppo_update(tuned, torch.optim.Adam(tuned.parameters(), lr=0.0), [played], config)
+        assert stats["clip_fraction"] == 0.0 and abs(stats["approx_kl"]) < 1e-5  # ratio 1 before any step
+    assert distinct[1e-4] == 1 < distinct[100.0]
+    with pytest.raises(ValueError, match="temperature"):
+        SpanPPOConfig(temperature=0.0)
+
+
 def test_a_layered_head_is_played_and_tuned_where_it_cuts(tmp_path):
     """A head with a later head is sampled where the exported head cuts: at the later layer when the
     budget hands the cut over, at its own otherwise; an update moves only the head that drew."""

@@ -200,6 +200,7 @@ class SpanPPOConfig:
     clip_range: float = 0.2
     max_grad_norm: float = 0.5
     kl_start: float = 0.0  # weight of the KL penalty to the head the stage starts from
+    temperature: float = 1.0  # keep-sets are sampled from the head's scores over this (> 1: more varied groups)
     validation_tasks: int = 32  # validation prompts scored before and after, at each of the budgets
     validation_budgets: tuple[float, ...] = (0.3, 0.5)
     eval_every: int = 8  # updates between validations (and at the end)
@@ -211,7 +212,7 @@ class SpanPPOConfig:
             check_count(name, getattr(self, name))
         check_count("group", self.group, 2)  # a group of one has no baseline to compare against
         check_count("seed", self.seed, 0)
-        for name in ("learning_rate", "clip_range", "max_grad_norm"):
+        for name in ("learning_rate", "clip_range", "max_grad_norm", "temperature"):
             check_number(name, getattr(self, name), 0)
         check_number("kl_start", self.kl_start, 0, low_open=False)
         if not isinstance(self.validation_budgets, (tuple, list)) or not self.validation_budgets:

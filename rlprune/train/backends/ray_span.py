@@ -48,10 +48,13 @@ class SpanPlayer:
         return fingerprint_id(self.env.reducer.model)
 
     def play(
-        self, head: SpanHeadPolicy, start: SpanHeadPolicy, requests: list[PlayRequest], group: int
+        self, head: SpanHeadPolicy, start: SpanHeadPolicy, requests: list[PlayRequest], group: int, temperature: float
     ) -> list[Played]:
         """Play each request ``group`` times with ``head``, as :func:`~rlprune.train.kinds.span_ppo.play` does."""
-        return [play(self.env, head, r.task_index, r.budget, group, seed=r.seed, start=start) for r in requests]
+        return [
+            play(self.env, head, r.task_index, r.budget, group, seed=r.seed, start=start, temperature=temperature)
+            for r in requests
+        ]
 
 
 def shares(requests: list[PlayRequest], workers: int) -> list[list[PlayRequest]]:
@@ -118,7 +121,10 @@ class SpanRayBackend(SpanPPOBackend):
         head, start = ray.put(self.head), ray.put(self.start)
         group = self.config.group
         parts = shares(requests, len(self.actors))
-        futures = [a.play.remote(head, start, part, group) for a, part in zip(self.actors, parts, strict=False)]
+        temperature = self.config.temperature
+        futures = [
+            a.play.remote(head, start, part, group, temperature) for a, part in zip(self.actors, parts, strict=False)
+        ]
         batch = [played for part in self._get(futures) for played in part]
         for played in batch:
             self.record(played, session)

@@ -137,11 +137,14 @@ def play(
     *,
     seed: int | None = None,
     start: SpanHeadPolicy | None = None,
+    temperature: float = 1.0,
 ) -> Played:
     """Play one prompt ``group`` times at ``budget``, each time removing a fresh Plackett-Luce sample
     (from a generator seeded with ``seed``, the global one without) at the layer where ``head`` cuts
     this prompt; ``start`` is the head whose log-probabilities the KL penalty compares with (``head``
-    itself without one). ``env`` decides at every layer of ``head`` (:attr:`SpanHeadPolicy.layers`)."""
+    itself without one). ``env`` decides at every layer of ``head`` (:attr:`SpanHeadPolicy.layers`).
+    Samples are drawn from the scores over ``temperature``: the order they rank, and so the exported
+    head's cut, is the same at any temperature; a higher one makes a group's keep-sets differ more."""
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise InvalidArgumentError(f"group must be a whole number of plays >= 1, got {group!r}")
     generator = None if seed is None else torch.Generator().manual_seed(seed)
@@ -158,7 +161,7 @@ def play(
             removable = features.state.removable()[: normed.shape[0]]
             units = cuts.units(features, normed.shape[0])
             token_scores = _scores(cuts, normed, window)
-            scores = _by_unit(token_scores, units, removable)
+            scores = _by_unit(token_scores, units, removable) / temperature
             valid = (
                 removable
                 if units is None
@@ -186,7 +189,7 @@ def play(
     log_prob, _, _ = draws(scores.expand_as(stacked), stacked, pool, counts)
     start_log_prob = log_prob
     if start is not None and start is not head:
-        start_scores = _scores(start.head_at(cuts.decision_layer), normed, window, units, removable)
+        start_scores = _scores(start.head_at(cuts.decision_layer), normed, window, units, removable) / temperature
         start_log_prob, _, _ = draws(start_scores.expand_as(stacked), stacked, pool, counts)
     rewards = torch.tensor(rewards)
     layer = None if cuts is head else cuts.decision_layer
@@ -220,6 +223,7 @@ def ppo_update(
             if not played.count.any():  # the budget was met before the head's layer: nothing was drawn
                 continue
             scores = _scores(cutter(head, played), played.normed, played.window, played.units, played.removable)
+            scores = scores / config.temperature  # the distribution the samples were drawn from
             group = played.keys.shape[0]
             log_prob, _, drawn = draws(
                 scores.expand(group, -1), played.keys, played.valid.expand(group, -1), played.count
@@ -332,7 +336,7 @@ class SpanPPOBackend:
         for request in requests:
             played = play(
                 self.env, self.head, request.task_index, request.budget, self.config.group,
-                seed=request.seed, start=self.start,
+                seed=request.seed, start=self.start, temperature=self.config.temperature,
             )  # fmt: skip
             batch.append(played)
             self.record(played, session)
