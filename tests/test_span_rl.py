@@ -24,6 +24,18 @@ def _head(model) -> SpanHeadPolicy:
     return SpanHeadPolicy(model.config.hidden_size, decision_layer=1, rank=8, channels=4, kernel=5)
 
 
+def _tiny_env(tmp_path, layers: tuple[int, ...] = (1,)):
+    """The tiny model, and the smoke preset's tasks on it deciding at ``layers``."""
+    from conftest import tiny_tokenizer
+
+    from rlprune.envs import TokenReductionEnv
+
+    model = tiny_model("llama")
+    preset = EnvConfig.load("smoke")
+    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=layers))
+    return model, TokenReductionEnv(preset, model=model, tokenizer=tiny_tokenizer(), cache_dir=tmp_path)
+
+
 def _played(head: SpanHeadPolicy, rewards: list[float], seed: int, start: SpanHeadPolicy | None = None):
     """One prompt of random states played len(rewards) times, with the given rewards."""
     from rlprune.policies.plackett_luce import draws, perturb
@@ -109,16 +121,10 @@ def test_kl_to_the_start_is_zero_at_the_first_step_and_holds_the_head_near_it():
 
 
 def test_plays_seeded_alike_draw_alike(tmp_path):
-    from conftest import tiny_tokenizer
-
-    from rlprune.envs import TokenReductionEnv
     from rlprune.train.kinds.span_ppo import play
 
-    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    model, env = _tiny_env(tmp_path)
     head = _head(model)
-    preset = EnvConfig.load("smoke")
-    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1,)))
-    env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, cache_dir=tmp_path)
     first, again = (play(env, head, 0, 0.4, 3, seed=7) for _ in range(2))
     other = play(env, head, 0, 0.4, 3, seed=8)
     assert torch.equal(first.keys, again.keys) and torch.equal(first.rewards, again.rewards)
@@ -209,18 +215,12 @@ def test_a_cut_that_removes_the_answer_earns_less_than_one_that_keeps_it(smollm2
 def test_a_head_that_cuts_by_units_is_sampled_over_whole_units(tmp_path):
     """The stage samples the choices the exported head makes: whole units go, the last one perhaps in
     part, and the log-probability is of the units drawn."""
-    from conftest import tiny_tokenizer
-
-    from rlprune.envs import TokenReductionEnv
     from rlprune.policies.plackett_luce import draws
     from rlprune.train.kinds.span_ppo import _scores, play
 
-    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    model, env = _tiny_env(tmp_path)
     head = _head(model)
     head.select_by("8")
-    preset = EnvConfig.load("smoke")
-    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1,)))
-    env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, cache_dir=tmp_path)
     played = play(env, head, 0, 0.5, 3, seed=2)
     units, removable = played.units, played.removable
     assert units is not None and played.keys.shape == (3, int(units.max()) + 1)
@@ -239,17 +239,11 @@ def test_a_head_that_cuts_by_units_is_sampled_over_whole_units(tmp_path):
 
 
 def test_a_higher_temperature_draws_more_varied_keep_sets_from_the_same_scores(tmp_path):
-    from conftest import tiny_tokenizer
-
-    from rlprune.envs import TokenReductionEnv
     from rlprune.policies.plackett_luce import draws
     from rlprune.train.kinds.span_ppo import _scores, play, ppo_update
 
-    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    model, env = _tiny_env(tmp_path)
     head = _head(model)
-    preset = EnvConfig.load("smoke")
-    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1,)))
-    env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, cache_dir=tmp_path)
     distinct = {}
     for temperature in (1e-4, 100.0):
         played = play(env, head, 0, 0.5, 6, seed=3, temperature=temperature)
@@ -272,18 +266,13 @@ def test_a_higher_temperature_draws_more_varied_keep_sets_from_the_same_scores(t
 def test_a_layered_head_is_played_and_tuned_where_it_cuts(tmp_path):
     """A head with a later head is sampled where the exported head cuts: at the later layer when the
     budget hands the cut over, at its own otherwise; an update moves only the head that drew."""
-    from conftest import tiny_tokenizer
     from test_span_head import _layered
 
-    from rlprune.envs import TokenReductionEnv
     from rlprune.policies.plackett_luce import draws
     from rlprune.train.kinds.span_ppo import _scores, cutter, play, ppo_update
 
-    model, tokenizer = tiny_model("llama"), tiny_tokenizer()
+    model, env = _tiny_env(tmp_path, (1, 2))
     head = _layered(model, min_keep=0.3)
-    preset = EnvConfig.load("smoke")
-    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1, 2)))
-    env = TokenReductionEnv(preset, model=model, tokenizer=tokenizer, cache_dir=tmp_path)
     for budget, layer in ((0.9, 2), (0.3, None)):
         played = play(env, head, 0, budget, 3, seed=1)
         assert played.layer == layer and cutter(head, played) is (head.later if layer else head)
