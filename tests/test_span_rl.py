@@ -13,6 +13,7 @@ import torch
 from conftest import tiny_model
 
 from rlprune.envs import EnvConfig, TaskConfig
+from rlprune.errors import InvalidArgumentError
 from rlprune.metrics import answer_likelihood, greedy_reproduced
 from rlprune.policies import load_policy
 from rlprune.policies.span_head import SpanHeadPolicy
@@ -259,6 +260,9 @@ def test_a_higher_temperature_draws_more_varied_keep_sets_from_the_same_scores(t
         stats = ppo_update(tuned, torch.optim.Adam(tuned.parameters(), lr=0.0), [played], config)
         assert stats["clip_fraction"] == 0.0 and abs(stats["approx_kl"]) < 1e-5  # ratio 1 before any step
     assert distinct[1e-4] == 1 < distinct[100.0]
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(InvalidArgumentError, match="temperature"):
+            play(env, head, 0, 0.5, 2, temperature=bad)
     with pytest.raises(ValueError, match="temperature"):
         SpanPPOConfig(temperature=0.0)
 
@@ -293,6 +297,9 @@ def test_a_layered_head_is_played_and_tuned_where_it_cuts(tmp_path):
             name for name, weight in tuned.state_dict().items() if not torch.equal(weight, head.state_dict()[name])
         }
         assert moved and all(name.startswith("later.") == (layer is not None) for name in moved)
+    _, one_layer = _tiny_env(tmp_path / "one")  # deciding at layer 1 only: the later head could not cut
+    with pytest.raises(InvalidArgumentError, match="decides at"):
+        play(one_layer, head, 0, 0.9, 2)
 
 
 def test_rlprune_train_reports_the_rl_stage_from_its_start(tmp_path, tiny_model_dir, monkeypatch):

@@ -130,7 +130,7 @@ class SpanHeadPolicy(nn.Module):
         for head in (self, self.later):
             if head is not None and head.decision_layer == layer:
                 return head
-        raise ValueError(f"the span head cuts at layer {' or '.join(map(str, self.layers))}, not {layer}")
+        raise InvalidArgumentError(f"the span head cuts at layer {' or '.join(map(str, self.layers))}, not {layer}")
 
     @property
     def layers(self) -> tuple[int, ...]:

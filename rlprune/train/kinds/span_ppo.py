@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import random
 import tempfile
 from collections.abc import Sequence
@@ -113,12 +114,7 @@ def _advance(env: TokenReductionEnv, layer: int) -> float:
     """Step ``env`` through its decision layers before ``layer`` without cutting; those steps' rewards."""
     reward = 0.0
     while env.features().layer < layer:
-        _, step_reward, done, _, _ = env.step(LayerAction())
-        reward += step_reward
-        if done:
-            raise InvalidArgumentError(
-                f"the environment has no decision at layer {layer}: it decides at {env.config.episode.decision_layers}"
-            )
+        reward += env.step(LayerAction())[1]
     return reward
 
 
@@ -147,6 +143,11 @@ def play(
     head's cut, is the same at any temperature; a higher one makes a group's keep-sets differ more."""
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise InvalidArgumentError(f"group must be a whole number of plays >= 1, got {group!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
+        raise InvalidArgumentError(f"temperature must be a finite number > 0, got {temperature!r}")
+    decides = env.config.episode.decision_layers
+    if any(layer not in decides for layer in head.layers):
+        raise InvalidArgumentError(f"the head cuts at layers {head.layers}; the environment decides at {decides} only")
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     options = {"task_index": task_index, "budget": budget}
     keys, rewards, infos = [], [], []
