@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -348,3 +349,53 @@ def test_rlprune_train_tunes_a_layered_head_and_starts_from_one(tmp_path, tiny_m
     assert_clean_error(refused, "--start tunes a span head")
     missing = invoke("train", "--recipe", plain, "--start", tmp_path / "nothing", "--out", tmp_path / "no")
     assert_clean_error(missing, "no policy checkpoint there")
+
+
+def _benchmark(name: str):
+    """A script of benchmarks/ as a module."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reward_ranking_samples_one_keep_set_per_seed_in_generation_and_teacher_forcing_alike():
+    """benchmarks/reward_ranking.py scores a sampled keep-set's answers by teacher-forcing them under the
+    same keep-set: a seed draws the same cut however long the continuation, and as many tokens as the head."""
+    from test_span_head import _layered
+
+    from rlprune.engine import Reducer
+
+    ranking = _benchmark("reward_ranking")
+    model = tiny_model("llama")
+    reducer = Reducer(model)
+    head = _layered(model)
+    ids = torch.randint(3, 64, (1, 90), generator=torch.Generator().manual_seed(2))
+    answer = torch.randint(3, 64, (1, 6), generator=torch.Generator().manual_seed(3))
+    for budget in (0.5, 0.85):  # cut by the first head, and by the later one
+        own = reducer.run(ids, policy=head, budget=budget, protect_last=5).state.reaches_top()
+        kept = {}
+        for seed in range(4):
+            prompt_only = reducer.run(ids, policy=ranking.Sampled(head, seed), budget=budget, protect_last=5)
+            forced = reducer.run(
+                torch.cat((ids, answer), 1), policy=ranking.Sampled(head, seed), budget=budget, protect_last=5,
+                prompt_length=90, logits="continuation",
+            )  # fmt: skip
+            kept[seed] = prompt_only.state.reaches_top()[:90]
+            assert torch.equal(forced.state.reaches_top()[:90], kept[seed])
+            assert int(kept[seed].sum()) == int(own[:90].sum())
+        assert len({tuple(k.tolist()) for k in kept.values()}) > 1  # seeds draw different keep-sets
+
+
+def test_reward_ranking_counts_how_often_a_right_play_outscores_a_wrong_one():
+    ranking = _benchmark("reward_ranking")
+    groups = [[(True, 1.0), (False, 0.5), (False, 2.0)], [(True, 0.3), (False, 0.3)], [(True, 1.0), (True, 2.0)]]
+    share, pairs = ranking.pairwise(groups)
+    assert pairs == 3 and share == pytest.approx((1 + 0 + 0.5) / 3)
+    assert math.isnan(ranking.pairwise([[(False, 1.0)]])[0])
