@@ -30,10 +30,10 @@ from rlprune import Reducer, load_model, load_policy
 from rlprune.data.evidence import locate_evidence
 from rlprune.data.tasks import Task, answer_correct, load_jsonl
 from rlprune.engine.features import Features
+from rlprune.engine.policy import Rescored
 from rlprune.metrics import echoes_question, evidence_kept
 from rlprune.progress import Progress
 from rlprune.prompts import Prompt, build_prompt
-from rlprune.reduction import LayerAction
 
 PARTS = ("header", "sinks", "recent", "format", "lead-in")
 
@@ -64,23 +64,16 @@ def part_mask(part: str, prompt: Prompt, task: Task, tokenizer) -> torch.Tensor:
 
 
 @dataclasses.dataclass
-class KeepAlso:
+class KeepAlso(Rescored):
     """``policy``, with the tokens of ``keep`` (by original position) ranked above every other."""
 
-    policy: object
     keep: torch.Tensor
 
-    def __getattr__(self, name: str):  # decision layers, default budget ... as the policy's
-        return getattr(self.policy, name)
-
-    def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
-        action = self.policy.act(features, budget)
-        if action.token_scores is None:
-            return action
-        scores = action.token_scores.clone().float()
+    def rescore(self, features: Features, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.clone().float()
         forced = self.keep[features.state.positions[: scores.numel()].cpu()].to(scores.device)
         scores[forced] += scores.max() - scores.min() + 1  # above every other, their own order kept
-        return dataclasses.replace(action, token_scores=scores)
+        return scores
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,13 +36,14 @@ from rich.table import Table
 from rlprune import Reducer, load_model, load_policy
 from rlprune.data.tasks import Task, answer_correct, load_jsonl
 from rlprune.engine.features import Features
+from rlprune.engine.policy import Rescored
 from rlprune.envs.reference import corrected_answer
 from rlprune.metrics import answer_likelihood, log_probs
 from rlprune.policies.plackett_luce import perturb
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
 from rlprune.prompts import Prompt, build_prompt
-from rlprune.reduction import LayerAction, unit_ranking
+from rlprune.reduction import unit_ranking
 from rlprune.train.kinds.span_ppo import _by_unit, _scores
 
 FLOOR = 5.0
@@ -50,20 +52,13 @@ REWARDS = ("full answer", "corrected answer", "own answer")
 
 
 @dataclasses.dataclass
-class Sampled:
+class Sampled(Rescored):
     """``policy`` cutting as the RL stage samples it: where the head cuts, a Plackett-Luce sample of
     its units (seeded, so the same prompt draws the same keep-set in every run) replaces its order."""
 
-    policy: SpanHeadPolicy
     seed: int
 
-    def __getattr__(self, name: str):  # decision layers, default budget ... as the policy's
-        return getattr(self.policy, name)
-
-    def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
-        action = self.policy.act(features, budget)
-        if action.token_scores is None:
-            return action
+    def rescore(self, features: Features, scores: torch.Tensor) -> torch.Tensor:
         cuts = self.policy.head_at(features.layer)
         normed, window = cuts.inputs(features)
         removable = features.state.removable()[: normed.shape[0]]
@@ -71,7 +66,7 @@ class Sampled:
         token_scores = _scores(cuts, normed, window)
         sample = perturb(_by_unit(token_scores, units, removable), torch.Generator().manual_seed(self.seed))
         chosen = sample if units is None else unit_ranking(token_scores, units, sample)
-        return dataclasses.replace(action, token_scores=chosen.to(action.token_scores.device))
+        return chosen.to(scores.device)
 
 
 def likelihood(reducer: Reducer, prompt: Prompt, answer: torch.Tensor, policy, budget: float) -> float:
@@ -120,7 +115,7 @@ def main() -> None:
         suite = str(task.meta.get("suite", task.kind))
         if wanted and suite not in wanted:
             continue
-        if task.answer and (args.per_suite is None or taken[suite] < args.per_suite):
+        if (task.answer or task.answers) and (args.per_suite is None or taken[suite] < args.per_suite):
             tasks.append(task)
             taken[suite] += 1
 
@@ -143,7 +138,7 @@ def main() -> None:
     rows = list(done.values())
     with Progress() as progress:
         bar = progress.add_task("items", total=len(tasks) * len(budgets))
-        for index, task in enumerate(tasks):
+        for task in tasks:
             if all((task.uid, budget) in done for budget in budgets):
                 progress.advance(bar, len(budgets))
                 continue
@@ -157,7 +152,7 @@ def main() -> None:
                     continue
                 plays = []
                 for sample in range(args.samples):
-                    chosen = Sampled(policy, seed=index * 1_009 + sample)
+                    chosen = Sampled(policy, seed=zlib.crc32(task.uid.encode()) * 1_009 + sample)
                     text, own = answer(prompt, chosen, budget)
                     rewards = [likelihood(reducer, prompt, ids, chosen, budget) for ids in (said_ids, corrected, own)]
                     plays.append([bool(answer_correct(text, task)), rewards])

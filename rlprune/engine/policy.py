@@ -12,7 +12,10 @@ is given) and ``propose_budget(features)`` (its per-prompt ratio in average-budg
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from torch import Tensor
 
 from rlprune.budget import BudgetController
 from rlprune.engine.compat import check_fits
@@ -58,6 +61,28 @@ class Policy(Protocol):
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
         """The action for the layer described by ``features``."""
         ...
+
+
+@dataclass
+class Rescored:
+    """``policy`` with the token scores of every cut it makes rewritten by :meth:`rescore`: the same
+    layers and as many tokens removed, other tokens chosen. Probes subclass it to ask what another
+    choice would do at the same FLOPs (``benchmarks/keep_also.py``, ``benchmarks/reward_ranking.py``)."""
+
+    policy: Policy
+
+    def __getattr__(self, name: str):  # name, decision layers, default budget ... as the policy's
+        return getattr(self.policy, name)
+
+    def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
+        action = self.policy.act(features, budget)
+        if action.token_scores is None:
+            return action
+        return replace(action, token_scores=self.rescore(features, action.token_scores))
+
+    def rescore(self, features: Features, scores: Tensor) -> Tensor:
+        """The scores the cut at ``features``' layer goes by, given the policy's own ``scores``."""
+        raise NotImplementedError
 
 
 def consult(
