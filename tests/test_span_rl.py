@@ -345,6 +345,12 @@ def test_rlprune_train_tunes_a_layered_head_and_starts_from_one(tmp_path, tiny_m
         load_policy(p, model).state_dict() for p in (tmp_path / "again" / "start", tmp_path / "run" / "policy")
     )
     assert began.keys() == given.keys() and all(torch.equal(began[k], given[k]) for k in began)
+    # resumed, the run goes on from its checkpoint, and says that --start is not used
+    resumed = invoke(
+        "train", "--recipe", plain, "--start", tmp_path / "run" / "policy", "--out", tmp_path / "again", "--resume"
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert "is not used: the run resumes from its checkpoint" in " ".join(resumed.output.split())
     refused = invoke("train", "--recipe", "smoke", "--start", tmp_path / "run" / "policy", "--out", tmp_path / "no")
     assert_clean_error(refused, "--start tunes a span head")
     missing = invoke("train", "--recipe", plain, "--start", tmp_path / "nothing", "--out", tmp_path / "no")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -218,6 +219,8 @@ def train_span_head(
         head, summary = supervised_head(config, model, tokenizer, show_progress, start)
     else:
         head, summary = expect_kind(load_policy(last, model), "span", "a span run's checkpoint"), {"resumed": True}
+        if start is not None:  # the head the run began from is its start/ already
+            print(f"note: --start {start} is not used: the run resumes from its checkpoint {last}", file=sys.stderr)
     head.select_by(config.unit, sentence_end_ids(tokenizer))  # the RL stage samples the units the head cuts by
     if ppo is not None:
         summary["ppo"] = tune_span_head(
