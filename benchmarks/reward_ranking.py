@@ -39,12 +39,10 @@ from rlprune.engine.features import Features
 from rlprune.engine.policy import Rescored
 from rlprune.envs.reference import corrected_answer
 from rlprune.metrics import answer_likelihood, log_probs
-from rlprune.policies.plackett_luce import perturb
 from rlprune.policies.span_head import SpanHeadPolicy
 from rlprune.progress import Progress
 from rlprune.prompts import Prompt, build_prompt
-from rlprune.reduction import unit_ranking
-from rlprune.train.kinds.span_ppo import _by_unit, _scores
+from rlprune.train.kinds.span_ppo import CutScores
 
 FLOOR = 5.0
 """Each answer token's log-probability floor in the likelihoods, as the stage's ``kl_cap``."""
@@ -59,14 +57,8 @@ class Sampled(Rescored):
     seed: int
 
     def rescore(self, features: Features, scores: torch.Tensor) -> torch.Tensor:
-        cuts = self.policy.head_at(features.layer)
-        normed, window = cuts.inputs(features)
-        removable = features.state.removable()[: normed.shape[0]]
-        units = cuts.units(features, normed.shape[0])
-        token_scores = _scores(cuts, normed, window)
-        sample = perturb(_by_unit(token_scores, units, removable), torch.Generator().manual_seed(self.seed))
-        chosen = sample if units is None else unit_ranking(token_scores, units, sample)
-        return chosen.to(scores.device)
+        cut = CutScores.read(self.policy.head_at(features.layer), features)
+        return cut.draw(torch.Generator().manual_seed(self.seed))[1].to(scores.device)
 
 
 def likelihood(reducer: Reducer, prompt: Prompt, answer: torch.Tensor, policy, budget: float) -> float:

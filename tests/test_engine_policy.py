@@ -136,3 +136,29 @@ def test_what_goes_with_a_policy_is_checked():
         reducer.run(ids, policy=head, budget=1.5)
     with pytest.raises(InvalidArgumentError, match="decision_layers"):
         reducer.run(ids, policy="snapkv", budget=0.5)  # a spec is resolved above the engine (resolve_policy)
+
+
+def test_a_rescored_policy_removes_as_many_tokens_its_own_way_and_copies():
+    """:class:`Rescored` keeps the policy's layers and counts and goes by the scores it rewrites."""
+    import copy
+    from dataclasses import dataclass
+
+    from rlprune.engine.policy import Rescored
+
+    @dataclass
+    class Reversed(Rescored):
+        def rescore(self, features, scores):
+            return -scores
+
+    model = tiny_model("llama")
+    reducer = Reducer(model)
+    head = _span_head(model)
+    ids = random_ids(80, seed=4)
+    own = reducer.run(ids, policy=head, budget=0.8, protect_last=4)
+    for policy in (Reversed(head), copy.deepcopy(Reversed(head))):
+        out = reducer.run(ids, policy=policy, budget=0.8, protect_last=4)
+        assert out.tokens_per_layer == own.tokens_per_layer and out.flops_ratio == pytest.approx(own.flops_ratio)
+        assert not torch.equal(out.state.positions, own.state.positions)
+        assert policy.decision_layers(4) == head.decision_layers(4) and policy.default_budget == head.default_budget
+    with pytest.raises(NotImplementedError):  # the base says what to rewrite; it has no scores of its own
+        Rescored(head).rescore(None, torch.zeros(3))

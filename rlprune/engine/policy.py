@@ -72,6 +72,8 @@ class Rescored:
     policy: Policy
 
     def __getattr__(self, name: str):  # name, decision layers, default budget ... as the policy's
+        if name == "policy":  # not set yet (a copy being built): no policy to ask
+            raise AttributeError(name)
         return getattr(self.policy, name)
 
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rlprune.engine.features import Features
 from rlprune.envs import TokenReductionEnv
 from rlprune.errors import InvalidArgumentError
 from rlprune.policies.checkpoint import load_policy, save_policy
@@ -106,6 +107,33 @@ def _units_drawn(keys: Tensor, valid: Tensor, sizes: Tensor, count: int) -> Tens
     return reached.float().argmax(-1) + 1  # the first unit whose removal reaches the count, and those before it
 
 
+@dataclass(frozen=True)
+class CutScores:
+    """What the head that cuts reads and scores at its layer, and the Plackett-Luce draws over it."""
+
+    normed: Tensor  # (n, hidden): carried prompt tokens after the layer's input norm
+    window: int  # final tokens that are the question
+    removable: Tensor  # (n,) bool
+    units: Tensor | None  # (n,) each token's unit id; None: every token is its own unit
+    token_scores: Tensor  # (n,) the head's keep scores
+    scores: Tensor  # (u,) what a sample perturbs: each unit's best removable token's score, over the temperature
+
+    @classmethod
+    def read(cls, cuts: SpanHeadPolicy, features: Features, temperature: float = 1.0) -> CutScores:
+        normed, window = cuts.inputs(features)
+        removable = features.state.removable()[: normed.shape[0]]
+        units = cuts.units(features, normed.shape[0])
+        token_scores = _scores(cuts, normed, window)
+        return cls(
+            normed, window, removable, units, token_scores, _by_unit(token_scores, units, removable) / temperature
+        )
+
+    def draw(self, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """One sample: its perturbed unit scores (the lowest go first), and the token scores a cut goes by."""
+        sample = perturb(self.scores, generator)
+        return sample, sample if self.units is None else unit_ranking(self.token_scores, self.units, sample)
+
+
 START = "start"
 """The run folder's copy of the head the stage started from (``RUN/start``)."""
 
@@ -158,19 +186,15 @@ def play(
         reward = _advance(env, cuts.decision_layer)
         if draw == 0:
             features = env.features()
-            normed, window = cuts.inputs(features)
-            removable = features.state.removable()[: normed.shape[0]]
-            units = cuts.units(features, normed.shape[0])
-            token_scores = _scores(cuts, normed, window)
-            scores = _by_unit(token_scores, units, removable) / temperature
+            cut = CutScores.read(cuts, features, temperature)
+            normed, window, removable, units, scores = cut.normed, cut.window, cut.removable, cut.units, cut.scores
             valid = (
                 removable
                 if units is None
                 else torch.zeros_like(scores, dtype=torch.bool).index_fill(0, units[removable], True)
             )
             action = features.action_for_share(cuts.op, "learned", 1.0)
-        sample = perturb(scores, generator)
-        chosen = sample if units is None else unit_ranking(token_scores, units, sample)
+        sample, chosen = cut.draw(generator)
         _, step_reward, done, _, info = env.step(dataclasses.replace(action, token_scores=chosen))
         reward += step_reward
         while not done:  # a later head's layer, after this head cut: nothing is left to remove
