@@ -12,7 +12,9 @@ that answer. This script measures both on a JSONL suite, at each budget, with th
   one's (0.5: the reward says nothing about answers; 1: it always ranks them right), for the
   likelihood of the full model's answer (the stage's label-free reward), the likelihood of that
   answer corrected to the gold one where it is wrong (``target = "corrected"``) and, for comparison,
-  the likelihood of the reduced model's own greedy answer (how sure it is of what it says).
+  the likelihood of the reduced model's own greedy answer (how sure it is of what it says);
+- how often the play each reward ranks first answers (what a stage that learned that reward perfectly
+  could at best pick among these samples).
 
     python benchmarks/reward_ranking.py --policy smollm2-135m-span \\
         --suite eval/heldout-pool/heldout-pool.jsonl --per-suite 24 --budgets 0.3,0.5 --samples 4 \\
@@ -164,6 +166,7 @@ def report(rows: list[dict], title: str) -> None:
     table = Table(title=title)
     columns = ["budget", "items", "full model", "head's cut", "a sample", "best sample", "mixed groups"]
     columns += [f"P(right > wrong): {name}" for name in REWARDS]
+    columns += [f"top play by {name}" for name in REWARDS]
     for column in columns:
         table.add_column(column, justify="right")
     for budget in sorted({row["budget"] for row in rows}):
@@ -180,6 +183,9 @@ def report(rows: list[dict], title: str) -> None:
         for k in range(len(REWARDS)):
             share, pairs = pairwise([[(right, rewards[k]) for right, rewards in row["plays"]] for row in mixed])
             cells.append(f"{share:.2f} of {pairs}")
+        for k in range(len(REWARDS)):  # each item's play that this reward ranks first: does it answer?
+            top = sum(max(row["plays"], key=lambda play, k=k: play[1][k])[0] for row in at)
+            cells.append(f"{top / len(at):.1%}")
         table.add_row(*cells)
     Console().print(table)
 
