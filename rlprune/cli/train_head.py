@@ -115,7 +115,7 @@ def report_span_head(summary: dict[str, Any]) -> None:
         first, final = history[0], summary["ppo"]["final_validation"]
         keys = [
             k
-            for k in ("reward", "answer_accuracy", "evidence", "kl")
+            for k in ("reward", "solved", "answer_accuracy", "evidence", "kl")
             if first.get(k) is not None and final.get(k) is not None
         ]
         changes = ", ".join(f"{key} {first[key]:.3f} -> {final[key]:.3f}" for key in keys)

@@ -111,12 +111,17 @@ def choose(logits: Tensor, chain: LogitsProcessorList | None, generator: torch.G
     return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
 
 
+def eos_end(ids: Sequence[int], stop: set[int]) -> int:
+    """How many of ``ids`` a row keeps: up to and with its first stop token, else all."""
+    return next((i + 1 for i, t in enumerate(ids) if t in stop), len(ids))
+
+
 def row_result(
     tokens: Tensor, stop: set[int], prefill: ReductionOutput, prefill_seconds: float, decode_seconds: float
 ) -> GenerationResult:
     """One row's tokens, cut after its first EOS."""
     ids = tokens[0].tolist()
-    end = next((i + 1 for i, t in enumerate(ids) if t in stop), len(ids))
+    end = eos_end(ids, stop)
     return GenerationResult(
         tokens=tokens[:, :end],
         prefill=prefill,
@@ -170,24 +175,42 @@ def generate(
     )
     prefills = prefills if batched else [prefills]
     prefill_seconds = clock.lap()
-    stop_ids = torch.tensor(sorted(stop), device=prompts[0].device)
     logits = torch.cat([out.logits[:, -1] for out in prefills])
     state = ReductionBatch([out.state for out in prefills]) if batched else prefills[0].state
+    tokens, _ = decode(reducer, state, logits, max_new_tokens, stop, chain, generator)
+    decode_seconds = clock.lap()
+    results = [
+        row_result(tokens[b : b + 1], stop, out, prefill_seconds, decode_seconds) for b, out in enumerate(prefills)
+    ]
+    return results if batched else results[0]
+
+
+def decode(
+    reducer: Reducer,
+    state: ReductionState | ReductionBatch,
+    logits: Tensor,
+    max_new_tokens: int,
+    stop: set[int],
+    chain: LogitsProcessorList | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The decoding loop: from a finished prefill's last ``logits`` ``(B, vocab)``, one token per row and
+    step (greedy without ``chain``) fed on top of the reduced cache, until every row said a ``stop``
+    token or ``max_new_tokens`` were made. Returns the tokens ``(B, new)`` and each one's log-probability
+    under the model ``(B, new)``; a row that stopped repeats its last token."""
+    stop_ids = torch.tensor(sorted(stop), device=logits.device)
     new: list[Tensor] = []
-    finished = torch.zeros(len(prompts), dtype=torch.bool, device=logits.device)
+    chosen: list[Tensor] = []
+    finished = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
     for i in range(max_new_tokens):
         token = choose(logits, chain, generator)
         if new:
             token = torch.where(finished, new[-1], token)  # a finished row repeats its last token
         new.append(token)
+        chosen.append(logits.float().log_softmax(-1).gather(1, token[:, None])[:, 0])
         if stop:
             finished |= torch.isin(token, stop_ids)
         if i == max_new_tokens - 1 or (stop and bool(finished.all())):  # no device sync without an EOS
             break
         logits = reducer.extend(state, token[:, None])[:, -1]
-    decode_seconds = clock.lap()
-    tokens = torch.stack(new, dim=1)
-    results = [
-        row_result(tokens[b : b + 1], stop, out, prefill_seconds, decode_seconds) for b, out in enumerate(prefills)
-    ]
-    return results if batched else results[0]
+    return torch.stack(new, dim=1), torch.stack(chosen, dim=1)

@@ -12,13 +12,16 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
+from torch import Tensor
 
 from rlprune.config import ConfigError, find_config, from_dict, load_toml
 from rlprune.data.generators import generate_suite
 from rlprune.data.long import LONG_KINDS, LongSuite
 from rlprune.data.tasks import KINDS, SPLITS, Task, load_jsonl
-from rlprune.engine import Reducer, ReducerConfig, ReductionOutput, ReductionState
+from rlprune.engine import Reducer, ReducerConfig, ReductionBatch, ReductionOutput, ReductionState
+from rlprune.engine import generate as decoding
 from rlprune.engine.features import (
     OBSERVATION_BOUNDS,
     OBSERVATION_SIZE,
@@ -29,7 +32,7 @@ from rlprune.engine.features import (
     observe,
 )
 from rlprune.envs.reference import TARGETS, Reference, ReferenceCache
-from rlprune.envs.rewards import RewardConfig, final_reward, quality, step_reward
+from rlprune.envs.rewards import Decoded, Quality, RewardConfig, final_reward, quality, step_reward
 from rlprune.errors import InvalidActionError, RLPruneError
 from rlprune.metrics import evidence_kept
 from rlprune.models import load_model
@@ -37,6 +40,34 @@ from rlprune.reduction import LayerAction
 
 EPISODE_OPTIONS = ("task_index", "budget")
 """The keys ``reset(options=...)`` understands."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The reduced model's greedy answer to an episode's prompt, decoded from its reduced cache."""
+
+    tokens: list[int]  # up to its first EOS, which is included
+    logprobs: Tensor  # (len(tokens),) each token's log-probability under the reduced model
+
+
+def finish_episodes(
+    reducer: Reducer, state: ReductionState | ReductionBatch, decode_tokens: int = 0
+) -> list[tuple[ReductionOutput, Answer | None]]:
+    """Finish the episodes' prefill, one row each: the logits that predict the teacher-forced answer, or
+    with ``decode_tokens`` the last prompt position's, and the greedy answer the rows decode together
+    from their reduced caches (:func:`rlprune.engine.generate.decode`, the loop generation runs)."""
+    outputs = reducer.finish(state, logits="last" if decode_tokens else "continuation")
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    if not decode_tokens:
+        return [(out, None) for out in outputs]
+    stop = set(decoding.eos_ids(reducer.model, None))
+    logits = torch.cat([out.logits[:, -1] for out in outputs])
+    tokens, logprobs = decoding.decode(reducer, state, logits, decode_tokens, stop)
+    answers = []
+    for row in range(len(outputs)):
+        end = decoding.eos_end(tokens[row].tolist(), stop)
+        answers.append(Answer(tokens[row, :end].tolist(), logprobs[row, :end].cpu()))
+    return list(zip(outputs, answers, strict=True))
 
 
 def is_budget(value: object) -> bool:
@@ -165,6 +196,7 @@ class EpisodeConfig:
     continuation_tokens: int = 16  # length of the full model's answer used for the quality terms
     target: str = "full"  # what is teacher-forced: "full" (its answer) or "corrected" (gold where it misses)
     protect_first: int = 1
+    decode_tokens: int = 0  # > 0: instead, the reduced model decodes its own greedy answer (up to this many tokens)
     scorers: tuple[str, ...] = SCORER_CHOICES  # what a layer policy ranks tokens by, span options allowed
 
     @property
@@ -185,6 +217,8 @@ class EpisodeConfig:
             raise ValueError("continuation_tokens must be at least 1")
         if self.target not in TARGETS:
             raise ValueError(f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
+        if self.decode_tokens < 0:
+            raise ValueError("decode_tokens must be 0 (teacher-force the full model's answer) or a number of tokens")
 
 
 @dataclass(frozen=True)
@@ -197,6 +231,20 @@ class EnvConfig:
     tasks: TaskConfig = field(default_factory=TaskConfig)
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+
+    def __post_init__(self) -> None:
+        reward = self.reward
+        if self.episode.decode_tokens and reward.weighted(reward.TEACHER_FORCED):
+            raise ConfigError(
+                f"episodes that decode (decode_tokens = {self.episode.decode_tokens}) teacher-force nothing: set "
+                f"{', '.join(reward.weighted(reward.TEACHER_FORCED))} to 0 in [reward] and weigh solved, "
+                "confidence, echo and loop instead"
+            )
+        if not self.episode.decode_tokens and reward.weighted(reward.DECODED):
+            raise ConfigError(
+                f"{' and '.join(reward.weighted(reward.DECODED))} judge the reduced model's decoded answer: "
+                "set decode_tokens in [episode] (e.g. 24) so episodes decode one"
+            )
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> EnvConfig:
@@ -225,7 +273,9 @@ class TokenReductionEnv(gym.Env):
     Reward: see :mod:`rlprune.envs.rewards`. The final ``info`` holds ``flops_ratio``, ``kl``,
     ``agreement``, ``likelihood``, ``greedy``, ``answer_accuracy``, ``hallucination``, ``budget``,
     and ``evidence_kept`` and ``evidence_share`` (whether and how much of the gold answer's tokens
-    reached the last layer; NaN where the answer is not in the context).
+    reached the last layer; NaN where the answer is not in the context). Where episodes decode
+    (``episode.decode_tokens``) it holds ``answer`` (the reduced model's text), ``solved``,
+    ``confidence``, ``echo`` and ``loop`` instead of the teacher-forced measures (NaN then).
 
     Args:
         preset: a preset name or path, or an :class:`EnvConfig`.
@@ -287,7 +337,7 @@ class TokenReductionEnv(gym.Env):
         :meth:`check_options`)."""
         super().reset(seed=seed)
         reference = self.draw_episode(options)
-        self.enter(self.reducer.start(reference.input_ids, **self.start_arguments(reference)))
+        self.enter(self.reducer.start(self.episode_input(reference), **self.start_arguments(reference)))
         return self.current_observation(), self.episode_info()
 
     def step(self, action):
@@ -296,7 +346,8 @@ class TokenReductionEnv(gym.Env):
         reward, info = self.after_step(action, before)
         if not self._state.done:
             return self.current_observation(), reward, False, False, info
-        return self.conclude(self.reducer.finish(self._state, logits="continuation"), reward, info)
+        ((out, decoded),) = finish_episodes(self.reducer, self._state, self.config.episode.decode_tokens)
+        return self.conclude(out, reward, info, decoded)
 
     # -- the pieces of an episode, shared with the vector environment -----------------------
 
@@ -328,13 +379,24 @@ class TokenReductionEnv(gym.Env):
         self._reference = self.references.get(self._task)
         return self._reference
 
+    @property
+    def decodes(self) -> bool:
+        """Whether an episode ends with the reduced model's own greedy answer (else it teacher-forces)."""
+        return self.config.episode.decode_tokens > 0
+
+    def episode_input(self, reference: Reference) -> Tensor:
+        """The tokens an episode runs, ``(1, n)``: the prompt and the full model's answer to teacher-force,
+        or the prompt alone where the episode decodes."""
+        return reference.input_ids[:, : reference.prompt_length] if self.decodes else reference.input_ids
+
     def start_arguments(self, reference: Reference) -> dict[str, Any]:
-        """How :meth:`Reducer.start` begins an episode on ``reference`` (after its cached early layers)."""
+        """How :meth:`Reducer.start` begins an episode on ``reference``: after its cached early layers, or
+        where the episode decodes from layer 0 (decoding needs every layer's cache)."""
         return {
             "decision_layers": self.config.episode.decision_layers,
             "protect_last": reference.protect_last,
             "prompt_length": reference.prompt_length,
-            "resume_from": reference.hidden,
+            "resume_from": None if self.decodes else reference.hidden,
         }
 
     def enter(self, state: ReductionState) -> None:
@@ -358,21 +420,22 @@ class TokenReductionEnv(gym.Env):
         layer = max(self._state.actions)  # the layer the action was taken at
         return reward, {"layer": layer, "action": str(action), "flops_projected": after}
 
-    def conclude(self, out: ReductionOutput, reward: float, info: dict[str, Any]):
-        """The final step's transition: quality of the finished episode's continuation logits."""
-        q = quality(out.logits[0], self._reference, self.config.reward.kl_cap)
+    def conclude(self, out: ReductionOutput, reward: float, info: dict[str, Any], answer: Answer | None = None):
+        """The final step's transition: quality of the finished episode's continuation logits, or of the
+        reduced model's own ``answer`` where the episode decodes."""
+        config = self.config.reward
+        if answer is None:
+            q, decoded = quality(out.logits[0], self._reference, config.kl_cap), None
+        else:
+            text = self.tokenizer.decode(answer.tokens, skip_special_tokens=True)
+            q, decoded = None, Decoded.judge(text, answer.logprobs, self._task, config.kl_cap)
         flops_ratio = out.flops / out.flops_full
         kept, share = evidence_kept(self._reference.evidence, out.state.reaches_top())
-        reward += final_reward(q, flops_ratio, self.budget, self.config.reward, share)
+        question = self._task.question
+        reward += final_reward(q, flops_ratio, self.budget, config, share, question=question, decoded=decoded)
+        info |= Quality.measures(q) | Decoded.measures(decoded, question)
         info |= {
             "flops_ratio": flops_ratio,
-            "kl": q.kl,
-            "agreement": q.agreement,
-            "likelihood": q.likelihood,
-            "greedy": q.greedy,
-            "answer_accuracy": math.nan if q.answer_accuracy is None else q.answer_accuracy,
-            "hallucination": q.hallucination,
-            "hallucination_excess": q.hallucination_excess,
             "budget": self.budget,
             "kind": self._task.kind,
             "tokens_per_layer": out.tokens_per_layer,

@@ -18,6 +18,8 @@ end of an episode, the reduced model is teacher-forced on the full model's answe
                                                           (where the answer is in the context)
            - echo * the reduced model's answer says the question back (metrics.echoes_question)
            - loop * the reduced model's answer loops (metrics.degenerate)
+           + solved * the reduced model's answer contains the gold answer   (episodes that decode)
+           + confidence * mean log p of the reduced model's answer tokens  (each floored at -kl_cap)
 
 The likelihood term needs no label: it asks how likely the reduced model finds what the full model
 said, so any text with a question is training data. The greedy term reads the same teacher-forced
@@ -25,8 +27,14 @@ logits for what is measured at evaluation: the reduced model decodes the full mo
 long as each of its tokens is its top-1, so it needs no decoding and no label either. The evidence
 term reads where the answer is from the task, never from what the policy observes.
 The echo and loop terms judge a generated answer, so they count where the caller generated one and
-passes it to :func:`final_reward` (the environment teacher-forces the full model's answer and
-generates none); both weigh 0 by default.
+passes it to :func:`final_reward`; all four terms after them weigh 0 by default.
+
+An environment whose episodes decode (``episode.decode_tokens > 0``) judges what evaluation judges:
+the reduced model's own greedy answer, decoded from the reduced cache (:class:`Decoded`): whether it
+contains the gold answer (``solved``, the measure ``rlprune eval`` reports), how sure the model is of
+it (``confidence``, which needs no label), and the echo and loop penalties on its text. It
+teacher-forces nothing, so the terms read from a teacher-forced answer (kl through hallucination
+above) weigh 0 there.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rlprune.data.tasks import Task, answer_correct
 from rlprune.envs.reference import Reference
 from rlprune.metrics import (
     answer_likelihood,
@@ -67,6 +76,17 @@ class RewardConfig:
     evidence: float = 0.0
     echo: float = 0.0
     loop: float = 0.0
+    solved: float = 0.0
+    confidence: float = 0.0
+
+    TEACHER_FORCED = ("kl", "likelihood", "agreement", "greedy", "answer", "hallucination")
+    """The terms read from the teacher-forced full answer (an episode that decodes has none)."""
+    DECODED = ("solved", "confidence")
+    """The terms read from a decoded answer (only an episode that decodes has one)."""
+
+    def weighted(self, names: tuple[str, ...]) -> list[str]:
+        """Which of the terms ``names`` weigh more than 0."""
+        return [name for name in names if getattr(self, name) > 0]
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -85,6 +105,46 @@ class Quality:
     hallucination_excess: float  # the same, above what the full model puts there
     likelihood: float = 0.0  # mean log p(full model's answer tokens), each floored at -kl_cap (see quality)
     greedy: float = 0.0  # share of the answer (to the gold answer's end, where it spells it) decoded alike
+
+    @staticmethod
+    def measures(q: Quality | None) -> dict[str, float]:
+        """An episode's info entries for ``q`` (NaN for an episode that teacher-forced nothing)."""
+        if q is None:
+            return dict.fromkeys(TEACHER_FORCED_MEASURES, math.nan)
+        answer = math.nan if q.answer_accuracy is None else q.answer_accuracy
+        values = (q.kl, q.agreement, q.likelihood, q.greedy, answer, q.hallucination, q.hallucination_excess)
+        return dict(zip(TEACHER_FORCED_MEASURES, values, strict=True))
+
+
+TEACHER_FORCED_MEASURES = ("kl", "agreement", "likelihood", "greedy", "answer_accuracy", "hallucination")
+TEACHER_FORCED_MEASURES += ("hallucination_excess",)
+DECODED_MEASURES = ("solved", "confidence", "echo", "loop")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """How the reduced model's own greedy answer went (episodes that decode)."""
+
+    text: str
+    solved: bool | None  # it contains the gold answer; None where the task has none
+    confidence: float  # mean log-probability of its tokens (EOS included), each floored at -kl_cap
+
+    @classmethod
+    def judge(cls, text: str, logprobs: Tensor, task: Task, floor: float = RewardConfig.kl_cap) -> Decoded:
+        """``text``, whose tokens had ``logprobs`` ``(m,)`` under the reduced model, as an answer to ``task``."""
+        confidence = float(logprobs.clamp(min=-floor).mean()) if logprobs.numel() else -floor
+        return cls(text, answer_correct(text, task), confidence)
+
+    @staticmethod
+    def measures(decoded: Decoded | None, question: str) -> dict[str, float | str]:
+        """An episode's info entries for ``decoded``, the answer to ``question`` (NaN where none was)."""
+        if decoded is None:
+            return dict.fromkeys(DECODED_MEASURES, math.nan)
+        solved = math.nan if decoded.solved is None else float(decoded.solved)
+        echo, loop = float(echoes_question(decoded.text, question)), float(degenerate(decoded.text))
+        return dict(zip(DECODED_MEASURES, (solved, decoded.confidence, echo, loop), strict=True)) | {
+            "answer": decoded.text
+        }
 
 
 @torch.no_grad()
@@ -131,21 +191,31 @@ def answer_penalty(answer: str, question: str, config: RewardConfig) -> float:
 
 
 def final_reward(
-    q: Quality,
+    q: Quality | None,
     flops_ratio: float,
     budget: float,
     config: RewardConfig,
     evidence_share: float | None = None,
     answer: str | None = None,
     question: str = "",
+    decoded: Decoded | None = None,
 ) -> float:
-    """The end-of-episode terms: quality, hallucination, the over-budget penalty, evidence kept, and
-    where the reduced model's ``answer`` to ``question`` was generated, its echo and loop penalties."""
-    reward = -config.kl * min(q.kl, config.kl_cap) + config.agreement * q.agreement
-    reward += config.likelihood * q.likelihood + config.greedy * q.greedy
-    if q.answer_accuracy is not None:
-        reward += config.answer * q.answer_accuracy
-    reward -= config.hallucination * q.hallucination_excess
+    """The end-of-episode terms: quality on the teacher-forced answer (``q``, ``None`` where nothing was
+    teacher-forced), the over-budget penalty, evidence kept, where the reduced model's answer to
+    ``question`` was generated its echo and loop penalties, and where it was ``decoded`` in the
+    episode whether it is right and how sure the model is of it (its text is then the ``answer``)."""
+    reward = 0.0
+    if q is not None:
+        reward += -config.kl * min(q.kl, config.kl_cap) + config.agreement * q.agreement
+        reward += config.likelihood * q.likelihood + config.greedy * q.greedy
+        if q.answer_accuracy is not None:
+            reward += config.answer * q.answer_accuracy
+        reward -= config.hallucination * q.hallucination_excess
+    if decoded is not None:
+        answer = decoded.text
+        reward += config.confidence * decoded.confidence
+        if decoded.solved is not None:
+            reward += config.solved * decoded.solved
     reward -= config.over_budget * max(0.0, flops_ratio - budget)
     if evidence_share is not None:
         reward += config.evidence * evidence_share

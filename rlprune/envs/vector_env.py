@@ -18,7 +18,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from rlprune.engine import ReductionBatch
-from rlprune.envs.env import EnvConfig, TokenReductionEnv, check_action, check_int
+from rlprune.envs.env import EnvConfig, TokenReductionEnv, check_action, check_int, finish_episodes
 from rlprune.errors import RLPruneError
 
 
@@ -97,10 +97,10 @@ class TokenReductionVectorEnv(VectorEnv):
             observations = np.stack([env.current_observation() for env in self.envs])
             false = np.zeros(self.num_envs, dtype=bool)
             return observations, rewards, false, false.copy(), self._merge(infos)
-        finished = self.reducer.finish(self._batch, logits="continuation")
+        finished = finish_episodes(self.reducer, self._batch, self.envs[0].config.episode.decode_tokens)
         final_obs, final_infos = [], []
-        for i, (env, out) in enumerate(zip(self.envs, finished, strict=True)):
-            obs, rewards[i], _, _, info = env.conclude(out, rewards[i], infos[i])
+        for i, (env, (out, answer)) in enumerate(zip(self.envs, finished, strict=True)):
+            obs, rewards[i], _, _, info = env.conclude(out, rewards[i], infos[i], answer)
             final_obs.append(obs)
             final_infos.append(info)
         observations, infos = self._start(None)
@@ -124,7 +124,7 @@ class TokenReductionVectorEnv(VectorEnv):
         arguments = [env.start_arguments(reference) for env, reference in zip(self.envs, references, strict=True)]
         per_row = {key: [a[key] for a in arguments] for key in ("protect_last", "prompt_length", "resume_from")}
         self._batch = self.reducer.start(
-            [reference.input_ids[0] for reference in references],
+            [env.episode_input(reference)[0] for env, reference in zip(self.envs, references, strict=True)],
             decision_layers=arguments[0]["decision_layers"],
             **per_row,
         )

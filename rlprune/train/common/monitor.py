@@ -1,8 +1,9 @@
 """What a run shows while it trains: a progress bar with episode statistics, and TensorBoard curves.
 
-Both backends report the same things under the same tags: ``episodes/{reward,flops_ratio,kl}``
-(means over recent training episodes) and ``validation/{reward,flops_ratio,kl,budget_error}``,
-in ``RUN/tensorboard/<backend>``.
+Both backends report the same things under the same tags: ``episodes/{reward,flops_ratio,kl,solved}``
+(means over recent training episodes) and ``validation/{reward,flops_ratio,kl,solved,budget_error}``,
+in ``RUN/tensorboard/<backend>`` (``kl`` where episodes teacher-force the full answer, ``solved`` where
+they decode their own).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from rlprune.progress import Progress
 
-EPISODE_KEYS = ("reward", "flops_ratio", "kl")
-VALIDATION_KEYS = ("reward", "flops_ratio", "kl", "budget_error")
+EPISODE_KEYS = ("reward", "flops_ratio", "kl", "solved")
+VALIDATION_KEYS = ("reward", "flops_ratio", "kl", "solved", "budget_error")
 
 
 class EpisodeWindow:
@@ -31,16 +32,23 @@ class EpisodeWindow:
         self.episodes: deque[dict[str, float]] = deque(maxlen=100)
 
     def add(self, reward: float, info: dict[str, Any]) -> None:
-        self.episodes.append({"reward": float(reward), "flops_ratio": info["flops_ratio"], "kl": info["kl"]})
+        measures = {key: float(info.get(key, np.nan)) for key in ("flops_ratio", "kl", "solved")}
+        self.episodes.append({"reward": float(reward)} | measures)
 
-    def means(self) -> dict[str, float]:
-        return {k: float(np.mean([e[k] for e in self.episodes])) for k in self.KEYS} if self.episodes else {}
+    def means(self) -> dict[str, float | None]:
+        """Each key's mean over the episodes it applies to (``None`` where it applies to none)."""
+        if not self.episodes:
+            return {}
+        defined = {k: [e[k] for e in self.episodes if not np.isnan(e[k])] for k in self.KEYS}
+        return {k: float(np.mean(v)) if v else None for k, v in defined.items()}
 
     @staticmethod
-    def describe(means: dict[str, float]) -> str:
+    def describe(means: dict[str, float | None]) -> str:
         if not means:
             return "collecting first episodes"
-        return f"reward {means['reward']:+.3f}  FLOPs {means['flops_ratio']:.3f}  KL {means['kl']:.3f}"
+        shown = f"reward {means['reward']:+.3f}  FLOPs {means['flops_ratio']:.3f}"
+        shown += "" if means.get("kl") is None else f"  KL {means['kl']:.3f}"
+        return shown + ("" if means.get("solved") is None else f"  solved {means['solved']:.2f}")
 
 
 def training_progress(quiet: bool) -> Progress:

@@ -28,6 +28,8 @@ class Evaluator:
         "answer_accuracy": "answer_accuracy",
         "hallucination": "hallucination",
         "evidence": "evidence_kept",
+        "solved": "solved",
+        "confidence": "confidence",
     }
 
     def __init__(
