@@ -116,9 +116,12 @@ class Quality:
         return dict(zip(TEACHER_FORCED_MEASURES, values, strict=True))
 
 
-TEACHER_FORCED_MEASURES = ("kl", "agreement", "likelihood", "greedy", "answer_accuracy", "hallucination")
-TEACHER_FORCED_MEASURES += ("hallucination_excess",)
+TEACHER_FORCED_MEASURES = (
+    "kl", "agreement", "likelihood", "greedy", "answer_accuracy", "hallucination", "hallucination_excess",
+)  # fmt: skip
+"""An episode's info entries read from the teacher-forced answer (:meth:`Quality.measures`)."""
 DECODED_MEASURES = ("solved", "confidence", "echo", "loop")
+"""An episode's info entries read from its decoded answer (:meth:`Decoded.measures`, with ``answer``: its text)."""
 
 
 @dataclass(frozen=True)

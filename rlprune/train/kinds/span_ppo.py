@@ -2,7 +2,9 @@
 
 Supervision teaches a :class:`~rlprune.policies.span_head.SpanHeadPolicy` where the answer is; the
 reward says what the reduced model then does with what was kept (:mod:`rlprune.envs.rewards`: KL
-to the full model's answer, top-1 agreement, gold-answer accuracy, the hallucination penalty).
+to the full model's answer, top-1 agreement, gold-answer accuracy, the hallucination penalty; or in
+an environment whose episodes decode, whether the reduced model's own greedy answer is right and
+how sure it is of it).
 One episode is one prompt at one budget in :class:`~rlprune.envs.TokenReductionEnv` (the reduced
 forward inference runs), cutting once, where the exported head cuts: at the head's layer, or at its
 later head's when the budget hands the cut over (:meth:`SpanHeadPolicy.hands_over`). The head that
