@@ -346,8 +346,8 @@ class TokenReductionEnv(gym.Env):
         reward, info = self.after_step(action, before)
         if not self._state.done:
             return self.current_observation(), reward, False, False, info
-        ((out, decoded),) = finish_episodes(self.reducer, self._state, self.config.episode.decode_tokens)
-        return self.conclude(out, reward, info, decoded)
+        ((out, answer),) = finish_episodes(self.reducer, self._state, self.config.episode.decode_tokens)
+        return self.conclude(out, reward, info, answer)
 
     # -- the pieces of an episode, shared with the vector environment -----------------------
 
