@@ -104,3 +104,29 @@ def test_the_vector_env_decodes_each_row_as_a_single_env_does(tmp_path):
     assert terminated.all()
     assert np.allclose(totals, single_totals, atol=1e-4)
     assert list(infos["final_info"]["answer"]) == [step[4]["answer"] for step in steps]
+
+
+def test_a_reduced_episode_decodes_what_generation_under_the_same_cut_says(cache_dir):
+    """The episode's prompt-only prefill (from layer 0) and its decoding are those of ``Reducer.generate``."""
+    env = TokenReductionEnv(decoding(solved=1.0), cache_dir=cache_dir)
+    actions = [LayerAction("prune", 0.5, "relevance"), LayerAction(), LayerAction("merge", 1.0, "similarity")]
+    for index in range(3):
+        _, info = finish(env, actions, task_index=index, budget=0.4)
+        reference = env.reference
+        schedule = dict(zip(env.config.episode.decision_layers, actions, strict=True))
+        result = env.reducer.generate(
+            reference.input_ids[:, : reference.prompt_length], schedule, max_new_tokens=DECODE,
+            protect_last=reference.protect_last,
+        )  # fmt: skip
+        assert info["answer"] == env.tokenizer.decode(result.tokens[0], skip_special_tokens=True)
+        assert info["flops_ratio"] == pytest.approx(result.prefill.flops_ratio) and info["flops_ratio"] < 0.9
+
+
+def test_finishing_refuses_a_negative_number_of_tokens(cache_dir):
+    from rlprune.envs.env import finish_episodes
+    from rlprune.errors import RLPruneError
+
+    env = TokenReductionEnv(decoding(solved=1.0), cache_dir=cache_dir)
+    env.reset(seed=0)
+    with pytest.raises(RLPruneError, match="decode_tokens must be an integer"):
+        finish_episodes(env.reducer, env._state, -1)

@@ -77,7 +77,7 @@ class Rescored:
         return getattr(self.policy, name)
 
     def act(self, features: Features, budget: float | None, deterministic: bool = True) -> LayerAction:
-        action = self.policy.act(features, budget)
+        action = self.policy.act(features, budget, deterministic)
         if action.token_scores is None:
             return action
         return replace(action, token_scores=self.rescore(features, action.token_scores))

@@ -56,6 +56,7 @@ def finish_episodes(
     """Finish the episodes' prefill, one row each: the logits that predict the teacher-forced answer, or
     with ``decode_tokens`` the last prompt position's, and the greedy answer the rows decode together
     from their reduced caches (:func:`rlprune.engine.generate.decode`, the loop generation runs)."""
+    decode_tokens = check_int("decode_tokens", decode_tokens, 0)
     outputs = reducer.finish(state, logits="last" if decode_tokens else "continuation")
     outputs = outputs if isinstance(outputs, list) else [outputs]
     if not decode_tokens:
