@@ -232,7 +232,7 @@ def test_a_group_of_equal_rewards_teaches_nothing():
 
 
 def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatch):
-    from rlprune.envs import EnvConfig, TokenReductionEnv
+    from rlprune.envs import EnvConfig, TokenReductionEnv, TokenReductionVectorEnv
     from rlprune.policies.plackett_luce import draws
     from rlprune.train.kinds.span_ppo import play
 
@@ -252,14 +252,15 @@ def test_ppo_tunes_a_head_on_the_environment_and_exports_it(tmp_path, monkeypatc
     preset = EnvConfig.load("smoke")
     preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1,)))
     env = TokenReductionEnv(preset, split="validation", model=model, tokenizer=tokenizer)
-    played = play(env, head, 0, 0.6, 3)
+    rows = TokenReductionVectorEnv(env, 3)  # the group's plays, one batch
+    played = play(rows, head, 0, 0.6, 3)
     with torch.no_grad():
         scores = head.scores(played.normed.float(), played.normed[-played.window :].float())
     count = played.count
     log_prob, _, drawn = draws(scores.expand(3, -1), played.keys, played.valid.expand(3, -1), count)
     assert torch.equal(log_prob, played.log_prob)  # PPO's first ratios are exactly 1
     assert played.count.gt(0).all() and drawn.sum(-1).eq(played.count).all()
-    reached = env.features().state.reaches_top()[: played.valid.shape[0]]
+    reached = rows.envs[-1].features().state.reaches_top()[: played.valid.shape[0]]
     assert int((played.valid & ~reached).sum()) == played.count[-1]  # what the reducer removed is what was drawn
     lowest = played.keys[-1].masked_fill(~played.valid, float("inf")).argsort()[: played.count[-1]]
     assert not reached[lowest].any()  # the lowest keys went: the log-probability is of the action taken

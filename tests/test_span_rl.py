@@ -135,6 +135,38 @@ def test_plays_seeded_alike_draw_alike(tmp_path):
     assert all("likelihood" in info for info in first.infos)
 
 
+@pytest.mark.parametrize("decode_tokens", [0, 4])
+def test_a_group_played_as_one_batch_pays_each_play_what_a_single_environment_pays(tmp_path, decode_tokens):
+    from conftest import tiny_tokenizer
+
+    from rlprune.envs import RewardConfig, TokenReductionEnv
+    from rlprune.reduction import LayerAction
+    from rlprune.train.kinds.span_ppo import play
+
+    model = tiny_model("llama")
+    preset = EnvConfig.load("smoke")
+    preset = dataclasses.replace(preset, episode=dataclasses.replace(preset.episode, decision_layers=(1,)))
+    if decode_tokens:  # the reduced model's own answer, judged as evaluation judges it
+        reward = dataclasses.replace(preset.reward, **dict.fromkeys(RewardConfig.TEACHER_FORCED, 0.0), confidence=1.0)
+        episode = dataclasses.replace(preset.episode, decode_tokens=decode_tokens)
+        preset = dataclasses.replace(preset, episode=episode, reward=reward)
+    env = TokenReductionEnv(preset, model=model, tokenizer=tiny_tokenizer(), cache_dir=tmp_path)
+    head = _head(model)
+    played = play(env, head, 1, 0.4, 3, seed=5)
+    assert len({tuple(k.argsort()[:10].tolist()) for k in played.keys}) > 1  # the rows kept different tokens
+    for row, keys in enumerate(played.keys):  # each sample alone, step by step, in the single environment
+        env.reset(options={"task_index": 1, "budget": 0.4})
+        total, done = 0.0, False  # the episode starts at its one decision layer
+        action = dataclasses.replace(env.features().action_for_share("prune", "learned", 1.0), token_scores=keys)
+        while not done:
+            _, reward, done, _, info = env.step(action)
+            total, action = total + reward, LayerAction()
+        assert float(played.rewards[row]) == pytest.approx(total, abs=1e-4)
+        assert played.infos[row]["flops_ratio"] == pytest.approx(info["flops_ratio"], abs=1e-9)
+        if decode_tokens:
+            assert played.infos[row]["answer"] == info["answer"]
+
+
 def test_the_environment_mixes_long_grids_into_every_split():
     config = TaskConfig(
         mix={"grounded": 1.0},
@@ -217,16 +249,18 @@ def test_a_cut_that_removes_the_answer_earns_less_than_one_that_keeps_it(smollm2
 def test_a_head_that_cuts_by_units_is_sampled_over_whole_units(tmp_path):
     """The stage samples the choices the exported head makes: whole units go, the last one perhaps in
     part, and the log-probability is of the units drawn."""
+    from rlprune.envs import TokenReductionVectorEnv
     from rlprune.policies.plackett_luce import draws
     from rlprune.train.kinds.span_ppo import _scores, play
 
     model, env = _tiny_env(tmp_path)
     head = _head(model)
     head.select_by("8")
-    played = play(env, head, 0, 0.5, 3, seed=2)
+    rows = TokenReductionVectorEnv(env, 3)
+    played = play(rows, head, 0, 0.5, 3, seed=2)
     units, removable = played.units, played.removable
     assert units is not None and played.keys.shape == (3, int(units.max()) + 1)
-    reached = env.features().state.reaches_top()[: units.shape[0]]  # after the last play
+    reached = rows.envs[-1].features().state.reaches_top()[: units.shape[0]]  # the last play's
     gone = removable & ~reached
     touched = units[gone].unique()
     assert len(touched) == int(played.count[-1]) > 1

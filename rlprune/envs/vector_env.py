@@ -9,6 +9,7 @@ single environment gives for the same task, budget and actions. One model copy s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from gymnasium.vector.utils import batch_space
 from rlprune.engine import ReductionBatch
 from rlprune.envs.env import EnvConfig, TokenReductionEnv, check_action, check_int, finish_episodes
 from rlprune.errors import RLPruneError
+from rlprune.reduction import LayerAction
 
 
 class TokenReductionVectorEnv(VectorEnv):
@@ -30,7 +32,8 @@ class TokenReductionVectorEnv(VectorEnv):
     ``infos["final_obs"]`` and the final infos in ``infos["final_info"]``.
 
     Args:
-        preset: a preset name or path, or an :class:`EnvConfig`.
+        preset: a preset name or path, an :class:`EnvConfig`, or a :class:`TokenReductionEnv` whose
+            model, tasks, fixed budget and reference cache the rows share.
         num_envs: episodes run side by side.
         split, budget, cache_dir: as for :class:`TokenReductionEnv`.
         model, tokenizer: an already loaded model (default: the preset's, loaded once).
@@ -40,7 +43,7 @@ class TokenReductionVectorEnv(VectorEnv):
 
     def __init__(
         self,
-        preset: str | Path | EnvConfig = "grounded-qa",
+        preset: str | Path | EnvConfig | TokenReductionEnv = "grounded-qa",
         num_envs: int = 8,
         *,
         split: str = "train",
@@ -50,24 +53,31 @@ class TokenReductionVectorEnv(VectorEnv):
         cache_dir: str | Path | None = None,
     ) -> None:
         num_envs = check_int("num_envs", num_envs, 1)
-        first = TokenReductionEnv(
-            preset, split=split, model=model, tokenizer=tokenizer, budget=budget, cache_dir=cache_dir
-        )
+        if isinstance(preset, TokenReductionEnv):  # rows beside an environment: its model, tasks and references
+            source, budget = preset, preset.fixed_budget
+            first = TokenReductionEnv(
+                source.config, split=source.split, model=source.reducer.model, tokenizer=source.tokenizer,
+                budget=budget, tasks=source.tasks, cache_dir=source.references.folder,
+            )  # fmt: skip
+        else:
+            first = source = TokenReductionEnv(
+                preset, split=split, model=model, tokenizer=tokenizer, budget=budget, cache_dir=cache_dir
+            )
         self.envs = [first] + [
             TokenReductionEnv(
                 first.config,
-                split=split,
+                split=first.split,
                 model=first.reducer.model,
                 tokenizer=first.tokenizer,
                 budget=budget,
                 tasks=first.tasks,
-                cache_dir=cache_dir,
+                cache_dir=source.references.folder,
             )
             for _ in range(num_envs - 1)
         ]
-        for env in self.envs[1:]:  # one reducer and one reference cache (memory included) for every row
-            env.reducer, env.references = first.reducer, first.references
-        self.reducer = first.reducer
+        for env in self.envs:  # one reducer and one reference cache (memory included) for every row
+            env.reducer, env.references = source.reducer, source.references
+        self.reducer = source.reducer
         self.num_envs = num_envs
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
@@ -88,28 +98,38 @@ class TokenReductionVectorEnv(VectorEnv):
     def step(self, actions):
         """One decision layer for every row: ``actions`` is ``(num_envs, 3)``, one row of indices per episode."""
         actions = check_action(actions, self.action_space, "actions")
+        observations, rewards, done, infos = self.step_rows(list(actions))
+        if not done:
+            false = np.zeros(self.num_envs, dtype=bool)
+            return observations, rewards, false, false.copy(), self._merge(infos)
+        final_obs, final_infos = observations, infos
+        observations, infos = self._start(None)
+        done = np.ones(self.num_envs, dtype=bool)
+        infos["final_obs"] = final_obs
+        infos["_final_obs"] = done.copy()
+        infos["final_info"] = self._merge(final_infos)
+        infos["_final_info"] = done.copy()
+        return observations, rewards, done, np.zeros(self.num_envs, dtype=bool), infos
+
+    def step_rows(self, actions: Sequence[np.ndarray | LayerAction]) -> tuple[np.ndarray, np.ndarray, bool, list[dict]]:
+        """One decision layer for every row, one action each (indices, or a :class:`LayerAction` as a
+        scripted caller gives), without Gymnasium's autoreset: the rows' observations, rewards, whether
+        their episodes ended (then the final observations), and each row's own info."""
+        if len(actions) != self.num_envs:
+            raise RLPruneError(f"step_rows needs one action per row ({self.num_envs}), got {len(actions)}")
         decided = [env.decide(action) for env, action in zip(self.envs, actions, strict=True)]
         self._batch = self.reducer.step(self._batch, [action for action, _ in decided])
         steps = [env.after_step(action, before) for env, (action, before) in zip(self.envs, decided, strict=True)]
         rewards = np.array([reward for reward, _ in steps], dtype=np.float64)
         infos = [info for _, info in steps]
         if not self._batch.done:
-            observations = np.stack([env.current_observation() for env in self.envs])
-            false = np.zeros(self.num_envs, dtype=bool)
-            return observations, rewards, false, false.copy(), self._merge(infos)
+            return np.stack([env.current_observation() for env in self.envs]), rewards, False, infos
         finished = finish_episodes(self.reducer, self._batch, self.envs[0].config.episode.decode_tokens)
-        final_obs, final_infos = [], []
+        final_obs = []
         for i, (env, (out, answer)) in enumerate(zip(self.envs, finished, strict=True)):
-            obs, rewards[i], _, _, info = env.conclude(out, rewards[i], infos[i], answer)
+            obs, rewards[i], _, _, infos[i] = env.conclude(out, rewards[i], infos[i], answer)
             final_obs.append(obs)
-            final_infos.append(info)
-        observations, infos = self._start(None)
-        done = np.ones(self.num_envs, dtype=bool)
-        infos["final_obs"] = np.stack(final_obs)
-        infos["_final_obs"] = done.copy()
-        infos["final_info"] = self._merge(final_infos)
-        infos["_final_info"] = done.copy()
-        return observations, rewards, done, np.zeros(self.num_envs, dtype=bool), infos
+        return np.stack(final_obs), rewards, True, infos
 
     def action_masks(self) -> np.ndarray:
         """Valid choices of every row, ``(num_envs, sum(nvec))`` (for MaskablePPO)."""

@@ -22,7 +22,7 @@ import ray
 import torch
 from ray.exceptions import GetTimeoutError
 
-from rlprune.envs import EnvConfig, TokenReductionEnv
+from rlprune.envs import EnvConfig, TokenReductionEnv, TokenReductionVectorEnv
 from rlprune.errors import RLPruneError
 from rlprune.models import fingerprint_id, load_model
 from rlprune.policies.span_head import SpanHeadPolicy
@@ -42,6 +42,7 @@ class SpanPlayer:
         torch.set_num_threads(threads)
         model, tokenizer = load_model(env_config.model, device=env_config.device, dtype=env_config.dtype)
         self.env = TokenReductionEnv(env_config, split="train", cache_dir=cache_dir, model=model, tokenizer=tokenizer)
+        self.rows: TokenReductionVectorEnv | None = None  # a group's plays as one batch, made at the first
 
     def fingerprint(self) -> str:
         """The exact weights this worker plays on (the learner checks they are its own)."""
@@ -51,8 +52,10 @@ class SpanPlayer:
         self, head: SpanHeadPolicy, start: SpanHeadPolicy, requests: list[PlayRequest], group: int, temperature: float
     ) -> list[Played]:
         """Play each request ``group`` times with ``head``, as :func:`~rlprune.train.kinds.span_ppo.play` does."""
+        if self.rows is None or self.rows.num_envs != group:
+            self.rows = TokenReductionVectorEnv(self.env, group)
         return [
-            play(self.env, head, r.task_index, r.budget, group, seed=r.seed, start=start, temperature=temperature)
+            play(self.rows, head, r.task_index, r.budget, group, seed=r.seed, start=start, temperature=temperature)
             for r in requests
         ]
 

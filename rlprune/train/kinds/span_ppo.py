@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import random
 import tempfile
@@ -42,11 +43,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from rlprune.engine.features import Features
-from rlprune.envs import TokenReductionEnv
+from rlprune.envs import TokenReductionEnv, TokenReductionVectorEnv
 from rlprune.errors import InvalidArgumentError
 from rlprune.policies.checkpoint import load_policy, save_policy
 from rlprune.policies.compat import check_compatible
@@ -140,11 +142,11 @@ START = "start"
 """The run folder's copy of the head the stage started from (``RUN/start``)."""
 
 
-def _advance(env: TokenReductionEnv, layer: int) -> float:
-    """Step ``env`` through its decision layers before ``layer`` without cutting; those steps' rewards."""
-    reward = 0.0
-    while env.features().layer < layer:
-        reward += env.step(LayerAction())[1]
+def _advance(rows: TokenReductionVectorEnv, layer: int) -> np.ndarray:
+    """Step every row through its decision layers before ``layer`` without cutting; those steps' rewards."""
+    reward = np.zeros(rows.num_envs)
+    while rows.envs[0].features().layer < layer:
+        reward += rows.step_rows([LayerAction()] * rows.num_envs)[1]
     return reward
 
 
@@ -155,7 +157,7 @@ def play_seed(seed: int, update: int, prompt: int) -> int:
 
 @torch.no_grad()
 def play(
-    env: TokenReductionEnv,
+    env: TokenReductionEnv | TokenReductionVectorEnv,
     head: SpanHeadPolicy,
     task_index: int,
     budget: float,
@@ -170,42 +172,40 @@ def play(
     this prompt; ``start`` is the head whose log-probabilities the KL penalty compares with (``head``
     itself without one). ``env`` decides at every layer of ``head`` (:attr:`SpanHeadPolicy.layers`).
     Samples are drawn from the scores over ``temperature``: the order they rank, and so the exported
-    head's cut, is the same at any temperature; a higher one makes a group's keep-sets differ more."""
+    head's cut, is the same at any temperature; a higher one makes a group's keep-sets differ more.
+
+    The group's plays run as the rows of one batch (:class:`TokenReductionVectorEnv`, ``group`` rows;
+    one is made beside a single ``env``), so they share each reduced forward and the decoding steps:
+    each row's reward is the one a single environment gives its play."""
     if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise InvalidArgumentError(f"group must be a whole number of plays >= 1, got {group!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 < temperature < math.inf:
         raise InvalidArgumentError(f"temperature must be a finite number > 0, got {temperature!r}")
-    decides = env.config.episode.decision_layers
+    rows = env if isinstance(env, TokenReductionVectorEnv) else TokenReductionVectorEnv(env, group)
+    if rows.num_envs != group:
+        raise InvalidArgumentError(f"a group of {group} plays needs as many rows, not {rows.num_envs}")
+    decides = rows.envs[0].config.episode.decision_layers
     if any(layer not in decides for layer in head.layers):
         raise InvalidArgumentError(f"the head cuts at layers {head.layers}; the environment decides at {decides} only")
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    options = {"task_index": task_index, "budget": budget}
-    keys, rewards, infos = [], [], []
-    for draw in range(group):
-        env.reset(options=options)
-        if draw == 0:  # the prompt and its budget, so where it is cut and the scores, are the same every time
-            cuts = head.later if head.hands_over(env.features()) else head
-        reward = _advance(env, cuts.decision_layer)
-        if draw == 0:
-            features = env.features()
-            cut = CutScores.read(cuts, features, temperature)
-            normed, window, removable, units, scores = cut.normed, cut.window, cut.removable, cut.units, cut.scores
-            valid = (
-                removable
-                if units is None
-                else torch.zeros_like(scores, dtype=torch.bool).index_fill(0, units[removable], True)
-            )
-            action = features.action_for_share(cuts.op, "learned", 1.0)
-        sample, chosen = cut.draw(generator)
-        _, step_reward, done, _, info = env.step(dataclasses.replace(action, token_scores=chosen))
-        reward += step_reward
-        while not done:  # a later head's layer, after this head cut: nothing is left to remove
-            _, step_reward, done, _, info = env.step(LayerAction())
-            reward += step_reward
-        keys.append(sample)
-        rewards.append(reward)
-        infos.append(info)
-    stacked = torch.stack(keys)
+    rows.reset(options={"task_index": task_index, "budget": budget})  # the same prompt and budget in every row
+    cuts = head.later if head.hands_over(rows.envs[0].features()) else head
+    rewards = _advance(rows, cuts.decision_layer)
+    features = rows.envs[0].features()  # every row holds the same tokens until the cut
+    cut = CutScores.read(cuts, features, temperature)
+    normed, window, removable, units, scores = cut.normed, cut.window, cut.removable, cut.units, cut.scores
+    valid = (
+        removable if units is None else torch.zeros_like(scores, dtype=torch.bool).index_fill(0, units[removable], True)
+    )
+    action = features.action_for_share(cuts.op, "learned", 1.0)
+    samples = [cut.draw(generator) for _ in range(group)]
+    actions = [dataclasses.replace(action, token_scores=chosen) for _, chosen in samples]
+    done = False
+    while not done:  # after the cut, a later head's layer: nothing is left to remove
+        _, step_rewards, done, infos = rows.step_rows(actions)
+        rewards += step_rewards
+        actions = [LayerAction()] * group
+    stacked = torch.stack([sample for sample, _ in samples])
     removed = removal_count(action, int(removable.sum()))  # the reducer's own count of tokens
     if units is None:
         counts = torch.full((group,), removed)
@@ -218,11 +218,11 @@ def play(
     if start is not None and start is not head:
         start_scores = _scores(start.head_at(cuts.decision_layer), normed, window, units, removable) / temperature
         start_log_prob, _, _ = draws(start_scores.expand_as(stacked), stacked, pool, counts)
-    rewards = torch.tensor(rewards)
     layer = None if cuts is head else cuts.decision_layer
     return Played(
-        normed, window, valid, counts, stacked, log_prob, start_log_prob, rewards, infos, units, removable, layer
-    )
+        normed, window, valid, counts, stacked, log_prob, start_log_prob, torch.tensor(rewards, dtype=torch.float32),
+        infos, units, removable, layer,
+    )  # fmt: skip
 
 
 def advantages(batch: list[Played]) -> list[Tensor]:
@@ -324,6 +324,11 @@ class SpanPPOBackend:
         self.history: list[dict[str, float]] = []
         self.episodes = EpisodeWindow()
 
+    @functools.cached_property
+    def rows(self) -> TokenReductionVectorEnv:
+        """A group's plays as the rows of one batch, on the training environment's model and tasks."""
+        return TokenReductionVectorEnv(self.env, self.config.group)
+
     def policy(self) -> SpanHeadPolicy:
         return self.head
 
@@ -362,7 +367,7 @@ class SpanPPOBackend:
         batch = []
         for request in requests:
             played = play(
-                self.env, self.head, request.task_index, request.budget, self.config.group,
+                self.rows, self.head, request.task_index, request.budget, self.config.group,
                 seed=request.seed, start=self.start, temperature=self.config.temperature,
             )  # fmt: skip
             batch.append(played)
