@@ -15,7 +15,9 @@ exported head makes: whole sentences go, weakest first, the last one cut into by
 scores. The FLOPs terms are the same for every sample at a budget, so the reward ranks choices of
 tokens only.
 
-Each prompt is played ``group`` times at the same budget and a sample's advantage is its reward
+Each prompt is played ``group`` times at the same budget, the plays as the rows of one batch
+(:class:`~rlprune.envs.TokenReductionVectorEnv`: they share each reduced forward and decoding step,
+and each row is paid what a single environment pays), and a sample's advantage is its reward
 minus the group's mean, over the batch's spread: a one-step episode needs no value network. The
 clipped PPO objective is then optimised for a few epochs over the batch, CleanRL-style, with a KL
 penalty to the head the stage started from (``kl_start``; the k3 estimator on the drawn removals, 0
