@@ -139,7 +139,8 @@ def test_plays_seeded_alike_draw_alike(tmp_path):
 def test_a_group_played_as_one_batch_pays_each_play_what_a_single_environment_pays(tmp_path, decode_tokens):
     from conftest import tiny_tokenizer
 
-    from rlprune.envs import RewardConfig, TokenReductionEnv
+    from rlprune.envs import RewardConfig, TokenReductionEnv, TokenReductionVectorEnv
+    from rlprune.errors import RLPruneError
     from rlprune.reduction import LayerAction
     from rlprune.train.kinds.span_ppo import play
 
@@ -152,10 +153,12 @@ def test_a_group_played_as_one_batch_pays_each_play_what_a_single_environment_pa
         preset = dataclasses.replace(preset, episode=episode, reward=reward)
     env = TokenReductionEnv(preset, model=model, tokenizer=tiny_tokenizer(), cache_dir=tmp_path)
     head = _head(model)
-    played = play(env, head, 1, 0.4, 3, seed=5)
-    assert len({tuple(k.argsort()[:10].tolist()) for k in played.keys}) > 1  # the rows kept different tokens
+    played = play(env, head, 1, 0.7, 3, seed=5)  # about half the removable tokens go
+    order = played.keys.masked_fill(~played.valid, float("inf")).argsort(-1)
+    removed = {tuple(sorted(row[: int(n)].tolist())) for row, n in zip(order, played.count, strict=True)}
+    assert len(removed) > 1  # the rows removed different tokens
     for row, keys in enumerate(played.keys):  # each sample alone, step by step, in the single environment
-        env.reset(options={"task_index": 1, "budget": 0.4})
+        env.reset(options={"task_index": 1, "budget": 0.7})
         total, done = 0.0, False  # the episode starts at its one decision layer
         action = dataclasses.replace(env.features().action_for_share("prune", "learned", 1.0), token_scores=keys)
         while not done:
@@ -165,6 +168,10 @@ def test_a_group_played_as_one_batch_pays_each_play_what_a_single_environment_pa
         assert played.infos[row]["flops_ratio"] == pytest.approx(info["flops_ratio"], abs=1e-9)
         if decode_tokens:
             assert played.infos[row]["answer"] == info["answer"]
+    with pytest.raises(RLPruneError, match="rows beside an environment take its split"):
+        TokenReductionVectorEnv(env, 3, budget=0.5)
+    with pytest.raises(InvalidArgumentError, match="a group of 3 plays needs as many rows, not 2"):
+        play(TokenReductionVectorEnv(env, 2), head, 1, 0.4, 3)
 
 
 def test_the_environment_mixes_long_grids_into_every_split():

@@ -53,36 +53,35 @@ class TokenReductionVectorEnv(VectorEnv):
         cache_dir: str | Path | None = None,
     ) -> None:
         num_envs = check_int("num_envs", num_envs, 1)
-        if isinstance(preset, TokenReductionEnv):  # rows beside an environment: its model, tasks and references
-            source, budget = preset, preset.fixed_budget
-            first = TokenReductionEnv(
-                source.config, split=source.split, model=source.reducer.model, tokenizer=source.tokenizer,
-                budget=budget, tasks=source.tasks, cache_dir=source.references.folder,
-            )  # fmt: skip
-        else:
-            first = source = TokenReductionEnv(
-                preset, split=split, model=model, tokenizer=tokenizer, budget=budget, cache_dir=cache_dir
+        beside = isinstance(preset, TokenReductionEnv)  # rows beside an environment: its model, tasks and references
+        if beside and (split != "train" or any(v is not None for v in (model, tokenizer, budget, cache_dir))):
+            raise RLPruneError(
+                "rows beside an environment take its split, model, budget and reference cache; "
+                "pass only the environment and num_envs"
             )
-        self.envs = [first] + [
+        source = preset if beside else TokenReductionEnv(
+            preset, split=split, model=model, tokenizer=tokenizer, budget=budget, cache_dir=cache_dir
+        )  # fmt: skip
+        self.envs = ([] if beside else [source]) + [
             TokenReductionEnv(
-                first.config,
-                split=first.split,
-                model=first.reducer.model,
-                tokenizer=first.tokenizer,
-                budget=budget,
-                tasks=first.tasks,
+                source.config,
+                split=source.split,
+                model=source.reducer.model,
+                tokenizer=source.tokenizer,
+                budget=source.fixed_budget,
+                tasks=source.tasks,
                 cache_dir=source.references.folder,
             )
-            for _ in range(num_envs - 1)
+            for _ in range(num_envs - (0 if beside else 1))
         ]
         for env in self.envs:  # one reducer and one reference cache (memory included) for every row
             env.reducer, env.references = source.reducer, source.references
         self.reducer = source.reducer
         self.num_envs = num_envs
-        self.single_observation_space = first.observation_space
-        self.single_action_space = first.action_space
-        self.observation_space = batch_space(first.observation_space, num_envs)
-        self.action_space = batch_space(first.action_space, num_envs)
+        self.single_observation_space = source.observation_space
+        self.single_action_space = source.action_space
+        self.observation_space = batch_space(source.observation_space, num_envs)
+        self.action_space = batch_space(source.action_space, num_envs)
         self._batch: ReductionBatch | None = None
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
